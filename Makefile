@@ -1,0 +1,55 @@
+# One way to do each thing; the README and .ci/run call these verbs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export VIRTUAL_ENV := $(abspath $(VENV))
+PY_DIRS := python tests benches examples
+
+.PHONY: install build-dev build-release format lint test test-rust test-python bench demo clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip maturin
+
+## install: a virtualenv in .venv with the runtime and test dependencies
+install: $(PY)
+	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]))' > $(VENV)/requirements-test.txt
+	$(PY) -m pip install -q -r $(VENV)/requirements-test.txt
+
+## build-dev: build the extension (debug) into the virtualenv, editable
+build-dev: $(PY)
+	$(VENV)/bin/maturin develop -q
+
+## build-release: the same, optimised (for benchmarks)
+build-release: $(PY)
+	$(VENV)/bin/maturin develop -q --release
+
+format:
+	cargo fmt --all
+	$(VENV)/bin/ruff check --fix $(PY_DIRS)
+	$(VENV)/bin/ruff format $(PY_DIRS)
+
+lint: install
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check $(PY_DIRS)
+	$(VENV)/bin/ruff format --check $(PY_DIRS)
+
+test-rust:
+	cargo test -p langscale-core
+
+test-python: install build-dev
+	$(PY) -m pytest -q
+
+## test: install test dependencies, build the extension, run cargo test and pytest
+test: test-rust test-python
+
+## bench: release build, then every benchmark side by side with its LangChain anchor
+bench: install build-release
+	$(PY) benches/run.py
+
+demo: install build-dev
+	$(VENV)/bin/langscale demo
+
+clean:
+	rm -rf $(VENV) target .pytest_cache

@@ -1,0 +1,25 @@
+"""langscale: make existing LangChain agents scale.
+
+Rust-backed drop-ins for LangChain's interfaces: ``RateLimiter`` (a ``BaseRateLimiter``) and
+``ExactCache`` (a ``BaseCache``).
+"""
+
+from langscale._core import (
+    ConfigError,
+    LangscaleError,
+    Permit,
+    RateLimitTimeout,
+    __version__,
+)
+from langscale.cache import ExactCache
+from langscale.limiter import RateLimiter
+
+__all__ = [
+    "ConfigError",
+    "ExactCache",
+    "LangscaleError",
+    "Permit",
+    "RateLimitTimeout",
+    "RateLimiter",
+    "__version__",
+]

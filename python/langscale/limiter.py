@@ -1,0 +1,90 @@
+"""``RateLimiter``: LangChain's ``BaseRateLimiter`` on the Rust GCRA limiter.
+
+Works as ``rate_limiter=`` for any LangChain chat model, and offers more to callers that know
+more: a token estimate, a priority, a timeout, and a permit to settle real usage with.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langchain_core.rate_limiters import BaseRateLimiter
+
+from langscale import _core
+
+Priority = Literal["high", "standard", "batch"]
+
+
+class RateLimiter(BaseRateLimiter):
+    """Requests-per-second/minute, tokens-per-minute and concurrency limits, any combination.
+
+    Waiters are woken when their turn is due (no polling), served high, standard, then batch,
+    first come first served within a priority; ``priority_aging`` seconds of waiting lift a
+    waiter one level, so batch work is never starved.
+
+    ``burst`` is how many requests may go at once (default: 20 ms worth of the rate, at least
+    1); ``token_burst`` how many tokens (default: one minute's worth).
+    """
+
+    def __init__(
+        self,
+        requests_per_second: float | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_concurrency: int | None = None,
+        burst: int | None = None,
+        *,
+        token_burst: int | None = None,
+        priority_aging: float = 5.0,
+    ) -> None:
+        self._core = _core.RateLimiter(
+            requests_per_second,
+            requests_per_minute,
+            tokens_per_minute,
+            max_concurrency,
+            burst,
+            token_burst,
+            priority_aging,
+        )
+
+    def acquire(
+        self,
+        *,
+        blocking: bool = True,
+        tokens: int = 0,
+        priority: Priority = "standard",
+        timeout: float | None = None,
+    ) -> _core.Permit | Literal[False]:
+        """Wait for admission (releasing the GIL) and return a ``Permit``.
+
+        With ``blocking=False`` return a permit only if one is available now, else ``False``.
+        Raises ``RateLimitTimeout`` if ``timeout`` seconds pass first.
+        """
+        if not blocking:
+            return self._core.try_acquire(tokens, priority) or False
+        return self._core.acquire(tokens, priority, timeout)
+
+    async def aacquire(
+        self,
+        *,
+        blocking: bool = True,
+        tokens: int = 0,
+        priority: Priority = "standard",
+        timeout: float | None = None,
+    ) -> _core.Permit | Literal[False]:
+        """Like ``acquire`` without blocking the event loop; cancelling gives the place back."""
+        permit = self._core.try_acquire(tokens, priority)
+        if permit is not None:
+            return permit
+        if not blocking:
+            return False
+        return await self._core.acquire_async(tokens, priority, timeout)
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The most tokens one request may ask for, or None when tokens are not limited."""
+        return self._core.max_tokens
+
+    def stats(self) -> dict[str, float]:
+        """acquired, waited, wait_seconds, timeouts, waiting, in_flight."""
+        return self._core.stats()

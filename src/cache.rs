@@ -1,0 +1,138 @@
+//! Python face of the core exact cache. Values are opaque bytes here; the Python layer
+//! encodes LangChain generations into them (data only, never pickle).
+
+use std::sync::{PoisonError, RwLock};
+
+use langscale_core::cache::{self, ExactCacheConfig};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::args;
+use crate::errors::{config_error, CoreError};
+
+/// Bounded (TinyLFU) exact cache with TTL, keyed by a normalised prompt.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct ExactCache {
+    cache: cache::ExactCache,
+    namespace: RwLock<String>,
+}
+
+impl ExactCache {
+    fn key(&self, prompt: &str, llm_string: &str) -> cache::CacheKey {
+        let namespace = self
+            .namespace
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache::cache_key(&namespace, llm_string, prompt)
+    }
+}
+
+#[pymethods]
+impl ExactCache {
+    #[new]
+    #[pyo3(signature = (maxsize=None, max_bytes=None, ttl=None, namespace=""))]
+    fn new(
+        maxsize: Option<&Bound<'_, PyAny>>,
+        max_bytes: Option<&Bound<'_, PyAny>>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        namespace: &str,
+    ) -> PyResult<Self> {
+        let config = ExactCacheConfig {
+            maxsize: args::positive_count("maxsize", maxsize)?.unwrap_or(100_000),
+            max_bytes: args::positive_count("max_bytes", max_bytes)?,
+            ttl: args::seconds("ttl", ttl)?,
+        };
+        let cache = cache::ExactCache::new(config).map_err(CoreError::from)?;
+        Ok(Self {
+            cache,
+            namespace: RwLock::new(namespace.to_owned()),
+        })
+    }
+
+    /// The stored bytes for this prompt, or None.
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: &str,
+        llm_string: &str,
+    ) -> Option<Bound<'py, PyBytes>> {
+        let key = self.key(prompt, llm_string);
+        self.cache.get(key).map(|value| PyBytes::new(py, &value))
+    }
+
+    /// Store bytes for this prompt, replacing what was there.
+    fn update(&self, prompt: &str, llm_string: &str, value: &[u8]) {
+        let key = self.key(prompt, llm_string);
+        self.cache.insert(key, value.into());
+    }
+
+    /// Forget the entry for this prompt, if any.
+    fn remove(&self, prompt: &str, llm_string: &str) {
+        self.cache.remove(self.key(prompt, llm_string));
+    }
+
+    /// Empty the cache.
+    fn clear(&self) {
+        self.cache.clear();
+    }
+
+    /// The normalised key of a prompt, as an int (for debugging and tests).
+    fn key_of(&self, prompt: &str, llm_string: &str) -> u128 {
+        self.key(prompt, llm_string)
+    }
+
+    /// Entries are keyed under the namespace; setting a new one drops everything under the old.
+    #[getter]
+    fn namespace(&self) -> String {
+        self.namespace
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    #[setter]
+    fn set_namespace(&self, namespace: Option<&str>) -> PyResult<()> {
+        let namespace =
+            namespace.ok_or_else(|| config_error("namespace must be a string, got None"))?;
+        let mut current = self
+            .namespace
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *current != namespace {
+            namespace.clone_into(&mut current);
+            self.cache.clear();
+        }
+        Ok(())
+    }
+
+    /// Counters: hits, misses, evictions, entries, bytes.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.cache.stats();
+        let d = PyDict::new(py);
+        d.set_item("hits", s.hits)?;
+        d.set_item("misses", s.misses)?;
+        d.set_item("evictions", s.evictions)?;
+        d.set_item("entries", s.entries)?;
+        d.set_item("bytes", s.bytes)?;
+        Ok(d)
+    }
+}
+
+/// The key langscale uses for (namespace, llm_string, prompt).
+#[pyfunction]
+fn cache_key(namespace: &str, llm_string: &str, prompt: &str) -> u128 {
+    cache::cache_key(namespace, llm_string, prompt)
+}
+
+/// The prompt as it is hashed: volatile ids and metadata removed, tool-call ids renumbered.
+#[pyfunction]
+fn canonical_prompt(prompt: &str) -> String {
+    cache::canonical_prompt(prompt)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ExactCache>()?;
+    m.add_function(wrap_pyfunction!(cache_key, m)?)?;
+    m.add_function(wrap_pyfunction!(canonical_prompt, m)?)?;
+    Ok(())
+}

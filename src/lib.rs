@@ -1,0 +1,18 @@
+//! The binding layer only: the `langscale._core` module, pyclass wrappers around the core
+//! crate, argument checking and error mapping. No logic lives here.
+
+mod args;
+mod cache;
+mod errors;
+mod limit;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    limit::register(m)?;
+    cache::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Python face of the core limiter: `_core.RateLimiter` and the `Permit` it hands out.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use langscale_core::limit::{Limiter, LimiterConfig, Permit as CorePermit, Priority};
+use pyo3::exceptions::PyStopIteration;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::args;
+use crate::errors::{config_error, CoreError};
+
+fn priority(value: &str) -> PyResult<Priority> {
+    value
+        .parse::<Priority>()
+        .map_err(|e| PyErr::from(CoreError::from(e)))
+}
+
+fn tokens(value: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
+    Ok(args::count("tokens", value)?.unwrap_or(0))
+}
+
+/// GCRA rate limiter over requests, tokens and concurrency, with priority-ordered waiting.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct RateLimiter {
+    limiter: Limiter,
+}
+
+#[pymethods]
+impl RateLimiter {
+    #[new]
+    #[pyo3(signature = (requests_per_second=None, requests_per_minute=None, tokens_per_minute=None, max_concurrency=None, burst=None, token_burst=None, priority_aging=None))]
+    fn new(
+        requests_per_second: Option<&Bound<'_, PyAny>>,
+        requests_per_minute: Option<&Bound<'_, PyAny>>,
+        tokens_per_minute: Option<&Bound<'_, PyAny>>,
+        max_concurrency: Option<&Bound<'_, PyAny>>,
+        burst: Option<&Bound<'_, PyAny>>,
+        token_burst: Option<&Bound<'_, PyAny>>,
+        priority_aging: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let max_concurrency = args::positive_count("max_concurrency", max_concurrency)?
+            .map(|n| {
+                u32::try_from(n)
+                    .map_err(|_| config_error(format!("max_concurrency is too large: {n}")))
+            })
+            .transpose()?;
+        let config = LimiterConfig {
+            requests_per_second: args::positive_number("requests_per_second", requests_per_second)?,
+            requests_per_minute: args::positive_number("requests_per_minute", requests_per_minute)?,
+            tokens_per_minute: args::positive_number("tokens_per_minute", tokens_per_minute)?,
+            max_concurrency,
+            burst: args::positive_count("burst", burst)?,
+            token_burst: args::positive_count("token_burst", token_burst)?,
+            priority_aging: args::seconds("priority_aging", priority_aging)?
+                .unwrap_or(Duration::from_secs(5)),
+        };
+        let limiter = Limiter::new(&config).map_err(CoreError::from)?;
+        Ok(Self { limiter })
+    }
+
+    /// Admit now if possible, else return None; never waits.
+    #[pyo3(signature = (tokens=None, priority="standard"))]
+    fn try_acquire(
+        &self,
+        tokens: Option<&Bound<'_, PyAny>>,
+        priority: &str,
+    ) -> PyResult<Option<Permit>> {
+        let (tokens, priority) = (self::tokens(tokens)?, self::priority(priority)?);
+        let permit = self
+            .limiter
+            .try_acquire(tokens, priority)
+            .map_err(CoreError::from)?;
+        Ok(permit.map(Permit::new))
+    }
+
+    /// Wait (releasing the GIL) until admitted; raises RateLimitTimeout after `timeout` seconds.
+    #[pyo3(signature = (tokens=None, priority="standard", timeout=None))]
+    fn acquire(
+        &self,
+        py: Python<'_>,
+        tokens: Option<&Bound<'_, PyAny>>,
+        priority: &str,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Permit> {
+        let (tokens, priority) = (self::tokens(tokens)?, self::priority(priority)?);
+        let timeout = args::seconds("timeout", timeout)?;
+        if let Some(permit) = self
+            .limiter
+            .try_acquire(tokens, priority)
+            .map_err(CoreError::from)?
+        {
+            return Ok(Permit::new(permit));
+        }
+        let limiter = self.limiter.clone();
+        let permit = py.detach(move || limiter.acquire_blocking(tokens, priority, timeout));
+        Ok(Permit::new(permit.map_err(CoreError::from)?))
+    }
+
+    /// An awaitable of a Permit; cancelling it gives the place in the queue back.
+    #[pyo3(signature = (tokens=None, priority="standard", timeout=None))]
+    fn acquire_async<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: Option<&Bound<'py, PyAny>>,
+        priority: &str,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (tokens, priority) = (self::tokens(tokens)?, self::priority(priority)?);
+        let timeout = args::seconds("timeout", timeout)?;
+        let limiter = self.limiter.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let permit = limiter
+                .acquire(tokens, priority, timeout)
+                .await
+                .map_err(CoreError::from)?;
+            Ok(Permit::new(permit))
+        })
+    }
+
+    /// The largest token count one request may ask for (None when tokens are not limited).
+    #[getter]
+    fn max_tokens(&self) -> Option<u64> {
+        self.limiter.max_tokens()
+    }
+
+    /// Counters: acquired, waited, wait_seconds, timeouts, waiting, in_flight.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.limiter.stats();
+        let d = PyDict::new(py);
+        d.set_item("acquired", s.acquired)?;
+        d.set_item("waited", s.waited)?;
+        d.set_item("wait_seconds", s.wait_nanos as f64 / 1e9)?;
+        d.set_item("timeouts", s.timeouts)?;
+        d.set_item("waiting", s.waiting)?;
+        d.set_item("in_flight", s.in_flight)?;
+        Ok(d)
+    }
+}
+
+/// Admission to make one call. Use as a (sync or async) context manager to release the
+/// concurrency slot on exit; `settle(actual_tokens)` reconciles the token estimate.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct Permit {
+    permit: Mutex<Option<CorePermit>>,
+    tokens: std::sync::atomic::AtomicU64,
+    priority: Priority,
+}
+
+impl Permit {
+    fn new(permit: CorePermit) -> Self {
+        Self {
+            tokens: std::sync::atomic::AtomicU64::new(permit.tokens()),
+            priority: permit.priority(),
+            permit: Mutex::new(Some(permit)),
+        }
+    }
+
+    fn release_now(&self) {
+        let taken = self
+            .permit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(taken);
+    }
+}
+
+#[pymethods]
+impl Permit {
+    /// Reconcile with the tokens really used: refunds an overestimate, charges an underestimate.
+    fn settle(&self, actual_tokens: &Bound<'_, PyAny>) -> PyResult<()> {
+        let actual = args::count("actual_tokens", Some(actual_tokens))?.unwrap_or(0);
+        let mut guard = self.permit.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_mut() {
+            Some(permit) => permit.settle(actual),
+            None => {
+                return Err(config_error(
+                    "settle() called on a permit that was already released",
+                ))
+            }
+        }
+        self.tokens
+            .store(actual, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Give the concurrency slot back now. Safe to call more than once.
+    fn release(&self) {
+        self.release_now();
+    }
+
+    #[getter]
+    fn tokens(&self) -> u64 {
+        self.tokens.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[getter]
+    fn priority(&self) -> &'static str {
+        self.priority.as_str()
+    }
+
+    #[getter]
+    fn released(&self) -> bool {
+        self.permit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    fn __bool__(&self) -> bool {
+        true
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.release_now();
+        false
+    }
+
+    fn __aenter__(slf: Bound<'_, Self>) -> Ready {
+        Ready {
+            value: slf.into_any().unbind(),
+        }
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __aexit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> Ready {
+        self.release_now();
+        Ready { value: py.None() }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Permit(tokens={}, priority='{}', released={})",
+            self.tokens(),
+            self.priority.as_str(),
+            if self.released() { "True" } else { "False" }
+        )
+    }
+}
+
+/// An awaitable that is already done: what `async with permit` awaits.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct Ready {
+    value: Py<PyAny>,
+}
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<()> {
+        Err(PyStopIteration::new_err((self.value.clone_ref(py),)))
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<RateLimiter>()?;
+    m.add_class::<Permit>()?;
+    m.add_class::<Ready>()?;
+    Ok(())
+}
