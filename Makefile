@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
-PY_DIRS := python tests benches examples
+PY_DIRS := $(wildcard python tests benches examples)
 
 .PHONY: install build-dev build-release format lint test test-rust test-python bench demo clean
 

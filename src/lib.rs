@@ -5,6 +5,7 @@ mod args;
 mod cache;
 mod errors;
 mod limit;
+mod semantic;
 
 use pyo3::prelude::*;
 
@@ -14,5 +15,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     limit::register(m)?;
     cache::register(m)?;
+    semantic::register(m)?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 """langscale: make existing LangChain agents scale.
 
 Rust-backed drop-ins for LangChain's interfaces: ``RateLimiter`` (a ``BaseRateLimiter``) and
-``ExactCache`` (a ``BaseCache``).
+``ExactCache`` and ``SemanticCache`` (``BaseCache``s).
 """
 
 from langscale._core import (
@@ -13,6 +13,7 @@ from langscale._core import (
 )
 from langscale.cache import ExactCache
 from langscale.limiter import RateLimiter
+from langscale.semantic import SemanticCache
 
 __all__ = [
     "ConfigError",
@@ -21,5 +22,6 @@ __all__ = [
     "Permit",
     "RateLimitTimeout",
     "RateLimiter",
+    "SemanticCache",
     "__version__",
 ]

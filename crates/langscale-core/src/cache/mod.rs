@@ -1,9 +1,17 @@
-//! Caches: the exact cache (moka) and the key normalisation that makes LangChain prompts hit.
+//! Caches: the exact cache (moka) and the key normalisation that makes LangChain prompts hit,
+//! and the semantic cache: scope split, built-in embedder, guard, per-scope vector index.
 //! `key` turns `(namespace, llm_string, prompt)` into a 128-bit key with volatile ids and
 //! metadata normalised away; `exact` stores serialized results under those keys.
 
+pub mod embed;
 pub mod exact;
+pub mod guard;
+pub mod index;
 pub mod key;
+pub mod scope;
+pub mod semantic;
 
 pub use exact::{CacheError, CacheStats, ExactCache, ExactCacheConfig};
 pub use key::{cache_key, canonical_prompt, CacheKey};
+pub use scope::{split_prompt, Scoped};
+pub use semantic::{Outcome, SemanticCache, SemanticConfig, SemanticStats};

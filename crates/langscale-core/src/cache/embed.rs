@@ -1,0 +1,614 @@
+//! The built-in embedder of the semantic cache: hashed word and character n-grams, no model, no
+//! network. It owns the text normalisation (accent folding, contractions, light stemming) that the
+//! guard in `guard.rs` reuses, so both see the same words.
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// Seed of the feature hash; changing it changes every stored vector.
+const HASH_SEED: u64 = 0x6c61_6e67_7363_616c;
+
+/// Weight of a word's unigram feature.
+const W_WORD: f32 = 1.0;
+/// L2 weight of all character n-grams of one word together (spread over its n-grams).
+const W_CHARS: f32 = 1.0;
+/// Weight of a bigram of two neighbouring kept words.
+const W_BIGRAM: f32 = 0.5;
+
+/// Weight classes of words: filler is dropped, stopwords and request verbs count for little.
+const W_STOP: f32 = 0.25;
+const W_REQUEST: f32 = 0.5;
+const W_CONTENT: f32 = 1.0;
+
+/// Words that carry no question content when typed as courtesy.
+const FILLER: &[&str] = &[
+    "please", "pls", "plz", "pleas", "hey", "hi", "hello", "thanks", "thank", "thx", "kindly",
+    "um", "uh", "hmm", "ok", "okay", "dear", "cheers",
+];
+
+/// Multi-word courtesy phrases dropped before weighting ("can you tell me how ...").
+const FILLER_PHRASES: &[&[&str]] = &[
+    &["quick", "question"],
+    &["thank", "you"],
+    &["can", "you", "tell", "me"],
+    &["could", "you", "tell", "me"],
+    &["would", "you", "tell", "me"],
+    &["can", "you", "please", "tell", "me"],
+    &["could", "you", "please", "tell", "me"],
+    &["i", "want", "to", "know"],
+    &["i", "would", "like", "to", "know"],
+    &["i", "wonder"],
+    &["do", "you", "know"],
+];
+
+/// Function words: they shape a question but rarely decide what it asks.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "of", "to", "in", "on", "at", "for", "from", "by", "with", "about", "as",
+    "into", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "i",
+    "me", "my", "you", "your", "we", "our", "us", "it", "its", "this", "that", "these", "those",
+    "there", "what", "which", "who", "whom", "how", "when", "where", "why", "can", "could",
+    "would", "should", "will", "shall", "may", "might", "must", "have", "has", "had", "and", "or",
+    "if", "so", "than", "then", "any", "some", "just", "also", "very", "really", "way", "like",
+    "get", "there", "here", "s",
+];
+
+/// Verbs that frame a request ("tell me", "give me", "show me") rather than its subject.
+const REQUEST_VERBS: &[&str] = &[
+    "tell", "give", "show", "explain", "describe", "know", "need", "want", "help", "find",
+];
+
+/// Hashed word and character n-gram embedder: deterministic, offline, microseconds per text.
+///
+/// Words are lowercased, accent-folded and lightly stemmed; courtesy filler ("please", "hey",
+/// "quick question") is dropped and function words count for little. Each text becomes word
+/// unigrams, bigrams of neighbouring words, and character 3–5-grams inside each word (with
+/// boundary marks, so one typo keeps most of a word), hashed with xxh3 into `dim` signed buckets
+/// so that collisions cancel on average, then L2-normalised.
+#[derive(Debug, Clone)]
+pub struct HashEmbedder {
+    dim: usize,
+}
+
+impl Default for HashEmbedder {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_DIM)
+    }
+}
+
+impl HashEmbedder {
+    pub const DEFAULT_DIM: usize = 384;
+    /// Smaller dimensions are raised to this: below it collisions swamp the signal.
+    pub const MIN_DIM: usize = 16;
+
+    /// An embedder producing vectors of `dim` floats (`dim` below [`Self::MIN_DIM`] is raised to it).
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim: dim.max(Self::MIN_DIM),
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// L2-normalised vector of length dim (all zeros only for text with no features, e.g. "" or "???").
+    pub fn embed(&self, text: &str) -> Vec<f32> {
+        let mut features: Vec<(u64, f32)> = Vec::with_capacity(128);
+        collect_features(text, &mut features);
+        let mut v = vec![0.0f32; self.dim];
+        add_features(&mut features, &mut v);
+        normalise(&mut v);
+        v
+    }
+}
+
+/// Cosine similarity of two vectors; for the L2-normalised output of [`HashEmbedder::embed`]
+/// this is their dot product. Vectors of different lengths compare on their common prefix.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
+
+fn collect_features(text: &str, out: &mut Vec<(u64, f32)>) {
+    let words = drop_filler_phrases(words(text));
+    let weighted: Vec<(String, f32)> = words
+        .into_iter()
+        .filter_map(|w| {
+            let weight = word_weight(&w);
+            (weight > 0.0).then_some((w, weight))
+        })
+        .collect();
+    let mut prev: Option<(String, f32)> = None;
+    for (word, weight) in &weighted {
+        let stemmed = stem(word);
+        out.push((feature_hash(b'w', stemmed.as_bytes()), W_WORD * weight));
+        push_char_ngrams(word, W_CHARS * weight, out);
+        if let Some((p, pw)) = &prev {
+            let mut key = Vec::with_capacity(p.len() + stemmed.len() + 1);
+            key.extend_from_slice(p.as_bytes());
+            key.push(b' ');
+            key.extend_from_slice(stemmed.as_bytes());
+            out.push((feature_hash(b'b', &key), W_BIGRAM * pw.min(*weight)));
+        }
+        prev = Some((stemmed, *weight));
+    }
+}
+
+fn word_weight(word: &str) -> f32 {
+    if FILLER.contains(&word) {
+        0.0
+    } else if STOPWORDS.contains(&word) {
+        W_STOP
+    } else if REQUEST_VERBS.contains(&word) {
+        W_REQUEST
+    } else {
+        W_CONTENT
+    }
+}
+
+/// Character 3–5-grams of `<word>`, together weighing `total` in L2 norm.
+fn push_char_ngrams(word: &str, total: f32, out: &mut Vec<(u64, f32)>) {
+    let mut chars: Vec<char> = Vec::with_capacity(word.len() + 2);
+    chars.push('<');
+    chars.extend(word.chars());
+    chars.push('>');
+    let count: usize = (3..=5).map(|n| chars.len().saturating_sub(n - 1)).sum();
+    if count == 0 {
+        return;
+    }
+    let w = total / (count as f32).sqrt();
+    let mut buf = String::with_capacity(24);
+    for n in 3..=5 {
+        for gram in chars.windows(n) {
+            buf.clear();
+            buf.extend(gram);
+            out.push((feature_hash(b'c', buf.as_bytes()), w));
+        }
+    }
+}
+
+fn feature_hash(kind: u8, bytes: &[u8]) -> u64 {
+    // The kind byte keeps the word "ab" and the character gram "ab" apart.
+    xxh3_64_with_seed(
+        bytes,
+        HASH_SEED ^ u64::from(kind).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    )
+}
+
+/// Merge repeated features with a sub-linear count (1 + ln n) and add them into `v` with a sign
+/// taken from a hash bit independent of the bucket.
+fn add_features(features: &mut [(u64, f32)], v: &mut [f32]) {
+    features.sort_unstable_by_key(|&(h, _)| h);
+    let dim = v.len() as u64;
+    let mut i = 0;
+    while i < features.len() {
+        let (h, mut w) = features[i];
+        let mut n = 1u32;
+        let mut j = i + 1;
+        while j < features.len() && features[j].0 == h {
+            w = w.max(features[j].1);
+            n += 1;
+            j += 1;
+        }
+        let value = w * (1.0 + (n as f32).ln());
+        let bucket = ((h >> 1) % dim) as usize;
+        let sign = if h & 1 == 0 { 1.0 } else { -1.0 };
+        if let Some(x) = v.get_mut(bucket) {
+            *x += sign * value;
+        }
+        i = j;
+    }
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 && n.is_finite() {
+        v.iter_mut().for_each(|x| *x /= n);
+    } else {
+        v.iter_mut().for_each(|x| *x = 0.0);
+    }
+}
+
+fn drop_filler_phrases(words: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(words.len());
+    let mut i = 0;
+    'outer: while i < words.len() {
+        for phrase in FILLER_PHRASES {
+            let end = i + phrase.len();
+            if end <= words.len() && words[i..end].iter().zip(phrase.iter()).all(|(w, p)| w == p) {
+                i = end;
+                continue 'outer;
+            }
+        }
+        out.push(words[i].clone());
+        i += 1;
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text normalisation shared with the guard.
+// ---------------------------------------------------------------------------------------------
+
+/// Lowercase `c` and fold common Latin accents to ASCII ("É" -> "e", "ß" -> "ss"), appending to
+/// `out`. Combining marks are dropped, so precomposed and decomposed text agree.
+pub(crate) fn push_folded(c: char, out: &mut String) {
+    if is_combining_mark(c) {
+        return;
+    }
+    let folded: Option<&str> = match c {
+        'À'..='Å' | 'à'..='å' | 'Ā' | 'ā' | 'Ă' | 'ă' | 'Ą' | 'ą' => Some("a"),
+        'Æ' | 'æ' => Some("ae"),
+        'Ç' | 'ç' | 'Ć' | 'ć' | 'Č' | 'č' => Some("c"),
+        'È'..='Ë' | 'è'..='ë' | 'Ē' | 'ē' | 'Ė' | 'ė' | 'Ę' | 'ę' | 'Ě' | 'ě' => {
+            Some("e")
+        }
+        'Ì'..='Ï' | 'ì'..='ï' | 'Ī' | 'ī' | 'Į' | 'į' | 'İ' | 'ı' => Some("i"),
+        'Ð' | 'ð' | 'Ď' | 'ď' | 'Đ' | 'đ' => Some("d"),
+        'Ñ' | 'ñ' | 'Ń' | 'ń' | 'Ň' | 'ň' => Some("n"),
+        'Ò'..='Ö' | 'Ø' | 'ò'..='ö' | 'ø' | 'Ō' | 'ō' | 'Ő' | 'ő' => Some("o"),
+        'Œ' | 'œ' => Some("oe"),
+        'Ù'..='Ü' | 'ù'..='ü' | 'Ū' | 'ū' | 'Ů' | 'ů' | 'Ű' | 'ű' => Some("u"),
+        'Ý' | 'ý' | 'ÿ' | 'Ÿ' => Some("y"),
+        'ß' => Some("ss"),
+        'Þ' | 'þ' => Some("th"),
+        'Ł' | 'ł' => Some("l"),
+        'Ś' | 'ś' | 'Š' | 'š' | 'Ş' | 'ş' => Some("s"),
+        'Ź' | 'ź' | 'Ż' | 'ż' | 'Ž' | 'ž' => Some("z"),
+        'Ř' | 'ř' => Some("r"),
+        'Ť' | 'ť' => Some("t"),
+        'Ğ' | 'ğ' => Some("g"),
+        // Typographic apostrophes and dashes read as their ASCII forms.
+        '\u{2019}' | '\u{2018}' | '\u{02bc}' => Some("'"),
+        '\u{2010}' | '\u{2011}' => Some("-"),
+        _ => None,
+    };
+    match folded {
+        Some(s) => out.push_str(s),
+        None => out.extend(c.to_lowercase()),
+    }
+}
+
+pub(crate) fn is_combining_mark(c: char) -> bool {
+    matches!(c,
+        '\u{0300}'..='\u{036f}'
+        | '\u{1ab0}'..='\u{1aff}'
+        | '\u{1dc0}'..='\u{1dff}'
+        | '\u{20d0}'..='\u{20ff}'
+        | '\u{fe20}'..='\u{fe2f}'
+        | '\u{fe00}'..='\u{fe0f}'
+        | '\u{200d}')
+}
+
+/// A character that can sit inside a word.
+pub(crate) fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || is_combining_mark(c)
+}
+
+/// Lowercased, folded words of `text`, with contractions expanded ("don't" -> "do not",
+/// "what's" -> "what") and programming names kept whole ("c++", "c#", "node.js", "two-factor").
+pub(crate) fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for raw in raw_tokens(text) {
+        expand_contraction(&raw, &mut out);
+    }
+    out
+}
+
+/// Raw lowercase tokens: runs of word characters joined by inner `-`, `.`, `'`, `_`, or by `,`
+/// between digit groups; a trailing `+`/`#` run is kept ("c++", "f#").
+pub(crate) fn raw_tokens(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if !is_word_char(chars[i]) {
+            i += 1;
+            continue;
+        }
+        let mut tok = String::new();
+        while i < chars.len() {
+            let c = chars[i];
+            if is_word_char(c) {
+                push_folded(c, &mut tok);
+                i += 1;
+                continue;
+            }
+            let next_is_word = chars.get(i + 1).is_some_and(|&n| is_word_char(n));
+            let joiner = matches!(
+                c,
+                '-' | '.' | '\'' | '_' | '\u{2019}' | '\u{2010}' | '\u{2011}'
+            );
+            let digit_group = c == ','
+                && tok.chars().last().is_some_and(|p| p.is_ascii_digit())
+                && chars
+                    .get(i + 1..i + 4)
+                    .is_some_and(|g| g.iter().all(char::is_ascii_digit))
+                && !chars.get(i + 4).is_some_and(char::is_ascii_digit);
+            if (joiner && next_is_word && !tok.is_empty()) || digit_group {
+                if c != ',' {
+                    push_folded(c, &mut tok);
+                }
+                i += 1;
+                continue;
+            }
+            if matches!(c, '+' | '#') {
+                while i < chars.len() && matches!(chars[i], '+' | '#') {
+                    tok.push(chars[i]);
+                    i += 1;
+                }
+            }
+            break;
+        }
+        if !tok.is_empty() {
+            out.push(tok);
+        }
+    }
+    out
+}
+
+fn expand_contraction(tok: &str, out: &mut Vec<String>) {
+    const SPELLED: &[(&str, &str, &str)] = &[
+        ("can't", "can", "not"),
+        ("cant", "can", "not"),
+        ("cannot", "can", "not"),
+        ("won't", "will", "not"),
+        ("shan't", "shall", "not"),
+        ("ain't", "is", "not"),
+        ("dont", "do", "not"),
+        ("doesnt", "does", "not"),
+        ("didnt", "did", "not"),
+        ("isnt", "is", "not"),
+        ("arent", "are", "not"),
+        ("wasnt", "was", "not"),
+        ("werent", "were", "not"),
+        ("shouldnt", "should", "not"),
+        ("couldnt", "could", "not"),
+        ("wouldnt", "would", "not"),
+        ("havent", "have", "not"),
+        ("hasnt", "has", "not"),
+        ("hadnt", "had", "not"),
+        ("whats", "what", ""),
+        ("hows", "how", ""),
+        ("wheres", "where", ""),
+        ("thats", "that", ""),
+        ("im", "i", "am"),
+    ];
+    if let Some(&(_, a, b)) = SPELLED.iter().find(|(t, _, _)| *t == tok) {
+        out.push(a.to_owned());
+        if !b.is_empty() {
+            out.push(b.to_owned());
+        }
+        return;
+    }
+    if let Some(stem) = tok.strip_suffix("n't") {
+        if !stem.is_empty() {
+            out.push(stem.to_owned());
+        }
+        out.push("not".to_owned());
+        return;
+    }
+    const SUFFIXES: &[(&str, &str)] = &[
+        ("'s", ""),
+        ("'re", "are"),
+        ("'ve", "have"),
+        ("'ll", "will"),
+        ("'d", "would"),
+        ("'m", "am"),
+    ];
+    for (suffix, expansion) in SUFFIXES {
+        if let Some(stem) = tok.strip_suffix(suffix) {
+            if !stem.is_empty() {
+                out.push(stem.to_owned());
+                if !expansion.is_empty() {
+                    out.push((*expansion).to_owned());
+                }
+                return;
+            }
+        }
+    }
+    // Leftover apostrophes ("o'brien", "rock'n'roll") join the parts.
+    if tok.contains('\'') {
+        out.push(tok.replace('\'', ""));
+    } else {
+        out.push(tok.to_owned());
+    }
+}
+
+/// A light English stemmer: plural, "-ing", "-ed" and a final "e", so "reverse", "reversing" and
+/// "reversed" meet. Words with digits or symbols are left alone.
+pub(crate) fn stem(word: &str) -> String {
+    if !word.chars().all(char::is_alphabetic) || word.chars().count() <= 3 {
+        return word.to_owned();
+    }
+    let mut w: Vec<char> = word.chars().collect();
+    let ends = |w: &[char], s: &str| -> bool {
+        let s: Vec<char> = s.chars().collect();
+        w.len() > s.len() + 2 && w.ends_with(&s)
+    };
+    if ends(&w, "ies") {
+        w.truncate(w.len() - 3);
+        w.push('y');
+    } else if ends(&w, "sses") {
+        w.truncate(w.len() - 2);
+    } else if ends(&w, "s") && !ends(&w, "ss") && !ends(&w, "us") && !ends(&w, "is") {
+        w.truncate(w.len() - 1);
+    }
+    let mut stripped = false;
+    if ends(&w, "ing") && w.len() > 5 {
+        w.truncate(w.len() - 3);
+        stripped = true;
+    } else if ends(&w, "ed") && w.len() > 4 {
+        w.truncate(w.len() - 2);
+        stripped = true;
+    }
+    if stripped {
+        let n = w.len();
+        if n >= 2 && w[n - 1] == w[n - 2] && !matches!(w[n - 1], 'l' | 's' | 'z') {
+            w.pop();
+        }
+    }
+    if w.len() > 4 && w.last() == Some(&'e') {
+        w.pop();
+    }
+    w.into_iter().collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sim(a: &str, b: &str) -> f32 {
+        let e = HashEmbedder::default();
+        cosine(&e.embed(a), &e.embed(b))
+    }
+
+    #[test]
+    fn deterministic_and_normalised() {
+        let e = HashEmbedder::default();
+        let a = e.embed("How do I reverse a list in Rust?");
+        let b = e.embed("How do I reverse a list in Rust?");
+        assert_eq!(a, b);
+        assert_eq!(a.len(), HashEmbedder::DEFAULT_DIM);
+        let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+        // A clone embeds identically.
+        assert_eq!(e.clone().embed("abc def"), e.embed("abc def"));
+    }
+
+    #[test]
+    fn dim_respected_and_clamped() {
+        assert_eq!(HashEmbedder::new(1000).embed("hello world").len(), 1000);
+        assert_eq!(HashEmbedder::new(64).dim(), 64);
+        assert_eq!(HashEmbedder::new(0).dim(), HashEmbedder::MIN_DIM);
+        assert_eq!(HashEmbedder::new(3).embed("some words").len(), 16);
+    }
+
+    #[test]
+    fn empty_or_featureless_text_is_zero() {
+        let e = HashEmbedder::default();
+        assert!(e.embed("").iter().all(|&x| x == 0.0));
+        assert!(e.embed("???  !!! ...").iter().all(|&x| x == 0.0));
+        assert!(e.embed("please, thanks!").iter().all(|&x| x == 0.0));
+        assert_eq!(cosine(&e.embed(""), &e.embed("")), 0.0);
+    }
+
+    #[test]
+    fn retyped_text_is_very_similar() {
+        let pairs = [
+            (
+                "How do I bake sourdough bread at home?",
+                "how do i bake sourdough bread at home",
+            ),
+            (
+                "How do I bake sourdough bread at home?",
+                "hey, how do I bake sourdough bread at home please?",
+            ),
+            (
+                "How do I bake sourdough bread at home?",
+                "How do I bake sourdough braed at home?",
+            ),
+            (
+                "What's the boiling point of water?",
+                "whats the boiling point of water",
+            ),
+            (
+                "Quick question: how tall is Mount Everest?",
+                "how tall is mount everest?",
+            ),
+        ];
+        for (a, b) in pairs {
+            let s = sim(a, b);
+            assert!(s > 0.9, "{a:?} vs {b:?}: {s}");
+        }
+    }
+
+    #[test]
+    fn unrelated_text_is_dissimilar() {
+        let pairs = [
+            (
+                "How do I bake sourdough bread at home?",
+                "What is the population of Canada?",
+            ),
+            (
+                "Explain quantum entanglement simply.",
+                "Best hiking trails near the coast",
+            ),
+            (
+                "How do I sort a vector in C++?",
+                "Who painted the Mona Lisa?",
+            ),
+        ];
+        for (a, b) in pairs {
+            let s = sim(a, b);
+            assert!(s < 0.3, "{a:?} vs {b:?}: {s}");
+        }
+    }
+
+    #[test]
+    fn keeps_programming_names_and_compounds() {
+        let w = words("Is C++ or C# better? Use node.js, two-factor auth; 1,000 users don't care.");
+        for t in ["c++", "c#", "node.js", "two-factor", "1000", "do", "not"] {
+            assert!(w.iter().any(|x| x == t), "{t} missing in {w:?}");
+        }
+        assert!(sim("sort a vector in C++", "sort a vector in C") < 0.95);
+    }
+
+    #[test]
+    fn folds_accents_precomposed_and_decomposed() {
+        let composed = HashEmbedder::default().embed("Caf\u{e9} in Z\u{fc}rich");
+        let decomposed = HashEmbedder::default().embed("Cafe\u{301} in Zu\u{308}rich");
+        let plain = HashEmbedder::default().embed("cafe in zurich");
+        assert_eq!(composed, decomposed);
+        assert_eq!(composed, plain);
+    }
+
+    #[test]
+    fn stemmer_meets_inflections() {
+        assert_eq!(stem("reversing"), stem("reverse"));
+        assert_eq!(stem("reversed"), stem("reverse"));
+        assert_eq!(stem("passwords"), stem("password"));
+        assert_eq!(stem("resetting"), stem("reset"));
+        assert_eq!(stem("cities"), stem("city"));
+        assert_eq!(stem("c++"), "c++");
+    }
+
+    #[test]
+    fn odd_input_does_not_panic() {
+        let e = HashEmbedder::new(16);
+        let long = "word ".repeat(20_000);
+        let inputs = [
+            "",
+            " ",
+            "\u{0}\u{1}\u{7f}\t\r\n",
+            "😀🎉👍🏽 👨‍👩‍👧",
+            "e\u{301}\u{302}\u{303}",
+            "\u{301}\u{301}",
+            "a-",
+            "-a",
+            "'s",
+            "n't",
+            "'",
+            "1,",
+            "1,00",
+            "1,000,000.5",
+            "+++###",
+            "c++#",
+            "日本語のテキスト",
+            "مرحبا بالعالم",
+            "İstanbul ǅ ß ﬁ",
+            long.as_str(),
+        ];
+        for t in inputs {
+            let v = e.embed(t);
+            assert_eq!(v.len(), 16);
+            assert!(v.iter().all(|x| x.is_finite()));
+        }
+    }
+}

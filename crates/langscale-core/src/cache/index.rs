@@ -1,0 +1,352 @@
+//! The vector index of one semantic-cache scope: an exact scan over a flat array while the
+//! scope is small, an HNSW graph (hnsw_rs) once it grows past `flat_max` entries. Vectors are
+//! L2-normalised, so similarity is the dot product.
+
+use std::collections::HashMap;
+
+use anndists::dist::Distance;
+use hnsw_rs::hnsw::Hnsw;
+
+use super::key::CacheKey;
+
+/// Cosine distance on normalised vectors, clamped so rounding can never make it negative
+/// (anndists' own `DistDot` asserts on that).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CosineDistance;
+
+impl Distance<f32> for CosineDistance {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot(a, b)).max(0.0)
+    }
+}
+
+/// Dot product with eight independent accumulators, which the compiler turns into SIMD.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// HNSW settings, chosen by the recall measurement in the tests and `benches/`.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphParams {
+    pub max_connections: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+}
+
+impl Default for GraphParams {
+    fn default() -> Self {
+        Self {
+            max_connections: 24,
+            ef_construction: 200,
+            ef_search: 96,
+        }
+    }
+}
+
+struct Graph {
+    hnsw: Hnsw<'static, f32, CosineDistance>,
+    /// Slot → key and vector; `None` once removed (a tombstone the search filters out).
+    slots: Vec<Option<(CacheKey, Box<[f32]>)>>,
+    slot_of: HashMap<CacheKey, usize>,
+    dead: usize,
+}
+
+enum Kind {
+    Flat { keys: Vec<CacheKey>, data: Vec<f32> },
+    Graph(Box<Graph>),
+}
+
+/// One scope's vectors.
+pub struct ScopeIndex {
+    dim: usize,
+    flat_max: usize,
+    params: GraphParams,
+    kind: Kind,
+}
+
+impl std::fmt::Debug for ScopeIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopeIndex")
+            .field("dim", &self.dim)
+            .field("len", &self.len())
+            .field("graph", &matches!(self.kind, Kind::Graph(_)))
+            .finish()
+    }
+}
+
+impl ScopeIndex {
+    pub fn new(dim: usize, flat_max: usize, params: GraphParams) -> Self {
+        Self {
+            dim,
+            flat_max,
+            params,
+            kind: Kind::Flat {
+                keys: Vec::new(),
+                data: Vec::new(),
+            },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.kind {
+            Kind::Flat { keys, .. } => keys.len(),
+            Kind::Graph(g) => g.slot_of.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_graph(&self) -> bool {
+        matches!(self.kind, Kind::Graph(_))
+    }
+
+    pub fn contains(&self, key: CacheKey) -> bool {
+        match &self.kind {
+            Kind::Flat { keys, .. } => keys.contains(&key),
+            Kind::Graph(g) => g.slot_of.contains_key(&key),
+        }
+    }
+
+    /// Add a vector (of this index's dimension; the caller checks) under `key`.
+    pub fn insert(&mut self, key: CacheKey, vector: &[f32]) {
+        if vector.len() != self.dim || self.contains(key) {
+            return;
+        }
+        match &mut self.kind {
+            Kind::Flat { keys, data } => {
+                keys.push(key);
+                data.extend_from_slice(vector);
+                if keys.len() > self.flat_max {
+                    self.promote();
+                }
+            }
+            Kind::Graph(g) => g.insert(key, vector.into()),
+        }
+    }
+
+    pub fn remove(&mut self, key: CacheKey) {
+        match &mut self.kind {
+            Kind::Flat { keys, data } => {
+                if let Some(pos) = keys.iter().position(|k| *k == key) {
+                    keys.swap_remove(pos);
+                    let last = keys.len();
+                    if pos != last {
+                        let (head, tail) = data.split_at_mut(last * self.dim);
+                        head[pos * self.dim..(pos + 1) * self.dim]
+                            .copy_from_slice(&tail[..self.dim]);
+                    }
+                    data.truncate(last * self.dim);
+                }
+            }
+            Kind::Graph(g) => {
+                if let Some(slot) = g.slot_of.remove(&key) {
+                    if let Some(entry) = g.slots.get_mut(slot) {
+                        *entry = None;
+                    }
+                    g.dead += 1;
+                }
+                if g.dead > g.slot_of.len().max(1024) {
+                    self.rebuild();
+                }
+            }
+        }
+    }
+
+    /// Up to `k` keys with similarity at least `min_similarity`, most similar first.
+    pub fn search(&self, query: &[f32], k: usize, min_similarity: f32) -> Vec<(CacheKey, f32)> {
+        if query.len() != self.dim || k == 0 {
+            return Vec::new();
+        }
+        let mut found: Vec<(CacheKey, f32)> = match &self.kind {
+            Kind::Flat { keys, data } => {
+                let mut best: Vec<(CacheKey, f32)> = Vec::with_capacity(k + 1);
+                for (key, row) in keys.iter().zip(data.chunks_exact(self.dim)) {
+                    let sim = dot(query, row);
+                    if sim < min_similarity
+                        || (best.len() == k && best.last().is_some_and(|b| sim <= b.1))
+                    {
+                        continue;
+                    }
+                    let at = best.partition_point(|b| b.1 >= sim);
+                    best.insert(at, (*key, sim));
+                    best.truncate(k);
+                }
+                best
+            }
+            Kind::Graph(g) => {
+                let live = |id: &usize| g.slots.get(*id).is_some_and(Option::is_some);
+                let ef = self.params.ef_search.max(k);
+                g.hnsw
+                    .search_filter(query, k, ef, Some(&live))
+                    .into_iter()
+                    .filter_map(|n| {
+                        let (key, _) = g.slots.get(n.d_id)?.as_ref()?;
+                        Some((*key, 1.0 - n.distance))
+                    })
+                    .filter(|(_, sim)| *sim >= min_similarity)
+                    .collect()
+            }
+        };
+        found.sort_by(|a, b| b.1.total_cmp(&a.1));
+        found.truncate(k);
+        found
+    }
+
+    fn promote(&mut self) {
+        if let Kind::Flat { keys, data } = &mut self.kind {
+            let entries: Vec<(CacheKey, Box<[f32]>)> = keys
+                .iter()
+                .zip(data.chunks_exact(self.dim))
+                .map(|(k, v)| (*k, v.into()))
+                .collect();
+            self.kind = Kind::Graph(Box::new(Graph::build(self.params, entries)));
+        }
+    }
+
+    fn rebuild(&mut self) {
+        if let Kind::Graph(g) = &mut self.kind {
+            let entries: Vec<(CacheKey, Box<[f32]>)> = g.slots.drain(..).flatten().collect();
+            self.kind = Kind::Graph(Box::new(Graph::build(self.params, entries)));
+        }
+    }
+}
+
+impl Graph {
+    fn build(params: GraphParams, entries: Vec<(CacheKey, Box<[f32]>)>) -> Self {
+        let hnsw = Hnsw::new(
+            params.max_connections,
+            entries.len().max(1024) * 2,
+            16,
+            params.ef_construction,
+            CosineDistance,
+        );
+        let mut graph = Self {
+            hnsw,
+            slots: Vec::with_capacity(entries.len()),
+            slot_of: HashMap::new(),
+            dead: 0,
+        };
+        for (key, vector) in entries {
+            graph.insert(key, vector);
+        }
+        graph
+    }
+
+    fn insert(&mut self, key: CacheKey, vector: Box<[f32]>) {
+        let slot = self.slots.len();
+        self.hnsw.insert_slice((&vector, slot));
+        self.slots.push(Some((key, vector)));
+        self.slot_of.insert(key, slot);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random unit vectors around `clusters` centres (closer to real
+    /// embeddings than uniform noise).
+    fn vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let centres: Vec<Vec<f32>> = (0..clusters)
+            .map(|_| (0..dim).map(|_| next()).collect())
+            .collect();
+        (0..n)
+            .map(|i| {
+                let c = &centres[i % clusters];
+                let mut v: Vec<f32> = c.iter().map(|x| x + 0.6 * next()).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flat_search_finds_the_nearest_and_respects_the_threshold() {
+        let data = vectors(100, 32, 10, 1);
+        let mut index = ScopeIndex::new(32, 1000, GraphParams::default());
+        for (i, v) in data.iter().enumerate() {
+            index.insert(i as u128, v);
+        }
+        let hits = index.search(&data[42], 3, 0.0);
+        assert_eq!(hits[0].0, 42);
+        assert!((hits[0].1 - 1.0).abs() < 1e-5);
+        assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert!(index.search(&data[42], 3, 1.01).is_empty());
+    }
+
+    #[test]
+    fn removal_works_in_both_kinds() {
+        for flat_max in [1000, 10] {
+            let data = vectors(50, 16, 5, 2);
+            let mut index = ScopeIndex::new(16, flat_max, GraphParams::default());
+            for (i, v) in data.iter().enumerate() {
+                index.insert(i as u128, v);
+            }
+            assert_eq!(index.is_graph(), flat_max == 10);
+            index.remove(7);
+            index.remove(7);
+            assert_eq!(index.len(), 49);
+            assert!(!index.contains(7));
+            let hits = index.search(&data[7], 5, -1.0);
+            assert!(hits.iter().all(|h| h.0 != 7));
+            assert!(index.search(&data[8], 1, 0.0)[0].0 == 8);
+        }
+    }
+
+    #[test]
+    fn wrong_dimension_is_ignored_not_a_panic() {
+        let mut index = ScopeIndex::new(8, 10, GraphParams::default());
+        index.insert(1, &[1.0; 4]);
+        assert!(index.is_empty());
+        assert!(index.search(&[1.0; 3], 1, 0.0).is_empty());
+    }
+
+    #[test]
+    fn graph_recall_against_exact_scan() {
+        let (n, dim) = (5000, 64);
+        let data = vectors(n, dim, 50, 3);
+        let mut flat = ScopeIndex::new(dim, usize::MAX, GraphParams::default());
+        let mut graph = ScopeIndex::new(dim, 0, GraphParams::default());
+        for (i, v) in data.iter().enumerate() {
+            flat.insert(i as u128, v);
+            graph.insert(i as u128, v);
+        }
+        let queries = vectors(200, dim, 50, 4);
+        let agree = queries
+            .iter()
+            .filter(|q| flat.search(q, 1, -1.0)[0].0 == graph.search(q, 1, -1.0)[0].0)
+            .count();
+        let recall = agree as f64 / queries.len() as f64;
+        assert!(recall >= 0.99, "recall@1 {recall}");
+    }
+
+    #[test]
+    fn dot_matches_naive() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.01).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - naive).abs() < 1e-3);
+    }
+}

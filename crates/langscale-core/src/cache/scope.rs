@@ -1,0 +1,179 @@
+//! Splitting a LangChain prompt for the semantic cache: the text of the last user turn (the
+//! only part compared by similarity) and a scope key over everything else, so a semantic hit
+//! is only possible between prompts that agree on model, parameters, system prompt, earlier
+//! turns, tools and namespace.
+
+use serde_json::Value;
+
+use super::key::{cache_key, CacheKey};
+
+/// A prompt split for the semantic cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scoped {
+    /// Exact key of the whole prompt (the same as the exact cache's key).
+    pub exact: CacheKey,
+    /// Key of everything but the last user turn's text.
+    pub scope: CacheKey,
+    /// The text compared by similarity.
+    pub text: String,
+}
+
+const PLAIN_SCOPE: &str = "\u{0}langscale:plain-prompt";
+const CHAT_SCOPE: &str = "\u{0}langscale:chat-scope";
+
+/// Split `prompt` (LangChain `dumps(messages)` JSON, or a plain string prompt).
+pub fn split_prompt(namespace: &str, llm_string: &str, prompt: &str) -> Scoped {
+    let exact = cache_key(namespace, llm_string, prompt);
+    if let Some((scoped_prompt, text)) = split_chat(prompt) {
+        let scope = cache_key(
+            namespace,
+            &format!("{llm_string}{CHAT_SCOPE}"),
+            &scoped_prompt,
+        );
+        return Scoped { exact, scope, text };
+    }
+    let scope = cache_key(namespace, &format!("{llm_string}{PLAIN_SCOPE}"), "");
+    Scoped {
+        exact,
+        scope,
+        text: prompt.to_owned(),
+    }
+}
+
+fn is_human(message: &Value) -> bool {
+    let by_type = message.pointer("/kwargs/type").and_then(Value::as_str) == Some("human");
+    let by_class = message
+        .get("id")
+        .and_then(Value::as_array)
+        .and_then(|path| path.last())
+        .and_then(Value::as_str)
+        .is_some_and(|name| name == "HumanMessage" || name == "HumanMessageChunk");
+    by_type || by_class
+}
+
+/// The prompt with the last human turn's text blanked, and that text; None for a prompt that
+/// is not a LangChain message list with a human turn.
+fn split_chat(prompt: &str) -> Option<(String, String)> {
+    if !prompt.trim_start().starts_with('[') {
+        return None;
+    }
+    let mut messages: Value = serde_json::from_str(prompt).ok()?;
+    let list = messages.as_array_mut()?;
+    let last_human = list.iter_mut().rev().find(|m| is_human(m))?;
+    let content = last_human.pointer_mut("/kwargs/content")?;
+    let text = take_text(content)?;
+    let scoped = serde_json::to_string(&messages).ok()?;
+    Some((scoped, text))
+}
+
+/// Take the text out of message content (a string or a list of blocks), leaving every
+/// non-text block in place so images and files stay part of the scope.
+fn take_text(content: &mut Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(std::mem::take(s)),
+        Value::Array(blocks) => {
+            let mut parts = Vec::new();
+            for block in blocks.iter_mut() {
+                match block {
+                    Value::String(s) => parts.push(std::mem::take(s)),
+                    Value::Object(map)
+                        if map.get("type").and_then(Value::as_str) == Some("text") =>
+                    {
+                        if let Some(Value::String(s)) = map.get_mut("text") {
+                            parts.push(std::mem::take(s));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some(parts.join("\n"))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn human(text: &str) -> String {
+        format!(
+            r#"{{"lc":1,"type":"constructor","id":["langchain","schema","messages","HumanMessage"],"kwargs":{{"content":{},"type":"human"}}}}"#,
+            serde_json::Value::String(text.to_owned())
+        )
+    }
+
+    fn system(text: &str) -> String {
+        format!(
+            r#"{{"lc":1,"type":"constructor","id":["langchain","schema","messages","SystemMessage"],"kwargs":{{"content":"{text}","type":"system"}}}}"#
+        )
+    }
+
+    #[test]
+    fn last_user_turn_is_the_text_and_the_rest_is_the_scope() {
+        let a = split_prompt(
+            "",
+            "m",
+            &format!("[{},{}]", system("be brief"), human("Weather in Paris?")),
+        );
+        let b = split_prompt(
+            "",
+            "m",
+            &format!("[{},{}]", system("be brief"), human("weather in paris")),
+        );
+        assert_eq!(a.text, "Weather in Paris?");
+        assert_eq!(a.scope, b.scope);
+        assert_ne!(a.exact, b.exact);
+    }
+
+    #[test]
+    fn system_prompt_earlier_turns_model_and_namespace_change_the_scope() {
+        let base = split_prompt("", "m", &format!("[{},{}]", system("be brief"), human("q")));
+        let other_system =
+            split_prompt("", "m", &format!("[{},{}]", system("be long"), human("q")));
+        let earlier = split_prompt(
+            "",
+            "m",
+            &format!("[{},{},{}]", system("be brief"), human("hi"), human("q")),
+        );
+        let model = split_prompt(
+            "",
+            "m2",
+            &format!("[{},{}]", system("be brief"), human("q")),
+        );
+        let namespace = split_prompt(
+            "v2",
+            "m",
+            &format!("[{},{}]", system("be brief"), human("q")),
+        );
+        for other in [other_system, earlier, model, namespace] {
+            assert_ne!(base.scope, other.scope);
+        }
+    }
+
+    #[test]
+    fn text_blocks_are_joined_and_other_blocks_stay_in_scope() {
+        let with_image = |url: &str| {
+            format!(
+                r#"[{{"lc":1,"type":"constructor","id":["langchain","schema","messages","HumanMessage"],"kwargs":{{"type":"human","content":[{{"type":"text","text":"what is this?"}},{{"type":"image_url","image_url":{{"url":"{url}"}}}}]}}}}]"#
+            )
+        };
+        let a = split_prompt("", "m", &with_image("a.png"));
+        let b = split_prompt("", "m", &with_image("b.png"));
+        assert_eq!(a.text, "what is this?");
+        assert_ne!(a.scope, b.scope);
+    }
+
+    #[test]
+    fn plain_prompts_are_matched_whole_within_the_llm_string() {
+        let a = split_prompt("", "m", "Tell me a joke");
+        let b = split_prompt("", "m", "tell me a joke please");
+        let c = split_prompt("", "other", "Tell me a joke");
+        assert_eq!(a.text, "Tell me a joke");
+        assert_eq!(a.scope, b.scope);
+        assert_ne!(a.scope, c.scope);
+        let garbage = split_prompt("", "m", "[not json");
+        assert_eq!(garbage.text, "[not json");
+        assert_eq!(garbage.scope, a.scope);
+    }
+}

@@ -1,0 +1,564 @@
+//! The semantic cache: an exact layer keyed by the whole normalised prompt, then a vector
+//! search inside the prompt's scope, then the guard. Entries live in one moka cache (LRU,
+//! TTL, size bound); each scope keeps its own vector index, kept in step by moka's eviction
+//! listener.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::embed::HashEmbedder;
+use super::guard::{Conflict, Signature};
+use super::index::{GraphParams, ScopeIndex};
+use super::key::CacheKey;
+use super::scope::Scoped;
+use super::CacheError;
+
+/// Settings of a semantic cache.
+#[derive(Debug, Clone)]
+pub struct SemanticConfig {
+    /// Cosine similarity at or above which a candidate may answer.
+    pub threshold: f32,
+    pub maxsize: u64,
+    pub ttl: Option<Duration>,
+    /// Reject candidates that differ in numbers, dates, names, quotes or negation.
+    pub guard: bool,
+    /// Scopes up to this many entries are scanned exactly; larger ones use HNSW.
+    pub flat_max: usize,
+    /// Candidates checked against the guard per lookup.
+    pub candidates: usize,
+    /// Bound on remembered embeddings (by text hash).
+    pub embedding_cache: u64,
+    pub graph: GraphParams,
+}
+
+impl Default for SemanticConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.8,
+            maxsize: 100_000,
+            ttl: None,
+            guard: true,
+            flat_max: 2048,
+            candidates: 8,
+            embedding_cache: 10_000,
+            graph: GraphParams::default(),
+        }
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The same prompt (after normalisation) was stored.
+    Exact(Arc<[u8]>),
+    /// A similar question in the same scope passed the guard.
+    Semantic {
+        value: Arc<[u8]>,
+        similarity: f32,
+        matched: String,
+    },
+    /// Nothing usable; `rejected` names the guard's reason for the best candidate it refused.
+    Miss {
+        rejected: Option<Conflict>,
+        best_similarity: Option<f32>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SemanticStats {
+    pub exact_hits: u64,
+    pub semantic_hits: u64,
+    pub guard_rejections: u64,
+    pub misses: u64,
+    pub entries: u64,
+    pub scopes: u64,
+}
+
+struct Entry {
+    scope: CacheKey,
+    text: String,
+    signature: Signature,
+    value: Arc<[u8]>,
+}
+
+type Scopes = RwLock<HashMap<CacheKey, Arc<RwLock<ScopeIndex>>>>;
+
+/// A semantic cache shared by any number of threads.
+pub struct SemanticCache {
+    config: SemanticConfig,
+    entries: moka::sync::Cache<CacheKey, Arc<Entry>>,
+    scopes: Arc<Scopes>,
+    dim: AtomicUsize,
+    embedder: HashEmbedder,
+    embeddings: moka::sync::Cache<u64, Arc<[f32]>>,
+    exact_hits: AtomicU64,
+    semantic_hits: AtomicU64,
+    guard_rejections: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for SemanticCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemanticCache")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SemanticCache {
+    pub fn new(config: SemanticConfig) -> Result<Self, CacheError> {
+        if !config.threshold.is_finite() || !(-1.0..=1.0).contains(&config.threshold) {
+            return Err(CacheError::InvalidConfig(format!(
+                "threshold must be between -1 and 1, got {}",
+                config.threshold
+            )));
+        }
+        if config.maxsize == 0 {
+            return Err(CacheError::InvalidConfig(
+                "maxsize must be at least 1, got 0".into(),
+            ));
+        }
+        if config.candidates == 0 {
+            return Err(CacheError::InvalidConfig(
+                "candidates must be at least 1, got 0".into(),
+            ));
+        }
+        let scopes: Arc<Scopes> = Arc::default();
+        let listener_scopes = Arc::clone(&scopes);
+        let mut builder = moka::sync::Cache::builder()
+            .max_capacity(config.maxsize)
+            .eviction_policy(EvictionPolicy::lru())
+            .eviction_listener(move |key: Arc<CacheKey>, entry: Arc<Entry>, cause| {
+                // A replaced entry keeps its key (same prompt, same vector): keep it indexed.
+                if cause == RemovalCause::Replaced {
+                    return;
+                }
+                let scope = read(&listener_scopes).get(&entry.scope).cloned();
+                if let Some(scope) = scope {
+                    write(&scope).remove(*key);
+                }
+            });
+        if let Some(ttl) = config.ttl {
+            if ttl.is_zero() || ttl > Duration::from_secs(1000 * 365 * 24 * 3600) {
+                return Err(CacheError::InvalidConfig(format!(
+                    "ttl out of range: {ttl:?}"
+                )));
+            }
+            builder = builder.time_to_live(ttl);
+        }
+        Ok(Self {
+            entries: builder.build(),
+            embeddings: moka::sync::Cache::new(config.embedding_cache.max(1)),
+            scopes,
+            dim: AtomicUsize::new(0),
+            embedder: HashEmbedder::new(HashEmbedder::DEFAULT_DIM),
+            exact_hits: AtomicU64::new(0),
+            semantic_hits: AtomicU64::new(0),
+            guard_rejections: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &SemanticConfig {
+        &self.config
+    }
+
+    /// The built-in embedding of `text`, remembered by text hash.
+    pub fn embed_builtin(&self, text: &str) -> Arc<[f32]> {
+        let hash = xxh3_64(text.as_bytes());
+        self.embeddings
+            .get_with(hash, || self.embedder.embed(text).into())
+    }
+
+    /// A remembered embedding of `text` (from any embedder), if there is one.
+    pub fn remembered_embedding(&self, text: &str) -> Option<Arc<[f32]>> {
+        self.embeddings.get(&xxh3_64(text.as_bytes()))
+    }
+
+    /// Remember an embedding computed elsewhere (a LangChain `Embeddings`) after checking it.
+    pub fn remember_embedding(&self, text: &str, vector: &[f32]) -> Result<Arc<[f32]>, CacheError> {
+        let vector = self.check_vector(vector)?;
+        self.embeddings
+            .insert(xxh3_64(text.as_bytes()), Arc::clone(&vector));
+        Ok(vector)
+    }
+
+    /// A vector the index accepts: finite, the dimension of the first one seen, unit length.
+    fn check_vector(&self, vector: &[f32]) -> Result<Arc<[f32]>, CacheError> {
+        if vector.is_empty() {
+            return Err(CacheError::InvalidConfig("embedding is empty".into()));
+        }
+        if let Some(bad) = vector.iter().find(|x| !x.is_finite()) {
+            return Err(CacheError::InvalidConfig(format!(
+                "embedding holds a non-finite value ({bad})"
+            )));
+        }
+        let dim =
+            match self
+                .dim
+                .compare_exchange(0, vector.len(), Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => vector.len(),
+                Err(dim) => dim,
+            };
+        if vector.len() != dim {
+            return Err(CacheError::InvalidConfig(format!(
+                "embedding has {} dimensions, this cache holds {dim}",
+                vector.len()
+            )));
+        }
+        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm == 0.0 {
+            return Ok(vector.into());
+        }
+        Ok(vector.iter().map(|x| x / norm).collect())
+    }
+
+    /// The exact layer: the stored value for this very prompt.
+    pub fn lookup_exact(&self, scoped: &Scoped) -> Option<Arc<[u8]>> {
+        let entry = self.entries.get(&scoped.exact)?;
+        self.exact_hits.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::clone(&entry.value))
+    }
+
+    /// Exact layer, then the nearest entries in the scope that pass the guard.
+    pub fn lookup(&self, scoped: &Scoped, vector: Option<&[f32]>) -> Outcome {
+        if let Some(value) = self.lookup_exact(scoped) {
+            return Outcome::Exact(value);
+        }
+        let outcome = match vector {
+            Some(vector) => self.search(scoped, vector),
+            None => Outcome::Miss {
+                rejected: None,
+                best_similarity: None,
+            },
+        };
+        match &outcome {
+            Outcome::Semantic { .. } => self.semantic_hits.fetch_add(1, Ordering::Relaxed),
+            Outcome::Miss { rejected, .. } => {
+                if rejected.is_some() {
+                    self.guard_rejections.fetch_add(1, Ordering::Relaxed);
+                }
+                self.misses.fetch_add(1, Ordering::Relaxed)
+            }
+            Outcome::Exact(_) => 0,
+        };
+        outcome
+    }
+
+    fn search(&self, scoped: &Scoped, vector: &[f32]) -> Outcome {
+        let miss = Outcome::Miss {
+            rejected: None,
+            best_similarity: None,
+        };
+        let Ok(query) = self.check_vector(vector) else {
+            return miss;
+        };
+        let Some(scope) = read(&self.scopes).get(&scoped.scope).cloned() else {
+            return miss;
+        };
+        // Search under the scope's read lock, then release it before touching `entries`,
+        // whose eviction listener takes the scope's write lock.
+        let candidates = read(&scope).search(&query, self.config.candidates, self.config.threshold);
+        let best_similarity = candidates.first().map(|c| c.1);
+        let signature = self.config.guard.then(|| Signature::of(&scoped.text));
+        let mut rejected = None;
+        for (key, similarity) in candidates {
+            let Some(entry) = self.entries.get(&key) else {
+                continue;
+            };
+            if entry.scope != scoped.scope {
+                continue;
+            }
+            if let Some(signature) = &signature {
+                if let Some(conflict) = entry.signature.conflict(signature) {
+                    rejected.get_or_insert(conflict);
+                    continue;
+                }
+            }
+            return Outcome::Semantic {
+                value: Arc::clone(&entry.value),
+                similarity,
+                matched: entry.text.clone(),
+            };
+        }
+        Outcome::Miss {
+            rejected,
+            best_similarity,
+        }
+    }
+
+    /// Store `value` for this prompt; `vector` is the embedding of `scoped.text` (None stores
+    /// it for exact hits only).
+    pub fn insert(
+        &self,
+        scoped: &Scoped,
+        vector: Option<&[f32]>,
+        value: Arc<[u8]>,
+    ) -> Result<(), CacheError> {
+        let vector = vector.map(|v| self.check_vector(v)).transpose()?;
+        let entry = Entry {
+            scope: scoped.scope,
+            text: scoped.text.clone(),
+            signature: Signature::of(&scoped.text),
+            value,
+        };
+        self.entries.insert(scoped.exact, Arc::new(entry));
+        let Some(vector) = vector else { return Ok(()) };
+        let scope = {
+            let existing = read(&self.scopes).get(&scoped.scope).cloned();
+            match existing {
+                Some(scope) => scope,
+                None => {
+                    let mut scopes = write(&self.scopes);
+                    let dim = vector.len();
+                    let (flat_max, graph) = (self.config.flat_max, self.config.graph);
+                    Arc::clone(scopes.entry(scoped.scope).or_insert_with(|| {
+                        Arc::new(RwLock::new(ScopeIndex::new(dim, flat_max, graph)))
+                    }))
+                }
+            }
+        };
+        write(&scope).insert(scoped.exact, &vector);
+        // The entry may have been evicted (or expired) before it was indexed.
+        if !self.entries.contains_key(&scoped.exact) {
+            write(&scope).remove(scoped.exact);
+        }
+        Ok(())
+    }
+
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+        self.entries.run_pending_tasks();
+        write(&self.scopes).clear();
+    }
+
+    pub fn stats(&self) -> SemanticStats {
+        self.entries.run_pending_tasks();
+        SemanticStats {
+            exact_hits: self.exact_hits.load(Ordering::Relaxed),
+            semantic_hits: self.semantic_hits.load(Ordering::Relaxed),
+            guard_rejections: self.guard_rejections.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.entries.entry_count(),
+            scopes: read(&self.scopes).len() as u64,
+        }
+    }
+
+    /// Entries in a scope's index (for tests and metrics).
+    pub fn scope_len(&self, scope: CacheKey) -> usize {
+        read(&self.scopes).get(&scope).map_or(0, |s| read(s).len())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::scope::split_prompt;
+    use super::*;
+
+    fn cache(config: SemanticConfig) -> SemanticCache {
+        SemanticCache::new(config).unwrap()
+    }
+
+    fn store(c: &SemanticCache, prompt: &str, value: &str) {
+        let s = split_prompt("", "m", prompt);
+        let v = c.embed_builtin(&s.text);
+        c.insert(&s, Some(&v), value.as_bytes().into()).unwrap();
+    }
+
+    fn find(c: &SemanticCache, prompt: &str) -> Outcome {
+        let s = split_prompt("", "m", prompt);
+        let v = c.embed_builtin(&s.text);
+        c.lookup(&s, Some(&v))
+    }
+
+    #[test]
+    fn exact_then_semantic_then_miss() {
+        let c = cache(SemanticConfig {
+            threshold: 0.5,
+            ..Default::default()
+        });
+        store(&c, "How do I reset my password?", "answer");
+        assert!(matches!(
+            find(&c, "How do I reset my password?"),
+            Outcome::Exact(_)
+        ));
+        match find(&c, "how do i reset my password") {
+            Outcome::Semantic {
+                value,
+                similarity,
+                matched,
+            } => {
+                assert_eq!(&*value, b"answer");
+                assert!((0.5..=1.0001).contains(&similarity));
+                assert_eq!(matched, "How do I reset my password?");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            find(&c, "What is the capital of Peru?"),
+            Outcome::Miss { .. }
+        ));
+        let s = c.stats();
+        assert_eq!(
+            (s.exact_hits, s.semantic_hits, s.misses, s.entries),
+            (1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn the_guard_rejects_a_different_number() {
+        let c = cache(SemanticConfig {
+            threshold: 0.3,
+            ..Default::default()
+        });
+        store(&c, "Convert 10 km to miles", "6.2");
+        match find(&c, "Convert 12 km to miles") {
+            Outcome::Miss { rejected, .. } => assert_eq!(rejected, Some(Conflict::Number)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.stats().guard_rejections, 1);
+        let off = cache(SemanticConfig {
+            threshold: 0.3,
+            guard: false,
+            ..Default::default()
+        });
+        store(&off, "Convert 10 km to miles", "6.2");
+        assert!(matches!(
+            find(&off, "Convert 12 km to miles"),
+            Outcome::Semantic { .. }
+        ));
+    }
+
+    #[test]
+    fn never_answers_across_scopes() {
+        let c = cache(SemanticConfig {
+            threshold: 0.0,
+            ..Default::default()
+        });
+        let s = split_prompt("", "model-a", "hello there");
+        c.insert(&s, Some(&c.embed_builtin(&s.text)), b"a".as_slice().into())
+            .unwrap();
+        let other = split_prompt("", "model-b", "hello there");
+        assert!(matches!(
+            c.lookup(&other, Some(&c.embed_builtin(&other.text))),
+            Outcome::Miss { .. }
+        ));
+    }
+
+    #[test]
+    fn eviction_and_ttl_remove_entries_from_the_index() {
+        let c = cache(SemanticConfig {
+            maxsize: 20,
+            ..Default::default()
+        });
+        for i in 0..200 {
+            store(&c, &format!("question number {i}"), "x");
+        }
+        let scope = split_prompt("", "m", "anything").scope;
+        let stats = c.stats();
+        assert!(stats.entries <= 20);
+        assert_eq!(c.scope_len(scope) as u64, stats.entries);
+
+        let c = cache(SemanticConfig {
+            ttl: Some(Duration::from_millis(50)),
+            ..Default::default()
+        });
+        store(&c, "what is the time in Oslo", "x");
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(matches!(
+            find(&c, "what is the time in Oslo"),
+            Outcome::Miss { .. }
+        ));
+        c.stats();
+        assert_eq!(c.scope_len(scope), 0);
+    }
+
+    #[test]
+    fn bad_vectors_are_errors_and_bad_settings_rejected() {
+        let c = cache(SemanticConfig::default());
+        let s = split_prompt("", "m", "q");
+        assert!(c
+            .insert(&s, Some(&[1.0, 0.0, 0.0]), b"v".as_slice().into())
+            .is_ok());
+        assert!(
+            c.insert(&s, Some(&[1.0, 0.0]), b"v".as_slice().into())
+                .is_err(),
+            "dimension"
+        );
+        assert!(c
+            .insert(&s, Some(&[f32::NAN, 0.0, 0.0]), b"v".as_slice().into())
+            .is_err());
+        assert!(matches!(c.lookup(&s, Some(&[1.0, 2.0])), Outcome::Exact(_)));
+        for threshold in [1.5, -1.1, f32::NAN] {
+            assert!(SemanticCache::new(SemanticConfig {
+                threshold,
+                ..Default::default()
+            })
+            .is_err());
+        }
+    }
+
+    #[test]
+    fn large_scopes_switch_to_the_graph_and_still_hit() {
+        let c = cache(SemanticConfig {
+            flat_max: 64,
+            threshold: 0.5,
+            ..Default::default()
+        });
+        for i in 0..300 {
+            store(
+                &c,
+                &format!("tell me fact number {i} about the ocean"),
+                &i.to_string(),
+            );
+        }
+        match find(&c, "Tell me fact number 123 about the ocean!") {
+            Outcome::Semantic { value, .. } => assert_eq!(&*value, b"123"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn concurrent_inserts_and_lookups() {
+        let c = Arc::new(cache(SemanticConfig {
+            maxsize: 500,
+            flat_max: 100,
+            ..Default::default()
+        }));
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let c = Arc::clone(&c);
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        store(&c, &format!("thread {t} question {i}"), "v");
+                        let _ = find(&c, &format!("thread {t} question {}", i / 2));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let s = c.stats();
+        assert!(s.entries <= 500);
+        assert_eq!(s.exact_hits + s.semantic_hits + s.misses, 1200);
+    }
+}

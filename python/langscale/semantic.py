@@ -1,0 +1,230 @@
+"""``SemanticCache``: LangChain's ``BaseCache`` with an exact layer and a vector-similarity
+layer in Rust that never answers the wrong question.
+
+Similarity is computed only on the last user turn; everything else (model and parameters,
+system prompt, earlier turns, tool results, bound tools, namespace) is an exact scope. A
+candidate above the threshold is still refused when the two questions differ in numbers,
+dates, quoted strings, names or negation (the guard).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.caches import BaseCache
+from langchain_core.embeddings import Embeddings
+from langchain_core.outputs import Generation
+
+from langscale import _codec, _core
+
+logger = logging.getLogger("langscale.cache")
+
+Cacheable = Callable[[str, str, Sequence[Generation]], bool]
+
+#: The similarity threshold used with the built-in embedder (chosen in benches/bench_quality.py).
+DEFAULT_THRESHOLD: float = _core.SemanticCache.default_threshold()
+
+
+class LookupInfo(dict):
+    """How a lookup was answered: kind ("exact", "semantic", "miss"), similarity, matched text
+    and, for a miss the guard caused, the guard's reason."""
+
+
+class SemanticCache(BaseCache):
+    """Exact + semantic LLM cache. ``set_llm_cache(SemanticCache())``.
+
+    ``embeddings``: any LangChain ``Embeddings`` (``embed_query`` / ``aembed_query``); None
+    uses the built-in hashed n-gram embedder in Rust (offline, microseconds). Embeddings are
+    remembered by text hash. ``cacheable(prompt, llm_string, generations)`` may veto storing.
+    """
+
+    def __init__(
+        self,
+        embeddings: Embeddings | None = None,
+        threshold: float | None = None,
+        ttl: float | None = None,
+        maxsize: int = 100_000,
+        namespace: str = "",
+        guard: bool = True,
+        *,
+        cacheable: Cacheable | None = None,
+        flat_max: int | None = None,
+        candidates: int | None = None,
+    ) -> None:
+        if not isinstance(namespace, str):
+            msg = f"namespace must be a string, got {namespace!r}"
+            raise _core.ConfigError(msg)
+        if embeddings is not None and not callable(getattr(embeddings, "embed_query", None)):
+            msg = f"embeddings must be a LangChain Embeddings object, got {embeddings!r}"
+            raise _core.ConfigError(msg)
+        if cacheable is not None and not callable(cacheable):
+            msg = f"cacheable must be callable, got {cacheable!r}"
+            raise _core.ConfigError(msg)
+        if threshold is None and embeddings is None:
+            threshold = DEFAULT_THRESHOLD
+        if threshold is None:
+            msg = "threshold is required with custom embeddings (similarity scales differ)"
+            raise _core.ConfigError(msg)
+        self._core = _core.SemanticCache(
+            threshold,
+            maxsize,
+            ttl,
+            bool(guard),
+            namespace,
+            embeddings is None,
+            flat_max,
+            candidates,
+        )
+        self._embeddings = embeddings
+        self._cacheable = cacheable
+
+    # -- embedding through a LangChain Embeddings --------------------------------------------
+
+    def _checked(self, text: str, vector: Any) -> list[float] | None:
+        try:
+            values = [float(x) for x in vector]
+            if not all(math.isfinite(x) for x in values):
+                msg = "embedding holds NaN or infinity"
+                raise ValueError(msg)
+            return self._core.remember_embedding(text, values)
+        except (TypeError, ValueError, _core.LangscaleError) as err:
+            logger.warning("langscale: unusable embedding, treated as a miss: %s", err)
+            return None
+
+    def _embed(self, text: str) -> list[float] | None:
+        assert self._embeddings is not None
+        known = self._core.remembered_embedding(text)
+        if known is not None:
+            return known
+        try:
+            vector = self._embeddings.embed_query(text)
+        except Exception as err:  # the user's embeddings may raise anything
+            logger.warning("langscale: embeddings raised, treated as a miss: %r", err)
+            return None
+        return self._checked(text, vector)
+
+    async def _aembed(self, text: str) -> list[float] | None:
+        assert self._embeddings is not None
+        known = self._core.remembered_embedding(text)
+        if known is not None:
+            return known
+        try:
+            vector = await self._embeddings.aembed_query(text)
+        except Exception as err:  # the user's embeddings may raise anything
+            logger.warning("langscale: embeddings raised, treated as a miss: %r", err)
+            return None
+        return self._checked(text, vector)
+
+    # -- lookup --------------------------------------------------------------------------------
+
+    def _answer(
+        self, prompt: str, llm_string: str, found: tuple
+    ) -> tuple[list[Generation] | None, LookupInfo]:
+        kind, raw, similarity, matched, rejected = found
+        info = LookupInfo(kind=kind, similarity=similarity, matched=matched, rejected_by=rejected)
+        if raw is None:
+            return None, info
+        try:
+            generations = _codec.decode(raw)
+        except (ValueError, KeyError, TypeError) as err:
+            logger.warning("langscale: unreadable cache entry treated as a miss: %s", err)
+            return None, LookupInfo(kind="miss", similarity=None, matched=None, rejected_by=None)
+        if kind == "semantic":
+            logger.debug(
+                "langscale: semantic hit %.3f for %r (stored %r)", similarity, prompt[-80:], matched
+            )
+        return generations, info
+
+    def lookup_with_info(
+        self, prompt: str, llm_string: str
+    ) -> tuple[list[Generation] | None, LookupInfo]:
+        """``lookup`` plus how it was answered (for logging: kind, similarity, matched text)."""
+        if self._embeddings is None:
+            return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string))
+        raw = self._core.lookup_exact(prompt, llm_string)
+        if raw is not None:
+            return self._answer(prompt, llm_string, ("exact", raw, 1.0, None, None))
+        vector = self._embed(self._core.text_of(prompt))
+        if vector is None:
+            return None, LookupInfo(kind="miss", similarity=None, matched=None, rejected_by=None)
+        return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string, vector))
+
+    async def alookup_with_info(
+        self, prompt: str, llm_string: str
+    ) -> tuple[list[Generation] | None, LookupInfo]:
+        if self._embeddings is None:
+            return self.lookup_with_info(prompt, llm_string)
+        raw = self._core.lookup_exact(prompt, llm_string)
+        if raw is not None:
+            return self._answer(prompt, llm_string, ("exact", raw, 1.0, None, None))
+        vector = await self._aembed(self._core.text_of(prompt))
+        if vector is None:
+            return None, LookupInfo(kind="miss", similarity=None, matched=None, rejected_by=None)
+        return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string, vector))
+
+    def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
+        return self.lookup_with_info(prompt, llm_string)[0]
+
+    async def alookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
+        return (await self.alookup_with_info(prompt, llm_string))[0]
+
+    # -- update --------------------------------------------------------------------------------
+
+    def _encode(
+        self, prompt: str, llm_string: str, return_val: Sequence[Generation]
+    ) -> bytes | None:
+        if not return_val:
+            return None
+        if self._cacheable is not None and not self._cacheable(prompt, llm_string, return_val):
+            return None
+        try:
+            return _codec.encode(return_val)
+        except (TypeError, ValueError) as err:
+            logger.warning("langscale: result not cached, it holds non-JSON data: %s", err)
+            return None
+
+    def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        raw = self._encode(prompt, llm_string, return_val)
+        if raw is None:
+            return
+        vector = None if self._embeddings is None else self._embed(self._core.text_of(prompt))
+        self._core.update(prompt, llm_string, raw, vector)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        raw = self._encode(prompt, llm_string, return_val)
+        if raw is None:
+            return
+        vector = (
+            None if self._embeddings is None else await self._aembed(self._core.text_of(prompt))
+        )
+        self._core.update(prompt, llm_string, raw, vector)
+
+    def clear(self, **kwargs: Any) -> None:
+        self._core.clear()
+
+    async def aclear(self, **kwargs: Any) -> None:
+        self.clear()
+
+    @property
+    def threshold(self) -> float:
+        return self._core.threshold
+
+    @property
+    def namespace(self) -> str:
+        return self._core.namespace
+
+    @namespace.setter
+    def namespace(self, value: str) -> None:
+        if not isinstance(value, str):
+            msg = f"namespace must be a string, got {value!r}"
+            raise _core.ConfigError(msg)
+        self._core.namespace = value
+
+    def stats(self) -> dict[str, int]:
+        """exact_hits, semantic_hits, guard_rejections, misses, entries, scopes, hits."""
+        stats = self._core.stats()
+        stats["hits"] = stats["exact_hits"] + stats["semantic_hits"]
+        return stats

@@ -1,0 +1,266 @@
+//! Python face of the core semantic cache. With the built-in embedder everything runs here in
+//! one call; with a LangChain `Embeddings` the Python layer embeds the text this module
+//! extracts and passes the vector in.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use langscale_core::cache::{self, Outcome, SemanticConfig};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::args;
+use crate::errors::{config_error, CoreError};
+
+/// What a lookup found: (kind, value, similarity, matched text, guard reason).
+/// kind is "exact", "semantic" or "miss".
+type Found<'py> = (
+    &'static str,
+    Option<Bound<'py, PyBytes>>,
+    Option<f32>,
+    Option<String>,
+    Option<&'static str>,
+);
+
+/// Exact + semantic cache: exact layer, per-scope vector index, guard.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct SemanticCache {
+    cache: cache::SemanticCache,
+    namespace: RwLock<String>,
+    builtin: bool,
+}
+
+fn found<'py>(py: Python<'py>, outcome: Outcome) -> Found<'py> {
+    match outcome {
+        Outcome::Exact(value) => (
+            "exact",
+            Some(PyBytes::new(py, &value)),
+            Some(1.0),
+            None,
+            None,
+        ),
+        Outcome::Semantic {
+            value,
+            similarity,
+            matched,
+        } => (
+            "semantic",
+            Some(PyBytes::new(py, &value)),
+            Some(similarity),
+            Some(matched),
+            None,
+        ),
+        Outcome::Miss {
+            rejected,
+            best_similarity,
+        } => (
+            "miss",
+            None,
+            best_similarity,
+            None,
+            rejected.map(cache::guard::Conflict::as_str),
+        ),
+    }
+}
+
+fn threshold(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f32>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    match value.extract::<f64>() {
+        Ok(t)
+            if t.is_finite()
+                && (-1.0..=1.0).contains(&t)
+                && !value.is_instance_of::<pyo3::types::PyBool>() =>
+        {
+            Ok(Some(t as f32))
+        }
+        _ => Err(config_error(format!(
+            "threshold must be a number between -1 and 1, got {}",
+            value
+                .repr()
+                .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string())
+        ))),
+    }
+}
+
+impl SemanticCache {
+    fn split(&self, prompt: &str, llm_string: &str) -> cache::Scoped {
+        let namespace = self
+            .namespace
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache::split_prompt(&namespace, llm_string, prompt)
+    }
+}
+
+#[pymethods]
+impl SemanticCache {
+    #[new]
+    #[pyo3(signature = (threshold=None, maxsize=None, ttl=None, guard=true, namespace="", builtin=true, flat_max=None, candidates=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        threshold: Option<&Bound<'_, PyAny>>,
+        maxsize: Option<&Bound<'_, PyAny>>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        guard: bool,
+        namespace: &str,
+        builtin: bool,
+        flat_max: Option<&Bound<'_, PyAny>>,
+        candidates: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let defaults = SemanticConfig::default();
+        let config = SemanticConfig {
+            threshold: self::threshold(threshold)?.unwrap_or(defaults.threshold),
+            maxsize: args::positive_count("maxsize", maxsize)?.unwrap_or(defaults.maxsize),
+            ttl: args::seconds("ttl", ttl)?,
+            guard,
+            flat_max: args::positive_count("flat_max", flat_max)?.map_or(defaults.flat_max, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
+            candidates: args::positive_count("candidates", candidates)?
+                .map_or(defaults.candidates, |n| {
+                    usize::try_from(n).unwrap_or(usize::MAX).min(1024)
+                }),
+            ..defaults
+        };
+        let cache = cache::SemanticCache::new(config).map_err(CoreError::from)?;
+        Ok(Self {
+            cache,
+            namespace: RwLock::new(namespace.to_owned()),
+            builtin,
+        })
+    }
+
+    /// The default similarity threshold of the built-in embedder.
+    #[staticmethod]
+    fn default_threshold() -> f32 {
+        SemanticConfig::default().threshold
+    }
+
+    #[getter]
+    fn threshold(&self) -> f32 {
+        self.cache.config().threshold
+    }
+
+    /// The text compared by similarity: the last user turn, or a plain prompt whole.
+    fn text_of(&self, prompt: &str) -> String {
+        cache::split_prompt("", "", prompt).text
+    }
+
+    /// Exact layer only.
+    fn lookup_exact<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: &str,
+        llm_string: &str,
+    ) -> Option<Bound<'py, PyBytes>> {
+        let scoped = self.split(prompt, llm_string);
+        self.cache
+            .lookup_exact(&scoped)
+            .map(|v| PyBytes::new(py, &v))
+    }
+
+    /// Exact, then semantic with the given vector (or the built-in embedding when None and
+    /// this cache uses the built-in embedder).
+    #[pyo3(signature = (prompt, llm_string, vector=None))]
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: &str,
+        llm_string: &str,
+        vector: Option<Vec<f32>>,
+    ) -> Found<'py> {
+        let scoped = self.split(prompt, llm_string);
+        let vector = match vector {
+            Some(v) => Some(Arc::from(v)),
+            None if self.builtin => Some(self.cache.embed_builtin(&scoped.text)),
+            None => None,
+        };
+        found(py, self.cache.lookup(&scoped, vector.as_deref()))
+    }
+
+    /// Store bytes for this prompt; indexed under `vector` (or the built-in embedding).
+    #[pyo3(signature = (prompt, llm_string, value, vector=None))]
+    fn update(
+        &self,
+        prompt: &str,
+        llm_string: &str,
+        value: &[u8],
+        vector: Option<Vec<f32>>,
+    ) -> PyResult<()> {
+        let scoped = self.split(prompt, llm_string);
+        let vector = match vector {
+            Some(v) => Some(Arc::from(v)),
+            None if self.builtin => Some(self.cache.embed_builtin(&scoped.text)),
+            None => None,
+        };
+        self.cache
+            .insert(&scoped, vector.as_deref(), value.into())
+            .map_err(CoreError::from)?;
+        Ok(())
+    }
+
+    /// A remembered embedding for this text, if any.
+    fn remembered_embedding(&self, text: &str) -> Option<Vec<f32>> {
+        self.cache.remembered_embedding(text).map(|v| v.to_vec())
+    }
+
+    /// Check (finite, consistent dimension) and remember an embedding; returns it normalised.
+    fn remember_embedding(&self, text: &str, vector: Vec<f32>) -> PyResult<Vec<f32>> {
+        let checked = self
+            .cache
+            .remember_embedding(text, &vector)
+            .map_err(CoreError::from)?;
+        Ok(checked.to_vec())
+    }
+
+    /// The built-in embedding of a text (normalised).
+    fn embed(&self, text: &str) -> Vec<f32> {
+        self.cache.embed_builtin(text).to_vec()
+    }
+
+    fn clear(&self) {
+        self.cache.clear();
+    }
+
+    #[getter]
+    fn namespace(&self) -> String {
+        self.namespace
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    #[setter]
+    fn set_namespace(&self, namespace: Option<&str>) -> PyResult<()> {
+        let namespace =
+            namespace.ok_or_else(|| config_error("namespace must be a string, got None"))?;
+        let mut current = self
+            .namespace
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *current != namespace {
+            namespace.clone_into(&mut current);
+            self.cache.clear();
+        }
+        Ok(())
+    }
+
+    /// Counters: exact_hits, semantic_hits, guard_rejections, misses, entries, scopes.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.cache.stats();
+        let d = PyDict::new(py);
+        d.set_item("exact_hits", s.exact_hits)?;
+        d.set_item("semantic_hits", s.semantic_hits)?;
+        d.set_item("guard_rejections", s.guard_rejections)?;
+        d.set_item("misses", s.misses)?;
+        d.set_item("entries", s.entries)?;
+        d.set_item("scopes", s.scopes)?;
+        Ok(d)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<SemanticCache>()?;
+    Ok(())
+}
