@@ -1,32 +1,39 @@
 //! The vector index of one semantic-cache scope: an exact scan over a flat array while the
-//! scope is small, an HNSW graph (hnsw_rs) once it grows past `flat_max` entries. Vectors are
+//! scope is small, an HNSW graph once it grows past `flat_max` entries. Vectors are
 //! L2-normalised, so similarity is the dot product.
 
 use std::collections::HashMap;
 
-use anndists::dist::Distance;
-use hnsw_rs::hnsw::Hnsw;
-
+use super::hnsw::{Hnsw, HnswParams};
 use super::key::CacheKey;
 
-/// Cosine distance on normalised vectors, clamped so rounding can never make it negative
-/// (anndists' own `DistDot` asserts on that).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CosineDistance;
-
-impl Distance<f32> for CosineDistance {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - dot(a, b)).max(0.0)
+/// Dot product. Uses AVX2 when the CPU has it (checked once, cached by std), else the
+/// portable loop; both are the same code, the first compiled for 256-bit vectors.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { dot_avx2(a, b) };
+        }
     }
+    dot_portable(a, b)
 }
 
-/// Dot product with eight independent accumulators, which the compiler turns into SIMD.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_portable(a, b)
+}
+
+/// Sixteen independent accumulators, which the compiler turns into SIMD lanes.
+#[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
+        for i in 0..16 {
             acc[i] += x[i] * y[i];
         }
     }
@@ -53,10 +60,10 @@ impl Default for GraphParams {
 }
 
 struct Graph {
-    hnsw: Hnsw<'static, f32, CosineDistance>,
-    /// Slot → key and vector; `None` once removed (a tombstone the search filters out).
-    slots: Vec<Option<(CacheKey, Box<[f32]>)>>,
-    slot_of: HashMap<CacheKey, usize>,
+    hnsw: Hnsw,
+    /// Node id → key; `None` once removed (a tombstone the search skips).
+    keys: Vec<Option<CacheKey>>,
+    node_of: HashMap<CacheKey, u32>,
     dead: usize,
 }
 
@@ -99,7 +106,7 @@ impl ScopeIndex {
     pub fn len(&self) -> usize {
         match &self.kind {
             Kind::Flat { keys, .. } => keys.len(),
-            Kind::Graph(g) => g.slot_of.len(),
+            Kind::Graph(g) => g.node_of.len(),
         }
     }
 
@@ -114,7 +121,7 @@ impl ScopeIndex {
     pub fn contains(&self, key: CacheKey) -> bool {
         match &self.kind {
             Kind::Flat { keys, .. } => keys.contains(&key),
-            Kind::Graph(g) => g.slot_of.contains_key(&key),
+            Kind::Graph(g) => g.node_of.contains_key(&key),
         }
     }
 
@@ -131,7 +138,7 @@ impl ScopeIndex {
                     self.promote();
                 }
             }
-            Kind::Graph(g) => g.insert(key, vector.into()),
+            Kind::Graph(g) => g.insert(key, vector),
         }
     }
 
@@ -150,13 +157,14 @@ impl ScopeIndex {
                 }
             }
             Kind::Graph(g) => {
-                if let Some(slot) = g.slot_of.remove(&key) {
-                    if let Some(entry) = g.slots.get_mut(slot) {
+                if let Some(node) = g.node_of.remove(&key) {
+                    if let Some(entry) = g.keys.get_mut(node as usize) {
                         *entry = None;
                     }
+                    g.hnsw.delete(node);
                     g.dead += 1;
                 }
-                if g.dead > g.slot_of.len().max(1024) {
+                if g.dead > g.node_of.len().max(1024) {
                     self.rebuild();
                 }
             }
@@ -184,19 +192,13 @@ impl ScopeIndex {
                 }
                 best
             }
-            Kind::Graph(g) => {
-                let live = |id: &usize| g.slots.get(*id).is_some_and(Option::is_some);
-                let ef = self.params.ef_search.max(k);
-                g.hnsw
-                    .search_filter(query, k, ef, Some(&live))
-                    .into_iter()
-                    .filter_map(|n| {
-                        let (key, _) = g.slots.get(n.d_id)?.as_ref()?;
-                        Some((*key, 1.0 - n.distance))
-                    })
-                    .filter(|(_, sim)| *sim >= min_similarity)
-                    .collect()
-            }
+            Kind::Graph(g) => g
+                .hnsw
+                .search(query, k)
+                .into_iter()
+                .filter(|(_, sim)| *sim >= min_similarity)
+                .filter_map(|(node, sim)| Some(((*g.keys.get(node as usize)?)?, sim)))
+                .collect(),
         };
         found.sort_by(|a, b| b.1.total_cmp(&a.1));
         found.truncate(k);
@@ -204,50 +206,54 @@ impl ScopeIndex {
     }
 
     fn promote(&mut self) {
-        if let Kind::Flat { keys, data } = &mut self.kind {
-            let entries: Vec<(CacheKey, Box<[f32]>)> = keys
+        if let Kind::Flat { keys, data } = &self.kind {
+            let entries: Vec<(CacheKey, &[f32])> = keys
                 .iter()
+                .copied()
                 .zip(data.chunks_exact(self.dim))
-                .map(|(k, v)| (*k, v.into()))
                 .collect();
-            self.kind = Kind::Graph(Box::new(Graph::build(self.params, entries)));
+            let graph = Graph::build(self.dim, self.params, &entries);
+            self.kind = Kind::Graph(Box::new(graph));
         }
     }
 
     fn rebuild(&mut self) {
-        if let Kind::Graph(g) = &mut self.kind {
-            let entries: Vec<(CacheKey, Box<[f32]>)> = g.slots.drain(..).flatten().collect();
-            self.kind = Kind::Graph(Box::new(Graph::build(self.params, entries)));
+        if let Kind::Graph(g) = &self.kind {
+            let entries: Vec<(CacheKey, &[f32])> = g
+                .keys
+                .iter()
+                .enumerate()
+                .filter_map(|(node, key)| Some(((*key)?, g.hnsw.vector_of(node as u32))))
+                .collect();
+            let graph = Graph::build(self.dim, self.params, &entries);
+            self.kind = Kind::Graph(Box::new(graph));
         }
     }
 }
 
 impl Graph {
-    fn build(params: GraphParams, entries: Vec<(CacheKey, Box<[f32]>)>) -> Self {
-        let hnsw = Hnsw::new(
-            params.max_connections,
-            entries.len().max(1024) * 2,
-            16,
-            params.ef_construction,
-            CosineDistance,
-        );
+    fn build(dim: usize, params: GraphParams, entries: &[(CacheKey, &[f32])]) -> Self {
+        let params = HnswParams {
+            m: params.max_connections,
+            ef_construction: params.ef_construction,
+            ef_search: params.ef_search,
+        };
         let mut graph = Self {
-            hnsw,
-            slots: Vec::with_capacity(entries.len()),
-            slot_of: HashMap::new(),
+            hnsw: Hnsw::new(dim, params),
+            keys: Vec::new(),
+            node_of: HashMap::new(),
             dead: 0,
         };
         for (key, vector) in entries {
-            graph.insert(key, vector);
+            graph.insert(*key, vector);
         }
         graph
     }
 
-    fn insert(&mut self, key: CacheKey, vector: Box<[f32]>) {
-        let slot = self.slots.len();
-        self.hnsw.insert_slice((&vector, slot));
-        self.slots.push(Some((key, vector)));
-        self.slot_of.insert(key, slot);
+    fn insert(&mut self, key: CacheKey, vector: &[f32]) {
+        let node = self.hnsw.insert(vector);
+        self.keys.push(Some(key));
+        self.node_of.insert(key, node);
     }
 }
 

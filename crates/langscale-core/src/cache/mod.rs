@@ -6,6 +6,7 @@
 pub mod embed;
 pub mod exact;
 pub mod guard;
+pub mod hnsw;
 pub mod index;
 pub mod key;
 pub mod scope;

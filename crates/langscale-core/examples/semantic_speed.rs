@@ -1,0 +1,175 @@
+//! Semantic-cache speed, embedding excluded: lookup p50/p99 at 1k, 10k and 100k entries in one
+//! scope (384 dimensions), insert cost, recall of the index against an exact scan, memory per
+//! entry. Run: `cargo run --release -p langscale-core --example semantic_speed [-- --quick]`.
+//! Prints one JSON object per size on stdout (benches/bench_semantic.py reads them).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use langscale_core::cache::index::{GraphParams, ScopeIndex};
+use langscale_core::cache::{split_prompt, Outcome, SemanticCache, SemanticConfig};
+
+const DIM: usize = 384;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
+}
+
+fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// Unit vectors with a low intrinsic dimension (a random 24-dimensional latent space mapped
+/// into 384 dimensions, plus a little noise), as sentence embeddings have; uniform noise in
+/// 384 dimensions would make every index degrade to a full scan.
+fn dataset(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
+    const LATENT: usize = 24;
+    let mut basis_rng = Rng(42);
+    let basis: Vec<Vec<f32>> = (0..LATENT)
+        .map(|_| (0..DIM).map(|_| basis_rng.next()).collect())
+        .collect();
+    (0..n)
+        .map(|_| {
+            let z: Vec<f32> = (0..LATENT).map(|_| rng.next()).collect();
+            let v = (0..DIM)
+                .map(|d| {
+                    basis.iter().zip(&z).map(|(b, w)| b[d] * w).sum::<f32>() + 0.02 * rng.next()
+                })
+                .collect();
+            normalised(v)
+        })
+        .collect()
+}
+
+/// The shipped HNSW settings, or LS_M / LS_EFC / LS_EFS from the environment when tuning.
+fn params() -> GraphParams {
+    let get = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let d = GraphParams::default();
+    GraphParams {
+        max_connections: get("LS_M", d.max_connections),
+        ef_construction: get("LS_EFC", d.ef_construction),
+        ef_search: get("LS_EFS", d.ef_search),
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(idx).copied().unwrap_or(0.0)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes: &[usize] = if quick {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
+    for &n in sizes {
+        let mut rng = Rng(n as u64);
+        let data = dataset(n, &mut rng);
+        let before = rss_bytes();
+        let cache = Arc::new(
+            SemanticCache::new(SemanticConfig {
+                maxsize: n as u64 * 2,
+                threshold: 0.9,
+                guard: false,
+                graph: params(),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let prompts: Vec<String> = (0..n).map(|i| format!("stored question {i}")).collect();
+        let start = Instant::now();
+        for (prompt, v) in prompts.iter().zip(&data) {
+            let scoped = split_prompt("", "bench", prompt);
+            let _ = cache.insert(&scoped, Some(v), Arc::from(&b"value"[..]));
+        }
+        let insert_us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let memory = rss_bytes().saturating_sub(before) as f64 / n as f64;
+
+        // Queries: near-duplicates of stored vectors (hits) and new vectors from the same
+        // distribution (misses), as a stream of real questions would be.
+        let fresh = dataset(n, &mut Rng(n as u64 + 1));
+        let queries: Vec<Vec<f32>> = (0..2000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    let base = &data[(i * 7919) % n];
+                    normalised(base.iter().map(|x| x + 0.02 * rng.next()).collect())
+                } else {
+                    fresh[(i * 104_729) % n].clone()
+                }
+            })
+            .collect();
+        let scoped = split_prompt("", "bench", "a question not stored");
+        let mut times = Vec::with_capacity(queries.len());
+        let mut hits = 0;
+        for q in &queries {
+            let t = Instant::now();
+            let outcome = cache.lookup(&scoped, Some(q));
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+            if matches!(outcome, Outcome::Semantic { .. }) {
+                hits += 1;
+            }
+        }
+        times.sort_by(f64::total_cmp);
+
+        // Recall@1 of the index used at this size against an exact scan.
+        let mut flat = ScopeIndex::new(DIM, usize::MAX, params());
+        let mut live = ScopeIndex::new(DIM, SemanticConfig::default().flat_max, params());
+        for (i, v) in data.iter().enumerate() {
+            flat.insert(i as u128, v);
+            live.insert(i as u128, v);
+        }
+        let sample: Vec<&Vec<f32>> = queries.iter().take(400).collect();
+        let agree = sample
+            .iter()
+            .filter(|q| {
+                flat.search(q, 1, -1.0).first().map(|h| h.0)
+                    == live.search(q, 1, -1.0).first().map(|h| h.0)
+            })
+            .count();
+        let mut flat_times = Vec::new();
+        for q in sample.iter().take(100) {
+            let t = Instant::now();
+            let _ = flat.search(q, 8, 0.9);
+            flat_times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        flat_times.sort_by(f64::total_cmp);
+        println!(
+            "{{\"entries\": {n}, \"dim\": {DIM}, \"index\": \"{}\", \"lookup_p50_us\": {:.2}, \"lookup_p99_us\": {:.2}, \"exact_scan_p50_us\": {:.2}, \"insert_us\": {:.2}, \"recall_at_1\": {:.4}, \"memory_per_entry_bytes\": {:.0}, \"hit_queries\": {hits}}}",
+            if live.is_graph() { "hnsw" } else { "flat" },
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            percentile(&flat_times, 0.5),
+            insert_us,
+            agree as f64 / sample.len() as f64,
+            memory,
+        );
+    }
+}
