@@ -1,4 +1,6 @@
 //! A small HNSW graph (Malkov & Yashunin) over unit vectors, similarity = dot product.
+//! The graph is walked on 8-bit quantised copies of the vectors (a quarter of the memory
+//! traffic, which is what bounds a walk); the final candidates are re-ranked exactly.
 //!
 //! Written here rather than taken from hnsw_rs because measurement said so: hnsw_rs took
 //! 1.1 ms per lookup at 10k × 384 (slower than an exact scan, 0.55 ms), mostly in per-node
@@ -48,8 +50,13 @@ pub struct Hnsw {
     dim: usize,
     params: HnswParams,
     vectors: Vec<f32>,
-    /// links[node][layer] = neighbour ids.
+    quantised: Vec<i8>,
+    scales: Vec<f32>,
+    /// links[node][layer] = neighbour ids (what construction edits).
     links: Vec<Vec<Vec<u32>>>,
+    /// Layer 0 again, flat for the search: per node a count then `2m` slots, so expanding a
+    /// node is one memory access instead of three pointer hops.
+    layer0: Vec<u32>,
     deleted: Vec<bool>,
     entry: Option<u32>,
     top_layer: usize,
@@ -62,7 +69,10 @@ impl Hnsw {
             dim,
             params,
             vectors: Vec::new(),
+            quantised: Vec::new(),
+            scales: Vec::new(),
             links: Vec::new(),
+            layer0: Vec::new(),
             deleted: Vec::new(),
             entry: None,
             top_layer: 0,
@@ -110,8 +120,12 @@ impl Hnsw {
     pub fn insert(&mut self, vector: &[f32]) -> u32 {
         let id = u32::try_from(self.links.len()).unwrap_or(u32::MAX);
         let level = self.random_level();
+        let query = Query::new(vector);
         self.vectors.extend_from_slice(vector);
+        self.quantised.extend_from_slice(&query.q);
+        self.scales.push(query.scale);
         self.links.push(vec![Vec::new(); level + 1]);
+        self.layer0.resize(self.layer0.len() + self.stride(), 0);
         self.deleted.push(false);
         let Some(mut entry) = self.entry else {
             self.entry = Some(id);
@@ -120,11 +134,11 @@ impl Hnsw {
         };
         let mut visited = Visited::new(self.len());
         for layer in (level + 1..=self.top_layer).rev() {
-            entry = self.greedy(vector, entry, layer);
+            entry = self.greedy(&query, entry, layer);
         }
         for layer in (0..=level.min(self.top_layer)).rev() {
             let found = self.search_layer(
-                vector,
+                &query,
                 &[entry],
                 self.params.ef_construction,
                 layer,
@@ -142,13 +156,7 @@ impl Hnsw {
             for &n in &chosen {
                 self.link(n, id, layer, max_links);
             }
-            if let Some(own) = self
-                .links
-                .get_mut(id as usize)
-                .and_then(|l| l.get_mut(layer))
-            {
-                *own = chosen;
-            }
+            self.set_links(id, layer, chosen);
         }
         if level > self.top_layer {
             self.top_layer = level;
@@ -165,8 +173,7 @@ impl Hnsw {
             if kept.len() >= m {
                 break;
             }
-            let cv = self.vector(c.id);
-            if kept.iter().all(|&k| dot(cv, self.vector(k)) < c.sim) {
+            if kept.iter().all(|&k| self.sim_nodes(c.id, k) < c.sim) {
                 kept.push(c.id);
             }
         }
@@ -201,26 +208,73 @@ impl Hnsw {
             scored.sort_by(|a, b| b.cmp(a));
             list = self.select(&scored, max_links);
         }
+        self.set_links(from, layer, list);
+    }
+
+    fn stride(&self) -> usize {
+        self.params.m * 2 + 1
+    }
+
+    fn set_links(&mut self, node: u32, layer: usize, list: Vec<u32>) {
+        if layer == 0 {
+            let stride = self.stride();
+            if let Some(row) = self
+                .layer0
+                .get_mut(node as usize * stride..(node as usize + 1) * stride)
+            {
+                let n = list.len().min(stride - 1);
+                row[0] = n as u32;
+                row[1..=n].copy_from_slice(&list[..n]);
+            }
+        }
         if let Some(slot) = self
             .links
-            .get_mut(from as usize)
+            .get_mut(node as usize)
             .and_then(|l| l.get_mut(layer))
         {
             *slot = list;
         }
     }
 
-    fn greedy(&self, query: &[f32], mut at: u32, layer: usize) -> u32 {
-        let mut best = dot(query, self.vector(at));
+    fn neighbours(&self, node: u32, layer: usize) -> &[u32] {
+        if layer == 0 {
+            let stride = self.stride();
+            let start = node as usize * stride;
+            let n = self.layer0.get(start).copied().unwrap_or(0) as usize;
+            return self.layer0.get(start + 1..start + 1 + n).unwrap_or(&[]);
+        }
+        self.links
+            .get(node as usize)
+            .and_then(|l| l.get(layer))
+            .map_or(&[][..], |v| v)
+    }
+
+    /// Ask the CPU to start loading a node's quantised vector (the walk is bound by memory
+    /// latency; overlapping the loads of all neighbours is most of its speed).
+    #[inline(always)]
+    fn prefetch(&self, node: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let start = node as usize * self.dim;
+            if let Some(bytes) = self.quantised.get(start..start + self.dim) {
+                for line in bytes.chunks(64) {
+                    // SAFETY: a prefetch is only a hint and the pointer is in bounds.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            line.as_ptr(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn greedy(&self, query: &Query, mut at: u32, layer: usize) -> u32 {
+        let mut best = self.sim(query, at);
         loop {
             let mut moved = false;
-            let neighbours = self
-                .links
-                .get(at as usize)
-                .and_then(|l| l.get(layer))
-                .map_or(&[][..], |v| v);
-            for &n in neighbours {
-                let sim = dot(query, self.vector(n));
+            for &n in self.neighbours(at, layer) {
+                let sim = self.sim(query, n);
                 if sim > best {
                     best = sim;
                     at = n;
@@ -236,7 +290,7 @@ impl Hnsw {
     /// Best-first search of one layer; results most similar first.
     fn search_layer(
         &self,
-        query: &[f32],
+        query: &Query,
         entries: &[u32],
         ef: usize,
         layer: usize,
@@ -249,7 +303,7 @@ impl Hnsw {
         for &e in entries {
             if visited.insert(e) {
                 let s = Scored {
-                    sim: dot(query, self.vector(e)),
+                    sim: self.sim(query, e),
                     id: e,
                 };
                 candidates.push(s);
@@ -261,16 +315,17 @@ impl Hnsw {
             if c.sim < worst && best.len() >= ef {
                 break;
             }
-            let neighbours = self
-                .links
-                .get(c.id as usize)
-                .and_then(|l| l.get(layer))
-                .map_or(&[][..], |v| v);
+            let neighbours = self.neighbours(c.id, layer);
+            for &n in neighbours {
+                if !visited.contains(n) {
+                    self.prefetch(n);
+                }
+            }
             for &n in neighbours {
                 if !visited.insert(n) {
                     continue;
                 }
-                let sim = dot(query, self.vector(n));
+                let sim = self.sim(query, n);
                 let worst = best.peek().map_or(f32::NEG_INFINITY, |w| w.0.sim);
                 if best.len() < ef || sim > worst {
                     let s = Scored { sim, id: n };
@@ -295,18 +350,122 @@ impl Hnsw {
         if query.len() != self.dim {
             return Vec::new();
         }
+        let q = Query::new(query);
         for layer in (1..=self.top_layer).rev() {
-            entry = self.greedy(query, entry, layer);
+            entry = self.greedy(&q, entry, layer);
         }
         let mut visited = Visited::new(self.len());
         let ef = self.params.ef_search.max(k);
-        self.search_layer(query, &[entry], ef, 0, &mut visited)
+        let mut exact: Vec<(u32, f32)> = self
+            .search_layer(&q, &[entry], ef, 0, &mut visited)
             .into_iter()
             .filter(|s| !self.deleted.get(s.id as usize).copied().unwrap_or(true))
-            .take(k)
-            .map(|s| (s.id, s.sim))
-            .collect()
+            .map(|s| (s.id, dot(query, self.vector(s.id))))
+            .collect();
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+        exact.truncate(k);
+        exact
     }
+
+    /// Approximate similarity of a query and a node, on the quantised vectors.
+    fn sim(&self, query: &Query, id: u32) -> f32 {
+        let start = id as usize * self.dim;
+        let Some(node) = self.quantised.get(start..start + self.dim) else {
+            return f32::NEG_INFINITY;
+        };
+        let scale = self.scales.get(id as usize).copied().unwrap_or(0.0);
+        dot_i8(&query.q, node) as f32 * query.scale * scale
+    }
+
+    fn sim_nodes(&self, a: u32, b: u32) -> f32 {
+        let start = a as usize * self.dim;
+        match self.quantised.get(start..start + self.dim) {
+            Some(q) => {
+                let query = Query {
+                    q: q.to_vec(),
+                    scale: self.scales.get(a as usize).copied().unwrap_or(0.0),
+                };
+                self.sim(&query, b)
+            }
+            None => f32::NEG_INFINITY,
+        }
+    }
+}
+
+/// A vector quantised to 8 bits with one scale: x ≈ q * scale.
+struct Query {
+    q: Vec<i8>,
+    scale: f32,
+}
+
+impl Query {
+    fn new(v: &[f32]) -> Self {
+        let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let q = v
+            .iter()
+            .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
+            .collect();
+        Self { q, scale }
+    }
+}
+
+/// Integer dot product of two quantised vectors (AVX2 when available).
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { dot_i8_avx2(a, b) };
+        }
+    }
+    dot_i8_portable(a, b)
+}
+
+/// 32 bytes at a time: |a| × sign(a)·b with `maddubs` (pairs summed to i16: at most
+/// 2 × 127 × 127, no saturation), then `madd` with ones into i32 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi32, _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16,
+        _mm256_maddubs_epi16, _mm256_set1_epi16, _mm256_setzero_si256, _mm256_sign_epi8,
+        _mm_add_epi32, _mm_cvtsi128_si32, _mm_hadd_epi32,
+    };
+    let n = a.len().min(b.len());
+    let chunks = n / 32;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_si256();
+    for i in 0..chunks {
+        // SAFETY: i * 32 + 32 <= n, within both slices; unaligned loads are allowed.
+        let (va, vb) = unsafe {
+            (
+                _mm256_loadu_si256(a.as_ptr().add(i * 32).cast::<__m256i>()),
+                _mm256_loadu_si256(b.as_ptr().add(i * 32).cast::<__m256i>()),
+            )
+        };
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(va, va), _mm256_sign_epi8(vb, va));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+    }
+    let half = _mm_add_epi32(
+        _mm256_extracti128_si256::<0>(acc),
+        _mm256_extracti128_si256::<1>(acc),
+    );
+    let quad = _mm_hadd_epi32(half, half);
+    let sum = _mm_cvtsi128_si32(_mm_hadd_epi32(quad, quad));
+    let tail = dot_i8_portable(
+        a.get(chunks * 32..n).unwrap_or(&[]),
+        b.get(chunks * 32..n).unwrap_or(&[]),
+    );
+    sum + tail
+}
+
+#[inline(always)]
+fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| i32::from(*x) * i32::from(*y))
+        .sum()
 }
 
 /// A visited set as a bitmap.
@@ -326,6 +485,12 @@ impl Visited {
         self.bits.resize(n / 64 + 1, 0);
     }
 
+    fn contains(&self, id: u32) -> bool {
+        self.bits
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1u64 << (id % 64)) != 0)
+    }
+
     /// True when `id` was not yet visited.
     fn insert(&mut self, id: u32) -> bool {
         let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
@@ -335,6 +500,26 @@ impl Visited {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn simd_i8_dot_matches_portable() {
+        for len in [0usize, 5, 32, 33, 384, 385] {
+            let a: Vec<i8> = (0..len)
+                .map(|i| (((i * 37) % 255) as i32 - 127) as i8)
+                .collect();
+            let b: Vec<i8> = (0..len)
+                .map(|i| (((i * 91 + 7) % 255) as i32 - 127) as i8)
+                .collect();
+            assert_eq!(
+                super::dot_i8(&a, &b),
+                super::dot_i8_portable(&a, &b),
+                "len {len}"
+            );
         }
     }
 }

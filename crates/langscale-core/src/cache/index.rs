@@ -54,7 +54,7 @@ impl Default for GraphParams {
         Self {
             max_connections: 24,
             ef_construction: 200,
-            ef_search: 96,
+            ef_search: 48,
         }
     }
 }
