@@ -84,6 +84,15 @@ fn threshold(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f32>> {
 }
 
 impl SemanticCache {
+    /// The vector to search or index with: the caller's, or the built-in embedding.
+    fn vector_for(&self, scoped: &cache::Scoped, given: Option<Vec<f32>>) -> Option<Arc<[f32]>> {
+        match given {
+            Some(v) => Some(Arc::from(v)),
+            None if self.builtin => Some(self.cache.embed_builtin(&scoped.text)),
+            None => None,
+        }
+    }
+
     fn split(&self, prompt: &str, llm_string: &str) -> cache::Scoped {
         let namespace = self
             .namespace
@@ -171,32 +180,31 @@ impl SemanticCache {
         vector: Option<Vec<f32>>,
     ) -> Found<'py> {
         let scoped = self.split(prompt, llm_string);
-        let vector = match vector {
-            Some(v) => Some(Arc::from(v)),
-            None if self.builtin => Some(self.cache.embed_builtin(&scoped.text)),
-            None => None,
-        };
-        found(py, self.cache.lookup(&scoped, vector.as_deref()))
+        // Embedding and the index walk take tens of microseconds: let other threads run.
+        let outcome = py.detach(|| {
+            let vector = self.vector_for(&scoped, vector);
+            self.cache.lookup(&scoped, vector.as_deref())
+        });
+        found(py, outcome)
     }
 
     /// Store bytes for this prompt; indexed under `vector` (or the built-in embedding).
     #[pyo3(signature = (prompt, llm_string, value, vector=None))]
     fn update(
         &self,
+        py: Python<'_>,
         prompt: &str,
         llm_string: &str,
         value: &[u8],
         vector: Option<Vec<f32>>,
     ) -> PyResult<()> {
         let scoped = self.split(prompt, llm_string);
-        let vector = match vector {
-            Some(v) => Some(Arc::from(v)),
-            None if self.builtin => Some(self.cache.embed_builtin(&scoped.text)),
-            None => None,
-        };
-        self.cache
-            .insert(&scoped, vector.as_deref(), value.into())
-            .map_err(CoreError::from)?;
+        let value: Arc<[u8]> = value.into();
+        let stored = py.detach(|| {
+            let vector = self.vector_for(&scoped, vector);
+            self.cache.insert(&scoped, vector.as_deref(), value)
+        });
+        stored.map_err(CoreError::from)?;
         Ok(())
     }
 

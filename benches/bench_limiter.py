@@ -1,0 +1,275 @@
+"""``langscale.RateLimiter`` beside LangChain's ``InMemoryRateLimiter``.
+
+Measures the cost of one admission when the rate never binds (ns per ``acquire`` and per
+awaited ``aacquire``), and the rate each actually achieves against a configured one when
+8 threads or 200 asyncio tasks all want more than it allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from _common import Case, Row, Settings, compare, time_calls
+from langchain_core.rate_limiters import BaseRateLimiter, InMemoryRateLimiter
+
+import langscale
+
+UNLIMITED = 1e9
+RATES = (200.0, 2_000.0)
+THREADS = 8
+TASKS = 200
+RATE_TOLERANCE = 0.02
+# InMemoryRateLimiter's default poll period: workers that start together fail together, sleep
+# together and wake together, one admission per period. The staggered variant spreads the
+# workers' first attempts over one period, the case most favourable to polling.
+POLL_PERIOD = 0.1
+
+
+def cases(settings: Settings) -> list[Case]:
+    out = [
+        Case("acquire cost", lambda: _acquire_cost(settings)),
+        Case("aacquire cost", lambda: _aacquire_cost(settings)),
+    ]
+    for stagger in (0.0, POLL_PERIOD):
+        for rate in RATES:
+            out.append(Case(f"threads @ {rate:g}/s", _bind(_threads_rate, rate, stagger, settings)))
+            out.append(Case(f"tasks @ {rate:g}/s", _bind(_tasks_rate, rate, stagger, settings)))
+    return out
+
+
+def _bind(
+    bench: Callable[[float, float, Settings], list[Row]],
+    rate: float,
+    stagger: float,
+    settings: Settings,
+) -> Callable[[], list[Row]]:
+    return lambda: bench(rate, stagger, settings)
+
+
+# --- cost of one admission -------------------------------------------------------------
+
+
+def _unlimited_pair() -> tuple[langscale.RateLimiter, InMemoryRateLimiter]:
+    ours = langscale.RateLimiter(requests_per_second=UNLIMITED, burst=int(UNLIMITED))
+    theirs = InMemoryRateLimiter(requests_per_second=UNLIMITED, max_bucket_size=UNLIMITED)
+    # InMemoryRateLimiter starts empty and sleeps 0.1 s on its first call; pay that here.
+    theirs.acquire()
+    return ours, theirs
+
+
+def _acquire_cost(settings: Settings) -> list[Row]:
+    calls, rounds = settings.pick((200_000, 7), (50_000, 3))
+    ours, theirs = _unlimited_pair()
+    ns = compare(
+        {
+            "langscale": lambda: time_calls(lambda: ours.acquire(blocking=True), calls),
+            "langchain": lambda: time_calls(lambda: theirs.acquire(blocking=True), calls),
+        },
+        rounds,
+    )
+    return [_cost_row("acquire(blocking=True)", ns)]
+
+
+def _aacquire_cost(settings: Settings) -> list[Row]:
+    calls, rounds = settings.pick((100_000, 7), (25_000, 3))
+    ours, theirs = _unlimited_pair()
+    ns = compare(
+        {
+            "langscale": lambda: asyncio.run(_aacquire_loop(ours, calls)) / calls,
+            "langchain": lambda: asyncio.run(_aacquire_loop(theirs, calls)) / calls,
+        },
+        rounds,
+    )
+    return [_cost_row("await aacquire()", ns)]
+
+
+async def _aacquire_loop(limiter: BaseRateLimiter, calls: int) -> int:
+    """ns for ``calls`` awaited acquisitions, timed inside the running loop."""
+    start = time.perf_counter_ns()
+    for _ in range(calls):
+        await limiter.aacquire()
+    return time.perf_counter_ns() - start
+
+
+def _cost_row(name: str, ns: dict[str, float]) -> Row:
+    ns_ours, ns_theirs = ns["langscale"], ns["langchain"]
+    return Row(
+        group="limiter: cost, rate never binds",
+        name=name,
+        unit="ns/call",
+        langscale=ns_ours,
+        langchain=ns_theirs,
+        target="no slower than LangChain",
+        met=ns_ours <= ns_theirs,
+    )
+
+
+# --- achieved rate under contention ----------------------------------------------------
+
+
+@dataclass
+class Window:
+    """The measuring window, and the admission times each worker saw inside it."""
+
+    duration: float
+    stagger: float = 0.0
+    start: float = 0.0
+    deadline: float = 0.0
+    stamps: list[list[float]] = field(default_factory=list)
+
+    def open(self) -> None:
+        self.start = time.perf_counter()
+        self.deadline = self.start + self.duration
+
+    def lane(self) -> list[float]:
+        stamps: list[float] = []
+        self.stamps.append(stamps)
+        return stamps
+
+    def delay(self, worker: int, workers: int) -> float:
+        """How long worker ``worker`` waits after the window opens before its first call."""
+        return self.stagger * worker / workers
+
+
+def _limiter_pair(rate: float) -> list[tuple[str, Callable[[], BaseRateLimiter]]]:
+    return [
+        ("langscale", lambda: langscale.RateLimiter(requests_per_second=rate)),
+        ("langchain", lambda: InMemoryRateLimiter(requests_per_second=rate)),
+    ]
+
+
+def _threads_rate(rate: float, stagger: float, settings: Settings) -> list[Row]:
+    duration = settings.pick(5.0, 1.0)
+    achieved = {
+        side: _summarise(_run_threads(make(), Window(duration, stagger)), rate)
+        for side, make in _limiter_pair(rate)
+    }
+    return [_rate_row(f"{THREADS} threads, acquire()", rate, stagger, achieved)]
+
+
+def _run_threads(limiter: BaseRateLimiter, window: Window) -> Window:
+    # The last thread to reach the barrier opens the window, so no thread starts early.
+    barrier = threading.Barrier(THREADS, action=window.open)
+    lanes = [window.lane() for _ in range(THREADS)]
+    threads = [
+        threading.Thread(
+            target=_thread_worker, args=(limiter, window, barrier, lane, window.delay(i, THREADS))
+        )
+        for i, lane in enumerate(lanes)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return window
+
+
+def _thread_worker(
+    limiter: BaseRateLimiter,
+    window: Window,
+    barrier: threading.Barrier,
+    stamps: list[float],
+    delay: float,
+) -> None:
+    barrier.wait()
+    time.sleep(delay)
+    while True:
+        limiter.acquire(blocking=True)
+        now = time.perf_counter()
+        if now >= window.deadline:
+            return
+        stamps.append(now)
+
+
+def _tasks_rate(rate: float, stagger: float, settings: Settings) -> list[Row]:
+    duration = settings.pick(5.0, 1.0)
+    achieved = {
+        side: _summarise(asyncio.run(_run_tasks(make(), Window(duration, stagger))), rate)
+        for side, make in _limiter_pair(rate)
+    }
+    return [_rate_row(f"{TASKS} asyncio tasks, await aacquire()", rate, stagger, achieved)]
+
+
+async def _run_tasks(limiter: BaseRateLimiter, window: Window) -> Window:
+    go = asyncio.Event()
+    tasks = [
+        asyncio.create_task(_task_worker(limiter, window, go, window.delay(i, TASKS)))
+        for i in range(TASKS)
+    ]
+    await asyncio.sleep(0)  # let every task reach go.wait()
+    window.open()
+    go.set()
+    await asyncio.sleep(window.duration)
+    # Admissions after the deadline are not counted, so waiters still queued can go.
+    _, pending = await asyncio.wait(tasks, timeout=0.2)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return window
+
+
+async def _task_worker(
+    limiter: BaseRateLimiter, window: Window, go: asyncio.Event, delay: float
+) -> None:
+    stamps = window.lane()
+    await go.wait()
+    await asyncio.sleep(delay)
+    while True:
+        await limiter.aacquire()
+        now = time.perf_counter()
+        if now >= window.deadline:
+            return
+        stamps.append(now)
+
+
+@dataclass(frozen=True)
+class Achieved:
+    """Admissions inside the window: over all of it, and over its second half only."""
+
+    admitted: int
+    rate: float
+    steady_rate: float
+    configured: float
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.rate / self.configured
+
+
+def _summarise(window: Window, configured: float) -> Achieved:
+    stamps = [t for lane in window.stamps for t in lane]
+    half = window.start + window.duration / 2
+    second_half = sum(1 for t in stamps if t >= half)
+    return Achieved(
+        admitted=len(stamps),
+        rate=len(stamps) / window.duration,
+        steady_rate=second_half / (window.duration / 2),
+        configured=configured,
+    )
+
+
+def _rate_row(name: str, configured: float, stagger: float, achieved: dict[str, Achieved]) -> Row:
+    ours, theirs = achieved["langscale"], achieved["langchain"]
+    start = f"starts spread over {stagger * 1000:g} ms" if stagger else "all start together"
+    return Row(
+        group=f"limiter: achieved rate, {start}",
+        name=f"{name} @ {configured:g}/s",
+        unit="req/s",
+        langscale=ours.rate,
+        langchain=theirs.rate,
+        target=f"within {RATE_TOLERANCE:.0%} of configured",
+        met=abs(ours.rate - configured) <= RATE_TOLERANCE * configured,
+        extra={
+            "configured": configured,
+            "langscale_percent": ours.percent,
+            "langchain_percent": theirs.percent,
+            "langscale_admitted": ours.admitted,
+            "langchain_admitted": theirs.admitted,
+            "langscale_steady_rate": ours.steady_rate,
+            "langchain_steady_rate": theirs.steady_rate,
+        },
+    )

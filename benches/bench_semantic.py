@@ -1,0 +1,290 @@
+"""SemanticCache: answer quality on labelled query pairs, and lookup speed.
+
+Quality (``../shared/data/pairs-generated.jsonl``, see its README): for each threshold, the
+hit rate on same-intent pairs and the false-hit rate on different-intent pairs, per kind, in
+two settings — each pair in a scope of its own (store ``a``, look up ``b``), and one shared
+scope holding every ``a`` (a hit is right only when the entry returned answers ``b``:
+``a_key == b_key``). Run for the built-in embedder and for LangChain's offline
+``DeterministicFakeEmbedding`` (a hash of the text: the floor any real embedder must beat).
+
+Speed (embedding excluded): the Rust example ``semantic_speed`` times lookups in one scope of
+1k, 10k and 100k entries of 384 dimensions, inserts, index recall against an exact scan and
+memory per entry. Embedding time and the whole Python ``lookup`` are timed here.
+
+Run alone for the full threshold sweep: ``python benches/bench_semantic.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _common import Case, Row, Settings
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.outputs import Generation
+
+from langscale import SemanticCache
+from langscale.semantic import DEFAULT_THRESHOLD
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "pairs-generated.jsonl"
+THRESHOLDS = [round(0.50 + 0.05 * i, 2) for i in range(10)]
+# RedisSemanticCache needs Redis Stack (the search module), which Debian's redis-server lacks;
+# its per-lookup cost as published in langscale's ARCHITECTURE.md comparison:
+REDIS_SEMANTIC_LOOKUP_US = 700.0
+
+Factory = Callable[[float], SemanticCache]
+
+
+def load_pairs() -> list[dict[str, Any]]:
+    with DATA.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _rates(counts: dict[str, list[int]]) -> dict[str, float]:
+    return {kind: hit / total for kind, (hit, total) in counts.items() if total}
+
+
+def evaluate(pairs: list[dict[str, Any]], make: Factory, threshold: float) -> dict[str, Any]:
+    """Hit rates per kind at one threshold, per-pair scopes and one shared scope."""
+    value = [Generation(text="cached")]
+    own: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    cache = make(threshold)
+    for i, p in enumerate(pairs):
+        llm = f"pair-{i}"
+        cache.update(p["a"], llm, value)
+        hit = cache.lookup(p["b"], llm) is not None
+        own[p["kind"]][0] += hit
+        own[p["kind"]][1] += 1
+
+    shared: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    wrong_total = [0, 0]
+    cache = make(threshold)
+    key_of = {}
+    for p in pairs:
+        if p["a"] not in key_of:
+            key_of[p["a"]] = p["a_key"]
+            cache.update(p["a"], "shared", value)
+    for p in pairs:
+        _, info = cache.lookup_with_info(p["b"], "shared")
+        if info["kind"] == "miss":
+            answered_by = None
+        elif info["kind"] == "exact":
+            answered_by = key_of.get(p["b"])
+        else:
+            answered_by = key_of.get(info["matched"])
+        right = answered_by is not None and answered_by == p["b_key"]
+        wrong = answered_by is not None and not right
+        if p["same"]:
+            shared[p["kind"]][0] += right
+        else:
+            shared[p["kind"]][0] += wrong
+        shared[p["kind"]][1] += 1
+        wrong_total[0] += wrong
+        wrong_total[1] += 1
+
+    negatives = [p for p in pairs if not p["same"]]
+    own_false = sum(own[k][0] for k in {p["kind"] for p in negatives})
+    return {
+        "threshold": threshold,
+        "own": _rates(own),
+        "shared": _rates(shared),
+        "own_false_overall": own_false / len(negatives),
+        "shared_false_overall": wrong_total[0] / wrong_total[1],
+    }
+
+
+def builtin(threshold: float) -> SemanticCache:
+    return SemanticCache(threshold=threshold, maxsize=10_000)
+
+
+def fake_embeddings(threshold: float) -> SemanticCache:
+    return SemanticCache(
+        embeddings=DeterministicFakeEmbedding(size=384), threshold=threshold, maxsize=10_000
+    )
+
+
+def sweep_table(results: list[dict[str, Any]]) -> str:
+    kinds = sorted(results[0]["own"], key=lambda k: (k not in ("surface", "paraphrase"), k))
+    head = "| t | setting | " + " | ".join(kinds) + " | false overall |"
+    lines = [head, "|" + "---|" * (len(kinds) + 3)]
+    for r in results:
+        for setting in ("own", "shared"):
+            cells = [f"{100 * r[setting].get(k, 0):.1f}" for k in kinds]
+            overall = 100 * r[f"{setting}_false_overall"]
+            lines.append(
+                f"| {r['threshold']:.2f} | {setting} | " + " | ".join(cells) + f" | {overall:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def _quality_rows(settings: Settings) -> list[Row]:
+    if not DATA.exists():
+        return []
+    pairs = load_pairs()
+    if settings.quick:
+        pairs = pairs[::4]
+    r = evaluate(pairs, builtin, DEFAULT_THRESHOLD)
+    fake = evaluate(pairs, fake_embeddings, 0.99)
+    rows = []
+    for setting in ("own", "shared"):
+        rows += [
+            Row(
+                "semantic quality",
+                f"surface hits ({setting} scope)",
+                "%",
+                100 * r[setting]["surface"],
+                100 * fake[setting]["surface"],
+                ">= 95",
+                r[setting]["surface"] >= 0.95,
+            ),
+            Row(
+                "semantic quality",
+                f"paraphrase hits ({setting} scope)",
+                "%",
+                100 * r[setting]["paraphrase"],
+                100 * fake[setting]["paraphrase"],
+            ),
+            Row(
+                "semantic quality",
+                f"false hits overall ({setting} scope)",
+                "%",
+                100 * r[f"{setting}_false_overall"],
+                100 * fake[f"{setting}_false_overall"],
+                "<= 1",
+                r[f"{setting}_false_overall"] <= 0.01,
+            ),
+        ]
+    for row in rows:
+        row.extra["threshold"] = DEFAULT_THRESHOLD
+        row.extra["langchain_side"] = "DeterministicFakeEmbedding at 0.99"
+    return rows
+
+
+def _speed_rows(settings: Settings) -> list[Row]:
+    cmd = [
+        "cargo",
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "langscale-core",
+        "--example",
+        "semantic_speed",
+    ]
+    if settings.quick:
+        cmd += ["--", "--quick"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        r = json.loads(line)
+        n = r["entries"]
+        rows.append(
+            Row(
+                "semantic speed",
+                f"lookup p50, {n:,} entries ({r['index']})",
+                "us",
+                r["lookup_p50_us"],
+                REDIS_SEMANTIC_LOOKUP_US,
+                "< 50 at 100k" if n == 100_000 else "",
+                (r["lookup_p50_us"] < 50) if n == 100_000 else None,
+                extra=r,
+            )
+        )
+        rows.append(
+            Row("semantic speed", f"lookup p99, {n:,} entries", "us", r["lookup_p99_us"], None)
+        )
+        rows.append(
+            Row(
+                "semantic speed",
+                f"index recall@1 vs exact scan, {n:,}",
+                "",
+                r["recall_at_1"],
+                None,
+                ">= 0.99",
+                r["recall_at_1"] >= 0.99,
+            )
+        )
+        rows.append(Row("semantic speed", f"insert, {n:,} entries", "us", r["insert_us"], None))
+        rows.append(
+            Row(
+                "semantic speed",
+                f"memory per entry, {n:,}",
+                "bytes",
+                r["memory_per_entry_bytes"],
+                None,
+            )
+        )
+    return rows
+
+
+def _median_us(fn: Callable[[], Any], n: int) -> float:
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        fn()
+        samples.append((time.perf_counter_ns() - t) / 1000)
+    return statistics.median(samples)
+
+
+def _python_rows(settings: Settings) -> list[Row]:
+    cache = SemanticCache(maxsize=10_000)
+    value = [Generation(text="cached answer")]
+    for i in range(1000):
+        cache.update(f"What is the status of order number {i}?", "m", value)
+    n = settings.pick(5000, 1000)
+    embed = _median_us(lambda: cache._core.embed("How do I reset the password of my account?"), n)
+    miss = _median_us(lambda: cache.lookup("How do I reset the password of my account?", "m"), n)
+    hit = _median_us(lambda: cache.lookup("what is the status of order number 7", "m"), n)
+    return [
+        Row("semantic speed", "built-in embedding of one question", "us", embed, None),
+        Row(
+            "semantic speed",
+            "Python lookup, semantic hit, 1k entries (embedding included)",
+            "us",
+            hit,
+            None,
+        ),
+        Row(
+            "semantic speed",
+            "Python lookup, miss, 1k entries (embedding included)",
+            "us",
+            miss,
+            None,
+        ),
+    ]
+
+
+def cases(settings: Settings) -> list[Case]:
+    return [
+        Case("semantic quality", lambda: _quality_rows(settings)),
+        Case("semantic speed (rust)", lambda: _speed_rows(settings)),
+        Case("semantic speed (python)", lambda: _python_rows(settings)),
+    ]
+
+
+def main() -> int:
+    if not DATA.exists():
+        print(f"no data set at {DATA}")
+        return 1
+    pairs = load_pairs()
+    for name, make in (
+        ("built-in embedder", builtin),
+        ("DeterministicFakeEmbedding", fake_embeddings),
+    ):
+        results = [evaluate(pairs, make, t) for t in THRESHOLDS]
+        print(f"\n## {name}: hit % per same-intent kind, false-hit % per different kind\n")
+        print(sweep_table(results))
+    print(f"\ndefault threshold of the built-in embedder: {DEFAULT_THRESHOLD:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

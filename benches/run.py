@@ -1,0 +1,141 @@
+"""Run the benchmarks (``make bench``): langscale beside LangChain, in the same process and run.
+
+Prints a table (Markdown, ready for the README) and writes ``bench-results/results.json``.
+``--quick`` is a smoke run with short durations; ``--only limiter|cache|semantic`` runs one module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+from types import ModuleType
+
+import bench_cache
+import bench_limiter
+import bench_semantic
+from _common import Case, Row, Settings
+
+from langscale import _core
+from langscale._progress import Progress
+
+MODULES: dict[str, ModuleType] = {
+    "limiter": bench_limiter,
+    "cache": bench_cache,
+    "semantic": bench_semantic,
+}
+RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    settings = Settings(quick=args.quick)
+    names = [args.only] if args.only else list(MODULES)
+    rows: list[Row] = []
+    for name in names:
+        rows += _run_cases(name, MODULES[name].cases(settings))
+    print(render(rows))
+    _write(rows, settings)
+    print(f"\nwrote {RESULTS}")
+    return 0
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short durations, a smoke run")
+    parser.add_argument("--only", choices=sorted(MODULES), help="run one benchmark module")
+    return parser.parse_args(argv)
+
+
+def _run_cases(name: str, cases: list[Case]) -> list[Row]:
+    rows: list[Row] = []
+    with Progress(f"bench {name}", len(cases)) as bar:
+        for case in cases:
+            bar.label = f"{name}: {case.label}"  # shown on the next redraw
+            rows += case.run()
+            bar.advance()
+        bar.label = f"bench {name}"
+    return rows
+
+
+# --- the table -------------------------------------------------------------------------
+
+
+def render(rows: list[Row]) -> str:
+    """A Markdown table: one section line per group, then its rows."""
+    lines = [
+        "| Benchmark | langscale | LangChain | langscale ÷ LangChain | Target |",
+        "|---|--:|--:|--:|---|",
+    ]
+    group = None
+    for row in rows:
+        if row.group != group:
+            group = row.group
+            lines.append(f"| **{group}** | | | | |")
+        lines.append(
+            f"| {row.name} | {_value(row, row.langscale, 'langscale')} "
+            f"| {_value(row, row.langchain, 'langchain')} | {_ratio(row)} | {_target(row)} |"
+        )
+    return "\n".join(lines)
+
+
+def _value(row: Row, value: float | None, side: str) -> str:
+    if value is None:
+        return "—"
+    if row.unit == "req/s":
+        return f"{value:,.1f} req/s ({row.extra[f'{side}_percent']:.1f}%)"
+    if row.unit == "B/entry":
+        return f"{value:,.0f} B"
+    if row.unit == "µs/invoke":
+        return f"{value:,.1f} µs"
+    if row.unit.startswith("ns/"):
+        return f"{value:,.0f} ns"
+    return f"{value:,.4g} {row.unit}".rstrip()
+
+
+def _ratio(row: Row) -> str:
+    ratio = row.ratio
+    return "—" if ratio is None else f"{ratio:.2f}x"
+
+
+def _target(row: Row) -> str:
+    if row.met is None:
+        return row.target
+    return f"{row.target}: {'met' if row.met else '**not met**'}"
+
+
+# --- results.json ----------------------------------------------------------------------
+
+
+def _write(rows: list[Row], settings: Settings) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "quick": settings.quick,
+        "machine": _machine(),
+        "rows": [{**asdict(row), "ratio": row.ratio} for row in rows],
+    }
+    RESULTS.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def _machine() -> dict[str, object]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "python": platform.python_version(),
+        "langscale": version("langscale"),
+        "langchain_core": version("langchain-core"),
+        # An editable debug build elsewhere in the tree would show here, and is ~5x slower.
+        "langscale_extension": _core.__file__,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
