@@ -8,11 +8,17 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 const HASH_SEED: u64 = 0x6c61_6e67_7363_616c;
 
 /// Weight of a word's unigram feature.
-const W_WORD: f32 = 1.0;
+const W_WORD: f32 = 0.5;
 /// L2 weight of all character n-grams of one word together (spread over its n-grams).
 const W_CHARS: f32 = 1.0;
 /// Weight of a bigram of two neighbouring kept words.
 const W_BIGRAM: f32 = 0.5;
+/// Weight multiplier of a word that looks like a name or a number.
+const W_SALIENT: f32 = 1.5;
+/// Weight of a word's sorted letters (typo tolerance for swapped neighbours).
+const W_ANAGRAM: f32 = 1.5;
+/// L2 weight of a word's one-letter deletions together (typo tolerance for any single edit).
+const W_DELETIONS: f32 = 0.5;
 
 /// Weight classes of words: filler is dropped, stopwords and request verbs count for little.
 const W_STOP: f32 = 0.25;
@@ -37,6 +43,9 @@ const FILLER_PHRASES: &[&[&str]] = &[
     &["i", "want", "to", "know"],
     &["i", "would", "like", "to", "know"],
     &["i", "wonder"],
+    &["i", "was", "wondering"],
+    &["i", "am", "wondering"],
+    &["just", "wondering"],
     &["do", "you", "know"],
 ];
 
@@ -46,9 +55,9 @@ const STOPWORDS: &[&str] = &[
     "into", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "i",
     "me", "my", "you", "your", "we", "our", "us", "it", "its", "this", "that", "these", "those",
     "there", "what", "which", "who", "whom", "how", "when", "where", "why", "can", "could",
-    "would", "should", "will", "shall", "may", "might", "must", "have", "has", "had", "and", "or",
-    "if", "so", "than", "then", "any", "some", "just", "also", "very", "really", "way", "like",
-    "get", "there", "here", "s",
+    "would", "should", "will", "shall", "might", "must", "have", "has", "had", "and", "or", "if",
+    "so", "than", "then", "any", "some", "just", "also", "very", "really", "way", "like", "get",
+    "here", "s",
 ];
 
 /// Verbs that frame a request ("tell me", "give me", "show me") rather than its subject.
@@ -59,10 +68,13 @@ const REQUEST_VERBS: &[&str] = &[
 /// Hashed word and character n-gram embedder: deterministic, offline, microseconds per text.
 ///
 /// Words are lowercased, accent-folded and lightly stemmed; courtesy filler ("please", "hey",
-/// "quick question") is dropped and function words count for little. Each text becomes word
-/// unigrams, bigrams of neighbouring words, and character 3–5-grams inside each word (with
-/// boundary marks, so one typo keeps most of a word), hashed with xxh3 into `dim` signed buckets
-/// so that collisions cancel on average, then L2-normalised.
+/// "quick question") is dropped, function words count for little and words that look like names
+/// or numbers (capitalised inside a sentence, or with digits) count for more. Each word gives
+/// its stem, its sorted letters (a swap of neighbouring letters, the commonest typo, keeps
+/// them), its one-letter deletions (any single edit keeps one) and its character 3–5-grams with
+/// boundary marks; neighbouring words give bigrams. Features are hashed with xxh3 into `dim`
+/// signed buckets, so that collisions cancel on average, with a sub-linear count for repeats,
+/// then the vector is L2-normalised.
 #[derive(Debug, Clone)]
 pub struct HashEmbedder {
     dim: usize,
@@ -76,6 +88,11 @@ impl Default for HashEmbedder {
 
 impl HashEmbedder {
     pub const DEFAULT_DIM: usize = 384;
+    /// Cosine similarity from which a cached answer may be offered, tuned for this embedder with
+    /// the guard (`guard.rs`) on: nearly all retyped questions score above it (most above 0.85),
+    /// other questions about the same name stay below it, and the guard rejects the same
+    /// question about another name, number, date or the opposite.
+    pub const DEFAULT_THRESHOLD: f32 = 0.70;
     /// Smaller dimensions are raised to this: below it collisions swamp the signal.
     pub const MIN_DIM: usize = 16;
 
@@ -101,8 +118,8 @@ impl HashEmbedder {
     }
 }
 
-/// Cosine similarity of two vectors; for the L2-normalised output of [`HashEmbedder::embed`]
-/// this is their dot product. Vectors of different lengths compare on their common prefix.
+/// Cosine similarity of two vectors (0 when either is all zeros); for the L2-normalised output
+/// of [`HashEmbedder::embed`] this is their dot product.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -115,28 +132,76 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn collect_features(text: &str, out: &mut Vec<(u64, f32)>) {
-    let words = drop_filler_phrases(words(text));
+    let words = drop_filler_phrases(marked_words(text));
     let weighted: Vec<(String, f32)> = words
         .into_iter()
-        .filter_map(|w| {
-            let weight = word_weight(&w);
+        .filter_map(|(w, salient)| {
+            let mut weight = word_weight(&w);
+            if salient && weight >= W_CONTENT {
+                weight *= W_SALIENT;
+            }
             (weight > 0.0).then_some((w, weight))
         })
         .collect();
     let mut prev: Option<(String, f32)> = None;
     for (word, weight) in &weighted {
         let stemmed = stem(word);
+        let key = anagram_key(&stemmed);
         out.push((feature_hash(b'w', stemmed.as_bytes()), W_WORD * weight));
+        out.push((feature_hash(b'a', key.as_bytes()), W_ANAGRAM * weight));
         push_char_ngrams(word, W_CHARS * weight, out);
+        push_deletions(&stemmed, W_DELETIONS * weight, out);
         if let Some((p, pw)) = &prev {
-            let mut key = Vec::with_capacity(p.len() + stemmed.len() + 1);
-            key.extend_from_slice(p.as_bytes());
-            key.push(b' ');
-            key.extend_from_slice(stemmed.as_bytes());
-            out.push((feature_hash(b'b', &key), W_BIGRAM * pw.min(*weight)));
+            let mut bigram = Vec::with_capacity(p.len() + key.len() + 1);
+            bigram.extend_from_slice(p.as_bytes());
+            bigram.push(b' ');
+            bigram.extend_from_slice(key.as_bytes());
+            out.push((feature_hash(b'b', &bigram), W_BIGRAM * pw.min(*weight)));
         }
-        prev = Some((stemmed, *weight));
+        prev = Some((key, *weight));
     }
+}
+
+/// The letters of `word` in sorted order: one swap of neighbouring letters, the commonest
+/// typo, leaves it unchanged.
+fn anagram_key(word: &str) -> String {
+    let mut chars: Vec<char> = word.chars().collect();
+    if chars.len() >= 4 {
+        chars.sort_unstable();
+    }
+    chars.into_iter().collect()
+}
+
+/// The word with one letter deleted, each way: two words one edit apart share one of these.
+fn push_deletions(word: &str, total: f32, out: &mut Vec<(u64, f32)>) {
+    let chars: Vec<char> = word.chars().collect();
+    if chars.len() < 4 || chars.len() > 24 {
+        return;
+    }
+    let w = total / ((chars.len() + 1) as f32).sqrt();
+    out.push((feature_hash(b'd', word.as_bytes()), w));
+    let mut buf = String::with_capacity(word.len());
+    for skip in 0..chars.len() {
+        buf.clear();
+        buf.extend(
+            chars
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, c)| c),
+        );
+        out.push((feature_hash(b'd', buf.as_bytes()), w));
+    }
+}
+
+/// Courtesy that carries no question content ("please", "hey").
+pub(crate) fn is_filler(word: &str) -> bool {
+    FILLER.contains(&word)
+}
+
+/// Courtesy, function words and request verbs: what a question is framed with, not about.
+pub(crate) fn is_function_word(word: &str) -> bool {
+    FILLER.contains(&word) || STOPWORDS.contains(&word) || REQUEST_VERBS.contains(&word)
 }
 
 fn word_weight(word: &str) -> f32 {
@@ -214,13 +279,18 @@ fn normalise(v: &mut [f32]) {
     }
 }
 
-fn drop_filler_phrases(words: Vec<String>) -> Vec<String> {
+fn drop_filler_phrases(words: Vec<(String, bool)>) -> Vec<(String, bool)> {
     let mut out = Vec::with_capacity(words.len());
     let mut i = 0;
     'outer: while i < words.len() {
         for phrase in FILLER_PHRASES {
             let end = i + phrase.len();
-            if end <= words.len() && words[i..end].iter().zip(phrase.iter()).all(|(w, p)| w == p) {
+            if end <= words.len()
+                && words[i..end]
+                    .iter()
+                    .zip(phrase.iter())
+                    .all(|((w, _), p)| w == p)
+            {
                 i = end;
                 continue 'outer;
             }
@@ -237,7 +307,7 @@ fn drop_filler_phrases(words: Vec<String>) -> Vec<String> {
 
 /// Lowercase `c` and fold common Latin accents to ASCII ("É" -> "e", "ß" -> "ss"), appending to
 /// `out`. Combining marks are dropped, so precomposed and decomposed text agree.
-pub(crate) fn push_folded(c: char, out: &mut String) {
+fn push_folded(c: char, out: &mut String) {
     if is_combining_mark(c) {
         return;
     }
@@ -274,7 +344,7 @@ pub(crate) fn push_folded(c: char, out: &mut String) {
     }
 }
 
-pub(crate) fn is_combining_mark(c: char) -> bool {
+fn is_combining_mark(c: char) -> bool {
     matches!(c,
         '\u{0300}'..='\u{036f}'
         | '\u{1ab0}'..='\u{1aff}'
@@ -286,28 +356,62 @@ pub(crate) fn is_combining_mark(c: char) -> bool {
 }
 
 /// A character that can sit inside a word.
-pub(crate) fn is_word_char(c: char) -> bool {
+fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || is_combining_mark(c)
 }
 
 /// Lowercased, folded words of `text`, with contractions expanded ("don't" -> "do not",
-/// "what's" -> "what") and programming names kept whole ("c++", "c#", "node.js", "two-factor").
-pub(crate) fn words(text: &str) -> Vec<String> {
+/// "what's" -> "what") and programming names kept whole ("c++", "c#", "node.js", "two-factor"),
+/// each marked when it looks like a name or a number: digits, or a capital that
+/// sentence position does not explain ("Oslo" in "weather in Oslo", not "What").
+fn marked_words(text: &str) -> Vec<(String, bool)> {
     let mut out = Vec::new();
-    for raw in raw_tokens(text) {
-        expand_contraction(&raw, &mut out);
+    let mut expanded = Vec::new();
+    for (i, span) in spans(text).iter().enumerate() {
+        let folded = fold(&span.text);
+        if folded.is_empty() {
+            continue;
+        }
+        let sentence_start = i == 0
+            || span
+                .lead
+                .chars()
+                .any(|c| matches!(c, '.' | '!' | '?' | ':' | ';' | '\n'));
+        let capital = span
+            .text
+            .chars()
+            .skip(usize::from(sentence_start))
+            .any(char::is_uppercase);
+        let salient = capital || span.text.chars().any(|c| c.is_ascii_digit());
+        expanded.clear();
+        expand_contraction(&folded, &mut expanded);
+        out.extend(expanded.drain(..).map(|w| {
+            let salient = salient && w != "i";
+            (w, salient)
+        }));
     }
     out
 }
 
-/// Raw lowercase tokens: runs of word characters joined by inner `-`, `.`, `'`, `_`, or by `,`
-/// between digit groups; a trailing `+`/`#` run is kept ("c++", "f#").
-pub(crate) fn raw_tokens(text: &str) -> Vec<String> {
+/// A token of the original text, before lowercasing, with what separated it from the previous one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// The token as typed (digit-group commas removed): word characters joined by inner `-`,
+    /// `.`, `'`, `_`, with a trailing `+`/`#` run kept ("C++", "F#").
+    pub text: String,
+    /// The characters between the previous token (or the start) and this one.
+    pub lead: String,
+}
+
+/// Split `text` into [`Span`]s; text after the last word comes as a final span with empty text.
+pub(crate) fn spans(text: &str) -> Vec<Span> {
     let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
+    let mut lead = String::new();
     let mut i = 0;
     while i < chars.len() {
         if !is_word_char(chars[i]) {
+            lead.push(chars[i]);
             i += 1;
             continue;
         }
@@ -315,7 +419,7 @@ pub(crate) fn raw_tokens(text: &str) -> Vec<String> {
         while i < chars.len() {
             let c = chars[i];
             if is_word_char(c) {
-                push_folded(c, &mut tok);
+                tok.push(c);
                 i += 1;
                 continue;
             }
@@ -330,9 +434,9 @@ pub(crate) fn raw_tokens(text: &str) -> Vec<String> {
                     .get(i + 1..i + 4)
                     .is_some_and(|g| g.iter().all(char::is_ascii_digit))
                 && !chars.get(i + 4).is_some_and(char::is_ascii_digit);
-            if (joiner && next_is_word && !tok.is_empty()) || digit_group {
+            if (joiner && next_is_word) || digit_group {
                 if c != ',' {
-                    push_folded(c, &mut tok);
+                    tok.push(c);
                 }
                 i += 1;
                 continue;
@@ -345,9 +449,26 @@ pub(crate) fn raw_tokens(text: &str) -> Vec<String> {
             }
             break;
         }
-        if !tok.is_empty() {
-            out.push(tok);
-        }
+        out.push(Span {
+            text: tok,
+            lead: std::mem::take(&mut lead),
+        });
+    }
+    if !lead.is_empty() {
+        // What follows the last word ("5%", "Paris?") as a span without text.
+        out.push(Span {
+            text: String::new(),
+            lead,
+        });
+    }
+    out
+}
+
+/// Lowercase and accent-fold a whole token.
+pub(crate) fn fold(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_folded(c, &mut out);
     }
     out
 }
@@ -443,7 +564,7 @@ pub(crate) fn stem(word: &str) -> String {
     if ends(&w, "ing") && w.len() > 5 {
         w.truncate(w.len() - 3);
         stripped = true;
-    } else if ends(&w, "ed") && w.len() > 4 {
+    } else if ends(&w, "ed") && w.len() > 5 {
         w.truncate(w.len() - 2);
         stripped = true;
     }
@@ -553,7 +674,12 @@ mod tests {
 
     #[test]
     fn keeps_programming_names_and_compounds() {
-        let w = words("Is C++ or C# better? Use node.js, two-factor auth; 1,000 users don't care.");
+        let w: Vec<String> = marked_words(
+            "Is C++ or C# better? Use node.js, two-factor auth; 1,000 users don't care.",
+        )
+        .into_iter()
+        .map(|(w, _)| w)
+        .collect();
         for t in ["c++", "c#", "node.js", "two-factor", "1000", "do", "not"] {
             assert!(w.iter().any(|x| x == t), "{t} missing in {w:?}");
         }
@@ -562,11 +688,13 @@ mod tests {
 
     #[test]
     fn folds_accents_precomposed_and_decomposed() {
-        let composed = HashEmbedder::default().embed("Caf\u{e9} in Z\u{fc}rich");
-        let decomposed = HashEmbedder::default().embed("Cafe\u{301} in Zu\u{308}rich");
-        let plain = HashEmbedder::default().embed("cafe in zurich");
+        let e = HashEmbedder::default();
+        let composed = e.embed("Caf\u{e9} in Z\u{fc}rich");
+        let decomposed = e.embed("Cafe\u{301} in Zu\u{308}rich");
+        let plain = e.embed("Cafe in Zurich");
         assert_eq!(composed, decomposed);
         assert_eq!(composed, plain);
+        assert!(cosine(&composed, &e.embed("cafe in zurich")) > 0.9);
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct SemanticConfig {
 impl Default for SemanticConfig {
     fn default() -> Self {
         Self {
-            threshold: 0.8,
+            threshold: HashEmbedder::DEFAULT_THRESHOLD,
             maxsize: 100_000,
             ttl: None,
             guard: true,
