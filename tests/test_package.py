@@ -54,4 +54,5 @@ def test_demo_runs_and_reports(tmp_path):
     # concurrent first askers of a question may all miss, so calls fall between the two
     assert distinct <= scaled["provider_calls"] < 60
     assert scaled["cache_hits"] + scaled["provider_calls"] == 60
+    assert 0 < scaled["semantic_hits"] <= scaled["cache_hits"], "retyped questions hit"
     assert report["plain"]["provider_calls"] == 60

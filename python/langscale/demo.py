@@ -1,9 +1,10 @@
 """``langscale demo``: one workload twice, through plain LangChain and through langscale.
 
 A simulated chat model answers in-process (no network, no key) with a fixed latency. The
-workload repeats questions the way agents do. The plain run uses LangChain's
-``InMemoryRateLimiter`` and no cache; the langscale run uses ``RateLimiter`` and
-``ExactCache``. Both are rate limited to the same provider quota.
+workload repeats questions the way agents and their users do, often retyped (lower case,
+"please", no question mark). The plain run uses LangChain's ``InMemoryRateLimiter`` and no
+cache; the langscale run uses ``RateLimiter`` and ``SemanticCache``. Both are rate limited to
+the same provider quota.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from langchain_core.rate_limiters import BaseRateLimiter, InMemoryRateLimiter
 from pydantic import PrivateAttr
 
 from langscale._progress import Progress
-from langscale.cache import ExactCache
 from langscale.limiter import RateLimiter
+from langscale.semantic import SemanticCache
 
 CITIES = ["Paris", "London", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Quito"]
 TEMPLATES = [
@@ -75,12 +76,24 @@ class SimulatedChatModel(BaseChatModel):
         return self._answer(messages)
 
 
-def workload(requests: int, seed: int = 7) -> list[str]:
-    """Questions as agents ask them: a popular few asked again and again, a long tail."""
+def retype(question: str, rng: random.Random) -> str:
+    """The same question as another user types it."""
+    style = rng.randrange(3)
+    if style == 0:
+        return question.lower()
+    if style == 1:
+        return question.rstrip("?.") + " please"
+    return "hey, " + question.rstrip("?.").lower()
+
+
+def workload(requests: int, seed: int = 7) -> list[tuple[str, str]]:
+    """(question, as typed): a popular few asked again and again, a long tail, and a third
+    of them retyped."""
     rng = random.Random(seed)
     pool = [t.format(city=c) for t in TEMPLATES for c in CITIES]
     weights = [1.0 / (rank + 1) for rank in range(len(pool))]
-    return rng.choices(pool, weights=weights, k=requests)
+    asked = rng.choices(pool, weights=weights, k=requests)
+    return [(q, retype(q, rng) if rng.random() < 0.33 else q) for q in asked]
 
 
 @dataclass
@@ -92,6 +105,7 @@ class RunResult:
     seconds: float
     latencies_ms: list[float] = field(repr=False)
     cache_hits: int = 0
+    semantic_hits: int = 0
     limiter_waits: int = 0
 
     @property
@@ -119,7 +133,7 @@ class RunResult:
 
 async def _drive(
     name: str,
-    questions: list[str],
+    questions: list[tuple[str, str]],
     limiter: BaseRateLimiter,
     cache: BaseCache | bool,
     concurrency: int,
@@ -141,7 +155,7 @@ async def _drive(
 
     start = time.perf_counter()
     with Progress(name, len(questions)) as bar:
-        await asyncio.gather(*(one(q, bar) for q in questions))
+        await asyncio.gather(*(one(typed, bar) for _, typed in questions))
     seconds = time.perf_counter() - start
     result = RunResult(name, len(questions), ok, model.calls, seconds, latencies)
     return result, model
@@ -160,9 +174,11 @@ async def run_demo(
         latency,
     )
     limiter = RateLimiter(requests_per_second=rate)
-    cache = ExactCache()
+    cache = SemanticCache()
     scaled, _ = await _drive("langscale", questions, limiter, cache, concurrency, latency)
-    scaled.cache_hits = cache.stats()["hits"]
+    stats = cache.stats()
+    scaled.cache_hits = stats["hits"]
+    scaled.semantic_hits = stats["semantic_hits"]
     scaled.limiter_waits = int(limiter.stats()["waited"])
     return {
         "settings": {
@@ -170,7 +186,8 @@ async def run_demo(
             "concurrency": concurrency,
             "provider_requests_per_second": rate,
             "provider_latency_ms": latency * 1000,
-            "distinct_questions": len(set(questions)),
+            "distinct_questions": len({q for q, _ in questions}),
+            "distinct_texts": len({typed for _, typed in questions}),
         },
         "plain": plain.summary(),
         "langscale": scaled.summary(),
@@ -183,6 +200,7 @@ def scorecard(report: dict[str, Any]) -> str:
         ("requests answered", "ok", "{:d}"),
         ("provider calls", "provider_calls", "{:d}"),
         ("cache hits", "cache_hits", "{:d}"),
+        ("  of which semantic", "semantic_hits", "{:d}"),
         ("limiter waits", "limiter_waits", "{:d}"),
         ("wall time (s)", "seconds", "{:.2f}"),
         ("requests/s", "requests_per_second", "{:.1f}"),
@@ -193,7 +211,8 @@ def scorecard(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
         "",
-        f"{s['requests']} requests ({s['distinct_questions']} distinct), {s['concurrency']} in "
+        f"{s['requests']} requests ({s['distinct_questions']} distinct questions, "
+        f"{s['distinct_texts']} distinct texts), {s['concurrency']} in "
         f"flight, provider limit {s['provider_requests_per_second']:g} req/s, "
         f"{s['provider_latency_ms']:g} ms per call",
         "",
