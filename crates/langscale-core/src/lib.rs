@@ -1,8 +1,10 @@
 //! langscale-core: everything on langscale's hot path, with no knowledge of Python.
 //!
 //! `limit` owns rate limiting (GCRA buckets, concurrency, priority waiting), `cache` owns
-//! the caches and their key normalisation. Time is injected through [`clock::Clock`].
+//! the caches and their key normalisation, `route` owns routing across deployments, retries,
+//! fallbacks, circuit breakers and hedging. Time is injected through [`clock::Clock`].
 
 pub mod cache;
 pub mod clock;
 pub mod limit;
+pub mod route;
