@@ -5,6 +5,7 @@ mod args;
 mod cache;
 mod errors;
 mod limit;
+mod route;
 mod semantic;
 
 use pyo3::prelude::*;
@@ -16,5 +17,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     limit::register(m)?;
     cache::register(m)?;
     semantic::register(m)?;
+    route::register(m)?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 """langscale: make existing LangChain agents scale.
 
 Rust-backed drop-ins for LangChain's interfaces: ``RateLimiter`` (a ``BaseRateLimiter``) and
-``ExactCache`` and ``SemanticCache`` (``BaseCache``s).
+``ExactCache`` and ``SemanticCache`` (``BaseCache``s), ``ScaledChatModel`` (a
+``BaseChatModel`` routing, retrying and failing over across chat models).
 """
 
 from langscale._core import (
@@ -13,15 +14,19 @@ from langscale._core import (
 )
 from langscale.cache import ExactCache
 from langscale.limiter import RateLimiter
+from langscale.scaled import Deployment, ScaledChatModel, ScaledModelError
 from langscale.semantic import SemanticCache
 
 __all__ = [
     "ConfigError",
+    "Deployment",
     "ExactCache",
     "LangscaleError",
     "Permit",
     "RateLimitTimeout",
     "RateLimiter",
+    "ScaledChatModel",
+    "ScaledModelError",
     "SemanticCache",
     "__version__",
 ]

@@ -8,11 +8,13 @@ from typing_extensions import Self
 __all__ = [
     "ConfigError",
     "ExactCache",
+    "Execution",
     "LangscaleError",
     "Permit",
     "RateLimitTimeout",
     "RateLimiter",
     "Ready",
+    "Router",
     "SemanticCache",
     "__version__",
     "cache_key",
@@ -129,3 +131,44 @@ class SemanticCache:
     @namespace.setter
     def namespace(self, namespace: str | None) -> None: ...
     def stats(self) -> dict[str, int]: ...
+
+_Step = tuple[str, int | None, int | None, str | None, float | None]
+
+@final
+class Router:
+    def __new__(
+        cls,
+        deployments: list[tuple[str, float, int, float, float, int | None, list[str]]],
+        strategy: str = "priority",
+        *,
+        complexity_small: list[int] | None = None,
+        complexity_large: list[int] | None = None,
+        complexity_threshold: float = 0.5,
+        max_attempts: int | None = None,
+        backoff_base: float | None = None,
+        backoff_cap: float | None = None,
+        retry_budget: float | None = None,
+        breaker_failure_rate: float | None = None,
+        breaker_min_requests: int | None = None,
+        breaker_open_for: float | None = None,
+        attempt_timeout: float | None = None,
+        deadline: float | None = None,
+        hedge_delay: float | None = None,
+        seed: int | None = None,
+    ) -> Self: ...
+    def start(
+        self,
+        estimated_input_tokens: int = 0,
+        tools: int = 0,
+        turns: int = 0,
+        complexity_hint: float | None = None,
+    ) -> Execution: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+@final
+class Execution:
+    def next(self) -> _Step: ...
+    def report_success(
+        self, attempt: int, latency: float, input_tokens: int = 0, output_tokens: int = 0
+    ) -> None: ...
+    def report_failure(self, attempt: int, kind: str, retry_after: float | None = None) -> None: ...

@@ -1,0 +1,459 @@
+"""``ScaledChatModel``: many chat models behind one, routed, retried and failed over by the
+Rust router. Python only makes the model calls and sleeps; the router decides which
+deployment, whether to retry or fail over, how long to back off, and keeps the breakers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, ExitStack
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableBinding
+from pydantic import ConfigDict, PrivateAttr
+
+from langscale import _core
+from langscale._classify import classify
+from langscale.limiter import RateLimiter
+
+
+class ScaledModelError(_core.LangscaleError):
+    """The router gave up and no deployment's own exception explains why (e.g. all breakers
+    open). Where a deployment raised, that exception is re-raised instead."""
+
+
+class Deployment:
+    """A chat model plus what the router needs to know about it."""
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        *,
+        name: str | None = None,
+        weight: float = 1.0,
+        priority: int = 0,
+        limiter: RateLimiter | None = None,
+        price_in: float = 0.0,
+        price_out: float = 0.0,
+        context_window: int | None = None,
+        tags: Sequence[str] = (),
+    ) -> None:
+        if not isinstance(model, BaseChatModel):
+            msg = f"a deployment needs a LangChain chat model, got {model!r}"
+            raise _core.ConfigError(msg)
+        self.model = model
+        self.name = name or getattr(model, "model_name", None) or getattr(model, "model", None)
+        self.name = str(self.name or type(model).__name__)
+        self.weight = weight
+        self.priority = priority
+        self.limiter = limiter
+        self.price_in = price_in
+        self.price_out = price_out
+        self.context_window = context_window
+        self.tags = list(tags)
+
+    def spec(self, index: int, names: set[str]) -> tuple:
+        name = self.name if self.name not in names else f"{self.name}#{index}"
+        names.add(name)
+        return (
+            name,
+            float(self.weight),
+            int(self.priority) if self.priority else index,
+            float(self.price_in),
+            float(self.price_out),
+            self.context_window,
+            self.tags,
+        )
+
+    def __repr__(self) -> str:
+        return f"Deployment({self.name!r}, weight={self.weight}, priority={self.priority})"
+
+
+def _child(run_manager: Any, cls: type) -> Any:
+    """Callbacks for an inner model call, nested under this run so tracing sees it."""
+    if run_manager is None:
+        return None
+    return cls(
+        handlers=run_manager.inheritable_handlers,
+        inheritable_handlers=run_manager.inheritable_handlers,
+        parent_run_id=run_manager.run_id,
+        tags=run_manager.inheritable_tags,
+        inheritable_tags=run_manager.inheritable_tags,
+        metadata=run_manager.inheritable_metadata,
+        inheritable_metadata=run_manager.inheritable_metadata,
+    )
+
+
+def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
+    chars = sum(
+        len(m.content) if isinstance(m.content, str) else len(str(m.content)) for m in messages
+    )
+    return chars // 4 + 4 * len(messages)
+
+
+def _usage(result: ChatResult) -> tuple[int, int]:
+    for gen in result.generations:
+        usage = getattr(getattr(gen, "message", None), "usage_metadata", None)
+        if usage:
+            return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return 0, 0
+
+
+class ScaledChatModel(BaseChatModel):
+    """``ScaledChatModel([primary, fallback, ...], limits=RateLimiter(...))``.
+
+    Deployments are chat models or ``Deployment(model, ...)``. ``strategy``: priority
+    (ordered fallbacks, the default), round_robin, weighted, least_in_flight,
+    lowest_latency, lowest_cost or complexity. Rate-limited deployments cool down for
+    Retry-After while another answers; server errors and timeouts retry with jittered
+    backoff, then fail over; context overflow moves to a larger window; authentication and
+    invalid requests fail at once with the original exception.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    deployments: list[Any]
+    strategy: str = "priority"
+    limits: Any = None
+    max_attempts: int | None = None
+    backoff_base: float | None = None
+    backoff_cap: float | None = None
+    retry_budget: float | None = None
+    breaker_failure_rate: float | None = None
+    breaker_min_requests: int | None = None
+    breaker_open_for: float | None = None
+    attempt_timeout: float | None = None
+    deadline: float | None = None
+    hedge_delay: float | None = None
+    seed: int | None = None
+
+    _deps: list[Deployment] = PrivateAttr(default_factory=list)
+    _router: Any = PrivateAttr(default=None)
+
+    def __init__(self, deployments: Sequence[Any] | None = None, /, **kwargs: Any) -> None:
+        if deployments is None:
+            deployments = kwargs.pop("deployments", None)
+        if not deployments:
+            msg = "ScaledChatModel needs at least one deployment (a chat model)"
+            raise _core.ConfigError(msg)
+        super().__init__(deployments=list(deployments), **kwargs)
+        deps = [d if isinstance(d, Deployment) else Deployment(d) for d in self.deployments]
+        if self.limits is not None and not isinstance(self.limits, RateLimiter):
+            msg = f"limits must be a langscale.RateLimiter, got {self.limits!r}"
+            raise _core.ConfigError(msg)
+        names: set[str] = set()
+        self._deps = deps
+        self._router = _core.Router(
+            [d.spec(i, names) for i, d in enumerate(deps)],
+            self.strategy,
+            max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+            retry_budget=self.retry_budget,
+            breaker_failure_rate=self.breaker_failure_rate,
+            breaker_min_requests=self.breaker_min_requests,
+            breaker_open_for=self.breaker_open_for,
+            attempt_timeout=self.attempt_timeout,
+            deadline=self.deadline,
+            hedge_delay=self.hedge_delay,
+            seed=self.seed,
+        )
+
+    @property
+    def _llm_type(self) -> str:
+        return "langscale-scaled"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"deployments": [d.name for d in self._deps], "strategy": self.strategy}
+
+    def stats(self) -> dict[str, Any]:
+        """Router snapshot: requests, successes, failures, and per deployment counters,
+        errors by kind, retries, fallbacks, breaker state and transitions, tokens, cost,
+        latency percentiles."""
+        return self._router.snapshot()
+
+    # -- tools: each deployment converts them its own way -------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=list(tools), **kwargs)
+
+    def _target(self, index: int, kwargs: dict[str, Any]) -> tuple[BaseChatModel, dict[str, Any]]:
+        """The deployment's model and the kwargs to call it with, tools converted by it."""
+        model = self._deps[index].model
+        if "tools" not in kwargs:
+            return model, kwargs
+        rest = dict(kwargs)
+        tools = rest.pop("tools")
+        tool_kwargs = {
+            k: rest.pop(k) for k in ("tool_choice", "parallel_tool_calls", "strict") if k in rest
+        }
+        bound = model.bind_tools(tools, **tool_kwargs)
+        while isinstance(bound, RunnableBinding):
+            rest = {**bound.kwargs, **rest}
+            bound = bound.bound
+        if not isinstance(bound, BaseChatModel):  # pragma: no cover - exotic bind_tools
+            msg = f"{type(model).__name__}.bind_tools returned {type(bound).__name__}"
+            raise _core.ConfigError(msg)
+        return bound, rest
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _start(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[Any, int]:
+        estimate = _estimate_tokens(messages)
+        execution = self._router.start(
+            estimated_input_tokens=estimate,
+            tools=len(kwargs.get("tools") or ()),
+            turns=len(messages),
+        )
+        return execution, estimate
+
+    def _limiters(self, index: int) -> list[RateLimiter]:
+        return [lim for lim in (self.limits, self._deps[index].limiter) if lim is not None]
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        execution, estimate = self._start(messages, kwargs)
+        errors: dict[int, BaseException] = {}
+        results: dict[int, ChatResult] = {}
+        callbacks = _child(run_manager, CallbackManager)
+        while True:
+            kind, attempt, index, detail, seconds = execution.next()
+            if kind == "call":
+                assert attempt is not None and index is not None
+                started = time.perf_counter()
+                try:
+                    with ExitStack() as stack:
+                        permits = [
+                            stack.enter_context(lim.acquire(tokens=estimate))
+                            for lim in self._limiters(index)
+                        ]
+                        model, call_kwargs = self._target(index, kwargs)
+                        out = model.generate(
+                            [messages], stop=stop, callbacks=callbacks, **call_kwargs
+                        )
+                        result = ChatResult(
+                            generations=out.generations[0], llm_output=out.llm_output
+                        )  # type: ignore[arg-type]
+                        used_in, used_out = _usage(result)
+                        for p in permits:
+                            p.settle(used_in + used_out or estimate)
+                except Exception as exc:
+                    errors[attempt] = exc
+                    execution.report_failure(attempt, *classify(exc))
+                    continue
+                results[attempt] = result
+                execution.report_success(attempt, time.perf_counter() - started, used_in, used_out)
+            elif kind == "sleep":
+                time.sleep(seconds or 0.0)
+            elif kind == "wait":  # only with calls in flight, which the sync path never leaves
+                time.sleep(seconds or 0.0)
+            elif kind == "done":
+                return results[attempt]  # type: ignore[index]
+            else:
+                self._fail(detail, attempt, errors)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        execution, estimate = self._start(messages, kwargs)
+        errors: dict[int, BaseException] = {}
+        results: dict[int, ChatResult] = {}
+        running: dict[asyncio.Task, tuple[int, float]] = {}
+        callbacks = _child(run_manager, AsyncCallbackManager)
+
+        async def call(index: int, timeout: float | None) -> tuple[ChatResult, int, int]:
+            async with AsyncExitStack() as stack:
+                permits = [
+                    await stack.enter_async_context(await lim.aacquire(tokens=estimate))
+                    for lim in self._limiters(index)
+                ]
+                model, call_kwargs = self._target(index, kwargs)
+                pending = model.agenerate([messages], stop=stop, callbacks=callbacks, **call_kwargs)
+                out = await asyncio.wait_for(pending, timeout) if timeout else await pending
+                result = ChatResult(generations=out.generations[0], llm_output=out.llm_output)  # type: ignore[arg-type]
+                used_in, used_out = _usage(result)
+                for p in permits:
+                    p.settle(used_in + used_out or estimate)
+                return result, used_in, used_out
+
+        def collect(task: asyncio.Task) -> None:
+            attempt, started = running.pop(task)
+            exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+            if exc is None:
+                result, used_in, used_out = task.result()
+                results[attempt] = result
+                execution.report_success(attempt, time.perf_counter() - started, used_in, used_out)
+            else:
+                errors[attempt] = exc
+                execution.report_failure(attempt, *classify(exc))
+
+        try:
+            while True:
+                kind, attempt, index, detail, seconds = execution.next()
+                if kind == "call":
+                    assert attempt is not None and index is not None
+                    task = asyncio.ensure_future(call(index, seconds))
+                    running[task] = (attempt, time.perf_counter())
+                elif kind == "wait":
+                    done, _ = await asyncio.wait(
+                        running, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in done:
+                        collect(task)
+                elif kind == "sleep":
+                    await asyncio.sleep(seconds or 0.0)
+                elif kind == "done":
+                    return results[attempt]  # type: ignore[index]
+                else:
+                    self._fail(detail, attempt, errors)
+        finally:
+            for task in running:
+                task.cancel()
+
+    def _fail(
+        self, detail: str | None, attempt: int | None, errors: dict[int, BaseException]
+    ) -> None:
+        if attempt is not None and attempt in errors:
+            raise errors[attempt]
+        raise ScaledModelError(detail or "no deployment could serve the request")
+
+    # -- streaming: fail over until the first chunk, then it is this deployment's stream --------
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        execution, estimate = self._start(messages, kwargs)
+        errors: dict[int, BaseException] = {}
+        callbacks = _child(run_manager, CallbackManager)
+        while True:
+            kind, attempt, index, detail, seconds = execution.next()
+            if kind == "call":
+                assert attempt is not None and index is not None
+                started = time.perf_counter()
+                with ExitStack() as stack:
+                    for lim in self._limiters(index):
+                        stack.enter_context(lim.acquire(tokens=estimate))
+                    model, call_kwargs = self._target(index, kwargs)
+                    stream = model.stream(
+                        messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs
+                    )
+                    try:
+                        first = next(iter(stream))
+                    except StopIteration:
+                        first = None
+                    except Exception as exc:
+                        errors[attempt] = exc
+                        execution.report_failure(attempt, *classify(exc))
+                        continue
+                    execution.report_success(attempt, time.perf_counter() - started, 0, 0)
+                    if first is not None:
+                        yield _chunk(first, run_manager)
+                        for piece in stream:
+                            yield _chunk(piece, run_manager)
+                    return
+            elif kind in ("sleep", "wait"):
+                time.sleep(seconds or 0.0)
+            elif kind == "done":
+                return
+            else:
+                self._fail(detail, attempt, errors)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        execution, estimate = self._start(messages, kwargs)
+        errors: dict[int, BaseException] = {}
+        callbacks = _child(run_manager, AsyncCallbackManager)
+        while True:
+            kind, attempt, index, detail, seconds = execution.next()
+            if kind == "call":
+                assert attempt is not None and index is not None
+                started = time.perf_counter()
+                async with AsyncExitStack() as stack:
+                    for lim in self._limiters(index):
+                        await stack.enter_async_context(await lim.aacquire(tokens=estimate))
+                    model, call_kwargs = self._target(index, kwargs)
+                    stream = model.astream(
+                        messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs
+                    )
+                    iterator = stream.__aiter__()
+                    try:
+                        first = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        first = None
+                    except Exception as exc:
+                        errors[attempt] = exc
+                        execution.report_failure(attempt, *classify(exc))
+                        continue
+                    execution.report_success(attempt, time.perf_counter() - started, 0, 0)
+                    if first is not None:
+                        yield await _achunk(first, run_manager)
+                        async for piece in iterator:
+                            yield await _achunk(piece, run_manager)
+                    return
+            elif kind in ("sleep", "wait"):
+                await asyncio.sleep(seconds or 0.0)
+            elif kind == "done":
+                return
+            else:
+                self._fail(detail, attempt, errors)
+
+
+def _as_chunk(message: Any) -> ChatGenerationChunk:
+    return ChatGenerationChunk(message=message)
+
+
+def _chunk(message: Any, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
+    chunk = _as_chunk(message)
+    if run_manager:
+        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+    return chunk
+
+
+async def _achunk(
+    message: Any, run_manager: AsyncCallbackManagerForLLMRun | None
+) -> ChatGenerationChunk:
+    chunk = _as_chunk(message)
+    if run_manager:
+        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+    return chunk
+
+
+__all__ = ["Deployment", "ScaledChatModel", "ScaledModelError"]

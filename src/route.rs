@@ -1,0 +1,329 @@
+//! Python face of the core router: `_core.Router` decides, `_core.Execution` is one request's
+//! state machine. Python performs the model calls and sleeps the steps say; every decision
+//! (which deployment, retry or fail over, backoff, breaker, budget) is made in the core.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use langscale_core::clock::SystemClock;
+use langscale_core::route::{
+    self, AttemptId, BreakerConfig, Deployment, ErrorKind, Outcome, RequestInfo, RetryBudgetConfig,
+    RetryPolicy, RouterConfig, Step, Strategy,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::args;
+use crate::errors::config_error;
+
+/// (name, weight, priority, price_in_per_1k, price_out_per_1k, context_window, tags)
+type DeploymentSpec = (String, f64, i32, f64, f64, Option<u64>, Vec<String>);
+
+/// One step, uniformly: (kind, attempt, deployment, detail, seconds).
+/// kind: "call" (detail = first|retry|fallback|hedge, seconds = per-attempt timeout),
+/// "sleep" / "wait" (seconds), "done", "fail" (detail = message; attempt/deployment = the
+/// attempt whose error to re-raise, if any).
+type PyStep = (
+    &'static str,
+    Option<u32>,
+    Option<usize>,
+    Option<String>,
+    Option<f64>,
+);
+
+fn strategy(
+    name: &str,
+    small: Option<Vec<usize>>,
+    large: Option<Vec<usize>>,
+    threshold: f64,
+) -> PyResult<Strategy> {
+    Ok(match name {
+        "priority" => Strategy::Priority,
+        "round_robin" => Strategy::RoundRobin,
+        "weighted" => Strategy::Weighted,
+        "least_in_flight" => Strategy::LeastInFlight,
+        "lowest_latency" => Strategy::LowestLatency,
+        "lowest_cost" => Strategy::LowestCost,
+        "complexity" => Strategy::Complexity {
+            small: small.unwrap_or_default(),
+            large: large.unwrap_or_default(),
+            threshold,
+        },
+        other => {
+            return Err(config_error(format!(
+                "strategy must be one of priority, round_robin, weighted, least_in_flight, lowest_latency, lowest_cost, complexity; got {other:?}"
+            )))
+        }
+    })
+}
+
+fn error_kind(kind: &str, retry_after: Option<f64>) -> PyResult<ErrorKind> {
+    let retry_after = retry_after
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    Ok(match kind {
+        "rate_limited" => ErrorKind::RateLimited { retry_after },
+        "server" => ErrorKind::Server,
+        "timeout" => ErrorKind::Timeout,
+        "connection" => ErrorKind::Connection,
+        "context_overflow" => ErrorKind::ContextOverflow,
+        "auth" => ErrorKind::Auth,
+        "invalid_request" => ErrorKind::InvalidRequest,
+        "other_retryable" => ErrorKind::Other { retryable: true },
+        "other" => ErrorKind::Other { retryable: false },
+        other => return Err(config_error(format!("unknown error kind {other:?}"))),
+    })
+}
+
+/// Routes requests across deployments; shared by every request of a ScaledChatModel.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct Router {
+    router: Arc<route::Router>,
+}
+
+#[pymethods]
+impl Router {
+    #[new]
+    #[pyo3(signature = (deployments, strategy="priority", *, complexity_small=None, complexity_large=None, complexity_threshold=0.5, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        deployments: Vec<DeploymentSpec>,
+        strategy: &str,
+        complexity_small: Option<Vec<usize>>,
+        complexity_large: Option<Vec<usize>>,
+        complexity_threshold: f64,
+        max_attempts: Option<&Bound<'_, PyAny>>,
+        backoff_base: Option<&Bound<'_, PyAny>>,
+        backoff_cap: Option<&Bound<'_, PyAny>>,
+        retry_budget: Option<&Bound<'_, PyAny>>,
+        breaker_failure_rate: Option<&Bound<'_, PyAny>>,
+        breaker_min_requests: Option<&Bound<'_, PyAny>>,
+        breaker_open_for: Option<&Bound<'_, PyAny>>,
+        attempt_timeout: Option<&Bound<'_, PyAny>>,
+        deadline: Option<&Bound<'_, PyAny>>,
+        hedge_delay: Option<&Bound<'_, PyAny>>,
+        seed: Option<u64>,
+    ) -> PyResult<Self> {
+        let deployments = deployments
+            .into_iter()
+            .map(
+                |(name, weight, priority, price_in, price_out, context_window, tags)| Deployment {
+                    name,
+                    weight,
+                    priority,
+                    price_in,
+                    price_out,
+                    context_window,
+                    tags,
+                },
+            )
+            .collect();
+        let defaults = RouterConfig::default();
+        let retry = RetryPolicy {
+            max_attempts_per_deployment: args::positive_count("max_attempts", max_attempts)?
+                .map_or(defaults.retry.max_attempts_per_deployment, |n| {
+                    u32::try_from(n).unwrap_or(u32::MAX)
+                }),
+            backoff_base: args::seconds("backoff_base", backoff_base)?
+                .unwrap_or(defaults.retry.backoff_base),
+            backoff_cap: args::seconds("backoff_cap", backoff_cap)?
+                .unwrap_or(defaults.retry.backoff_cap),
+        };
+        let budget = RetryBudgetConfig {
+            ratio: args::positive_number("retry_budget", retry_budget)?
+                .unwrap_or(defaults.budget.ratio),
+            ..defaults.budget
+        };
+        let breaker = BreakerConfig {
+            failure_rate: args::positive_number("breaker_failure_rate", breaker_failure_rate)?
+                .unwrap_or(defaults.breaker.failure_rate),
+            minimum_requests: args::positive_count("breaker_min_requests", breaker_min_requests)?
+                .map_or(defaults.breaker.minimum_requests, |n| {
+                    u32::try_from(n).unwrap_or(u32::MAX)
+                }),
+            open_for: args::seconds("breaker_open_for", breaker_open_for)?
+                .unwrap_or(defaults.breaker.open_for),
+            ..defaults.breaker
+        };
+        let config = RouterConfig {
+            strategy: self::strategy(
+                strategy,
+                complexity_small,
+                complexity_large,
+                complexity_threshold,
+            )?,
+            retry,
+            budget,
+            breaker,
+            attempt_timeout: args::seconds("attempt_timeout", attempt_timeout)?,
+            deadline: args::seconds("deadline", deadline)?,
+            hedge_delay: args::seconds("hedge_delay", hedge_delay)?,
+            seed,
+            ..defaults
+        };
+        let router = route::Router::new(deployments, config, Arc::new(SystemClock))
+            .map_err(|e| config_error(e.to_string()))?;
+        Ok(Self {
+            router: Arc::new(router),
+        })
+    }
+
+    /// Start one request.
+    #[pyo3(signature = (estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
+    fn start(
+        &self,
+        estimated_input_tokens: u64,
+        tools: usize,
+        turns: usize,
+        complexity_hint: Option<f64>,
+    ) -> Execution {
+        let info = RequestInfo {
+            estimated_input_tokens,
+            tools,
+            turns,
+            complexity_hint: complexity_hint.filter(|h| h.is_finite()),
+            ..RequestInfo::default()
+        };
+        Execution {
+            execution: Mutex::new(self.router.start(info)),
+        }
+    }
+
+    /// Counters and latency per deployment, breaker states, request outcomes.
+    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.router.snapshot();
+        let d = PyDict::new(py);
+        d.set_item("strategy", s.strategy)?;
+        d.set_item("requests", s.requests)?;
+        d.set_item("active", s.active)?;
+        d.set_item("successes", s.successes)?;
+        let failures = PyDict::new(py);
+        failures.set_item("fatal", s.failures.fatal)?;
+        failures.set_item("exhausted", s.failures.exhausted)?;
+        failures.set_item("unavailable", s.failures.unavailable)?;
+        failures.set_item("deadline", s.failures.deadline)?;
+        failures.set_item("abandoned", s.failures.abandoned)?;
+        d.set_item("failures", failures)?;
+        d.set_item("retries_denied", s.retries_denied)?;
+        let list = PyList::empty(py);
+        for dep in &s.deployments {
+            let x = PyDict::new(py);
+            x.set_item("name", &dep.name)?;
+            x.set_item("requests", dep.requests)?;
+            x.set_item("successes", dep.successes)?;
+            let e = PyDict::new(py);
+            e.set_item("rate_limited", dep.errors.rate_limited)?;
+            e.set_item("server", dep.errors.server)?;
+            e.set_item("timeout", dep.errors.timeout)?;
+            e.set_item("connection", dep.errors.connection)?;
+            e.set_item("context_overflow", dep.errors.context_overflow)?;
+            e.set_item("auth", dep.errors.auth)?;
+            e.set_item("invalid_request", dep.errors.invalid_request)?;
+            e.set_item("other", dep.errors.other)?;
+            x.set_item("errors", e)?;
+            x.set_item("retries", dep.retries)?;
+            x.set_item("fallbacks", dep.fallbacks)?;
+            x.set_item("hedges", dep.hedges)?;
+            x.set_item("cancelled", dep.cancelled)?;
+            x.set_item("in_flight", dep.in_flight)?;
+            x.set_item("input_tokens", dep.input_tokens)?;
+            x.set_item("output_tokens", dep.output_tokens)?;
+            x.set_item("cost", dep.cost)?;
+            x.set_item("breaker", dep.breaker.as_str())?;
+            x.set_item("breaker_opened", dep.breaker_transitions.opened)?;
+            x.set_item("breaker_half_opened", dep.breaker_transitions.half_opened)?;
+            x.set_item("breaker_closed", dep.breaker_transitions.closed)?;
+            x.set_item(
+                "cooldown_remaining",
+                dep.cooldown_remaining.map(|c| c.as_secs_f64()),
+            )?;
+            x.set_item("latency_p50", dep.latency.p50.as_secs_f64())?;
+            x.set_item("latency_p95", dep.latency.p95.as_secs_f64())?;
+            x.set_item("latency_p99", dep.latency.p99.as_secs_f64())?;
+            x.set_item("latency_count", dep.latency.count)?;
+            list.append(x)?;
+        }
+        d.set_item("deployments", list)?;
+        Ok(d)
+    }
+}
+
+/// One request's decisions. Ask `next()`, do what it says, `report_*` the outcome.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct Execution {
+    execution: Mutex<route::Execution>,
+}
+
+#[pymethods]
+impl Execution {
+    /// The next step: (kind, attempt, deployment, detail, seconds).
+    fn next(&self) -> PyStep {
+        let step = self
+            .execution
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next();
+        match step {
+            Step::Call {
+                attempt,
+                deployment,
+                kind,
+                timeout,
+            } => (
+                "call",
+                Some(attempt.0),
+                Some(deployment),
+                Some(kind.as_str().to_owned()),
+                timeout.map(|t| t.as_secs_f64()),
+            ),
+            Step::Wait(d) => ("wait", None, None, None, d.map(|d| d.as_secs_f64())),
+            Step::Sleep(d) => ("sleep", None, None, None, Some(d.as_secs_f64())),
+            Step::Done {
+                attempt,
+                deployment,
+            } => ("done", Some(attempt.0), Some(deployment), None, None),
+            Step::Fail(reason) => {
+                let last = reason.last_error();
+                (
+                    "fail",
+                    last.map(|e| e.attempt.0),
+                    last.map(|e| e.deployment),
+                    Some(reason.to_string()),
+                    None,
+                )
+            }
+        }
+    }
+
+    /// The attempt succeeded after `latency` seconds with this usage.
+    #[pyo3(signature = (attempt, latency, input_tokens=0, output_tokens=0))]
+    fn report_success(&self, attempt: u32, latency: f64, input_tokens: u64, output_tokens: u64) {
+        let latency = Duration::try_from_secs_f64(latency.max(0.0)).unwrap_or(Duration::ZERO);
+        let outcome = Outcome::Success {
+            latency,
+            input_tokens,
+            output_tokens,
+        };
+        self.execution
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .report(AttemptId(attempt), outcome);
+    }
+
+    /// The attempt failed with an error of this kind (see ErrorKind), maybe with Retry-After.
+    #[pyo3(signature = (attempt, kind, retry_after=None))]
+    fn report_failure(&self, attempt: u32, kind: &str, retry_after: Option<f64>) -> PyResult<()> {
+        let kind = error_kind(kind, retry_after)?;
+        self.execution
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .report(AttemptId(attempt), Outcome::Failure(kind));
+        Ok(())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Router>()?;
+    m.add_class::<Execution>()?;
+    Ok(())
+}

@@ -1,0 +1,362 @@
+"""ScaledChatModel: routing, retries, failover, breakers and LangChain features, on fake models
+that fail the way providers do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_core.exceptions import (
+    ContextOverflowError,
+    ModelAPIError,
+    ModelAuthenticationError,
+    ModelRateLimitError,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import PrivateAttr
+
+from langscale import ConfigError, Deployment, RateLimiter, ScaledChatModel, ScaledModelError
+
+
+class Model(BaseChatModel):
+    """Answers with its own name, after raising the queued failures (or forever, if set)."""
+
+    label: str
+    fail_always: Any = None
+    _failures: list[BaseException] = PrivateAttr(default_factory=list)
+    _calls: int = PrivateAttr(default=0)
+    _seen_kwargs: list[dict] = PrivateAttr(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "fake-" + self.label
+
+    def queue(self, *failures: BaseException) -> Model:
+        self._failures.extend(failures)
+        return self
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        names = [getattr(t, "name", None) or t["function"]["name"] for t in tools]
+        return self.bind(tools=[{"converted_by": self.label, "name": n} for n in names], **kwargs)
+
+    def _maybe_fail(self, kwargs: dict) -> None:
+        self._calls += 1
+        self._seen_kwargs.append(kwargs)
+        if self.fail_always is not None:
+            raise self.fail_always
+        if self._failures:
+            raise self._failures.pop(0)
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        self._maybe_fail(kw)
+        usage = {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
+        return ChatResult(
+            generations=[ChatGeneration(message=AIMessage(self.label, usage_metadata=usage))]
+        )
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        await asyncio.sleep(0)
+        return self._generate(messages, stop, **kw)
+
+    def _stream(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        self._maybe_fail(kw)
+        for part in (self.label, "-", "stream"):
+            yield ChatGenerationChunk(message=AIMessageChunk(part))
+
+
+def rate_limited(after: float) -> ModelRateLimitError:
+    err = ModelRateLimitError("429 Too Many Requests")
+    err.retry_after = after  # type: ignore[attr-defined]
+    return err
+
+
+class SdkError(Exception):
+    """Shaped like an SDK's HTTP error: status_code and response headers."""
+
+    def __init__(self, status: int, headers: dict | None = None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+        self.response = type("R", (), {"status_code": status, "headers": headers or {}})()
+
+
+FAST = {"backoff_base": 0.001, "backoff_cap": 0.005}
+
+
+def answer(model: Any, text: str = "hi") -> str:
+    return model.invoke([HumanMessage(text)]).content
+
+
+def test_primary_answers_when_healthy():
+    primary, fallback = Model(label="primary"), Model(label="fallback")
+    model = ScaledChatModel([primary, fallback])
+    assert answer(model) == "primary"
+    assert (primary.calls, fallback.calls) == (1, 0)
+    stats = model.stats()
+    assert stats["successes"] == 1
+    assert stats["deployments"][0]["input_tokens"] == 3
+
+
+def test_rate_limit_cools_down_and_fails_over_at_once():
+    primary = Model(label="primary").queue(rate_limited(30))
+    fallback = Model(label="fallback")
+    model = ScaledChatModel([primary, fallback], **FAST)
+    start = time.perf_counter()
+    assert answer(model) == "fallback"
+    assert answer(model) == "fallback", "the cooled-down primary is skipped"
+    assert time.perf_counter() - start < 5, "no sleep for the Retry-After"
+    assert primary.calls == 1
+    deps = model.stats()["deployments"]
+    assert deps[0]["errors"]["rate_limited"] == 1
+    assert deps[0]["cooldown_remaining"] > 20
+
+
+def test_sdk_style_429_with_retry_after_header():
+    primary = Model(label="primary").queue(SdkError(429, {"retry-after": "30"}))
+    model = ScaledChatModel([primary, Model(label="fallback")], **FAST)
+    assert answer(model) == "fallback"
+    assert model.stats()["deployments"][0]["cooldown_remaining"] > 20
+
+
+def test_server_errors_retry_with_backoff_then_succeed():
+    primary = Model(label="primary").queue(ModelAPIError("500"), SdkError(503))
+    fallback = Model(label="fallback")
+    model = ScaledChatModel([primary, fallback], max_attempts=3, **FAST)
+    assert answer(model) == "primary"
+    assert (primary.calls, fallback.calls) == (3, 0)
+    assert model.stats()["deployments"][0]["retries"] == 2
+
+
+def test_persistent_server_errors_fail_over_after_max_attempts():
+    primary = Model(label="primary", fail_always=ModelAPIError("500"))
+    fallback = Model(label="fallback")
+    model = ScaledChatModel([primary, fallback], max_attempts=2, **FAST)
+    assert answer(model) == "fallback"
+    assert primary.calls == 2
+    assert model.stats()["deployments"][1]["fallbacks"] == 1
+
+
+def test_auth_errors_fail_fast_with_the_original_exception():
+    error = ModelAuthenticationError("401 bad key")
+    primary = Model(label="primary").queue(error)
+    fallback = Model(label="fallback")
+    model = ScaledChatModel([primary, fallback], **FAST)
+    with pytest.raises(ModelAuthenticationError) as info:
+        answer(model)
+    assert info.value is error
+    assert fallback.calls == 0
+
+
+def test_context_overflow_moves_to_a_larger_window():
+    small = Model(label="small").queue(ContextOverflowError("too long"))
+    smaller = Model(label="smaller")
+    large = Model(label="large")
+    model = ScaledChatModel(
+        [
+            Deployment(small, context_window=8_000),
+            Deployment(smaller, context_window=4_000),
+            Deployment(large, context_window=128_000),
+        ],
+        **FAST,
+    )
+    assert answer(model) == "large"
+    assert smaller.calls == 0
+
+
+def test_everything_failing_raises_the_last_error():
+    a = Model(label="a", fail_always=ModelAPIError("down"))
+    b = Model(label="b", fail_always=ModelAPIError("down too"))
+    model = ScaledChatModel([a, b], max_attempts=2, **FAST)
+    with pytest.raises(ModelAPIError):
+        answer(model)
+
+
+def test_breaker_opens_and_stops_calls_to_a_failing_deployment():
+    primary = Model(label="primary", fail_always=ModelAPIError("500"))
+    fallback = Model(label="fallback")
+    model = ScaledChatModel(
+        [primary, fallback],
+        max_attempts=1,
+        breaker_min_requests=5,
+        breaker_failure_rate=0.5,
+        breaker_open_for=60,
+        **FAST,
+    )
+    for _ in range(20):
+        assert answer(model) == "fallback"
+    assert primary.calls <= 6, "the open breaker stopped the calls"
+    dep = model.stats()["deployments"][0]
+    assert dep["breaker"] == "open"
+    assert dep["breaker_opened"] == 1
+
+
+def test_retry_budget_caps_retries_during_an_outage():
+    primary = Model(label="primary", fail_always=SdkError(503))
+    model = ScaledChatModel(
+        [primary], max_attempts=5, retry_budget=0.2, breaker_min_requests=10_000, **FAST
+    )
+    for _ in range(100):
+        with pytest.raises(SdkError):
+            answer(model)
+    retries = primary.calls - 100
+    # 20% of requests plus the per-second floor, never the 400 that max_attempts would allow
+    assert retries <= 20 + 15, retries
+    assert model.stats()["retries_denied"] > 0
+
+
+def test_strategies_route_as_described():
+    a, b = Model(label="a"), Model(label="b")
+    rr = ScaledChatModel([a, b], strategy="round_robin")
+    assert [answer(rr) for _ in range(4)] == ["a", "b", "a", "b"]
+    cheap, dear = Model(label="cheap"), Model(label="dear")
+    cost = ScaledChatModel(
+        [
+            Deployment(dear, price_in=10.0, price_out=30.0),
+            Deployment(cheap, price_in=0.1, price_out=0.2),
+        ],
+        strategy="lowest_cost",
+    )
+    assert answer(cost) == "cheap"
+
+
+def test_tools_are_converted_by_each_deployment():
+    primary = Model(label="primary").queue(ModelAPIError("500"))
+    fallback = Model(label="fallback")
+    model = ScaledChatModel([primary, fallback], max_attempts=1, **FAST)
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    bound = model.bind_tools([tool], tool_choice="auto")
+    assert bound.invoke([HumanMessage("x")]).content == "fallback"
+    assert primary._seen_kwargs[0]["tools"] == [{"converted_by": "primary", "name": "get_weather"}]
+    assert fallback._seen_kwargs[0]["tools"] == [
+        {"converted_by": "fallback", "name": "get_weather"}
+    ]
+    assert fallback._seen_kwargs[0]["tool_choice"] == "auto"
+
+
+def test_limits_are_applied_per_call():
+    limiter = RateLimiter(requests_per_second=1000)
+    model = ScaledChatModel([Model(label="a")], limits=limiter)
+    answer(model)
+    answer(model)
+    assert limiter.stats()["acquired"] == 2
+
+
+async def test_async_fails_over_and_fails_fast():
+    primary = Model(label="primary").queue(rate_limited(30))
+    model = ScaledChatModel([primary, Model(label="fallback")], **FAST)
+    assert (await model.ainvoke([HumanMessage("x")])).content == "fallback"
+    auth = Model(label="auth", fail_always=ModelAuthenticationError("401"))
+    model = ScaledChatModel([auth, Model(label="fallback")], **FAST)
+    with pytest.raises(ModelAuthenticationError):
+        await model.ainvoke([HumanMessage("x")])
+
+
+async def test_async_attempt_timeout_fails_over():
+    class Slow(Model):
+        async def _agenerate(self, *a: Any, **kw: Any) -> ChatResult:
+            await asyncio.sleep(5)
+            return self._generate(*a, **kw)
+
+    model = ScaledChatModel(
+        [Slow(label="slow"), Model(label="fast")], attempt_timeout=0.05, max_attempts=1, **FAST
+    )
+    start = time.perf_counter()
+    assert (await model.ainvoke([HumanMessage("x")])).content == "fast"
+    assert time.perf_counter() - start < 4
+    assert model.stats()["deployments"][0]["errors"]["timeout"] == 1
+
+
+async def test_hedging_starts_a_second_call_and_the_first_answer_wins():
+    class Slow(Model):
+        async def _agenerate(self, *a: Any, **kw: Any) -> ChatResult:
+            await asyncio.sleep(2)
+            return self._generate(*a, **kw)
+
+    model = ScaledChatModel([Slow(label="slow"), Model(label="fast")], hedge_delay=0.05)
+    start = time.perf_counter()
+    assert (await model.ainvoke([HumanMessage("x")])).content == "fast"
+    assert time.perf_counter() - start < 1.5
+    assert model.stats()["deployments"][1]["hedges"] == 1
+
+
+def test_stream_fails_over_before_the_first_chunk():
+    primary = Model(label="primary").queue(ModelAPIError("500"))
+    model = ScaledChatModel([primary, Model(label="fallback")], max_attempts=1, **FAST)
+    chunks = [c.content for c in model.stream([HumanMessage("x")])]
+    assert "".join(chunks) == "fallback-stream"
+
+
+async def test_astream_fails_over_before_the_first_chunk():
+    primary = Model(label="primary").queue(SdkError(502))
+    model = ScaledChatModel([primary, Model(label="fallback")], max_attempts=1, **FAST)
+    chunks = [c.content async for c in model.astream([HumanMessage("x")])]
+    assert "".join(chunks) == "fallback-stream"
+
+
+def test_create_agent_runs_a_tool_loop_end_to_end(tool_model):
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        return f"18 C in {city}"
+
+    agent = create_agent(ScaledChatModel([tool_model]), [get_weather])
+    result = agent.invoke({"messages": [HumanMessage("Weather in Paris?")]})
+    assert result["messages"][-1].content == "It is 18 C in Paris."
+    assert tool_model.calls == 2
+
+
+def test_concurrent_threads_share_one_router():
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = Model(label="a"), Model(label="b")
+    model = ScaledChatModel([a, b], strategy="round_robin")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: answer(model), range(200)))
+    assert sorted(set(answers)) == ["a", "b"]
+    stats = model.stats()
+    assert stats["successes"] == 200
+    assert all(d["in_flight"] == 0 for d in stats["deployments"])
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "named"),
+    [
+        ([[]], {}, "at least one deployment"),
+        ([["not a model"]], {}, "chat model"),
+        ([[Model(label="a")]], {"strategy": "fastest"}, "strategy"),
+        ([[Model(label="a")]], {"max_attempts": 0}, "max_attempts"),
+        ([[Model(label="a")]], {"limits": "500/min"}, "limits"),
+    ],
+)
+def test_bad_configuration_raises_config_error(args, kwargs, named):
+    with pytest.raises(ConfigError, match=named):
+        ScaledChatModel(*args, **kwargs)
+
+
+def test_scaled_model_error_when_no_deployment_is_available():
+    primary = Model(label="primary", fail_always=ModelAPIError("500"))
+    model = ScaledChatModel(
+        [primary], max_attempts=1, breaker_min_requests=2, breaker_open_for=60, **FAST
+    )
+    for _ in range(2):
+        with pytest.raises(ModelAPIError):
+            answer(model)
+    with pytest.raises(ScaledModelError, match="no deployment is available"):
+        answer(model)
