@@ -33,7 +33,9 @@ class ToolCallingFakeModel(BaseChatModel):
         names = [getattr(t, "name", None) or t["function"]["name"] for t in tools]
         return self.bind(tools=names, **kwargs)
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         self._calls += 1
         rid = uuid.uuid4().hex
         meta = {"id": f"chatcmpl-{rid}", "system_fingerprint": f"fp_{rid[:8]}"}
