@@ -360,3 +360,34 @@ def test_scaled_model_error_when_no_deployment_is_available():
             answer(model)
     with pytest.raises(ScaledModelError, match="no deployment is available"):
         answer(model)
+
+
+def test_streams_use_the_cache_both_ways():
+    from langscale import ExactCache
+
+    primary = Model(label="primary")
+    model = ScaledChatModel([primary], cache=ExactCache())
+    first = "".join(c.content for c in model.stream([HumanMessage("x")]))
+    assert first == "primary-stream"
+    again = "".join(c.content for c in model.stream([HumanMessage("x")]))
+    assert again == first
+    assert primary.calls == 1, "the second stream was replayed from the cache"
+    assert model.invoke([HumanMessage("x")]).content == first, "a completed stream was stored"
+    assert primary.calls == 1
+
+
+async def test_astream_hit_replays_tool_calls():
+    from langscale import ExactCache
+
+    cache = ExactCache()
+    model = ScaledChatModel([Model(label="primary")], cache=cache)
+    message = AIMessage("", tool_calls=[{"name": "t", "args": {"k": 1}, "id": "c1"}])
+    llm_string = model._get_llm_string()
+    from langchain_core.load import dumps
+
+    cache.update(dumps([HumanMessage("x")]), llm_string, [ChatGeneration(message=message)])
+    chunks = [c async for c in model.astream([HumanMessage("x")])]
+    total = chunks[0]
+    for c in chunks[1:]:
+        total = total + c
+    assert total.tool_calls == [{"name": "t", "args": {"k": 1}, "id": "c1", "type": "tool_call"}]

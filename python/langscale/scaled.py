@@ -6,20 +6,24 @@ deployment, whether to retry or fail over, how long to back off, and keeps the b
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
+from langchain_core.caches import BaseCache
 from langchain_core.callbacks import (
     AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
     CallbackManager,
     CallbackManagerForLLMRun,
 )
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.load import dumps
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, PrivateAttr
 
@@ -348,7 +352,64 @@ class ScaledChatModel(BaseChatModel):
 
     # -- streaming: fail over until the first chunk, then it is this deployment's stream --------
 
+    # -- the cache for streams (LangChain consults it only for invoke/generate) -----------------
+
+    def _stream_cache(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[BaseCache | None, tuple[str, str]]:
+        """The cache LangChain would use for this call, and its (prompt, llm_string) key."""
+        cache = self.cache if isinstance(self.cache, BaseCache) else None
+        if cache is None and self.cache is None:
+            cache = get_llm_cache()
+        if cache is None or self.cache is False:
+            return None, ("", "")
+        normalized = [
+            m.model_copy(update={"id": None}) if getattr(m, "id", None) is not None else m
+            for m in messages
+        ]
+        return cache, (dumps(normalized), self._get_llm_string(stop=stop, **kwargs))
+
     def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        cache, key = self._stream_cache(messages, stop, kwargs)
+        cached = cache.lookup(*key) if cache is not None else None
+        if isinstance(cached, list) and cached:
+            for message in _replay(cached):
+                yield _chunk(message, run_manager)
+            return
+        total: ChatGenerationChunk | None = None
+        for chunk in self._stream_routed(messages, stop, run_manager, **kwargs):
+            total = chunk if total is None else total + chunk
+            yield chunk
+        if cache is not None and total is not None:
+            cache.update(*key, [_completed(total)])
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        cache, key = self._stream_cache(messages, stop, kwargs)
+        cached = await cache.alookup(*key) if cache is not None else None
+        if isinstance(cached, list) and cached:
+            for message in _replay(cached):
+                yield await _achunk(message, run_manager)
+            return
+        total: ChatGenerationChunk | None = None
+        async for chunk in self._astream_routed(messages, stop, run_manager, **kwargs):
+            total = chunk if total is None else total + chunk
+            yield chunk
+        if cache is not None and total is not None:
+            await cache.aupdate(*key, [_completed(total)])
+
+    def _stream_routed(
         self,
         messages: list[BaseMessage],
         stop: list[str] | None = None,
@@ -391,7 +452,7 @@ class ScaledChatModel(BaseChatModel):
             else:
                 self._fail(detail, attempt, errors)
 
-    async def _astream(
+    async def _astream_routed(
         self,
         messages: list[BaseMessage],
         stop: list[str] | None = None,
@@ -434,6 +495,40 @@ class ScaledChatModel(BaseChatModel):
                 return
             else:
                 self._fail(detail, attempt, errors)
+
+
+def _replay(generations: list[Any]) -> Iterator[AIMessageChunk]:
+    """A cached answer as stream chunks: its text, then tool calls, usage and metadata."""
+    for gen in generations:
+        message = getattr(gen, "message", None)
+        if not isinstance(message, AIMessage):
+            yield AIMessageChunk(content=getattr(gen, "text", ""))
+            continue
+        calls = [
+            {
+                "name": call["name"],
+                "args": json.dumps(call["args"]),
+                "id": call.get("id"),
+                "index": i,
+                "type": "tool_call_chunk",
+            }
+            for i, call in enumerate(message.tool_calls)
+        ]
+        yield AIMessageChunk(
+            content=message.content,
+            additional_kwargs=message.additional_kwargs,
+            response_metadata=message.response_metadata,
+            usage_metadata=message.usage_metadata,
+            tool_call_chunks=calls,
+            id=message.id,
+        )
+
+
+def _completed(total: ChatGenerationChunk) -> ChatGeneration:
+    """A finished stream as the generation the cache stores."""
+    return ChatGeneration(
+        message=message_chunk_to_message(total.message), generation_info=total.generation_info
+    )
 
 
 def _as_chunk(message: Any) -> ChatGenerationChunk:
