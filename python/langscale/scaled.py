@@ -20,7 +20,7 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.globals import get_llm_cache
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -97,6 +97,29 @@ def _child(run_manager: Any, cls: type) -> Any:
         metadata=run_manager.inheritable_metadata,
         inheritable_metadata=run_manager.inheritable_metadata,
     )
+
+
+# Kwargs that BaseChatModel.generate turns into tracing metadata; never a model parameter.
+_TRACING_KWARGS = ("ls_structured_output_format", "structured_output_format")
+
+
+def _direct(
+    model: BaseChatModel, run_manager: Any, kwargs: dict[str, Any], *, async_api: bool
+) -> bool:
+    """Whether the deployment's own ``_generate``/``_agenerate`` is the whole of the call:
+    no one would see a nested run (no handlers on this run, no callbacks or verbose on the
+    model) and nothing in BaseChatModel's wrapper would act (cache, rate limiter, streaming,
+    v1 output). The wrapper costs ~80 us per call; this run's own wrapper still does the
+    tracing, ids and response metadata around the result."""
+    if run_manager is not None and run_manager.handlers:
+        return False
+    if model.callbacks or model.verbose or model.rate_limiter is not None:
+        return False
+    if model.cache is not False and (model.cache is not None or get_llm_cache() is not None):
+        return False
+    if model.output_version == "v1":
+        return False
+    return not model._should_stream(async_api=async_api, **kwargs)
 
 
 def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
@@ -180,13 +203,23 @@ class ScaledChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"deployments": [d.name for d in self._deps], "strategy": self.strategy}
+        deps = self._private()["_deps"]
+        return {"deployments": [d.name for d in deps], "strategy": self.strategy}
 
     def stats(self) -> dict[str, Any]:
         """Router snapshot: requests, successes, failures, and per deployment counters,
         errors by kind, retries, fallbacks, breaker state and transitions, tokens, cost,
         latency percentiles."""
         return self._router.snapshot()
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """Tracing names the provider langscale and the model by its deployments' names (each
+        inner call is traced under its own model when anyone is listening)."""
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "langscale"
+        if "ls_model_name" not in params:
+            params["ls_model_name"] = ",".join(d.name for d in self._private()["_deps"])
+        return params
 
     # -- tools: each deployment converts them its own way -------------------------------------
 
@@ -201,9 +234,10 @@ class ScaledChatModel(BaseChatModel):
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=list(tools), **kwargs)
 
-    def _target(self, index: int, kwargs: dict[str, Any]) -> tuple[BaseChatModel, dict[str, Any]]:
+    def _target(
+        self, model: BaseChatModel, kwargs: dict[str, Any]
+    ) -> tuple[BaseChatModel, dict[str, Any]]:
         """The deployment's model and the kwargs to call it with, tools converted by it."""
-        model = self._deps[index].model
         if "tools" not in kwargs:
             return model, kwargs
         rest = dict(kwargs)
@@ -218,21 +252,62 @@ class ScaledChatModel(BaseChatModel):
         if not isinstance(bound, BaseChatModel):  # pragma: no cover - exotic bind_tools
             msg = f"{type(model).__name__}.bind_tools returned {type(bound).__name__}"
             raise _core.ConfigError(msg)
+        for key in _TRACING_KWARGS:
+            rest.pop(key, None)
         return bound, rest
+
+    def _call(
+        self,
+        dep: Deployment,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: CallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+    ) -> ChatResult:
+        model, call_kwargs = self._target(dep.model, kwargs)
+        if _direct(model, run_manager, call_kwargs, async_api=False):
+            return model._generate(messages, stop=stop, **call_kwargs)
+        callbacks = _child(run_manager, CallbackManager)
+        out = model.generate([messages], stop=stop, callbacks=callbacks, **call_kwargs)
+        return ChatResult(generations=out.generations[0], llm_output=out.llm_output)  # type: ignore[arg-type]
+
+    async def _acall(
+        self,
+        dep: Deployment,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: AsyncCallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+    ) -> ChatResult:
+        model, call_kwargs = self._target(dep.model, kwargs)
+        if _direct(model, run_manager, call_kwargs, async_api=True):
+            return await model._agenerate(messages, stop=stop, **call_kwargs)
+        callbacks = _child(run_manager, AsyncCallbackManager)
+        out = await model.agenerate([messages], stop=stop, callbacks=callbacks, **call_kwargs)
+        return ChatResult(generations=out.generations[0], llm_output=out.llm_output)  # type: ignore[arg-type]
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _start(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[Any, int]:
+    def _private(self) -> dict[str, Any]:
+        """The private attributes. ``self._deps`` costs ~1 us per read (a failed lookup,
+        then BaseModel.__getattr__); on the per-call path read them from this dict."""
+        return self.__pydantic_private__  # type: ignore[return-value]
+
+    def _start(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any]
+    ) -> tuple[Any, int, list[Deployment]]:
+        """A new execution on the router, the token estimate, and the deployments."""
+        private = self._private()
         estimate = _estimate_tokens(messages)
-        execution = self._router.start(
+        execution = private["_router"].start(
             estimated_input_tokens=estimate,
             tools=len(kwargs.get("tools") or ()),
             turns=len(messages),
         )
-        return execution, estimate
+        return execution, estimate, private["_deps"]
 
-    def _limiters(self, index: int) -> list[RateLimiter]:
-        return [lim for lim in (self.limits, self._deps[index].limiter) if lim is not None]
+    def _limiters(self, dep: Deployment) -> list[RateLimiter]:
+        return [lim for lim in (self.limits, dep.limiter) if lim is not None]
 
     def _generate(
         self,
@@ -241,31 +316,30 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        execution, estimate = self._start(messages, kwargs)
+        execution, estimate, deps = self._start(messages, kwargs)
         errors: dict[int, BaseException] = {}
         results: dict[int, ChatResult] = {}
-        callbacks = _child(run_manager, CallbackManager)
         while True:
             kind, attempt, index, detail, seconds = execution.next()
             if kind == "call":
                 assert attempt is not None and index is not None
+                dep = deps[index]
+                limiters = self._limiters(dep)
                 started = time.perf_counter()
                 try:
-                    with ExitStack() as stack:
-                        permits = [
-                            stack.enter_context(lim.acquire(tokens=estimate))
-                            for lim in self._limiters(index)
-                        ]
-                        model, call_kwargs = self._target(index, kwargs)
-                        out = model.generate(
-                            [messages], stop=stop, callbacks=callbacks, **call_kwargs
-                        )
-                        result = ChatResult(
-                            generations=out.generations[0], llm_output=out.llm_output
-                        )  # type: ignore[arg-type]
+                    if not limiters:
+                        result = self._call(dep, messages, stop, run_manager, kwargs)
                         used_in, used_out = _usage(result)
-                        for p in permits:
-                            p.settle(used_in + used_out or estimate)
+                    else:
+                        with ExitStack() as stack:
+                            permits = [
+                                stack.enter_context(lim.acquire(tokens=estimate))
+                                for lim in limiters
+                            ]
+                            result = self._call(dep, messages, stop, run_manager, kwargs)
+                            used_in, used_out = _usage(result)
+                            for p in permits:
+                                p.settle(used_in + used_out or estimate)
                 except Exception as exc:
                     errors[attempt] = exc
                     execution.report_failure(attempt, *classify(exc))
@@ -288,22 +362,28 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        execution, estimate = self._start(messages, kwargs)
+        execution, estimate, deps = self._start(messages, kwargs)
         errors: dict[int, BaseException] = {}
         results: dict[int, ChatResult] = {}
         running: dict[asyncio.Task, tuple[int, float]] = {}
-        callbacks = _child(run_manager, AsyncCallbackManager)
+        # Without hedging one attempt at most is in flight: await it here, no Task and no
+        # asyncio.wait (~30 us per call). The attempt timeout also carries the deadline.
+        inline = self.hedge_delay is None
 
         async def call(index: int, timeout: float | None) -> tuple[ChatResult, int, int]:
+            dep = deps[index]
+            limiters = self._limiters(dep)
+            if not limiters:
+                pending = self._acall(dep, messages, stop, run_manager, kwargs)
+                result = await asyncio.wait_for(pending, timeout) if timeout else await pending
+                return (result, *_usage(result))
             async with AsyncExitStack() as stack:
                 permits = [
                     await stack.enter_async_context(await lim.aacquire(tokens=estimate))
-                    for lim in self._limiters(index)
+                    for lim in limiters
                 ]
-                model, call_kwargs = self._target(index, kwargs)
-                pending = model.agenerate([messages], stop=stop, callbacks=callbacks, **call_kwargs)
-                out = await asyncio.wait_for(pending, timeout) if timeout else await pending
-                result = ChatResult(generations=out.generations[0], llm_output=out.llm_output)  # type: ignore[arg-type]
+                pending = self._acall(dep, messages, stop, run_manager, kwargs)
+                result = await asyncio.wait_for(pending, timeout) if timeout else await pending
                 used_in, used_out = _usage(result)
                 for p in permits:
                     p.settle(used_in + used_out or estimate)
@@ -323,7 +403,19 @@ class ScaledChatModel(BaseChatModel):
         try:
             while True:
                 kind, attempt, index, detail, seconds = execution.next()
-                if kind == "call":
+                if kind == "call" and inline:
+                    assert attempt is not None and index is not None
+                    started = time.perf_counter()
+                    try:
+                        result, used_in, used_out = await call(index, seconds)
+                    except Exception as exc:
+                        errors[attempt] = exc
+                        execution.report_failure(attempt, *classify(exc))
+                        continue
+                    results[attempt] = result
+                    elapsed = time.perf_counter() - started
+                    execution.report_success(attempt, elapsed, used_in, used_out)
+                elif kind == "call":
                     assert attempt is not None and index is not None
                     task = asyncio.ensure_future(call(index, seconds))
                     running[task] = (attempt, time.perf_counter())
@@ -416,7 +508,7 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        execution, estimate = self._start(messages, kwargs)
+        execution, estimate, deps = self._start(messages, kwargs)
         errors: dict[int, BaseException] = {}
         callbacks = _child(run_manager, CallbackManager)
         while True:
@@ -424,10 +516,11 @@ class ScaledChatModel(BaseChatModel):
             if kind == "call":
                 assert attempt is not None and index is not None
                 started = time.perf_counter()
+                dep = deps[index]
                 with ExitStack() as stack:
-                    for lim in self._limiters(index):
+                    for lim in self._limiters(dep):
                         stack.enter_context(lim.acquire(tokens=estimate))
-                    model, call_kwargs = self._target(index, kwargs)
+                    model, call_kwargs = self._target(dep.model, kwargs)
                     stream = model.stream(
                         messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs
                     )
@@ -459,7 +552,7 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        execution, estimate = self._start(messages, kwargs)
+        execution, estimate, deps = self._start(messages, kwargs)
         errors: dict[int, BaseException] = {}
         callbacks = _child(run_manager, AsyncCallbackManager)
         while True:
@@ -467,10 +560,11 @@ class ScaledChatModel(BaseChatModel):
             if kind == "call":
                 assert attempt is not None and index is not None
                 started = time.perf_counter()
+                dep = deps[index]
                 async with AsyncExitStack() as stack:
-                    for lim in self._limiters(index):
+                    for lim in self._limiters(dep):
                         await stack.enter_async_context(await lim.aacquire(tokens=estimate))
-                    model, call_kwargs = self._target(index, kwargs)
+                    model, call_kwargs = self._target(dep.model, kwargs)
                     stream = model.astream(
                         messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs
                     )
