@@ -391,3 +391,20 @@ async def test_astream_hit_replays_tool_calls():
     for c in chunks[1:]:
         total = total + c
     assert total.tool_calls == [{"name": "t", "args": {"k": 1}, "id": "c1", "type": "tool_call"}]
+
+
+def test_complexity_routing_by_heuristic_and_by_callable():
+    small, large = Model(label="small"), Model(label="large")
+    model = ScaledChatModel([small, large], strategy="complexity")
+    assert answer(model, "hi") == "small"
+    long_question = "explain " * 20_000
+    assert answer(model, long_question) == "large"
+    by_hand = ScaledChatModel(
+        [Model(label="small"), Model(label="large")],
+        strategy="complexity",
+        complexity=lambda messages: 1.0 if "prove" in messages[-1].content else 0.0,
+    )
+    assert answer(by_hand, "prove it") == "large"
+    assert answer(by_hand, "hello") == "small"
+    with pytest.raises(ConfigError, match="complexity"):
+        ScaledChatModel([Model(label="a")], complexity="hard")

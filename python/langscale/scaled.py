@@ -164,6 +164,14 @@ class ScaledChatModel(BaseChatModel):
     deadline: float | None = None
     hedge_delay: float | None = None
     seed: int | None = None
+    complexity: Any = None
+    """With strategy="complexity": a callable(messages) -> float in [0, 1] replacing the
+    built-in score (length, tools requested, conversation depth)."""
+    complexity_small: list[int] | None = None
+    """Deployment indexes for simple requests (default: the first deployment)."""
+    complexity_large: list[int] | None = None
+    """Deployment indexes for hard requests (default: the others)."""
+    complexity_threshold: float = 0.5
 
     _deps: list[Deployment] = PrivateAttr(default_factory=list)
     _router: Any = PrivateAttr(default=None)
@@ -195,7 +203,15 @@ class ScaledChatModel(BaseChatModel):
             deadline=self.deadline,
             hedge_delay=self.hedge_delay,
             seed=self.seed,
+            complexity_small=self.complexity_small if self.complexity_small is not None else [0],
+            complexity_large=self.complexity_large
+            if self.complexity_large is not None
+            else list(range(1, len(deps))),
+            complexity_threshold=self.complexity_threshold,
         )
+        if self.complexity is not None and not callable(self.complexity):
+            msg = f"complexity must be a callable(messages) -> float, got {self.complexity!r}"
+            raise _core.ConfigError(msg)
 
     @property
     def _llm_type(self) -> str:
@@ -299,10 +315,14 @@ class ScaledChatModel(BaseChatModel):
         """A new execution on the router, the token estimate, and the deployments."""
         private = self._private()
         estimate = _estimate_tokens(messages)
+        hint = None
+        if self.complexity is not None and self.strategy == "complexity":
+            hint = float(self.complexity(messages))
         execution = private["_router"].start(
             estimated_input_tokens=estimate,
             tools=len(kwargs.get("tools") or ()),
             turns=len(messages),
+            complexity_hint=hint,
         )
         return execution, estimate, private["_deps"]
 
