@@ -1,28 +1,24 @@
 //! Python face of the core exact cache. Values are opaque bytes here; the Python layer
 //! encodes LangChain generations into them (data only, never pickle).
 
-use std::sync::{PoisonError, RwLock};
-
 use langscale_core::cache::{self, ExactCacheConfig};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::args;
-use crate::errors::{config_error, CoreError};
+use crate::errors::CoreError;
+use crate::namespace::Namespace;
 
 /// Bounded (TinyLFU) exact cache with TTL, keyed by a normalised prompt.
 #[pyclass(frozen, module = "langscale._core")]
 pub struct ExactCache {
     cache: cache::ExactCache,
-    namespace: RwLock<String>,
+    namespace: Namespace,
 }
 
 impl ExactCache {
     fn key(&self, prompt: &str, llm_string: &str) -> cache::CacheKey {
-        let namespace = self
-            .namespace
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let namespace = self.namespace.read();
         cache::cache_key(&namespace, llm_string, prompt)
     }
 }
@@ -30,12 +26,12 @@ impl ExactCache {
 #[pymethods]
 impl ExactCache {
     #[new]
-    #[pyo3(signature = (maxsize=None, max_bytes=None, ttl=None, namespace=""))]
+    #[pyo3(signature = (maxsize=None, max_bytes=None, ttl=None, namespace=None))]
     fn new(
         maxsize: Option<&Bound<'_, PyAny>>,
         max_bytes: Option<&Bound<'_, PyAny>>,
         ttl: Option<&Bound<'_, PyAny>>,
-        namespace: &str,
+        namespace: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let config = ExactCacheConfig {
             maxsize: args::positive_count("maxsize", maxsize)?.unwrap_or(100_000),
@@ -45,7 +41,10 @@ impl ExactCache {
         let cache = cache::ExactCache::new(config).map_err(CoreError::from)?;
         Ok(Self {
             cache,
-            namespace: RwLock::new(namespace.to_owned()),
+            namespace: match namespace {
+                Some(value) => Namespace::from_py(value)?,
+                None => Namespace::default(),
+            },
         })
     }
 
@@ -84,25 +83,12 @@ impl ExactCache {
     /// Entries are keyed under the namespace; setting a new one drops everything under the old.
     #[getter]
     fn namespace(&self) -> String {
-        self.namespace
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.namespace.read().clone()
     }
 
     #[setter]
-    fn set_namespace(&self, namespace: Option<&str>) -> PyResult<()> {
-        let namespace =
-            namespace.ok_or_else(|| config_error("namespace must be a string, got None"))?;
-        let mut current = self
-            .namespace
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *current != namespace {
-            namespace.clone_into(&mut current);
-            self.cache.clear();
-        }
-        Ok(())
+    fn set_namespace(&self, namespace: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.namespace.replace(namespace, || self.cache.clear())
     }
 
     /// Counters: hits, misses, evictions, entries, bytes.

@@ -5,6 +5,7 @@ mod args;
 mod cache;
 mod errors;
 mod limit;
+mod namespace;
 mod route;
 mod semantic;
 

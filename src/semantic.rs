@@ -2,7 +2,7 @@
 //! one call; with a LangChain `Embeddings` the Python layer embeds the text this module
 //! extracts and passes the vector in.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use langscale_core::cache::{self, Outcome, SemanticConfig};
 use pyo3::prelude::*;
@@ -10,6 +10,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::args;
 use crate::errors::{config_error, CoreError};
+use crate::namespace::Namespace;
 
 /// What a lookup found: (kind, value, similarity, matched text, guard reason).
 /// kind is "exact", "semantic" or "miss".
@@ -25,7 +26,7 @@ type Found<'py> = (
 #[pyclass(frozen, module = "langscale._core")]
 pub struct SemanticCache {
     cache: cache::SemanticCache,
-    namespace: RwLock<String>,
+    namespace: Namespace,
     builtin: bool,
 }
 
@@ -94,10 +95,7 @@ impl SemanticCache {
     }
 
     fn split(&self, prompt: &str, llm_string: &str) -> cache::Scoped {
-        let namespace = self
-            .namespace
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let namespace = self.namespace.read();
         cache::split_prompt(&namespace, llm_string, prompt)
     }
 }
@@ -105,14 +103,14 @@ impl SemanticCache {
 #[pymethods]
 impl SemanticCache {
     #[new]
-    #[pyo3(signature = (threshold=None, maxsize=None, ttl=None, guard=true, namespace="", builtin=true, flat_max=None, candidates=None))]
+    #[pyo3(signature = (threshold=None, maxsize=None, ttl=None, guard=true, namespace=None, builtin=true, flat_max=None, candidates=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         threshold: Option<&Bound<'_, PyAny>>,
         maxsize: Option<&Bound<'_, PyAny>>,
         ttl: Option<&Bound<'_, PyAny>>,
         guard: bool,
-        namespace: &str,
+        namespace: Option<&Bound<'_, PyAny>>,
         builtin: bool,
         flat_max: Option<&Bound<'_, PyAny>>,
         candidates: Option<&Bound<'_, PyAny>>,
@@ -135,7 +133,10 @@ impl SemanticCache {
         let cache = cache::SemanticCache::new(config).map_err(CoreError::from)?;
         Ok(Self {
             cache,
-            namespace: RwLock::new(namespace.to_owned()),
+            namespace: match namespace {
+                Some(value) => Namespace::from_py(value)?,
+                None => Namespace::default(),
+            },
             builtin,
         })
     }
@@ -233,25 +234,12 @@ impl SemanticCache {
 
     #[getter]
     fn namespace(&self) -> String {
-        self.namespace
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.namespace.read().clone()
     }
 
     #[setter]
-    fn set_namespace(&self, namespace: Option<&str>) -> PyResult<()> {
-        let namespace =
-            namespace.ok_or_else(|| config_error("namespace must be a string, got None"))?;
-        let mut current = self
-            .namespace
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *current != namespace {
-            namespace.clone_into(&mut current);
-            self.cache.clear();
-        }
-        Ok(())
+    fn set_namespace(&self, namespace: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.namespace.replace(namespace, || self.cache.clear())
     }
 
     /// Counters: exact_hits, semantic_hits, guard_rejections, misses, entries, scopes.

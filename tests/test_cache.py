@@ -232,7 +232,7 @@ def test_ttl_expires_entries():
         ({"max_bytes": -1}, "max_bytes"),
         ({"ttl": 0}, "ttl"),
         ({"ttl": "1h"}, "'1h'"),
-        ({"namespace": None}, "namespace"),
+        ({"namespace": 3}, "namespace"),
     ],
 )
 def test_bad_settings_raise_config_error(kwargs, named):

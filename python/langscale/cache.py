@@ -33,9 +33,6 @@ class ExactCache(BaseCache):
         ttl: float | None = None,
         namespace: str = "",
     ) -> None:
-        if not isinstance(namespace, str):
-            msg = f"namespace must be a string, got {namespace!r}"
-            raise _core.ConfigError(msg)
         self._core = _core.ExactCache(maxsize, max_bytes, ttl, namespace)
 
     def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
@@ -77,9 +74,6 @@ class ExactCache(BaseCache):
 
     @namespace.setter
     def namespace(self, value: str) -> None:
-        if not isinstance(value, str):
-            msg = f"namespace must be a string, got {value!r}"
-            raise _core.ConfigError(msg)
         self._core.namespace = value
 
     def stats(self) -> dict[str, int]:

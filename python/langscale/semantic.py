@@ -54,9 +54,6 @@ class SemanticCache(BaseCache):
         flat_max: int | None = None,
         candidates: int | None = None,
     ) -> None:
-        if not isinstance(namespace, str):
-            msg = f"namespace must be a string, got {namespace!r}"
-            raise _core.ConfigError(msg)
         if embeddings is not None and not callable(getattr(embeddings, "embed_query", None)):
             msg = f"embeddings must be a LangChain Embeddings object, got {embeddings!r}"
             raise _core.ConfigError(msg)
@@ -218,9 +215,6 @@ class SemanticCache(BaseCache):
 
     @namespace.setter
     def namespace(self, value: str) -> None:
-        if not isinstance(value, str):
-            msg = f"namespace must be a string, got {value!r}"
-            raise _core.ConfigError(msg)
         self._core.namespace = value
 
     def stats(self) -> dict[str, int]:

@@ -1,0 +1,47 @@
+//! The namespace both caches key entries under: read on every lookup, replaced rarely
+//! (a replacement tells the caller so it can drop what was stored under the old one).
+
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+use crate::errors::config_error;
+
+#[derive(Debug, Default)]
+pub struct Namespace(RwLock<String>);
+
+impl Namespace {
+    /// From a Python value that must be a str.
+    pub fn from_py(value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(Self(RwLock::new(Self::text(value)?)))
+    }
+
+    fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+        match value.cast::<PyString>() {
+            Ok(s) => Ok(s.to_str()?.to_owned()),
+            Err(_) => Err(config_error(format!(
+                "namespace must be a string, got {}",
+                value
+                    .repr()
+                    .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string())
+            ))),
+        }
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, String> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replace it; `on_change` runs (under the lock, so no lookup sees the new name with old
+    /// entries) only when the name really changes.
+    pub fn replace(&self, value: &Bound<'_, PyAny>, on_change: impl FnOnce()) -> PyResult<()> {
+        let value = Self::text(value)?;
+        let mut current = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if *current != value {
+            *current = value;
+            on_change();
+        }
+        Ok(())
+    }
+}
