@@ -71,5 +71,10 @@ pub fn seconds(
     name: &str,
     value: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<std::time::Duration>> {
-    Ok(positive_number(name, value)?.and_then(|s| std::time::Duration::try_from_secs_f64(s).ok()))
+    positive_number(name, value)?
+        .map(|s| {
+            std::time::Duration::try_from_secs_f64(s)
+                .map_err(|_| config_error(format!("{name} is too large: {s} seconds")))
+        })
+        .transpose()
 }

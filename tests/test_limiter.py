@@ -268,3 +268,10 @@ def test_threads_and_event_loops_at_once():
 def test_exported_names():
     assert issubclass(langscale.ConfigError, langscale.LangscaleError)
     assert issubclass(langscale.RateLimitTimeout, langscale.LangscaleError)
+
+
+def test_huge_numbers_are_errors_or_no_deadline_never_a_panic():
+    with pytest.raises(ConfigError, match="priority_aging is too large"):
+        RateLimiter(requests_per_second=1, priority_aging=1e30)
+    limiter = RateLimiter(requests_per_second=1000)
+    assert limiter.acquire(timeout=1e19)

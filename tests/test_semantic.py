@@ -256,3 +256,28 @@ def test_ttl_expires_exact_and_semantic_entries():
     assert answer(cache, chat("How do I reset my password?"), "m") is None
     assert answer(cache, chat("how do I reset my password"), "m") is None
     assert cache.stats()["entries"] == 0
+
+
+def test_failing_embeddings_still_count_misses():
+    cache = SemanticCache(embeddings=BrokenEmbeddings("raise"), threshold=0.5)
+    for _ in range(3):
+        assert cache.lookup(chat("anything"), "m") is None
+    assert cache.stats()["misses"] == 3
+
+
+def test_tool_arguments_named_id_keep_conversations_apart():
+    from langchain_core.messages import ToolMessage
+
+    def convo(order: str) -> str:
+        call = {"name": "get_order", "args": {"id": order}, "id": "call_1"}
+        return dumps(
+            [
+                HumanMessage("status?"),
+                AIMessage("", tool_calls=[call]),
+                ToolMessage("shipped", tool_call_id="call_1"),
+            ]
+        )
+
+    cache = SemanticCache()
+    cache.update(convo("ORD-111"), "m", gen("order 111 shipped"))
+    assert cache.lookup(convo("ORD-999"), "m") is None

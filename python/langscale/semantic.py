@@ -145,8 +145,7 @@ class SemanticCache(BaseCache):
         if raw is not None:
             return self._answer(prompt, llm_string, ("exact", raw, 1.0, None, None))
         vector = self._embed(self._core.text_of(prompt))
-        if vector is None:
-            return None, LookupInfo(kind="miss", similarity=None, matched=None, rejected_by=None)
+        # without a usable vector this is an exact lookup only (and counted as a miss)
         return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string, vector))
 
     async def alookup_with_info(
@@ -158,8 +157,6 @@ class SemanticCache(BaseCache):
         if raw is not None:
             return self._answer(prompt, llm_string, ("exact", raw, 1.0, None, None))
         vector = await self._aembed(self._core.text_of(prompt))
-        if vector is None:
-            return None, LookupInfo(kind="miss", similarity=None, matched=None, rejected_by=None)
         return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string, vector))
 
     def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:

@@ -401,6 +401,9 @@ fn skip_plain(bytes: &[u8], from: usize) -> usize {
 const VOLATILE_KWARGS: [&str; 3] = ["\"id\"", "\"response_metadata\"", "\"usage_metadata\""];
 
 /// Keys whose string values inside `kwargs` are ids, renumbered by first appearance.
+/// Members holding tool arguments or results, copied exactly (never renumbered).
+const DATA_KEYS: &[&str] = &["\"args\"", "\"input\"", "\"artifact\"", "\"arguments\""];
+
 const ID_KEYS: [&str; 3] = ["\"id\"", "\"tool_call_id\"", "\"call_id\""];
 
 struct Canonicaliser<'a, 't, 's, S> {
@@ -507,6 +510,9 @@ impl<'a, 't, 's, S: Sink> Canonicaliser<'a, 't, 's, S> {
                 let number = self.ids.number(id);
                 self.id(number);
             }
+            // Tool arguments and results are the user's data: an argument that happens to be
+            // named `id` must keep its value, or two different calls would share a key.
+            _ if DATA_KEYS.contains(&key) => self.value(value, false),
             _ => self.value(value, renumber),
         }
     }
@@ -1104,5 +1110,19 @@ mod tests {
              {streamed:?}, serde_json::Value parse alone {serde_value:?}, raw xxh3 {raw:?} ({sink})",
             prompt.len()
         );
+    }
+
+    #[test]
+    fn tool_arguments_named_id_are_data_not_renumbered() {
+        let convo = |order: &str| {
+            format!(
+                r#"[{{"lc":1,"type":"constructor","id":["langchain","schema","messages","AIMessage"],"kwargs":{{"content":"","type":"ai","tool_calls":[{{"name":"get_order","args":{{"id":"{order}"}},"id":"call_1","type":"tool_call"}}]}}}}]"#
+            )
+        };
+        assert_ne!(
+            cache_key("", "m", &convo("ORD-111")),
+            cache_key("", "m", &convo("ORD-999"))
+        );
+        assert!(canonical_prompt(&convo("ORD-111")).contains("ORD-111"));
     }
 }

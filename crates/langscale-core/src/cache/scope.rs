@@ -32,12 +32,34 @@ pub fn split_prompt(namespace: &str, llm_string: &str, prompt: &str) -> Scoped {
         );
         return Scoped { exact, scope, text };
     }
+    if is_message_list(prompt) {
+        // A chat prompt with no user turn has nothing to compare by similarity: it gets a
+        // scope of its own, so only the very same prompt can answer it.
+        return Scoped {
+            exact,
+            scope: exact,
+            text: prompt.to_owned(),
+        };
+    }
     let scope = cache_key(namespace, &format!("{llm_string}{PLAIN_SCOPE}"), "");
     Scoped {
         exact,
         scope,
         text: prompt.to_owned(),
     }
+}
+
+/// A JSON list of LangChain-serialised messages (objects with "lc" and "kwargs").
+fn is_message_list(prompt: &str) -> bool {
+    prompt.trim_start().starts_with('[')
+        && serde_json::from_str::<Value>(prompt).ok().is_some_and(|v| {
+            v.as_array().is_some_and(|list| {
+                !list.is_empty()
+                    && list
+                        .iter()
+                        .all(|m| m.get("lc").is_some() && m.get("kwargs").is_some())
+            })
+        })
 }
 
 fn is_human(message: &Value) -> bool {
@@ -175,5 +197,13 @@ mod tests {
         let garbage = split_prompt("", "m", "[not json");
         assert_eq!(garbage.text, "[not json");
         assert_eq!(garbage.scope, a.scope);
+    }
+
+    #[test]
+    fn chat_prompts_without_a_user_turn_are_exact_only() {
+        let a = split_prompt("", "m", &format!("[{}]", system("You are a cat.")));
+        let b = split_prompt("", "m", &format!("[{}]", system("You are a dog.")));
+        assert_ne!(a.scope, b.scope);
+        assert_eq!(a.scope, a.exact);
     }
 }

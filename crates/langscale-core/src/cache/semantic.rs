@@ -150,7 +150,19 @@ impl SemanticCache {
                 }
                 let scope = read(&listener_scopes).get(&entry.scope).cloned();
                 if let Some(scope) = scope {
-                    write(&scope).remove(*key);
+                    let emptied = {
+                        let mut index = write(&scope);
+                        index.remove(*key);
+                        index.is_empty()
+                    };
+                    // An emptied scope is dropped, so memory stays bounded by `maxsize`
+                    // however many scopes (conversations, system prompts) come and go.
+                    if emptied {
+                        let mut scopes = write(&listener_scopes);
+                        if scopes.get(&entry.scope).is_some_and(|s| read(s).is_empty()) {
+                            scopes.remove(&entry.scope);
+                        }
+                    }
                 }
             });
         if let Some(ttl) = config.ttl {
@@ -321,26 +333,38 @@ impl SemanticCache {
         };
         self.entries.insert(scoped.exact, Arc::new(entry));
         let Some(vector) = vector else { return Ok(()) };
-        let scope = {
-            let existing = read(&self.scopes).get(&scoped.scope).cloned();
-            match existing {
-                Some(scope) => scope,
-                None => {
-                    let mut scopes = write(&self.scopes);
-                    let dim = vector.len();
-                    let (flat_max, graph) = (self.config.flat_max, self.config.graph);
-                    Arc::clone(scopes.entry(scoped.scope).or_insert_with(|| {
-                        Arc::new(RwLock::new(ScopeIndex::new(dim, flat_max, graph)))
-                    }))
-                }
+        // A scope emptied by evictions may be dropped between taking it and indexing into
+        // it; then index into the scope the map holds now.
+        loop {
+            let scope = self.scope_for(scoped.scope, vector.len());
+            write(&scope).insert(scoped.exact, &vector);
+            let current = read(&self.scopes)
+                .get(&scoped.scope)
+                .is_some_and(|s| Arc::ptr_eq(s, &scope));
+            if !self.entries.contains_key(&scoped.exact) {
+                // Evicted (or expired) before it was indexed.
+                write(&scope).remove(scoped.exact);
+                break;
             }
-        };
-        write(&scope).insert(scoped.exact, &vector);
-        // The entry may have been evicted (or expired) before it was indexed.
-        if !self.entries.contains_key(&scoped.exact) {
-            write(&scope).remove(scoped.exact);
+            if current {
+                break;
+            }
         }
         Ok(())
+    }
+
+    /// The index of `scope`, created if it does not exist.
+    fn scope_for(&self, scope: CacheKey, dim: usize) -> Arc<RwLock<ScopeIndex>> {
+        if let Some(existing) = read(&self.scopes).get(&scope).cloned() {
+            return existing;
+        }
+        let mut scopes = write(&self.scopes);
+        let (flat_max, graph) = (self.config.flat_max, self.config.graph);
+        Arc::clone(
+            scopes
+                .entry(scope)
+                .or_insert_with(|| Arc::new(RwLock::new(ScopeIndex::new(dim, flat_max, graph)))),
+        )
     }
 
     pub fn clear(&self) {
@@ -560,5 +584,26 @@ mod tests {
         let s = c.stats();
         assert!(s.entries <= 500);
         assert_eq!(s.exact_hits + s.semantic_hits + s.misses, 1200);
+    }
+
+    #[test]
+    fn emptied_scopes_are_dropped() {
+        let c = cache(SemanticConfig {
+            maxsize: 10,
+            ..Default::default()
+        });
+        for i in 0..300 {
+            let s = split_prompt("", &format!("model-{i}"), "the same question");
+            c.insert(&s, Some(&c.embed_builtin(&s.text)), b"v".as_slice().into())
+                .unwrap();
+        }
+        let stats = c.stats();
+        assert!(stats.entries <= 10);
+        assert!(
+            stats.scopes <= 10,
+            "{} scopes kept for {} entries",
+            stats.scopes,
+            stats.entries
+        );
     }
 }

@@ -247,11 +247,18 @@ impl Limiter {
             return Ok(None);
         }
         let now = self.inner.clock.now_nanos();
-        Ok(self
-            .inner
-            .admit(tokens, now)
-            .ok()
-            .map(|()| self.inner.permit(tokens, priority)))
+        match self.inner.admit(tokens, now) {
+            Ok(()) => Ok(Some(self.inner.permit(tokens, priority))),
+            Err(Blocked::Until(_)) => {
+                // `admit` held a concurrency slot for a moment and gave it back: a head that
+                // looked while we held it sleeps until a release, so this is one.
+                if self.inner.max_concurrency.is_some() {
+                    self.inner.wake_head();
+                }
+                Ok(None)
+            }
+            Err(Blocked::Slots) => Ok(None),
+        }
     }
 
     /// Join the wait queue. Poll the ticket to learn when it is admitted.
@@ -291,7 +298,8 @@ impl Limiter {
         if let Some(permit) = self.try_acquire(tokens, priority)? {
             return Ok(permit);
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large to represent is no deadline at all.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut ticket = self.enqueue(tokens, priority)?;
         loop {
             let listener = ticket.waiter.event.listen();
@@ -333,7 +341,7 @@ impl Limiter {
         if let Some(permit) = self.try_acquire(tokens, priority)? {
             return Ok(permit);
         }
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         let mut ticket = self.enqueue(tokens, priority)?;
         loop {
             let listener = ticket.waiter.event.listen();
@@ -522,7 +530,10 @@ impl Permit {
     pub fn settle(&mut self, actual_tokens: u64) {
         if let Some(bucket) = &self.inner.token_bucket {
             if actual_tokens > self.tokens {
-                bucket.charge(actual_tokens - self.tokens, self.inner.clock.now_nanos());
+                // Debt is capped at one full bucket, so a wild figure cannot stall every
+                // later caller for ever.
+                let extra = (actual_tokens - self.tokens).min(bucket.burst());
+                bucket.charge(extra, self.inner.clock.now_nanos());
             } else if actual_tokens < self.tokens {
                 bucket.give_back(self.tokens - actual_tokens);
                 self.inner.wake_head();
@@ -931,5 +942,54 @@ mod tests {
             0,
             "a cancelled waiter gives its place back"
         );
+    }
+
+    #[test]
+    fn a_fast_path_rollback_wakes_a_head_waiting_for_a_slot() {
+        // Regression: a fast-path caller that briefly held the last slot and rolled back
+        // after a bucket refused left a head waiting for a slot asleep for ever.
+        let l = Limiter::new(&LimiterConfig {
+            requests_per_second: Some(1000.0),
+            max_concurrency: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinner = {
+            let (l, stop) = (l.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    drop(l.try_acquire(0, Priority::Standard));
+                }
+            })
+        };
+        for _ in 0..300 {
+            let permit = l.acquire_blocking(0, Priority::Standard, Some(Duration::from_secs(10)));
+            assert!(permit.is_ok(), "a waiter was never woken");
+        }
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().unwrap();
+    }
+
+    #[test]
+    fn huge_timeouts_and_settlements_do_not_panic_or_stall() {
+        let l = Limiter::new(&LimiterConfig {
+            tokens_per_minute: Some(6000.0),
+            token_burst: Some(100),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut p = l
+            .acquire_blocking(10, Priority::Standard, Some(Duration::MAX))
+            .unwrap();
+        p.settle(u64::MAX);
+        let t = l.enqueue(1, Priority::Standard).unwrap();
+        drop(t);
+        let mut t = l.enqueue(1, Priority::Standard).unwrap();
+        match t.poll() {
+            Poll::Pending(Some(at)) => assert!(at <= 3 * S, "debt capped at one bucket: {at}"),
+            Poll::Pending(None) => panic!("no wake time"),
+            Poll::Ready(_) => {}
+        }
     }
 }
