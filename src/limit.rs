@@ -143,7 +143,10 @@ impl RateLimiter {
 /// concurrency slot on exit; `settle(actual_tokens)` reconciles the token estimate.
 #[pyclass(frozen, module = "langscale._core")]
 pub struct Permit {
-    permit: Mutex<Option<CorePermit>>,
+    /// Kept after release: the slot goes back at once, the token record stays so usage
+    /// that arrives after the call can still be settled.
+    permit: Mutex<CorePermit>,
+    released: std::sync::atomic::AtomicBool,
     tokens: std::sync::atomic::AtomicU64,
     priority: Priority,
 }
@@ -153,17 +156,18 @@ impl Permit {
         Self {
             tokens: std::sync::atomic::AtomicU64::new(permit.tokens()),
             priority: permit.priority(),
-            permit: Mutex::new(Some(permit)),
+            permit: Mutex::new(permit),
+            released: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn release_now(&self) {
-        let taken = self
-            .permit
+        self.permit
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        drop(taken);
+            .release();
+        self.released
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -173,14 +177,7 @@ impl Permit {
     fn settle(&self, actual_tokens: &Bound<'_, PyAny>) -> PyResult<()> {
         let actual = args::count("actual_tokens", Some(actual_tokens))?.unwrap_or(0);
         let mut guard = self.permit.lock().unwrap_or_else(PoisonError::into_inner);
-        match guard.as_mut() {
-            Some(permit) => permit.settle(actual),
-            None => {
-                return Err(config_error(
-                    "settle() called on a permit that was already released",
-                ))
-            }
-        }
+        guard.settle(actual);
         self.tokens
             .store(actual, std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -203,10 +200,7 @@ impl Permit {
 
     #[getter]
     fn released(&self) -> bool {
-        self.permit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
+        self.released.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn __bool__(&self) -> bool {

@@ -275,3 +275,12 @@ def test_huge_numbers_are_errors_or_no_deadline_never_a_panic():
         RateLimiter(requests_per_second=1, priority_aging=1e30)
     limiter = RateLimiter(requests_per_second=1000)
     assert limiter.acquire(timeout=1e19)
+
+
+def test_settle_after_release_still_reconciles_tokens():
+    limiter = RateLimiter(tokens_per_minute=600, token_burst=1000, max_concurrency=1)
+    with limiter.acquire(tokens=900) as permit:
+        pass  # usage figures usually arrive after the call
+    assert permit.released and limiter.stats()["in_flight"] == 0
+    permit.settle(100)
+    assert limiter.acquire(tokens=800, blocking=False)
