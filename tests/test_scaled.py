@@ -408,3 +408,18 @@ def test_complexity_routing_by_heuristic_and_by_callable():
     assert answer(by_hand, "hello") == "small"
     with pytest.raises(ConfigError, match="complexity"):
         ScaledChatModel([Model(label="a")], complexity="hard")
+
+
+def test_sync_attempt_timeout_fails_over():
+    class Slow(Model):
+        def _generate(self, *a: Any, **kw: Any) -> ChatResult:
+            time.sleep(1.0)
+            return super()._generate(*a, **kw)
+
+    model = ScaledChatModel(
+        [Slow(label="slow"), Model(label="fast")], attempt_timeout=0.05, max_attempts=1, **FAST
+    )
+    start = time.perf_counter()
+    assert answer(model) == "fast"
+    assert time.perf_counter() - start < 0.9
+    assert model.stats()["deployments"][0]["errors"]["timeout"] == 1

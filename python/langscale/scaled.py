@@ -6,7 +6,10 @@ deployment, whether to retry or fail over, how long to back off, and keeps the b
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack
@@ -82,6 +85,19 @@ class Deployment:
 
     def __repr__(self) -> str:
         return f"Deployment({self.name!r}, weight={self.weight}, priority={self.priority})"
+
+
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _timeout_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Worker threads for sync calls with an attempt timeout, made on first use."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="langscale-attempt")
+        return _POOL
 
 
 def _child(run_manager: Any, cls: type) -> Any:
@@ -279,7 +295,20 @@ class ScaledChatModel(BaseChatModel):
         stop: list[str] | None,
         run_manager: CallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
+        timeout: float | None = None,
     ) -> ChatResult:
+        if timeout is not None:
+            # A sync call cannot be interrupted: run it on a worker thread and stop waiting
+            # for it after the attempt's timeout (the thread finishes on its own).
+            context = contextvars.copy_context()
+            future = _timeout_pool().submit(
+                context.run, self._call, dep, messages, stop, run_manager, kwargs
+            )
+            try:
+                return future.result(timeout=timeout)
+            except concurrent.futures.TimeoutError:
+                msg = f"attempt on {dep.name!r} timed out after {timeout:g} s"
+                raise TimeoutError(msg) from None
         model, call_kwargs = self._target(dep.model, kwargs)
         if _direct(model, run_manager, call_kwargs, async_api=False):
             return model._generate(messages, stop=stop, **call_kwargs)
@@ -348,7 +377,7 @@ class ScaledChatModel(BaseChatModel):
                 started = time.perf_counter()
                 try:
                     if not limiters:
-                        result = self._call(dep, messages, stop, run_manager, kwargs)
+                        result = self._call(dep, messages, stop, run_manager, kwargs, seconds)
                         used_in, used_out = _usage(result)
                     else:
                         with ExitStack() as stack:
@@ -356,7 +385,7 @@ class ScaledChatModel(BaseChatModel):
                                 stack.enter_context(lim.acquire(tokens=estimate))
                                 for lim in limiters
                             ]
-                            result = self._call(dep, messages, stop, run_manager, kwargs)
+                            result = self._call(dep, messages, stop, run_manager, kwargs, seconds)
                             used_in, used_out = _usage(result)
                             for p in permits:
                                 p.settle(used_in + used_out or estimate)
