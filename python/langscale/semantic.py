@@ -9,6 +9,7 @@ dates, quoted strings, names or negation (the guard).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -194,7 +195,9 @@ class SemanticCache(BaseCache):
         vector = (
             None if self._embeddings is None else await self._aembed(self._core.text_of(prompt))
         )
-        self._core.update(prompt, llm_string, raw, vector)
+        # Indexing into a large scope's graph takes up to a millisecond (and, rarely, a
+        # rebuild far longer): keep it off the event loop. The core releases the GIL.
+        await asyncio.to_thread(self._core.update, prompt, llm_string, raw, vector)
 
     def clear(self, **kwargs: Any) -> None:
         self._core.clear()
