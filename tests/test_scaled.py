@@ -423,3 +423,24 @@ def test_sync_attempt_timeout_fails_over():
     assert answer(model) == "fast"
     assert time.perf_counter() - start < 0.9
     assert model.stats()["deployments"][0]["errors"]["timeout"] == 1
+
+
+def test_breaker_half_opens_after_the_cool_down_and_closes_on_success():
+    primary = Model(label="primary", fail_always=ModelAPIError("500"))
+    model = ScaledChatModel(
+        [primary, Model(label="fallback")],
+        max_attempts=1,
+        breaker_min_requests=4,
+        breaker_failure_rate=0.5,
+        breaker_open_for=0.1,
+        **FAST,
+    )
+    for _ in range(6):
+        answer(model)
+    assert model.stats()["deployments"][0]["breaker"] == "open"
+    primary.fail_always = None  # the provider recovers
+    time.sleep(0.2)
+    assert answer(model) == "primary", "the half-open probe went to the primary"
+    dep = model.stats()["deployments"][0]
+    assert dep["breaker"] == "closed"
+    assert dep["breaker_half_opened"] == 1 and dep["breaker_closed"] == 1
