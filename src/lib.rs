@@ -3,6 +3,7 @@
 
 mod args;
 mod cache;
+mod endpoint;
 mod errors;
 mod limit;
 mod namespace;
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     semantic::register(m)?;
     route::register(m)?;
+    endpoint::register(m)?;
     Ok(())
 }

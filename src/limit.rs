@@ -24,7 +24,7 @@ fn tokens(value: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
 /// GCRA rate limiter over requests, tokens and concurrency, with priority-ordered waiting.
 #[pyclass(frozen, module = "langscale._core")]
 pub struct RateLimiter {
-    limiter: Limiter,
+    pub(crate) limiter: Limiter,
 }
 
 #[pymethods]

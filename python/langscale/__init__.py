@@ -13,16 +13,19 @@ from langscale._core import (
     __version__,
 )
 from langscale.cache import ExactCache
+from langscale.endpoint import ChatEndpoint, ProviderError
 from langscale.limiter import RateLimiter
 from langscale.scaled import Deployment, ScaledChatModel, ScaledModelError
 from langscale.semantic import SemanticCache
 
 __all__ = [
+    "ChatEndpoint",
     "ConfigError",
     "Deployment",
     "ExactCache",
     "LangscaleError",
     "Permit",
+    "ProviderError",
     "RateLimitTimeout",
     "RateLimiter",
     "ScaledChatModel",

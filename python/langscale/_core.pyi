@@ -6,14 +6,19 @@ from typing import Any, final
 from typing_extensions import Self
 
 __all__ = [
+    "ChatStream",
     "ConfigError",
+    "Endpoint",
     "ExactCache",
     "Execution",
     "LangscaleError",
+    "NativeRouter",
     "Permit",
+    "ProviderError",
     "RateLimitTimeout",
     "RateLimiter",
     "Ready",
+    "RouteFailed",
     "Router",
     "SemanticCache",
     "__version__",
@@ -26,6 +31,8 @@ __version__: str
 class LangscaleError(Exception): ...
 class ConfigError(LangscaleError): ...
 class RateLimitTimeout(LangscaleError): ...
+class ProviderError(LangscaleError): ...
+class RouteFailed(LangscaleError): ...
 
 @final
 class RateLimiter:
@@ -172,3 +179,88 @@ class Execution:
         self, attempt: int, latency: float, input_tokens: int = 0, output_tokens: int = 0
     ) -> None: ...
     def report_failure(self, attempt: int, kind: str, retry_after: float | None = None) -> None: ...
+
+# (id, model, content, [(id, name, arguments)], finish_reason, (input, output, total) | None)
+_Response = tuple[
+    str | None, str | None, str, list[tuple[str, str, str]], str | None, tuple[int, int, int] | None
+]
+# (content, [(index, id, name, arguments)], finish_reason, usage, model, id)
+_Delta = tuple[
+    str,
+    list[tuple[int, str | None, str | None, str | None]],
+    str | None,
+    tuple[int, int, int] | None,
+    str | None,
+    str | None,
+]
+
+@final
+class Endpoint:
+    def __new__(
+        cls,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_retries: int | None = None,
+        params_json: str | None = None,
+    ) -> Self: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    def chat(self, request_json: str, timeout: float | None = None) -> _Response: ...
+    def achat(self, request_json: str, timeout: float | None = None) -> Awaitable[_Response]: ...
+    def stream(self, request_json: str, timeout: float | None = None) -> ChatStream: ...
+    def astream(self, request_json: str, timeout: float | None = None) -> Awaitable[ChatStream]: ...
+
+@final
+class ChatStream:
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> _Delta: ...
+    def __aiter__(self) -> Self: ...
+    def __anext__(self) -> Awaitable[_Delta]: ...
+
+@final
+class NativeRouter:
+    def __new__(
+        cls,
+        router: Router,
+        endpoints: list[Endpoint],
+        limiters: list[RateLimiter | None],
+        shared: RateLimiter | None = None,
+    ) -> Self: ...
+    def chat(
+        self,
+        request_json: str,
+        estimated_input_tokens: int = 0,
+        tools: int = 0,
+        turns: int = 0,
+        complexity_hint: float | None = None,
+    ) -> tuple[int, _Response]: ...
+    def achat(
+        self,
+        request_json: str,
+        estimated_input_tokens: int = 0,
+        tools: int = 0,
+        turns: int = 0,
+        complexity_hint: float | None = None,
+    ) -> Awaitable[tuple[int, _Response]]: ...
+    def stream(
+        self,
+        request_json: str,
+        estimated_input_tokens: int = 0,
+        tools: int = 0,
+        turns: int = 0,
+        complexity_hint: float | None = None,
+    ) -> tuple[int, ChatStream]: ...
+    def astream(
+        self,
+        request_json: str,
+        estimated_input_tokens: int = 0,
+        tools: int = 0,
+        turns: int = 0,
+        complexity_hint: float | None = None,
+    ) -> Awaitable[tuple[int, ChatStream]]: ...

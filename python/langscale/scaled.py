@@ -32,6 +32,15 @@ from pydantic import ConfigDict, PrivateAttr
 
 from langscale import _core
 from langscale._classify import classify
+from langscale.endpoint import (
+    ChatEndpoint,
+    ProviderError,
+    chat_chunk,
+    chat_result,
+    provider_error,
+    request_json,
+    stream_chunks,
+)
 from langscale.limiter import RateLimiter
 
 
@@ -138,6 +147,17 @@ def _direct(
     return not model._should_stream(async_api=async_api, **kwargs)
 
 
+def _native_capable(model: BaseChatModel) -> bool:
+    """A ChatEndpoint whose calls nothing in Python needs to see: no callbacks, rate
+    limiter or cache of its own (this model's cache and limits still apply)."""
+    return (
+        isinstance(model, ChatEndpoint)
+        and not model.callbacks
+        and model.rate_limiter is None
+        and not isinstance(model.cache, BaseCache)
+    )
+
+
 def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
     chars = sum(
         len(m.content) if isinstance(m.content, str) else len(str(m.content)) for m in messages
@@ -188,9 +208,14 @@ class ScaledChatModel(BaseChatModel):
     complexity_large: list[int] | None = None
     """Deployment indexes for hard requests (default: the others)."""
     complexity_threshold: float = 0.5
+    native: bool = True
+    """When every deployment is a ``ChatEndpoint`` (with no callbacks, rate limiter or cache
+    of its own), run the whole loop in Rust: limits, calls, retries, fallbacks, breakers,
+    backoff and timeouts, without returning to Python between attempts."""
 
     _deps: list[Deployment] = PrivateAttr(default_factory=list)
     _router: Any = PrivateAttr(default=None)
+    _native: Any = PrivateAttr(default=None)
 
     def __init__(self, deployments: Sequence[Any] | None = None, /, **kwargs: Any) -> None:
         if deployments is None:
@@ -228,6 +253,13 @@ class ScaledChatModel(BaseChatModel):
         if self.complexity is not None and not callable(self.complexity):
             msg = f"complexity must be a callable(messages) -> float, got {self.complexity!r}"
             raise _core.ConfigError(msg)
+        if self.native and all(_native_capable(d.model) for d in deps):
+            self._native = _core.NativeRouter(
+                self._router,
+                [d.model._endpoint for d in deps],
+                [d.limiter._core if d.limiter is not None else None for d in deps],
+                self.limits._core if self.limits is not None else None,
+            )
 
     @property
     def _llm_type(self) -> str:
@@ -355,6 +387,39 @@ class ScaledChatModel(BaseChatModel):
         )
         return execution, estimate, private["_deps"]
 
+    def _native_args(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[str, int, int, int, float | None]:
+        """The request JSON and routing info for the native loop."""
+        hint = None
+        if self.complexity is not None and self.strategy == "complexity":
+            hint = float(self.complexity(messages))
+        body = request_json(messages, stop, kwargs)
+        tools = len(kwargs.get("tools") or ())
+        return body, _estimate_tokens(messages), tools, len(messages), hint
+
+    def _native_generate(
+        self, native: Any, messages: list[BaseMessage], stop: list[str] | None, kwargs: Any
+    ) -> ChatResult:
+        try:
+            _, raw = native.chat(*self._native_args(messages, stop, kwargs))
+        except ProviderError as exc:
+            raise provider_error(exc) from None
+        except _core.RouteFailed as exc:
+            raise ScaledModelError(str(exc)) from None
+        return chat_result(raw)
+
+    async def _native_agenerate(
+        self, native: Any, messages: list[BaseMessage], stop: list[str] | None, kwargs: Any
+    ) -> ChatResult:
+        try:
+            _, raw = await native.achat(*self._native_args(messages, stop, kwargs))
+        except ProviderError as exc:
+            raise provider_error(exc) from None
+        except _core.RouteFailed as exc:
+            raise ScaledModelError(str(exc)) from None
+        return chat_result(raw)
+
     def _limiters(self, dep: Deployment) -> list[RateLimiter]:
         return [lim for lim in (self.limits, dep.limiter) if lim is not None]
 
@@ -365,6 +430,9 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        native = self._private()["_native"]
+        if native is not None:
+            return self._native_generate(native, messages, stop, kwargs)
         execution, estimate, deps = self._start(messages, kwargs)
         errors: dict[int, BaseException] = {}
         results: dict[int, ChatResult] = {}
@@ -411,6 +479,9 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        native = self._private()["_native"]
+        if native is not None:
+            return await self._native_agenerate(native, messages, stop, kwargs)
         execution, estimate, deps = self._start(messages, kwargs)
         errors: dict[int, BaseException] = {}
         results: dict[int, ChatResult] = {}
@@ -557,6 +628,17 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        native = self._private()["_native"]
+        if native is not None:
+            try:
+                _, stream = native.stream(*self._native_args(messages, stop, kwargs))
+                on_token = run_manager.on_llm_new_token if run_manager else None
+                yield from stream_chunks(stream, on_token)
+            except ProviderError as exc:
+                raise provider_error(exc) from None
+            except _core.RouteFailed as exc:
+                raise ScaledModelError(str(exc)) from None
+            return
         execution, estimate, deps = self._start(messages, kwargs)
         errors: dict[int, BaseException] = {}
         callbacks = _child(run_manager, CallbackManager)
@@ -601,6 +683,20 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        native = self._private()["_native"]
+        if native is not None:
+            try:
+                _, stream = await native.astream(*self._native_args(messages, stop, kwargs))
+                async for delta in stream:
+                    chunk = chat_chunk(delta)
+                    if run_manager:
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+            except ProviderError as exc:
+                raise provider_error(exc) from None
+            except _core.RouteFailed as exc:
+                raise ScaledModelError(str(exc)) from None
+            return
         execution, estimate, deps = self._start(messages, kwargs)
         errors: dict[int, BaseException] = {}
         callbacks = _child(run_manager, AsyncCallbackManager)

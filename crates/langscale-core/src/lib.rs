@@ -7,4 +7,5 @@
 pub mod cache;
 pub mod clock;
 pub mod limit;
+pub mod provider;
 pub mod route;

@@ -1,0 +1,437 @@
+//! What went wrong with a provider call, classified onto the router's error kinds, with the
+//! provider's rate-limit headers kept. No variant ever holds the API key: messages are built
+//! from the status, the provider's error text (with the key masked) and a URL without query.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderMap;
+
+use crate::route::ErrorKind;
+
+/// The provider's rate-limit headers (`x-ratelimit-*`), where sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimitInfo {
+    pub limit_requests: Option<u64>,
+    pub remaining_requests: Option<u64>,
+    pub reset_requests: Option<Duration>,
+    pub limit_tokens: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    pub reset_tokens: Option<Duration>,
+}
+
+impl RateLimitInfo {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        let number = |name: &str| header(headers, name).and_then(|v| v.trim().parse().ok());
+        let reset = |name: &str| header(headers, name).and_then(parse_reset);
+        Self {
+            limit_requests: number("x-ratelimit-limit-requests"),
+            remaining_requests: number("x-ratelimit-remaining-requests"),
+            reset_requests: reset("x-ratelimit-reset-requests"),
+            limit_tokens: number("x-ratelimit-limit-tokens"),
+            remaining_tokens: number("x-ratelimit-remaining-tokens"),
+            reset_tokens: reset("x-ratelimit-reset-tokens"),
+        }
+    }
+
+    /// When the exhausted limit resets: the later of the two resets whose remaining is 0,
+    /// else the later of any reset.
+    fn retry_after(&self) -> Option<Duration> {
+        let exhausted = [
+            (self.remaining_requests, self.reset_requests),
+            (self.remaining_tokens, self.reset_tokens),
+        ];
+        let at_zero = exhausted
+            .iter()
+            .filter(|(left, _)| *left == Some(0))
+            .filter_map(|(_, reset)| *reset)
+            .max();
+        at_zero.or_else(|| exhausted.iter().filter_map(|(_, reset)| *reset).max())
+    }
+}
+
+/// A failed call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider answered with an error status.
+    #[error("{url} answered HTTP {status}{}: {message}", code_hint(.code))]
+    Status {
+        url: String,
+        status: u16,
+        kind: ErrorKind,
+        message: String,
+        /// The provider's error code (`context_length_exceeded`, `rate_limit_exceeded`, ...).
+        code: Option<String>,
+        retry_after: Option<Duration>,
+        rate_limits: Box<RateLimitInfo>,
+    },
+    /// No answer within the timeout.
+    #[error("{url} did not answer within {:.3} s", .after.as_secs_f64())]
+    Timeout { url: String, after: Duration },
+    /// Could not connect, or the connection broke.
+    #[error("connection to {url} failed: {message}")]
+    Connection { url: String, message: String },
+    /// The answer was not a chat completion (or a stream broke off mid-event).
+    #[error("{url} sent a response that is not a chat completion: {message}")]
+    Decode { url: String, message: String },
+    /// The request could not be built (bad messages, base URL or parameters).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn code_hint(code: &Option<String>) -> String {
+    code.as_ref()
+        .map_or_else(String::new, |c| format!(" ({c})"))
+}
+
+impl ProviderError {
+    /// The router's view of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Status { kind, .. } => *kind,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Connection { .. } => ErrorKind::Connection,
+            Self::Decode { .. } => ErrorKind::Server,
+            Self::Invalid(_) => ErrorKind::InvalidRequest,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Status { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// An error answer: status, headers and body, classified. `secret` is masked out of the
+    /// provider's message (some providers echo part of a bad key).
+    pub(crate) fn from_status(
+        url: &str,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        secret: Option<&str>,
+    ) -> Self {
+        let (message, code) = error_text(body);
+        let message = mask(&message, secret);
+        let rate_limits = Box::new(RateLimitInfo::from_headers(headers));
+        let retry_after = retry_after(headers, SystemTime::now()).or_else(|| {
+            if status == 429 {
+                rate_limits.retry_after()
+            } else {
+                None
+            }
+        });
+        let kind = if is_context_overflow(status, code.as_deref(), &message) {
+            ErrorKind::ContextOverflow
+        } else {
+            ErrorKind::from_http_status(status, retry_after)
+        };
+        Self::Status {
+            url: url.to_owned(),
+            status,
+            kind,
+            message,
+            code,
+            retry_after,
+            rate_limits,
+        }
+    }
+
+    pub(crate) fn from_reqwest(url: &str, err: &reqwest::Error, timeout: Duration) -> Self {
+        if err.is_timeout() {
+            return Self::Timeout {
+                url: url.to_owned(),
+                after: timeout,
+            };
+        }
+        // Without the URL (ours is printed instead, without its query) and with the source
+        // chain, which says what actually broke (refused, reset, ...).
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        if err.is_decode() {
+            return Self::Decode {
+                url: url.to_owned(),
+                message,
+            };
+        }
+        if err.is_builder() {
+            return Self::Invalid(format!("cannot build a request to {url}: {message}"));
+        }
+        Self::Connection {
+            url: url.to_owned(),
+            message,
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `retry-after-ms`, then `Retry-After` in seconds (fractions allowed) or as an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Duration::try_from_secs_f64(ms / 1000.0).ok();
+        }
+    }
+    let value = header(headers, "retry-after")?.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::try_from_secs_f64(seconds).ok())
+            .flatten();
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// OpenAI's reset format: `1s`, `6m0s`, `20ms`, `1h2m3.5s`; also a bare number of seconds.
+pub(crate) fn parse_reset(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::try_from_secs_f64(seconds).ok())
+            .flatten();
+    }
+    let mut total = 0.0f64;
+    let mut rest = value;
+    let mut any = false;
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest.get(..end)?.parse().ok()?;
+        rest = rest.get(end..)?;
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match rest.get(..unit_end)? {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        rest = rest.get(unit_end..)?;
+        total += number * scale;
+        any = true;
+    }
+    if !any || !total.is_finite() {
+        return None;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// The provider's message and code from `{"error": {"message", "code", "type"}}`, else the
+/// body's text (cut at 500 characters).
+fn error_text(body: &[u8]) -> (String, Option<String>) {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        let error = value.get("error").unwrap_or(&value);
+        let message = error
+            .get("message")
+            .and_then(|m| m.as_str())
+            .or_else(|| error.as_str())
+            .map(str::to_owned);
+        let code = ["code", "type"].iter().find_map(|k| {
+            error.get(*k).and_then(|c| match c {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        });
+        if let Some(message) = message {
+            return (truncate(&message), code);
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        ("(empty body)".to_owned(), None)
+    } else {
+        (truncate(text), None)
+    }
+}
+
+fn truncate(text: &str) -> String {
+    const MAX: usize = 500;
+    if text.chars().count() <= MAX {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(MAX).collect();
+    cut.push('…');
+    cut
+}
+
+fn mask(text: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if s.len() >= 4 && text.contains(s) => text.replace(s, "***"),
+        _ => text.to_owned(),
+    }
+}
+
+const CONTEXT_WORDS: [&str; 5] = [
+    "context length",
+    "context window",
+    "maximum context",
+    "too many tokens",
+    "context_length_exceeded",
+];
+
+fn is_context_overflow(status: u16, code: Option<&str>, message: &str) -> bool {
+    if status == 413 {
+        return true;
+    }
+    if !(400..500).contains(&status) || status == 429 {
+        return false;
+    }
+    if code.is_some_and(|c| c == "context_length_exceeded" || c == "string_above_max_length") {
+        return true;
+    }
+    let lower = message.to_lowercase();
+    CONTEXT_WORDS.iter().any(|w| lower.contains(w))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use reqwest::header::{HeaderName, HeaderValue};
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_static(k),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_in_seconds_ms_and_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let h = headers(&[("retry-after", "2.5")]);
+        assert_eq!(retry_after(&h, now), Some(Duration::from_millis(2500)));
+        let h = headers(&[("retry-after", "7"), ("retry-after-ms", "120")]);
+        assert_eq!(retry_after(&h, now), Some(Duration::from_millis(120)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        let h = headers(&[("retry-after", &date)]);
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        let h = headers(&[("retry-after", &past)]);
+        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
+        for bad in ["soon", "-3", "NaN", "1e400"] {
+            assert_eq!(
+                retry_after(&headers(&[("retry-after", bad)]), now),
+                None,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn reset_durations_in_openai_format() {
+        assert_eq!(parse_reset("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(parse_reset("20ms"), Some(Duration::from_millis(20)));
+        assert_eq!(
+            parse_reset("1h2m3.5s"),
+            Some(Duration::from_millis(3_723_500))
+        );
+        assert_eq!(parse_reset("0.25"), Some(Duration::from_millis(250)));
+        for bad in ["", "s", "5x", "1..2s", "-1s"] {
+            assert_eq!(parse_reset(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified_with_retry_after_and_limits() {
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1.5s"),
+            ("x-ratelimit-remaining-tokens", "100"),
+            ("x-ratelimit-reset-tokens", "9s"),
+            ("x-ratelimit-limit-requests", "60"),
+        ]);
+        let body = br#"{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}"#;
+        let e = ProviderError::from_status("http://h/v1", 429, &h, body, None);
+        assert_eq!(
+            e.kind(),
+            ErrorKind::RateLimited {
+                retry_after: Some(Duration::from_millis(1500))
+            }
+        );
+        assert_eq!(e.code(), Some("rate_limit_exceeded"));
+        let ProviderError::Status { rate_limits, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(rate_limits.limit_requests, Some(60));
+        assert_eq!(rate_limits.remaining_tokens, Some(100));
+
+        let none = HeaderMap::new();
+        let overflow = br#"{"error": {"message": "This model's maximum context length is 8192 tokens", "code": "context_length_exceeded"}}"#;
+        let cases: [(u16, &[u8], ErrorKind); 7] = [
+            (400, overflow, ErrorKind::ContextOverflow),
+            (
+                400,
+                b"{\"error\": {\"message\": \"bad role\"}}",
+                ErrorKind::InvalidRequest,
+            ),
+            (404, b"no such model", ErrorKind::InvalidRequest),
+            (422, b"", ErrorKind::InvalidRequest),
+            (401, b"", ErrorKind::Auth),
+            (403, b"", ErrorKind::Auth),
+            (503, b"<html>down</html>", ErrorKind::Server),
+        ];
+        for (status, body, kind) in cases {
+            let e = ProviderError::from_status("http://h/v1", status, &none, body, None);
+            assert_eq!(e.kind(), kind, "{status} {e}");
+            assert_eq!(e.status(), Some(status));
+        }
+    }
+
+    #[test]
+    fn the_key_never_shows_in_the_message() {
+        let body = br#"{"error": {"message": "Incorrect API key provided: sk-secret-123"}}"#;
+        let e = ProviderError::from_status(
+            "http://h/v1",
+            401,
+            &HeaderMap::new(),
+            body,
+            Some("sk-secret-123"),
+        );
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains("sk-secret-123"), "{text}");
+        assert!(text.contains("***"), "{text}");
+    }
+
+    #[test]
+    fn long_bodies_are_cut() {
+        let body = "x".repeat(10_000);
+        let e = ProviderError::from_status("u", 500, &HeaderMap::new(), body.as_bytes(), None);
+        assert!(e.to_string().len() < 700);
+    }
+}

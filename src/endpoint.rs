@@ -1,0 +1,465 @@
+//! Python face of the native provider: `_core.Endpoint` (one OpenAI-compatible endpoint),
+//! `_core.NativeRouter` (the executor loop in Rust over endpoints), `_core.ChatStream`.
+//! Calls run on the shared tokio runtime; sync calls release the GIL while they wait.
+//! Requests arrive as one JSON object (messages, tools, tool_choice, stop, parameters);
+//! answers leave as plain tuples that `langscale.endpoint` turns into LangChain messages.
+
+use std::sync::Arc;
+
+use langscale_core::provider::{
+    self, ChatRequest, ChatResponse, EndpointConfig, NativeDeployment,
+    ProviderError as CoreProviderError, RoutedEndpoints, RoutedError, RoutedStream, StreamDelta,
+};
+use langscale_core::route::RequestInfo;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration};
+use pyo3::prelude::*;
+
+use crate::args;
+use crate::errors::{config_error, CoreError, LangscaleError};
+use crate::limit::RateLimiter;
+use crate::route::Router;
+
+create_exception!(
+    langscale,
+    ProviderError,
+    LangscaleError,
+    "A provider call failed. args: (message, kind, status, retry_after, code)."
+);
+create_exception!(
+    langscale,
+    RouteFailed,
+    LangscaleError,
+    "The router gave up without a provider error to show (e.g. every breaker open)."
+);
+
+/// (id, model, content, [(id, name, arguments)], finish_reason, (input, output, total))
+type PyResponse = (
+    Option<String>,
+    Option<String>,
+    String,
+    Vec<(String, String, String)>,
+    Option<String>,
+    Option<(u64, u64, u64)>,
+);
+
+/// (content, [(index, id, name, arguments)], finish_reason, usage, model, id)
+type PyDelta = (
+    String,
+    Vec<(u32, Option<String>, Option<String>, Option<String>)>,
+    Option<String>,
+    Option<(u64, u64, u64)>,
+    Option<String>,
+    Option<String>,
+);
+
+fn response(r: ChatResponse) -> PyResponse {
+    (
+        r.id,
+        r.model,
+        r.content,
+        r.tool_calls
+            .into_iter()
+            .map(|c| (c.id, c.function.name, c.function.arguments))
+            .collect(),
+        r.finish_reason,
+        r.usage
+            .map(|u| (u.prompt_tokens, u.completion_tokens, u.total_tokens)),
+    )
+}
+
+fn delta(d: StreamDelta) -> PyDelta {
+    (
+        d.content,
+        d.tool_calls
+            .into_iter()
+            .map(|t| (t.index, t.id, t.name, t.arguments))
+            .collect(),
+        d.finish_reason,
+        d.usage
+            .map(|u| (u.prompt_tokens, u.completion_tokens, u.total_tokens)),
+        d.model,
+        d.id,
+    )
+}
+
+fn provider_error(e: &CoreProviderError) -> PyErr {
+    let kind = match e.kind() {
+        langscale_core::route::ErrorKind::Other { retryable: true } => "other_retryable",
+        k => k.as_str(),
+    };
+    let message = match e {
+        CoreProviderError::Invalid(m) => return config_error(m.clone()),
+        _ => e.to_string(),
+    };
+    ProviderError::new_err((
+        message,
+        kind,
+        e.status(),
+        e.retry_after().map(|d| d.as_secs_f64()),
+        e.code().map(str::to_owned),
+    ))
+}
+
+fn routed_error(e: RoutedError) -> PyErr {
+    match e {
+        RoutedError::Provider { error, .. } => provider_error(&error),
+        RoutedError::Limit(e) => CoreError::from(e).into(),
+        RoutedError::Config(m) => config_error(m),
+        RoutedError::Failed(reason) => RouteFailed::new_err(reason.to_string()),
+    }
+}
+
+fn request(json: &str) -> PyResult<Arc<ChatRequest>> {
+    ChatRequest::from_json(json)
+        .map(Arc::new)
+        .map_err(config_error)
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// One OpenAI-compatible chat-completions endpoint with its connection pool.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct Endpoint {
+    pub(crate) inner: Arc<provider::Endpoint>,
+    max_retries: u32,
+}
+
+#[pymethods]
+impl Endpoint {
+    #[new]
+    #[pyo3(signature = (base_url, model, *, api_key=None, timeout=None, connect_timeout=None, max_retries=None, params_json=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        base_url: &str,
+        model: &str,
+        api_key: Option<String>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        connect_timeout: Option<&Bound<'_, PyAny>>,
+        max_retries: Option<&Bound<'_, PyAny>>,
+        params_json: Option<&str>,
+    ) -> PyResult<Self> {
+        let mut config = EndpointConfig::new(base_url, model);
+        config.api_key = api_key;
+        if let Some(t) = args::seconds("timeout", timeout)? {
+            config.timeout = t;
+        }
+        if let Some(t) = args::seconds("connect_timeout", connect_timeout)? {
+            config.connect_timeout = t;
+        }
+        if let Some(json) = params_json {
+            config.defaults = match serde_json::from_str(json) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => {
+                    return Err(config_error(format!(
+                        "model parameters must be a JSON object, got {json:?}"
+                    )))
+                }
+            };
+        }
+        let max_retries = args::count("max_retries", max_retries)?.unwrap_or(0);
+        let max_retries = u32::try_from(max_retries)
+            .map_err(|_| config_error(format!("max_retries is too large: {max_retries}")))?;
+        let inner = provider::Endpoint::new(config).map_err(|e| provider_error(&e))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+            max_retries,
+        })
+    }
+
+    #[getter]
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+
+    #[getter]
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    /// One completion (blocking, GIL released).
+    #[pyo3(signature = (request_json, timeout=None))]
+    fn chat(
+        &self,
+        py: Python<'_>,
+        request_json: &str,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyResponse> {
+        let (req, timeout) = (request(request_json)?, args::seconds("timeout", timeout)?);
+        let (inner, retries) = (Arc::clone(&self.inner), self.max_retries);
+        py.detach(move || runtime().block_on(inner.chat_retrying(&req, timeout, retries)))
+            .map(response)
+            .map_err(|e| provider_error(&e))
+    }
+
+    /// An awaitable of one completion.
+    #[pyo3(signature = (request_json, timeout=None))]
+    fn achat<'py>(
+        &self,
+        py: Python<'py>,
+        request_json: &str,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (req, timeout) = (request(request_json)?, args::seconds("timeout", timeout)?);
+        let (inner, retries) = (Arc::clone(&self.inner), self.max_retries);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            inner
+                .chat_retrying(&req, timeout, retries)
+                .await
+                .map(response)
+                .map_err(|e| provider_error(&e))
+        })
+    }
+
+    /// Open a stream (blocking until the provider accepts it).
+    #[pyo3(signature = (request_json, timeout=None))]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        request_json: &str,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<ChatStream> {
+        let (req, timeout) = (request(request_json)?, args::seconds("timeout", timeout)?);
+        let inner = Arc::clone(&self.inner);
+        py.detach(move || runtime().block_on(inner.stream(&req, timeout)))
+            .map(|s| ChatStream::new(Source::Plain(s)))
+            .map_err(|e| provider_error(&e))
+    }
+
+    /// An awaitable of an open stream.
+    #[pyo3(signature = (request_json, timeout=None))]
+    fn astream<'py>(
+        &self,
+        py: Python<'py>,
+        request_json: &str,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (req, timeout) = (request(request_json)?, args::seconds("timeout", timeout)?);
+        let inner = Arc::clone(&self.inner);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            inner
+                .stream(&req, timeout)
+                .await
+                .map(|s| ChatStream::new(Source::Plain(s)))
+                .map_err(|e| provider_error(&e))
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Endpoint({:?}, model={:?})",
+            self.inner.url(),
+            self.inner.model()
+        )
+    }
+}
+
+enum Source {
+    Plain(provider::ChatStream),
+    Routed(RoutedStream),
+}
+
+impl Source {
+    async fn next(&mut self) -> Option<Result<StreamDelta, CoreProviderError>> {
+        match self {
+            Self::Plain(s) => s.next().await,
+            Self::Routed(s) => s.next().await,
+        }
+    }
+}
+
+/// A streamed answer: iterate (blocking) or async-iterate for delta tuples.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct ChatStream {
+    source: Arc<tokio::sync::Mutex<Source>>,
+}
+
+impl ChatStream {
+    fn new(source: Source) -> Self {
+        Self {
+            source: Arc::new(tokio::sync::Mutex::new(source)),
+        }
+    }
+}
+
+#[pymethods]
+impl ChatStream {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<PyDelta> {
+        let source = Arc::clone(&self.source);
+        let item =
+            py.detach(move || runtime().block_on(async { source.lock().await.next().await }));
+        match item {
+            Some(Ok(d)) => Ok(delta(d)),
+            Some(Err(e)) => Err(provider_error(&e)),
+            None => Err(PyStopIteration::new_err(())),
+        }
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let source = Arc::clone(&self.source);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            match source.lock().await.next().await {
+                Some(Ok(d)) => Ok(delta(d)),
+                Some(Err(e)) => Err(provider_error(&e)),
+                None => Err(PyStopAsyncIteration::new_err(())),
+            }
+        })
+    }
+}
+
+/// The executor loop in Rust over endpoints: `Router` decides, this calls.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct NativeRouter {
+    inner: Arc<RoutedEndpoints>,
+}
+
+/// (deployment, response)
+type PyRouted = (usize, PyResponse);
+
+#[pymethods]
+impl NativeRouter {
+    #[new]
+    #[pyo3(signature = (router, endpoints, limiters, shared=None))]
+    fn new(
+        router: PyRef<'_, Router>,
+        endpoints: Vec<PyRef<'_, Endpoint>>,
+        limiters: Vec<Option<PyRef<'_, RateLimiter>>>,
+        shared: Option<PyRef<'_, RateLimiter>>,
+    ) -> PyResult<Self> {
+        if limiters.len() != endpoints.len() {
+            return Err(config_error(format!(
+                "{} endpoints but {} limiters",
+                endpoints.len(),
+                limiters.len()
+            )));
+        }
+        let deployments = endpoints
+            .iter()
+            .zip(&limiters)
+            .map(|(e, l)| NativeDeployment {
+                endpoint: Arc::clone(&e.inner),
+                limiter: l.as_ref().map(|l| l.limiter.clone()),
+            })
+            .collect();
+        let shared = shared.map(|l| l.limiter.clone());
+        let inner = RoutedEndpoints::new(Arc::clone(&router.router), deployments, shared)
+            .map_err(routed_error)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// One routed completion (blocking, GIL released): (deployment, response).
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
+    fn chat(
+        &self,
+        py: Python<'_>,
+        request_json: &str,
+        estimated_input_tokens: u64,
+        tools: usize,
+        turns: usize,
+        complexity_hint: Option<f64>,
+    ) -> PyResult<PyRouted> {
+        let req = request(request_json)?;
+        let info = info(estimated_input_tokens, tools, turns, complexity_hint);
+        let inner = Arc::clone(&self.inner);
+        py.detach(move || runtime().block_on(inner.chat(&req, info, estimated_input_tokens)))
+            .map(|r| (r.deployment, response(r.value)))
+            .map_err(routed_error)
+    }
+
+    /// An awaitable of one routed completion: (deployment, response).
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
+    fn achat<'py>(
+        &self,
+        py: Python<'py>,
+        request_json: &str,
+        estimated_input_tokens: u64,
+        tools: usize,
+        turns: usize,
+        complexity_hint: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let req = request(request_json)?;
+        let info = info(estimated_input_tokens, tools, turns, complexity_hint);
+        let inner = Arc::clone(&self.inner);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            inner
+                .chat(&req, info, estimated_input_tokens)
+                .await
+                .map(|r| (r.deployment, response(r.value)))
+                .map_err(routed_error)
+        })
+    }
+
+    /// A routed stream (blocking until a deployment sent its first delta).
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        request_json: &str,
+        estimated_input_tokens: u64,
+        tools: usize,
+        turns: usize,
+        complexity_hint: Option<f64>,
+    ) -> PyResult<(usize, ChatStream)> {
+        let req = request(request_json)?;
+        let info = info(estimated_input_tokens, tools, turns, complexity_hint);
+        let inner = Arc::clone(&self.inner);
+        py.detach(move || runtime().block_on(inner.stream(&req, info, estimated_input_tokens)))
+            .map(|r| (r.deployment, ChatStream::new(Source::Routed(r.value))))
+            .map_err(routed_error)
+    }
+
+    /// An awaitable of a routed stream: (deployment, stream).
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
+    fn astream<'py>(
+        &self,
+        py: Python<'py>,
+        request_json: &str,
+        estimated_input_tokens: u64,
+        tools: usize,
+        turns: usize,
+        complexity_hint: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let req = request(request_json)?;
+        let info = info(estimated_input_tokens, tools, turns, complexity_hint);
+        let inner = Arc::clone(&self.inner);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            inner
+                .stream(&req, info, estimated_input_tokens)
+                .await
+                .map(|r| (r.deployment, ChatStream::new(Source::Routed(r.value))))
+                .map_err(routed_error)
+        })
+    }
+}
+
+fn info(tokens: u64, tools: usize, turns: usize, hint: Option<f64>) -> RequestInfo {
+    RequestInfo {
+        estimated_input_tokens: tokens,
+        tools,
+        turns,
+        complexity_hint: hint.filter(|h| h.is_finite()),
+        ..RequestInfo::default()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("ProviderError", py.get_type::<ProviderError>())?;
+    m.add("RouteFailed", py.get_type::<RouteFailed>())?;
+    m.add_class::<Endpoint>()?;
+    m.add_class::<ChatStream>()?;
+    m.add_class::<NativeRouter>()?;
+    Ok(())
+}
