@@ -8,3 +8,5 @@ pub mod cache;
 pub mod clock;
 pub mod limit;
 pub mod route;
+#[cfg(feature = "sim")]
+pub mod sim;
