@@ -9,6 +9,7 @@ mod limit;
 mod namespace;
 mod route;
 mod semantic;
+mod sim;
 
 use pyo3::prelude::*;
 
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     semantic::register(m)?;
     route::register(m)?;
     endpoint::register(m)?;
+    sim::register(m)?;
     Ok(())
 }

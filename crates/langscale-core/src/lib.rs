@@ -9,3 +9,5 @@ pub mod clock;
 pub mod limit;
 pub mod provider;
 pub mod route;
+#[cfg(feature = "sim")]
+pub mod sim;
