@@ -53,3 +53,8 @@ demo: install build-dev
 
 clean:
 	rm -rf $(VENV) target .pytest_cache
+
+## bench-load: release build, then open-loop load against the simulator (benches/bench_load.py)
+.PHONY: bench-load
+bench-load: install build-release
+	$(PY) benches/bench_load.py
