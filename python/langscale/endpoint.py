@@ -241,17 +241,24 @@ def chat_result(raw: Response) -> ChatResult:
                 invalid_tool_call(name=name, args=arguments, id=cid, error="not an object")
             )
     metadata = {"model_name": model, "finish_reason": finish}
-    message = AIMessage(
+    # Every field is built here from checked data: construct without a second validation
+    # (AIMessage + ChatGeneration validation cost ~3/4 of this function).
+    message = AIMessage.model_construct(
         content=content,
+        additional_kwargs={},
+        response_metadata=metadata,
+        type="ai",
+        name=None,
+        id=rid,
         tool_calls=tool_calls,
         invalid_tool_calls=invalid,
-        usage_metadata=_usage(usage),  # type: ignore[arg-type]
-        response_metadata=metadata,
-        id=rid,
+        usage_metadata=_usage(usage),
     )
     llm_output = {"model_name": model, "token_usage": _usage(usage)}
-    generation = ChatGeneration(message=message, generation_info={"finish_reason": finish})
-    return ChatResult(generations=[generation], llm_output=llm_output)
+    generation = ChatGeneration.model_construct(
+        message=message, text=content, generation_info={"finish_reason": finish}
+    )
+    return ChatResult.model_construct(generations=[generation], llm_output=llm_output)
 
 
 def chat_chunk(delta: tuple) -> ChatGenerationChunk:
