@@ -195,3 +195,20 @@ async def test_many_coroutines_through_the_native_loop(healthy):
     replies = await asyncio.gather(*(model.ainvoke(f"q{i}") for i in range(200)))
     assert [r.content for r in replies] == [f"echo: q{i}" for i in range(200)]
     assert model.stats()["successes"] == 200
+
+
+def test_many_threads_through_the_native_loop_and_no_key_in_stats(healthy, broken):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = ScaledChatModel(
+        [endpoint(broken, api_key="sk-hidden-9"), endpoint(healthy, api_key="sk-hidden-9")],
+        max_attempts=1,
+        breaker_min_requests=1000,
+        **FAST,
+    )
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda i: model.invoke(f"t{i}").content, range(120)))
+    assert replies == [f"echo: t{i}" for i in range(120)]
+    stats = model.stats()
+    assert stats["successes"] == 120 and stats["active"] == 0
+    assert "sk-hidden-9" not in repr(stats) + repr(model)
