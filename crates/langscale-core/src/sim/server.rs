@@ -38,7 +38,11 @@ pub struct ProviderState {
 
 impl ProviderState {
     pub fn new(config: ProviderConfig) -> Self {
-        let quota = Quota::new(config.requests_per_minute, config.tokens_per_minute);
+        let quota = Quota::new(
+            config.requests_per_minute,
+            config.tokens_per_minute,
+            config.quota_burst_seconds,
+        );
         Self {
             config,
             started: Mutex::new(Instant::now()),
@@ -64,6 +68,7 @@ impl ProviderState {
         *self.quota.lock().unwrap_or_else(PoisonError::into_inner) = Quota::new(
             self.config.requests_per_minute,
             self.config.tokens_per_minute,
+            self.config.quota_burst_seconds,
         );
         self.counters.reset();
     }
