@@ -31,6 +31,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, PrivateAttr
 
 from langscale import _core
+from langscale import metrics as _metrics
 from langscale._classify import classify
 from langscale.limiter import RateLimiter
 
@@ -228,6 +229,7 @@ class ScaledChatModel(BaseChatModel):
         if self.complexity is not None and not callable(self.complexity):
             msg = f"complexity must be a callable(messages) -> float, got {self.complexity!r}"
             raise _core.ConfigError(msg)
+        _metrics.track(self)
 
     @property
     def _llm_type(self) -> str:
