@@ -35,7 +35,7 @@ def latency_chart(report: dict[str, Any], width: int = 640, height: int = 260) -
     import math
 
     lo, hi = math.log10(low), math.log10(high)
-    x0, y0, w, h = 50.0, height - 35.0, width - 70.0, height - 60.0
+    x0, y0, w, h = 50.0, height - 35.0, width - 90.0, height - 60.0
     parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
     parts.append(_axis(x0, y0, w, h))
     for decade in range(math.floor(lo), math.ceil(hi) + 1):
@@ -43,7 +43,7 @@ def latency_chart(report: dict[str, Any], width: int = 640, height: int = 260) -
         if x0 <= x <= x0 + w:
             parts.append(f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y0 - h}" stroke="#eee"/>')
             parts.append(_text(x, y0 + 14, f"{10**decade:g} ms"))
-    for share in (0.5, 0.95, 0.99):
+    for share in (0.5, 0.9, 0.99):
         y = y0 - share * h
         parts.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + w}" y2="{y:.1f}" stroke="#eee"/>')
         parts.append(_text(x0 - 4, y + 4, f"{share:.0%}", anchor="end"))
@@ -71,17 +71,35 @@ def latency_chart(report: dict[str, Any], width: int = 640, height: int = 260) -
     return "".join(parts)
 
 
-def calls_chart(run: dict[str, Any], title: str, width: int = 640, height: int = 220) -> str:
-    """Provider calls per second, one line per provider, 429s in red."""
+def calls_chart(
+    run: dict[str, Any],
+    title: str,
+    seconds: int,
+    peak: int,
+    outage: tuple[float, float] | None = None,
+    width: int = 640,
+    height: int = 220,
+) -> str:
+    """Provider calls per second, one line per provider, 429s dashed, the outage shaded; both
+    runs share ``seconds`` and ``peak`` so they compare at a glance."""
     timeline: dict[str, list[list[int]]] = run["timeline"]
-    seconds = max((len(t) for t in timeline.values()), default=0)
     if seconds == 0:
         return "<p>no calls</p>"
-    rate_limited = [sum(t[i][2] for t in timeline.values() if i < len(t)) for i in range(seconds)]
-    peak = max([row[0] for t in timeline.values() for row in t] + [1])
-    x0, y0, w, h = 50.0, height - 35.0, width - 70.0, height - 60.0
-    step = w / max(seconds, 1)
+    rate_limited = [
+        sum(t[i][2] for t in timeline.values() if i < len(t))
+        for i in range(max(len(t) for t in timeline.values()))
+    ]
+    peak = max(peak, 1)
+    x0, y0, w, h = 50.0, height - 35.0, width - 80.0, height - 60.0
+    step = w / seconds
     parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
+    if outage is not None:
+        start, end = outage
+        parts.append(
+            f'<rect x="{x0 + start * step:.1f}" y="{y0 - h:.1f}" '
+            f'width="{(end - start) * step:.1f}" height="{h:.1f}" fill="#f3e0e0"/>'
+        )
+        parts.append(_text(x0 + (start + end) / 2 * step, y0 - h - 4, "primary down", size=10))
     parts.append(_axis(x0, y0, w, h))
     parts.append(_text(x0 - 4, y0 - h + 4, f"{peak}/s", anchor="end"))
     parts.append(_text(x0 - 4, y0 + 4, "0", anchor="end"))
@@ -102,13 +120,23 @@ def calls_chart(run: dict[str, Any], title: str, width: int = 640, height: int =
         label = "429s" if name == "rate_limited" else f"calls to {name}"
         colour = PROVIDER_COLOURS.get(name, "#555")
         parts.append(
-            f'<rect x="{x0 + w - 150}" y="{y0 - h + 8 + i * 16}" width="12" height="4" '
+            f'<rect x="{x0 + w - 130}" y="{y0 - h + 8 + i * 16}" width="12" height="4" '
             f'fill="{colour}"/>'
         )
-        parts.append(_text(x0 + w - 132, y0 - h + 14 + i * 16, label, anchor="start"))
-    parts.append(_text(x0 + w / 2, 14, title))
+        parts.append(_text(x0 + w - 112, y0 - h + 14 + i * 16, label, anchor="start"))
+    parts.append(_text(x0 + w / 2, 12, title))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _calls_charts(report: dict[str, Any]) -> str:
+    runs = {"plain LangChain": report["plain"], "langscale": report["langscale"]}
+    timelines = [t for r in runs.values() for t in r["timeline"].values()]
+    seconds = max((len(t) for t in timelines), default=0)
+    peak = max((row[0] for t in timelines for row in t), default=1)
+    window = report["settings"]["primary"].get("outage_seconds")
+    outage = (float(window[0]), float(window[1])) if window else None
+    return "\n".join(calls_chart(r, name, seconds, peak, outage) for name, r in runs.items())
 
 
 def html_report(report: dict[str, Any]) -> str:
@@ -126,7 +154,6 @@ through langscale.</p>
 <h2>Latency distribution</h2>
 {latency_chart(report)}
 <h2>Provider calls over time</h2>
-{calls_chart(report["plain"], "plain LangChain")}
-{calls_chart(report["langscale"], "langscale")}
+{_calls_charts(report)}
 </body></html>
 """
