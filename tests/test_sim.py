@@ -321,3 +321,17 @@ def test_cli_sim_serves_a_toml_config(tmp_path):
         check=False,
     )
     assert result.returncode == 2 and "error_rate" in result.stderr
+
+
+def test_chat_openai_structured_output_both_methods():
+    from pydantic import BaseModel
+
+    class Trip(BaseModel):
+        city: str
+        days: int
+
+    with sim.serve() as s:
+        model = _chat_openai(s.url(), max_retries=0)
+        for method in ("json_schema", "function_calling"):
+            trip = model.with_structured_output(Trip, method=method).invoke("Plan 4 days in Lisbon")
+            assert trip == Trip(city="Lisbon", days=4), method
