@@ -38,7 +38,11 @@ pub struct ProviderState {
 
 impl ProviderState {
     pub fn new(config: ProviderConfig) -> Self {
-        let quota = Quota::new(config.requests_per_minute, config.tokens_per_minute);
+        let quota = Quota::new(
+            config.requests_per_minute,
+            config.tokens_per_minute,
+            config.quota_burst_seconds,
+        );
         Self {
             config,
             started: Mutex::new(Instant::now()),
@@ -64,6 +68,7 @@ impl ProviderState {
         *self.quota.lock().unwrap_or_else(PoisonError::into_inner) = Quota::new(
             self.config.requests_per_minute,
             self.config.tokens_per_minute,
+            self.config.quota_burst_seconds,
         );
         self.counters.reset();
     }
@@ -449,6 +454,7 @@ struct Parsed {
     messages: Vec<Value>,
     tools: Vec<Value>,
     tool_choice: Option<Value>,
+    response_format: Option<Value>,
     max_tokens: Option<u64>,
     stream: bool,
     include_usage: bool,
@@ -497,6 +503,7 @@ fn parse_chat(body: &Value) -> Result<Parsed, (&'static str, Option<&'static str
         messages,
         tools,
         tool_choice: obj.get("tool_choice").cloned(),
+        response_format: obj.get("response_format").cloned(),
         max_tokens,
         stream,
         include_usage,
@@ -558,6 +565,7 @@ async fn chat(
         messages: &req.messages,
         tools: &req.tools,
         tool_choice: req.tool_choice.as_ref(),
+        response_format: req.response_format.as_ref(),
         max_tokens: req.max_tokens,
         seed: p.config.seed,
         min_tokens: p.config.min_completion_tokens,
