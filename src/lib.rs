@@ -8,6 +8,7 @@ mod limit;
 mod namespace;
 mod route;
 mod semantic;
+mod store;
 
 use pyo3::prelude::*;
 
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     semantic::register(m)?;
     route::register(m)?;
+    store::register(m)?;
     Ok(())
 }

@@ -10,6 +10,8 @@ from langscale._core import (
     LangscaleError,
     Permit,
     RateLimitTimeout,
+    RedisStore,
+    SharedPermit,
     __version__,
 )
 from langscale.cache import ExactCache
@@ -25,8 +27,10 @@ __all__ = [
     "Permit",
     "RateLimitTimeout",
     "RateLimiter",
+    "RedisStore",
     "ScaledChatModel",
     "ScaledModelError",
     "SemanticCache",
+    "SharedPermit",
     "__version__",
 ]

@@ -8,3 +8,4 @@ pub mod cache;
 pub mod clock;
 pub mod limit;
 pub mod route;
+pub mod store;
