@@ -78,7 +78,7 @@ fn error_kind(kind: &str, retry_after: Option<f64>) -> PyResult<ErrorKind> {
 /// Routes requests across deployments; shared by every request of a ScaledChatModel.
 #[pyclass(frozen, module = "langscale._core")]
 pub struct Router {
-    router: Arc<route::Router>,
+    pub(crate) router: Arc<route::Router>,
 }
 
 #[pymethods]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use langscale_core::limit::{LimiterConfig, Priority};
 use langscale_core::store::{
-    HealthEvent, SharedLimiter, SharedLimiterConfig, SharedPermit as CorePermit, Store,
-    StoreConfig, StoreError,
+    HealthEvent, IndexStream as CoreStream, SharedBreakers as CoreBreakers, SharedLimiter,
+    SharedLimiterConfig, SharedPermit as CorePermit, Store, StoreConfig, StoreError,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use crate::args;
 use crate::errors::{config_error, CoreError};
 use crate::limit::Ready;
+use crate::route::Router;
 
 fn store_error(err: StoreError) -> PyErr {
     config_error(err.to_string())
@@ -456,7 +457,88 @@ impl SharedPermit {
     }
 }
 
+/// Shares a router's circuit breakers with every process naming the same group, while alive.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct SharedBreakers {
+    breakers: CoreBreakers,
+}
+
+#[pymethods]
+impl SharedBreakers {
+    #[new]
+    fn new(store: &RedisStore, router: &Router, group: &str) -> PyResult<Self> {
+        if group.is_empty() || group.contains(['{', '}']) {
+            return Err(config_error(format!(
+                "the breaker group must be a non-empty string without braces, got {group:?}"
+            )));
+        }
+        let names: Vec<String> = router
+            .router
+            .deployments()
+            .iter()
+            .map(|d| d.name.clone())
+            .collect();
+        let weak = std::sync::Arc::downgrade(&router.router);
+        Ok(Self {
+            breakers: CoreBreakers::start(store.store.clone(), weak, group, &names),
+        })
+    }
+
+    /// (breaker openings published, hold-offs applied from other processes).
+    fn counts(&self) -> (u64, u64) {
+        self.breakers.counts()
+    }
+}
+
+/// The semantic cache's replication stream: publish inserts and deletions, drain others'.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct IndexStream {
+    stream: CoreStream,
+}
+
+#[pymethods]
+impl IndexStream {
+    #[new]
+    #[pyo3(signature = (store, name, maxlen=100_000))]
+    fn new(store: &RedisStore, name: &str, maxlen: u64) -> PyResult<Self> {
+        if name.contains(['{', '}']) {
+            return Err(config_error(format!(
+                "the stream name may not contain braces, got {name:?}"
+            )));
+        }
+        Ok(Self {
+            stream: CoreStream::start(store.store.clone(), name, maxlen),
+        })
+    }
+
+    /// Append one event (field, bytes) pairs; never waits for Redis.
+    fn publish(&self, fields: Vec<(String, Vec<u8>)>) {
+        self.stream.publish(fields);
+    }
+
+    /// Events from other processes not handed out before, oldest first.
+    fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self.stream.drain();
+        let out = PyList::empty(py);
+        for event in events {
+            let d = PyDict::new(py);
+            for (field, value) in event {
+                d.set_item(field, PyBytes::new(py, &value))?;
+            }
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// (events received from others, events published).
+    fn counts(&self) -> (u64, u64) {
+        self.stream.counts()
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<SharedBreakers>()?;
+    m.add_class::<IndexStream>()?;
     m.add_class::<RedisStore>()?;
     m.add_class::<SharedRateLimiter>()?;
     m.add_class::<SharedPermit>()?;

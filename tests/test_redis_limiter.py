@@ -190,7 +190,9 @@ def test_unreachable_at_start_is_local_not_an_error(redis_prefix):
 
 def _admit_worker(url, prefix, go, start_at, seconds, threads, out):
     store = langscale.RedisStore(url, prefix=prefix)
-    limiter = RateLimiter(requests_per_second=100, store=store, name="mp")
+    # burst 10: 100 ms of slack, so a worker the OS schedules late (the test machine may be
+    # loaded) does not lose the slot it was due
+    limiter = RateLimiter(requests_per_second=100, burst=10, store=store, name="mp")
     stamps: list[float] = []
     lock = threading.Lock()
     out.put("ready")
@@ -241,7 +243,7 @@ def test_four_processes_stay_within_two_percent_of_the_shared_limit(redis_server
     total = sum(n for n, _ in results)
     assert all(local == 0 for _, local in results)
     assert all(n > 0 for n, _ in results), results  # every process got a share
-    # 100/s for 8 s plus the 2-request burst at the start
+    # 100/s for 8 s (plus the 10-request burst at the start)
     expected = 100 * seconds
     assert abs(total - expected) <= 0.02 * expected, (total, results)
 

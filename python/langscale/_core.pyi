@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "ExactCache",
     "Execution",
+    "IndexStream",
     "LangscaleError",
     "Permit",
     "RateLimitTimeout",
@@ -17,6 +18,7 @@ __all__ = [
     "RedisStore",
     "Router",
     "SemanticCache",
+    "SharedBreakers",
     "SharedPermit",
     "SharedRateLimiter",
     "__version__",
@@ -251,3 +253,15 @@ class SharedPermit:
     def __exit__(self, *_exc: object) -> bool: ...
     def __aenter__(self) -> Ready: ...
     def __aexit__(self, *_exc: object) -> Ready: ...
+
+@final
+class SharedBreakers:
+    def __new__(cls, store: RedisStore, router: Router, group: str) -> Self: ...
+    def counts(self) -> tuple[int, int]: ...
+
+@final
+class IndexStream:
+    def __new__(cls, store: RedisStore, name: str, maxlen: int = 100_000) -> Self: ...
+    def publish(self, fields: list[tuple[str, bytes]]) -> None: ...
+    def drain(self) -> list[dict[str, bytes]]: ...
+    def counts(self) -> tuple[int, int]: ...

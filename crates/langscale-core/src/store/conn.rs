@@ -55,7 +55,7 @@ pub(crate) fn redacted(url: &str) -> String {
 }
 
 fn client_error(err: &redis::RedisError) -> StoreError {
-    StoreError::Reply(err.to_string())
+    StoreError::Connect(err.to_string())
 }
 
 impl Conn {

@@ -265,7 +265,7 @@ pub struct SharedPermit {
     released: bool,
 }
 
-fn unique_id() -> String {
+pub(super) fn unique_id() -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -7,15 +7,19 @@
 //! plain threads (blocking helpers) and from any async runtime (the futures are spawned here
 //! and awaited through their join handles).
 
+mod breaker;
 mod conn;
 mod limiter;
+mod stream;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
+pub use breaker::SharedBreakers;
 pub use limiter::{SharedLimiter, SharedLimiterConfig, SharedPermit, SharedStats};
+pub use stream::{IndexEvent, IndexStream};
 
 use conn::Conn;
 use redis::{Cmd, FromRedisValue};
@@ -47,6 +51,9 @@ pub enum StoreError {
     /// The call did not answer within the store's timeout.
     #[error("redis call timed out")]
     Timeout,
+    /// No connection could be made.
+    #[error("cannot connect to redis: {0}")]
+    Connect(String),
     /// Redis answered with an error (a script error, a wrong type): Redis itself is up.
     #[error("redis replied with an error: {0}")]
     Reply(String),
