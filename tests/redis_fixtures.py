@@ -37,6 +37,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free as well."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 def _ping(port: int, extra: list[str] | None = None) -> bool:
     assert REDIS_CLI is not None
     try:
@@ -152,6 +166,7 @@ def redis_cluster() -> Iterator[Cluster]:
             directory.mkdir()
             node = Server(
                 directory,
+                port=cluster_port(),
                 args=[
                     "--cluster-enabled",
                     "yes",

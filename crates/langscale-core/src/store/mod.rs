@@ -394,7 +394,12 @@ impl Store {
         let result = match task.await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(err))) => {
-                self.inner.errors.fetch_add(1, Ordering::Relaxed);
+                let counter = if err.is_timeout() {
+                    &self.inner.timeouts
+                } else {
+                    &self.inner.errors
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 if degrades(&err) {
                     self.mark_down(&err.to_string());
                     Err(StoreError::Down)
@@ -547,3 +552,6 @@ async fn connect_and_ping(weak: &Weak<Inner>) -> Result<(), StoreError> {
         Err(_) => Err(StoreError::Timeout),
     }
 }
+
+#[cfg(test)]
+mod tests;
