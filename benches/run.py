@@ -19,6 +19,7 @@ from types import ModuleType
 
 import bench_cache
 import bench_limiter
+import bench_redis
 import bench_scaled
 import bench_semantic
 from _common import Case, Row, Settings
@@ -31,6 +32,7 @@ MODULES: dict[str, ModuleType] = {
     "cache": bench_cache,
     "semantic": bench_semantic,
     "scaled": bench_scaled,
+    "redis": bench_redis,
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
 

@@ -10,6 +10,7 @@ mod namespace;
 mod route;
 mod semantic;
 mod sim;
+mod store;
 
 use pyo3::prelude::*;
 
@@ -23,5 +24,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     route::register(m)?;
     endpoint::register(m)?;
     sim::register(m)?;
+    store::register(m)?;
     Ok(())
 }

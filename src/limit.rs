@@ -245,6 +245,13 @@ pub struct Ready {
     value: Py<PyAny>,
 }
 
+impl Ready {
+    /// An awaitable already done with `value` (also used by the shared limiter's permit).
+    pub(crate) fn new(value: Py<PyAny>) -> Self {
+        Self { value }
+    }
+}
+
 #[pymethods]
 impl Ready {
     fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

@@ -12,6 +12,14 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
+# Redis servers for the shared-state tests (tests/test_redis_*.py).
+from tests.redis_fixtures import (  # noqa: F401
+    killable_redis,
+    redis_cluster,
+    redis_prefix,
+    redis_server,
+)
+
 
 class ToolCallingFakeModel(BaseChatModel):
     """Asks for the `get_weather` tool once, then answers from the tool's result.

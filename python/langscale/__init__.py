@@ -11,6 +11,8 @@ from langscale._core import (
     LangscaleError,
     Permit,
     RateLimitTimeout,
+    RedisStore,
+    SharedPermit,
     __version__,
 )
 from langscale.cache import ExactCache
@@ -29,8 +31,10 @@ __all__ = [
     "ProviderError",
     "RateLimitTimeout",
     "RateLimiter",
+    "RedisStore",
     "ScaledChatModel",
     "ScaledModelError",
     "SemanticCache",
+    "SharedPermit",
     "__version__",
 ]

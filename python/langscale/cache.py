@@ -16,6 +16,7 @@ from langchain_core.outputs import Generation
 
 from langscale import _codec, _core
 from langscale import metrics as _metrics
+from langscale import store as _store
 
 logger = logging.getLogger("langscale.cache")
 
@@ -33,20 +34,48 @@ class ExactCache(BaseCache):
         max_bytes: int | None = None,
         ttl: float | None = None,
         namespace: str = "",
+        *,
+        store: _core.RedisStore | None = None,
+        redis_url: str | None = None,
     ) -> None:
         self._core = _core.ExactCache(maxsize, max_bytes, ttl, namespace)
         _metrics.track(self)
+        # L2: entries shared through Redis (same JSON data, same TTL); an L2 hit fills L1.
+        self._store = _store.resolve(store, redis_url)
+        self._ttl = ttl
+        self._l2 = {"l2_hits": 0, "l2_misses": 0}
 
-    def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
-        raw = self._core.lookup(prompt, llm_string)
-        if raw is None:
-            return None
+    def _l2_key(self, prompt: str, llm_string: str) -> str:
+        assert self._store is not None
+        return self._store.key(f"exact:{self._core.key_of(prompt, llm_string):032x}", "")
+
+    def _decode(self, prompt: str, llm_string: str, raw: bytes) -> list[Generation] | None:
         try:
             return _codec.decode(raw)
         except (ValueError, KeyError, TypeError) as err:
             logger.warning("langscale: unreadable cache entry treated as a miss: %s", err)
             self._core.remove(prompt, llm_string)
             return None
+
+    def _from_l2(self, prompt: str, llm_string: str, raw: bytes | None) -> list[Generation] | None:
+        if raw is None:
+            self._l2["l2_misses"] += 1
+            return None
+        found = self._decode(prompt, llm_string, raw)
+        if found is not None:
+            self._l2["l2_hits"] += 1
+            self._core.update(prompt, llm_string, raw)
+        return found
+
+    def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
+        raw = self._core.lookup(prompt, llm_string)
+        if raw is None:
+            if self._store is None:
+                return None
+            return self._from_l2(
+                prompt, llm_string, self._store.get(self._l2_key(prompt, llm_string))
+            )
+        return self._decode(prompt, llm_string, raw)
 
     def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         try:
@@ -55,6 +84,8 @@ class ExactCache(BaseCache):
             logger.warning("langscale: result not cached, it holds non-JSON data: %s", err)
             return
         self._core.update(prompt, llm_string, raw)
+        if self._store is not None:
+            self._store.set(self._l2_key(prompt, llm_string), raw, self._ttl)
 
     def clear(self, **kwargs: Any) -> None:
         self._core.clear()
@@ -62,10 +93,25 @@ class ExactCache(BaseCache):
     # The work is microseconds and never blocks, so the async trio runs inline rather than
     # in an executor thread as BaseCache's defaults do.
     async def alookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
-        return self.lookup(prompt, llm_string)
+        if self._store is None:
+            return self.lookup(prompt, llm_string)
+        raw = self._core.lookup(prompt, llm_string)
+        if raw is not None:
+            return self._decode(prompt, llm_string, raw)
+        raw = await self._store.get_async(self._l2_key(prompt, llm_string))
+        return self._from_l2(prompt, llm_string, raw)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
-        self.update(prompt, llm_string, return_val)
+        if self._store is None:
+            self.update(prompt, llm_string, return_val)
+            return
+        try:
+            raw = _codec.encode(return_val)
+        except (TypeError, ValueError) as err:
+            logger.warning("langscale: result not cached, it holds non-JSON data: %s", err)
+            return
+        self._core.update(prompt, llm_string, raw)
+        await self._store.set_async(self._l2_key(prompt, llm_string), raw, self._ttl)
 
     async def aclear(self, **kwargs: Any) -> None:
         self.clear()
@@ -79,5 +125,8 @@ class ExactCache(BaseCache):
         self._core.namespace = value
 
     def stats(self) -> dict[str, int]:
-        """hits, misses, evictions, entries, bytes."""
-        return self._core.stats()
+        """hits, misses, evictions, entries, bytes (L1); with a store also l2_hits, l2_misses."""
+        stats = self._core.stats()
+        if self._store is not None:
+            stats.update(self._l2)
+        return stats

@@ -12,6 +12,7 @@ from langchain_core.rate_limiters import BaseRateLimiter
 
 from langscale import _core
 from langscale import metrics as _metrics
+from langscale import store as _store
 
 Priority = Literal["high", "standard", "batch"]
 
@@ -37,7 +38,33 @@ class RateLimiter(BaseRateLimiter):
         *,
         token_burst: int | None = None,
         priority_aging: float = 5.0,
+        store: _core.RedisStore | None = None,
+        redis_url: str | None = None,
+        name: str = "default",
+        lease: int = 1,
+        local_share: float | None = None,
+        slot_ttl: float = 30.0,
     ) -> None:
+        shared = _store.resolve(store, redis_url)
+        self._shared = shared is not None
+        self._core: _core.RateLimiter | _core.SharedRateLimiter
+        if shared is not None:
+            # One limit for every process naming it: see langscale.store and the README.
+            self._core = _core.SharedRateLimiter(
+                shared,
+                name,
+                requests_per_second,
+                requests_per_minute,
+                tokens_per_minute,
+                max_concurrency,
+                burst,
+                token_burst,
+                priority_aging,
+                lease,
+                local_share,
+                slot_ttl,
+            )
+            return
         self._core = _core.RateLimiter(
             requests_per_second,
             requests_per_minute,
@@ -56,7 +83,7 @@ class RateLimiter(BaseRateLimiter):
         tokens: int = 0,
         priority: Priority = "standard",
         timeout: float | None = None,
-    ) -> _core.Permit | Literal[False]:
+    ) -> _core.Permit | _core.SharedPermit | Literal[False]:
         """Wait for admission (releasing the GIL) and return a ``Permit``.
 
         With ``blocking=False`` return a permit only if one is available now, else ``False``.
@@ -73,8 +100,11 @@ class RateLimiter(BaseRateLimiter):
         tokens: int = 0,
         priority: Priority = "standard",
         timeout: float | None = None,
-    ) -> _core.Permit | Literal[False]:
+    ) -> _core.Permit | _core.SharedPermit | Literal[False]:
         """Like ``acquire`` without blocking the event loop; cancelling gives the place back."""
+        if self._shared and blocking:
+            # A shared admission is a round trip: never made on the event loop's thread.
+            return await self._core.acquire_async(tokens, priority, timeout)
         permit = self._core.try_acquire(tokens, priority)
         if permit is not None:
             return permit

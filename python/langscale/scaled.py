@@ -32,6 +32,7 @@ from pydantic import ConfigDict, PrivateAttr
 
 from langscale import _core
 from langscale import metrics as _metrics
+from langscale import store as _store
 from langscale._classify import classify
 from langscale.endpoint import (
     ChatEndpoint,
@@ -214,9 +215,16 @@ class ScaledChatModel(BaseChatModel):
     of its own), run the whole loop in Rust: limits, calls, retries, fallbacks, breakers,
     backoff and timeouts, without returning to Python between attempts."""
 
+    store: Any = None
+    """A ``langscale.RedisStore`` (or ``redis_url=``): breakers shared with every process that
+    uses the same ``shared_name`` and deployment names."""
+    redis_url: str | None = None
+    shared_name: str = "default"
+
     _deps: list[Deployment] = PrivateAttr(default_factory=list)
     _router: Any = PrivateAttr(default=None)
     _native: Any = PrivateAttr(default=None)
+    _shared_breakers: Any = PrivateAttr(default=None)
 
     def __init__(self, deployments: Sequence[Any] | None = None, /, **kwargs: Any) -> None:
         if deployments is None:
@@ -251,6 +259,9 @@ class ScaledChatModel(BaseChatModel):
             else list(range(1, len(deps))),
             complexity_threshold=self.complexity_threshold,
         )
+        shared = _store.resolve(self.store, self.redis_url)
+        if shared is not None:
+            self._shared_breakers = _core.SharedBreakers(shared, self._router, self.shared_name)
         if self.complexity is not None and not callable(self.complexity):
             msg = f"complexity must be a callable(messages) -> float, got {self.complexity!r}"
             raise _core.ConfigError(msg)

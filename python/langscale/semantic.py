@@ -21,6 +21,7 @@ from langchain_core.outputs import Generation
 
 from langscale import _codec, _core
 from langscale import metrics as _metrics
+from langscale import store as _store
 
 logger = logging.getLogger("langscale.cache")
 
@@ -55,6 +56,9 @@ class SemanticCache(BaseCache):
         cacheable: Cacheable | None = None,
         flat_max: int | None = None,
         candidates: int | None = None,
+        store: _core.RedisStore | None = None,
+        redis_url: str | None = None,
+        shared_name: str = "default",
     ) -> None:
         if embeddings is not None and not callable(getattr(embeddings, "embed_query", None)):
             msg = f"embeddings must be a LangChain Embeddings object, got {embeddings!r}"
@@ -80,6 +84,52 @@ class SemanticCache(BaseCache):
         self._embeddings = embeddings
         self._cacheable = cacheable
         _metrics.track(self)
+        self._ttl = ttl
+        self._stream: _core.IndexStream | None = None
+        shared = _store.resolve(store, redis_url)
+        if shared is not None:
+            # Shared: every insert goes to a Redis Stream that every process tails into its
+            # own index (see _apply_shared); values carry their expiry, so TTL holds anywhere.
+            self._stream = _core.IndexStream(shared, shared_name, maxsize)
+
+    # -- sharing through Redis -----------------------------------------------------------------
+
+    def _apply_shared(self) -> None:
+        """Apply what other processes stored or cleared since the last call."""
+        if self._stream is None:
+            return
+        for event in self._stream.drain():
+            kind = event.get("k")
+            if kind == b"clear":
+                self._core.clear()
+            elif kind == b"add":
+                try:
+                    value = event["v"]
+                    if _store.unwrap(value) is None:
+                        continue  # expired already
+                    self._core.update(
+                        event["p"].decode(),
+                        event["l"].decode(),
+                        value,
+                        _store.unpack_vector(event.get("e")),
+                    )
+                except (KeyError, UnicodeDecodeError, ValueError, _core.LangscaleError) as err:
+                    logger.warning("langscale: unusable shared cache entry skipped: %s", err)
+
+    def _store_value(self, raw: bytes) -> bytes:
+        return raw if self._stream is None else _store.wrap(raw, self._ttl)
+
+    def _publish(self, prompt: str, llm_string: str, raw: bytes, vector: Any) -> None:
+        if self._stream is not None:
+            self._stream.publish(
+                [
+                    ("k", b"add"),
+                    ("p", prompt.encode()),
+                    ("l", llm_string.encode()),
+                    ("v", raw),
+                    ("e", _store.pack_vector(vector)),
+                ]
+            )
 
     # -- embedding through a LangChain Embeddings --------------------------------------------
 
@@ -125,6 +175,11 @@ class SemanticCache(BaseCache):
     ) -> tuple[list[Generation] | None, LookupInfo]:
         kind, raw, similarity, matched, rejected = found
         info = LookupInfo(kind=kind, similarity=similarity, matched=matched, rejected_by=rejected)
+        if raw is not None and self._stream is not None:
+            raw = _store.unwrap(raw)
+            if raw is None:  # expired: its TTL ran out, whichever process stored it
+                info = LookupInfo(kind="miss", similarity=None, matched=None, rejected_by=None)
+                return None, info
         if raw is None:
             return None, info
         try:
@@ -142,6 +197,7 @@ class SemanticCache(BaseCache):
         self, prompt: str, llm_string: str
     ) -> tuple[list[Generation] | None, LookupInfo]:
         """``lookup`` plus how it was answered (for logging: kind, similarity, matched text)."""
+        self._apply_shared()
         if self._embeddings is None:
             return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string))
         raw = self._core.lookup_exact(prompt, llm_string)
@@ -156,6 +212,7 @@ class SemanticCache(BaseCache):
     ) -> tuple[list[Generation] | None, LookupInfo]:
         if self._embeddings is None:
             return self.lookup_with_info(prompt, llm_string)
+        self._apply_shared()
         raw = self._core.lookup_exact(prompt, llm_string)
         if raw is not None:
             return self._answer(prompt, llm_string, ("exact", raw, 1.0, None, None))
@@ -188,7 +245,9 @@ class SemanticCache(BaseCache):
         if raw is None:
             return
         vector = None if self._embeddings is None else self._embed(self._core.text_of(prompt))
+        raw = self._store_value(raw)
         self._core.update(prompt, llm_string, raw, vector)
+        self._publish(prompt, llm_string, raw, vector)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         raw = self._encode(prompt, llm_string, return_val)
@@ -199,10 +258,14 @@ class SemanticCache(BaseCache):
         )
         # Indexing into a large scope's graph takes up to a millisecond (and, rarely, a
         # rebuild far longer): keep it off the event loop. The core releases the GIL.
+        raw = self._store_value(raw)
         await asyncio.to_thread(self._core.update, prompt, llm_string, raw, vector)
+        self._publish(prompt, llm_string, raw, vector)
 
     def clear(self, **kwargs: Any) -> None:
         self._core.clear()
+        if self._stream is not None:
+            self._stream.publish([("k", b"clear")])
 
     async def aclear(self, **kwargs: Any) -> None:
         self.clear()

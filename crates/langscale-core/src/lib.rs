@@ -11,3 +11,4 @@ pub mod provider;
 pub mod route;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod store;

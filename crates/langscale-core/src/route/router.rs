@@ -381,3 +381,28 @@ pub struct DeploymentSnapshot {
     pub ewma_latency: Option<Duration>,
     pub latency: LatencySummary,
 }
+
+/// Hooks for breaker state shared between processes (`store::SharedBreakers`).
+impl Router {
+    /// Deployments whose breaker is open now, with how long it stays open.
+    pub fn open_breakers(&self) -> Vec<(usize, Duration)> {
+        let now = self.clock.now_nanos();
+        self.states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let until = s.breaker().open_until()?;
+                (until > now).then(|| (i, Duration::from_nanos(until - now)))
+            })
+            .collect()
+    }
+
+    /// Keep a deployment out of rotation for `duration` (another process's breaker for it
+    /// opened), as a cool-down does.
+    pub fn hold_off(&self, deployment: usize, duration: Duration) {
+        if let Some(state) = self.states.get(deployment) {
+            let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+            state.cool_until(self.clock.now_nanos().saturating_add(nanos));
+        }
+    }
+}

@@ -1,0 +1,946 @@
+//! A rate limiter shared by every process that names the same limit: GCRA buckets (requests
+//! per second/minute, tokens per minute) and a concurrency cap held in Redis and changed by
+//! one atomic Lua script per admission, with the server's clock (no skew between hosts).
+//!
+//! - Leasing: with `lease > 1` a process takes up to that many request units per round trip
+//!   and hands them out locally; the global rate still holds (units are taken from the shared
+//!   bucket), at the cost of units expiring unused when the process goes quiet.
+//! - Concurrency: each admitted call holds a slot (a member of a sorted set scored by its
+//!   expiry); a heartbeat renews the slots this process holds, so a crashed worker's slots
+//!   expire after `slot_ttl` instead of leaking.
+//! - Priorities across processes: a waiter that is refused registers its ticket in the
+//!   waiting set of its priority (expiring shortly after its next retry); the script refuses
+//!   anyone of a lower priority while a more urgent waiter is registered anywhere.
+//! - Redis down: admissions come from a local limiter holding this process's share of every
+//!   limit (`local_share`, or one over the live workers counted by the heartbeat); sharing
+//!   resumes as soon as the store is up again.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use super::{Lua, Store, StoreError};
+use crate::limit::{LimitError, Limiter, LimiterConfig, Permit, Priority};
+
+const TAKE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local id, prio, register = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
+local want, tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
+local cmax, slot_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+local nb = tonumber(ARGV[8])
+local function wait(us)
+  if register then
+    redis.call('ZADD', KEYS[3 + prio], string.format('%.17g', now + us + 250000), id)
+    redis.call('PEXPIRE', KEYS[3 + prio], 60000)
+  end
+  return {0, math.floor(us)}
+end
+for p = 0, prio - 1 do
+  local w = KEYS[3 + p]
+  redis.call('ZREMRANGEBYSCORE', w, '-inf', string.format('%.17g', now))
+  if redis.call('ZCARD', w) > 0 then return wait(2000) end
+end
+if cmax > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
+  if redis.call('ZCARD', KEYS[2]) >= cmax then return wait(5000) end
+end
+local take = want
+local tats = {}
+local delay = 0
+for i = 0, nb - 1 do
+  local b = 9 + i * 4
+  local interval, cap, kind = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), ARGV[b + 3]
+  local tat = tonumber(redis.call('HGET', KEYS[1], ARGV[b]) or '0')
+  if tat < now then tat = now end
+  tats[i] = tat
+  if kind == 'r' then
+    local fit = math.floor((now + cap - tat) / interval + 1e-9)
+    if fit < 1 then
+      delay = math.max(delay, tat + interval - cap - now)
+      take = 0
+    elseif fit < take then
+      take = fit
+    end
+  elseif tokens > 0 and tat + tokens * interval - now > cap + 1e-6 then
+    delay = math.max(delay, tat + tokens * interval - cap - now)
+    take = 0
+  end
+end
+if take < 1 then return wait(math.max(delay, 1)) end
+local horizon = 0
+for i = 0, nb - 1 do
+  local b = 9 + i * 4
+  local units = take
+  if ARGV[b + 3] ~= 'r' then units = tokens end
+  if units > 0 then
+    local new = tats[i] + units * tonumber(ARGV[b + 1])
+    redis.call('HSET', KEYS[1], ARGV[b], string.format('%.17g', new))
+    horizon = math.max(horizon, new - now)
+  end
+end
+if horizon > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(horizon / 1000) + 1000) end
+if cmax > 0 then
+  redis.call('ZADD', KEYS[2], string.format('%.17g', now + slot_ttl), id)
+  redis.call('PEXPIRE', KEYS[2], math.ceil(slot_ttl / 1000) + 1000)
+end
+for p = 0, 2 do redis.call('ZREM', KEYS[3 + p], id) end
+return {take, 0}
+";
+
+const ADJUST: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local delta = tonumber(ARGV[2])
+if delta > 0 then
+  if tat < now then tat = now end
+  tat = tat + math.min(delta, tonumber(ARGV[3]))
+else
+  tat = tat + delta
+end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.17g', tat))
+redis.call('PEXPIRE', KEYS[1], math.max(math.ceil((tat - now) / 1000), 0) + 1000)
+return 1
+";
+
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZADD', KEYS[1], string.format('%.17g', now + tonumber(ARGV[2])), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.17g', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) / 1000) + 1000)
+for i = 4, #ARGV do
+  redis.call('ZADD', KEYS[2], 'XX', string.format('%.17g', now + tonumber(ARGV[3])), ARGV[i])
+end
+return redis.call('ZCARD', KEYS[1])
+";
+
+fn script(cell: &'static OnceLock<Lua>, source: &'static str) -> &'static Lua {
+    cell.get_or_init(|| Lua::new(source))
+}
+
+fn take_script() -> &'static Lua {
+    static S: OnceLock<Lua> = OnceLock::new();
+    script(&S, TAKE)
+}
+
+fn adjust_script() -> &'static Lua {
+    static S: OnceLock<Lua> = OnceLock::new();
+    script(&S, ADJUST)
+}
+
+fn heartbeat_script() -> &'static Lua {
+    static S: OnceLock<Lua> = OnceLock::new();
+    script(&S, HEARTBEAT)
+}
+
+/// A shared limit: which one (`name`), its limits, and how this process takes part.
+#[derive(Debug, Clone)]
+pub struct SharedLimiterConfig {
+    /// Processes naming the same limit (under the same store prefix and tenant) share it.
+    pub name: String,
+    pub limits: LimiterConfig,
+    /// Request units taken per round trip (1: every admission asks Redis). Used only for
+    /// requests that carry no token count and when there is no concurrency cap.
+    pub lease: u64,
+    /// This process's share of every limit while Redis is down; `None`: one over the number
+    /// of live workers last counted.
+    pub local_share: Option<f64>,
+    /// A concurrency slot not renewed for this long is freed (a crashed worker's slots).
+    pub slot_ttl: Duration,
+}
+
+impl Default for SharedLimiterConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            limits: LimiterConfig::default(),
+            lease: 1,
+            local_share: None,
+            slot_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of a shared limiter.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SharedStats {
+    pub acquired: u64,
+    pub waited: u64,
+    pub wait_nanos: u64,
+    pub timeouts: u64,
+    pub waiting: u64,
+    pub in_flight: u64,
+    /// Script calls made to Redis for admissions.
+    pub round_trips: u64,
+    /// Admissions served from a lease, without a round trip.
+    pub leased: u64,
+    /// Admissions made by the local share while Redis was down.
+    pub local: u64,
+    /// Live workers last counted by the heartbeat.
+    pub workers: u64,
+    pub local_share: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    field: &'static str,
+    /// Microseconds one unit costs.
+    interval: f64,
+    /// How far ahead of now the schedule may run, in microseconds.
+    capacity: f64,
+    requests: bool,
+}
+
+#[derive(Debug)]
+struct Lease {
+    units: u64,
+    until: Instant,
+}
+
+#[derive(Debug)]
+struct Keys {
+    state: String,
+    slots: String,
+    members: String,
+    waiting: [String; 3],
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    acquired: AtomicU64,
+    waited: AtomicU64,
+    wait_nanos: AtomicU64,
+    timeouts: AtomicU64,
+    waiting: AtomicU64,
+    in_flight: AtomicU64,
+    round_trips: AtomicU64,
+    leased: AtomicU64,
+    local: AtomicU64,
+    workers: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    keys: Keys,
+    id: String,
+    config: SharedLimiterConfig,
+    buckets: Vec<Bucket>,
+    token_burst: Option<u64>,
+    /// The local share and the limiter enforcing it.
+    local: RwLock<(f64, Limiter)>,
+    lease: Mutex<Lease>,
+    held: Mutex<HashSet<String>>,
+    seq: AtomicU64,
+    counters: Counters,
+}
+
+/// A limiter shared through Redis. Clone is cheap.
+#[derive(Debug, Clone)]
+pub struct SharedLimiter {
+    inner: Arc<Inner>,
+}
+
+/// How a permit was admitted.
+#[derive(Debug)]
+enum Admission {
+    /// By the shared script; `slot` is the concurrency slot held, if any.
+    Shared { slot: Option<String> },
+    /// From this process's lease.
+    Leased,
+    /// By the local share while Redis was down.
+    Local(Permit),
+}
+
+/// Admission to make one call. Dropping it (or `release`) gives its concurrency slot back.
+#[derive(Debug)]
+pub struct SharedPermit {
+    inner: Arc<Inner>,
+    tokens: u64,
+    priority: Priority,
+    admission: Admission,
+    released: bool,
+}
+
+pub(super) fn unique_id() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!(
+        "{}:{}:{}",
+        std::process::id(),
+        nanos,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(seed.as_bytes()))
+}
+
+fn default_burst(rate_per_second: f64) -> u64 {
+    (rate_per_second * 0.02).ceil().max(1.0) as u64
+}
+
+/// The limits scaled to a share, for the local fallback.
+fn local_limits(limits: &LimiterConfig, share: f64) -> LimiterConfig {
+    let scale = |r: Option<f64>| r.map(|r| (r * share).max(1e-6));
+    LimiterConfig {
+        requests_per_second: scale(limits.requests_per_second),
+        requests_per_minute: scale(limits.requests_per_minute),
+        tokens_per_minute: scale(limits.tokens_per_minute),
+        max_concurrency: limits
+            .max_concurrency
+            .map(|m| ((f64::from(m) * share).floor() as u32).max(1)),
+        burst: limits
+            .burst
+            .map(|b| ((b as f64 * share).ceil() as u64).max(1)),
+        token_burst: limits
+            .token_burst
+            .or(limits.tokens_per_minute.map(|t| t as u64))
+            .map(|b| ((b as f64 * share).ceil() as u64).max(1)),
+        priority_aging: limits.priority_aging,
+    }
+}
+
+impl SharedLimiter {
+    pub fn new(store: Store, config: SharedLimiterConfig) -> Result<Self, LimitError> {
+        // The same checks as a local limiter (and the same error messages).
+        Limiter::new(&config.limits)?;
+        if config.lease == 0 {
+            return Err(LimitError::Config("lease must be at least 1, got 0".into()));
+        }
+        if let Some(share) = config.local_share {
+            if !(share.is_finite() && share > 0.0 && share <= 1.0) {
+                return Err(LimitError::Config(format!(
+                    "local_share must be above 0 and at most 1, got {share}"
+                )));
+            }
+        }
+        if config.slot_ttl < Duration::from_millis(100) {
+            return Err(LimitError::Config(format!(
+                "slot_ttl must be at least 0.1 s, got {:?}",
+                config.slot_ttl
+            )));
+        }
+        let limits = &config.limits;
+        let mut buckets = Vec::new();
+        for (field, rate, per) in [
+            ("rps", limits.requests_per_second, 1.0),
+            ("rpm", limits.requests_per_minute, 60.0),
+        ] {
+            if let Some(rate) = rate {
+                let burst = limits.burst.unwrap_or_else(|| default_burst(rate / per));
+                let interval = per * 1e6 / rate;
+                buckets.push(Bucket {
+                    field,
+                    interval,
+                    capacity: interval * burst as f64,
+                    requests: true,
+                });
+            }
+        }
+        let mut token_burst = None;
+        if let Some(rate) = limits.tokens_per_minute {
+            let burst = limits.token_burst.unwrap_or((rate as u64).max(1));
+            let interval = 60e6 / rate;
+            token_burst = Some(burst);
+            buckets.push(Bucket {
+                field: "tpm",
+                interval,
+                capacity: interval * burst as f64,
+                requests: false,
+            });
+        }
+        let tag = format!("limiter:{}", config.name);
+        let keys = Keys {
+            state: store.key(&tag, "s"),
+            slots: store.key(&tag, "c"),
+            members: store.key(&tag, "m"),
+            waiting: [
+                store.key(&tag, "w0"),
+                store.key(&tag, "w1"),
+                store.key(&tag, "w2"),
+            ],
+        };
+        let share = config.local_share.unwrap_or(1.0);
+        let local = Limiter::new(&local_limits(limits, share))?;
+        let inner = Arc::new(Inner {
+            store,
+            keys,
+            id: unique_id(),
+            buckets,
+            token_burst,
+            local: RwLock::new((share, local)),
+            lease: Mutex::new(Lease {
+                units: 0,
+                until: Instant::now(),
+            }),
+            held: Mutex::new(HashSet::new()),
+            seq: AtomicU64::new(0),
+            counters: Counters {
+                workers: AtomicU64::new(1),
+                ..Counters::default()
+            },
+            config,
+        });
+        start_heartbeat(Arc::downgrade(&inner));
+        Ok(Self { inner })
+    }
+
+    /// The most tokens one request may ask for, if tokens are limited.
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.inner.token_burst
+    }
+
+    fn check_tokens(&self, tokens: u64) -> Result<(), LimitError> {
+        match self.inner.token_burst {
+            Some(burst) if tokens > burst => Err(LimitError::Config(format!(
+                "a request for {tokens} tokens can never be admitted: the token bucket holds at most {burst} (raise token_burst)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn stats(&self) -> SharedStats {
+        let c = &self.inner.counters;
+        let local = self.inner.local_limiter();
+        let ls = local.stats();
+        SharedStats {
+            acquired: c.acquired.load(Ordering::Relaxed),
+            waited: c.waited.load(Ordering::Relaxed) + ls.waited,
+            wait_nanos: c.wait_nanos.load(Ordering::Relaxed) + ls.wait_nanos,
+            timeouts: c.timeouts.load(Ordering::Relaxed) + ls.timeouts,
+            waiting: c.waiting.load(Ordering::Relaxed) + ls.waiting,
+            in_flight: c.in_flight.load(Ordering::Relaxed),
+            round_trips: c.round_trips.load(Ordering::Relaxed),
+            leased: c.leased.load(Ordering::Relaxed),
+            local: c.local.load(Ordering::Relaxed),
+            workers: c.workers.load(Ordering::Relaxed),
+            local_share: self.inner.share(),
+        }
+    }
+
+    /// Admit now if possible (one round trip at most), never waiting.
+    pub fn try_acquire(
+        &self,
+        tokens: u64,
+        priority: Priority,
+    ) -> Result<Option<SharedPermit>, LimitError> {
+        self.check_tokens(tokens)?;
+        if let Some(permit) = self.inner.take_leased(tokens, priority) {
+            return Ok(Some(permit));
+        }
+        let inner = Arc::clone(&self.inner);
+        let ticket = self.inner.ticket();
+        let store = self.inner.store.clone();
+        let outcome = store.block_on(async move {
+            let taken = inner.take(&ticket, priority, false, tokens).await;
+            Ok::<_, StoreError>((inner, ticket, taken))
+        });
+        match outcome {
+            Ok((inner, ticket, Ok(Taken::Units(units)))) => {
+                Ok(Some(inner.admitted(ticket, units, tokens, priority)))
+            }
+            Ok((_, _, Ok(Taken::Wait(_)))) => Ok(None),
+            _ => self.inner.local_try(tokens, priority),
+        }
+    }
+
+    /// Wait until admitted or `timeout` passes. Runs on any async runtime.
+    pub async fn acquire(
+        &self,
+        tokens: u64,
+        priority: Priority,
+        timeout: Option<Duration>,
+    ) -> Result<SharedPermit, LimitError> {
+        self.check_tokens(tokens)?;
+        if let Some(permit) = self.inner.take_leased(tokens, priority) {
+            return Ok(permit);
+        }
+        let inner = Arc::clone(&self.inner);
+        // The wait runs on the store's runtime; dropping this future cancels it there too.
+        let task =
+            super::runtime().spawn(async move { inner.wait(tokens, priority, timeout).await });
+        let abort = AbortOnDrop(task.abort_handle());
+        let result = task.await;
+        drop(abort);
+        result.unwrap_or_else(|err| Err(LimitError::Config(format!("limiter wait failed: {err}"))))
+    }
+
+    /// `acquire` from a plain thread.
+    pub fn acquire_blocking(
+        &self,
+        tokens: u64,
+        priority: Priority,
+        timeout: Option<Duration>,
+    ) -> Result<SharedPermit, LimitError> {
+        self.check_tokens(tokens)?;
+        if let Some(permit) = self.inner.take_leased(tokens, priority) {
+            return Ok(permit);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let inner = Arc::clone(&self.inner);
+        let task = super::runtime().spawn(async move {
+            let _ = tx.send(inner.wait(tokens, priority, timeout).await);
+        });
+        let _abort = AbortOnDrop(task.abort_handle());
+        // The wait honours `timeout` itself; the margin only guards against a lost task.
+        let result = match timeout {
+            Some(t) => rx
+                .recv_timeout(t.saturating_add(Duration::from_secs(2)))
+                .ok(),
+            None => rx.recv().ok(),
+        };
+        result.unwrap_or_else(|| {
+            self.inner.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            Err(LimitError::Timeout(
+                timeout.map_or(0.0, |t| t.as_secs_f64()),
+            ))
+        })
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The script's answer.
+#[derive(Debug)]
+enum Taken {
+    Units(u64),
+    /// Refused: retry after this long.
+    Wait(Duration),
+}
+
+/// Removes a refused waiter's registration if it gives up (timeout, cancel).
+struct Registration {
+    inner: Arc<Inner>,
+    ticket: String,
+    active: bool,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        let store = self.inner.store.clone();
+        let keys = self.inner.keys.waiting.clone();
+        let ticket = self.ticket.clone();
+        store.clone().spawn(async move {
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.cmd("ZREM").arg(key).arg(&ticket).ignore();
+            }
+            store.pipeline::<()>(pipe).await
+        });
+    }
+}
+
+impl Inner {
+    fn ticket(&self) -> String {
+        format!("{}:{}", self.id, self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn share(&self) -> f64 {
+        self.local.read().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    fn local_limiter(&self) -> Limiter {
+        self.local
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
+    }
+
+    /// Rebuild the local limiter when the worker count changes the share.
+    fn set_workers(&self, workers: u64) {
+        self.counters.workers.store(workers, Ordering::Relaxed);
+        if self.config.local_share.is_some() {
+            return;
+        }
+        let share = 1.0 / workers.max(1) as f64;
+        if (self.share() - share).abs() < 1e-9 {
+            return;
+        }
+        if let Ok(limiter) = Limiter::new(&local_limits(&self.config.limits, share)) {
+            *self.local.write().unwrap_or_else(PoisonError::into_inner) = (share, limiter);
+        }
+    }
+
+    fn leasing(&self, tokens: u64) -> bool {
+        self.config.lease > 1 && tokens == 0 && self.config.limits.max_concurrency.is_none()
+    }
+
+    fn take_leased(self: &Arc<Self>, tokens: u64, priority: Priority) -> Option<SharedPermit> {
+        if !self.leasing(tokens) || !self.store.is_up() {
+            return None;
+        }
+        let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        if lease.units == 0 || Instant::now() >= lease.until {
+            lease.units = 0;
+            return None;
+        }
+        lease.units -= 1;
+        drop(lease);
+        self.counters.leased.fetch_add(1, Ordering::Relaxed);
+        self.counters.acquired.fetch_add(1, Ordering::Relaxed);
+        Some(self.permit(tokens, priority, Admission::Leased))
+    }
+
+    fn permit(
+        self: &Arc<Self>,
+        tokens: u64,
+        priority: Priority,
+        admission: Admission,
+    ) -> SharedPermit {
+        SharedPermit {
+            inner: Arc::clone(self),
+            tokens,
+            priority,
+            admission,
+            released: false,
+        }
+    }
+
+    /// One round trip of the admission script.
+    async fn take(
+        &self,
+        ticket: &str,
+        priority: Priority,
+        register: bool,
+        tokens: u64,
+    ) -> Result<Taken, StoreError> {
+        let want = if self.leasing(tokens) {
+            self.config.lease
+        } else {
+            1
+        };
+        let mut args = vec![
+            ticket.to_owned(),
+            (priority as u8).to_string(),
+            if register { "1" } else { "0" }.to_owned(),
+            want.to_string(),
+            tokens.to_string(),
+            self.config.limits.max_concurrency.unwrap_or(0).to_string(),
+            self.config.slot_ttl.as_micros().to_string(),
+            self.buckets.len().to_string(),
+        ];
+        for b in &self.buckets {
+            args.push(b.field.to_owned());
+            args.push(format!("{:.6}", b.interval));
+            args.push(format!("{:.6}", b.capacity));
+            args.push(if b.requests { "r" } else { "t" }.to_owned());
+        }
+        let mut keys = vec![self.keys.state.clone(), self.keys.slots.clone()];
+        keys.extend(self.keys.waiting.iter().cloned());
+        self.counters.round_trips.fetch_add(1, Ordering::Relaxed);
+        let (units, wait_us): (u64, u64) = self.store.eval(take_script(), keys, args).await?;
+        if units > 0 {
+            Ok(Taken::Units(units))
+        } else {
+            Ok(Taken::Wait(Duration::from_micros(wait_us.max(1))))
+        }
+    }
+
+    /// Book an admission the script granted: keep leased units, hold the slot.
+    fn admitted(
+        self: &Arc<Self>,
+        ticket: String,
+        units: u64,
+        tokens: u64,
+        priority: Priority,
+    ) -> SharedPermit {
+        if units > 1 {
+            let slowest = self
+                .buckets
+                .iter()
+                .filter(|b| b.requests)
+                .map(|b| b.interval)
+                .fold(0.0, f64::max);
+            // Spare units are good for as long as they took to earn; after that they would
+            // add to a later burst, so they are dropped.
+            let valid = Duration::from_secs_f64((slowest * units as f64 / 1e6).max(0.02));
+            let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+            lease.units = units - 1;
+            lease.until = Instant::now() + valid;
+        }
+        self.counters.acquired.fetch_add(1, Ordering::Relaxed);
+        let slot = self.config.limits.max_concurrency.map(|_| {
+            self.held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(ticket.clone());
+            self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+            ticket
+        });
+        self.permit(tokens, priority, Admission::Shared { slot })
+    }
+
+    fn local_try(
+        self: &Arc<Self>,
+        tokens: u64,
+        priority: Priority,
+    ) -> Result<Option<SharedPermit>, LimitError> {
+        let local = self.local_limiter();
+        let tokens = local.max_tokens().map_or(tokens, |max| tokens.min(max));
+        Ok(local.try_acquire(tokens, priority)?.map(|p| {
+            self.counters.local.fetch_add(1, Ordering::Relaxed);
+            self.counters.acquired.fetch_add(1, Ordering::Relaxed);
+            self.permit(tokens, priority, Admission::Local(p))
+        }))
+    }
+
+    /// The waiting loop: ask the script, sleep as long as it says, until admitted; with
+    /// Redis down, wait on the local share instead.
+    async fn wait(
+        self: Arc<Self>,
+        tokens: u64,
+        priority: Priority,
+        timeout: Option<Duration>,
+    ) -> Result<SharedPermit, LimitError> {
+        let start = Instant::now();
+        let deadline = timeout.and_then(|t| start.checked_add(t));
+        let ticket = self.ticket();
+        let mut registration = Registration {
+            inner: Arc::clone(&self),
+            ticket: ticket.clone(),
+            active: false,
+        };
+        let aging = self.config.limits.priority_aging;
+        let waiting = WaitingGuard::new(&self.counters);
+        loop {
+            // Waiting long enough lifts a waiter one level per `priority_aging`.
+            let levels = if aging.is_zero() {
+                2
+            } else {
+                (start.elapsed().as_nanos() / aging.as_nanos().max(1)) as u8
+            };
+            let effective = match (priority as u8).saturating_sub(levels) {
+                0 => Priority::High,
+                1 => Priority::Standard,
+                _ => Priority::Batch,
+            };
+            match self.take(&ticket, effective, true, tokens).await {
+                Ok(Taken::Units(units)) => {
+                    registration.active = false;
+                    if waiting.waited() {
+                        self.counters.waited.fetch_add(1, Ordering::Relaxed);
+                        self.counters.wait_nanos.fetch_add(
+                            u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                            Ordering::Relaxed,
+                        );
+                    }
+                    return Ok(self.admitted(ticket, units, tokens, priority));
+                }
+                Ok(Taken::Wait(after)) => {
+                    registration.active = true;
+                    waiting.start();
+                    let wake = Instant::now() + after;
+                    let wake = deadline.map_or(wake, |d| wake.min(d));
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Err(LimitError::Timeout(
+                            timeout.map_or(0.0, |t| t.as_secs_f64()),
+                        ));
+                    }
+                    tokio::time::sleep_until(wake.into()).await;
+                }
+                Err(StoreError::Reply(message)) => {
+                    // A script error is a bug or a foreign key in the way: never block the
+                    // caller on it, fall back as for an outage.
+                    let _ = message;
+                    return self.wait_local(tokens, priority, deadline, timeout).await;
+                }
+                Err(_) => return self.wait_local(tokens, priority, deadline, timeout).await,
+            }
+        }
+    }
+
+    async fn wait_local(
+        self: &Arc<Self>,
+        tokens: u64,
+        priority: Priority,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+    ) -> Result<SharedPermit, LimitError> {
+        let local = self.local_limiter();
+        let tokens = local.max_tokens().map_or(tokens, |max| tokens.min(max));
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining.is_some_and(|r| r.is_zero()) {
+            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            return Err(LimitError::Timeout(
+                timeout.map_or(0.0, |t| t.as_secs_f64()),
+            ));
+        }
+        let permit = local.acquire(tokens, priority, remaining).await?;
+        self.counters.local.fetch_add(1, Ordering::Relaxed);
+        self.counters.acquired.fetch_add(1, Ordering::Relaxed);
+        Ok(self.permit(tokens, priority, Admission::Local(permit)))
+    }
+
+    fn release_slot(&self, slot: String) {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&slot);
+        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let store = self.store.clone();
+        let key = self.keys.slots.clone();
+        self.store.spawn(async move {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(key).arg(slot);
+            store.query::<i64>(cmd).await
+        });
+    }
+
+    /// Charge (positive) or refund (negative) tokens on the shared bucket.
+    fn adjust_tokens(&self, delta: i64) {
+        let Some(bucket) = self.buckets.iter().find(|b| !b.requests) else {
+            return;
+        };
+        let store = self.store.clone();
+        let keys = vec![self.keys.state.clone()];
+        let args = vec![
+            bucket.field.to_owned(),
+            format!("{:.6}", delta as f64 * bucket.interval),
+            format!("{:.6}", bucket.capacity),
+        ];
+        self.store
+            .spawn(async move { store.eval::<i64>(adjust_script(), keys, args).await });
+    }
+}
+
+/// Counts a waiter in `waiting` from its first refusal until it is done.
+struct WaitingGuard<'a> {
+    counters: &'a Counters,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> WaitingGuard<'a> {
+    fn new(counters: &'a Counters) -> Self {
+        Self {
+            counters,
+            started: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn start(&self) {
+        if !self.started.swap(true, Ordering::Relaxed) {
+            self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn waited(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        if self.started.load(Ordering::Relaxed) {
+            self.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Every `min(1 s, slot_ttl / 3)`: count live workers (for the local share) and renew the
+/// concurrency slots this process holds. Ends when the limiter is dropped.
+fn start_heartbeat(weak: Weak<Inner>) {
+    super::runtime().spawn(async move {
+        loop {
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            let every = (inner.config.slot_ttl / 3).min(Duration::from_secs(1));
+            let member_ttl = every * 3;
+            let mut args = vec![
+                inner.id.clone(),
+                member_ttl.as_micros().to_string(),
+                inner.config.slot_ttl.as_micros().to_string(),
+            ];
+            args.extend(
+                inner
+                    .held
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .cloned(),
+            );
+            let keys = vec![inner.keys.members.clone(), inner.keys.slots.clone()];
+            if let Ok(workers) = inner
+                .store
+                .eval::<u64>(heartbeat_script(), keys, args)
+                .await
+            {
+                inner.set_workers(workers);
+            }
+            drop(inner);
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+impl SharedPermit {
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// Was it admitted by the local share (Redis down)?
+    pub fn is_local(&self) -> bool {
+        matches!(self.admission, Admission::Local(_))
+    }
+
+    /// Reconcile the token estimate with real usage on whichever bucket admitted it.
+    pub fn settle(&mut self, actual_tokens: u64) {
+        if actual_tokens == self.tokens {
+            return;
+        }
+        match &mut self.admission {
+            Admission::Local(permit) => permit.settle(actual_tokens),
+            Admission::Shared { .. } | Admission::Leased => {
+                let burst = self.inner.token_burst.unwrap_or(0);
+                let delta = if actual_tokens > self.tokens {
+                    i64::try_from((actual_tokens - self.tokens).min(burst)).unwrap_or(i64::MAX)
+                } else {
+                    -i64::try_from(self.tokens - actual_tokens).unwrap_or(i64::MAX)
+                };
+                self.inner.adjust_tokens(delta);
+            }
+        }
+        self.tokens = actual_tokens;
+    }
+
+    /// Give the concurrency slot back now (dropping the permit does the same).
+    pub fn release(&mut self) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        match &mut self.admission {
+            Admission::Local(permit) => permit.release(),
+            Admission::Shared { slot } => {
+                if let Some(slot) = slot.take() {
+                    self.inner.release_slot(slot);
+                }
+            }
+            Admission::Leased => {}
+        }
+    }
+}
+
+impl Drop for SharedPermit {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -1,0 +1,165 @@
+//! The semantic index's replication log: a Redis Stream (capped by MAXLEN) of inserts and
+//! deletions. Every process appends what it stores and tails what others append; a process
+//! that starts late reads the stream from its start, so it loads what is there. Entries are
+//! opaque field maps here; the cache layer decides what they mean.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::streams::StreamReadReply;
+use redis::Value;
+
+use super::Store;
+
+/// How often the stream is read.
+pub const STREAM_POLL: Duration = Duration::from_millis(100);
+/// Events kept waiting for the cache to apply them; beyond this the oldest are dropped.
+const BUFFER_MAX: usize = 200_000;
+
+/// One entry of the stream: its fields, minus the origin.
+pub type IndexEvent = Vec<(String, Vec<u8>)>;
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    key: String,
+    origin: String,
+    maxlen: u64,
+    buffer: Mutex<VecDeque<IndexEvent>>,
+    stop: AtomicBool,
+    received: AtomicU64,
+    published: AtomicU64,
+}
+
+/// Appends to and tails one stream. Dropping it stops the tail.
+#[derive(Debug)]
+pub struct IndexStream {
+    inner: Arc<Inner>,
+}
+
+impl IndexStream {
+    pub fn start(store: Store, name: &str, maxlen: u64) -> Self {
+        let key = store.key(&format!("semantic:{name}"), "log");
+        let origin = super::limiter::unique_id();
+        let inner = Arc::new(Inner {
+            store,
+            key,
+            origin,
+            maxlen: maxlen.max(1),
+            buffer: Mutex::new(VecDeque::new()),
+            stop: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        super::runtime().spawn(async move {
+            let mut last = "0-0".to_owned();
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let full = inner.poll(&mut last).await;
+                drop(inner);
+                if !full {
+                    tokio::time::sleep(STREAM_POLL).await;
+                }
+            }
+        });
+        Self { inner }
+    }
+
+    /// Append an event (fire and forget: a lost event costs other processes a miss only).
+    pub fn publish(&self, fields: IndexEvent) {
+        let inner = Arc::clone(&self.inner);
+        self.inner.published.fetch_add(1, Ordering::Relaxed);
+        self.inner.store.spawn(async move {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(&inner.key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(inner.maxlen)
+                .arg("*")
+                .arg("o")
+                .arg(&inner.origin);
+            for (field, value) in &fields {
+                cmd.arg(field).arg(value.as_slice());
+            }
+            inner.store.query::<Value>(cmd).await
+        });
+    }
+
+    /// Events other processes appended, in order, not handed out before.
+    pub fn drain(&self) -> Vec<IndexEvent> {
+        let mut buffer = self
+            .inner
+            .buffer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        buffer.drain(..).collect()
+    }
+
+    /// (events received from others, events published).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.inner.received.load(Ordering::Relaxed),
+            self.inner.published.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for IndexStream {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Inner {
+    /// Read the next batch; true when the batch was full (read again at once).
+    async fn poll(&self, last: &mut String) -> bool {
+        const COUNT: usize = 1000;
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(COUNT)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(last.as_str());
+        let Ok(reply) = self.store.query::<Option<StreamReadReply>>(cmd).await else {
+            return false;
+        };
+        let Some(reply) = reply else { return false };
+        let mut n = 0;
+        let mut events = Vec::new();
+        for key in reply.keys {
+            for entry in key.ids {
+                n += 1;
+                last.clone_from(&entry.id);
+                let mut own = false;
+                let mut fields = Vec::with_capacity(entry.map.len());
+                for (field, value) in entry.map {
+                    let bytes: Vec<u8> = redis::from_redis_value(value).unwrap_or_default();
+                    if field == "o" {
+                        own = bytes == self.origin.as_bytes();
+                    } else {
+                        fields.push((field, bytes));
+                    }
+                }
+                if !own {
+                    events.push(fields);
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.received
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            let mut buffer = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+            buffer.extend(events);
+            while buffer.len() > BUFFER_MAX {
+                buffer.pop_front();
+            }
+        }
+        n >= COUNT
+    }
+}

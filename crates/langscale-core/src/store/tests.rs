@@ -1,0 +1,183 @@
+//! Store tests: key naming and settings without a server; the limiter, values and outages
+//! against a `redis-server` the test starts on a free port (skipped when it is not installed,
+//! except in CI, where that is a failure).
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::limit::{LimiterConfig, Priority};
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server() -> Option<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("redis-server is required in CI")
+        }
+        Err(_) => return None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Server { child, port })
+}
+
+fn config(port: u16, prefix: &str) -> StoreConfig {
+    StoreConfig {
+        urls: vec![format!("redis://127.0.0.1:{port}")],
+        prefix: prefix.into(),
+        ..StoreConfig::default()
+    }
+}
+
+#[test]
+fn keys_carry_prefix_tenant_and_a_hash_tag() {
+    let store = Store::new(StoreConfig {
+        urls: vec!["redis://127.0.0.1:1".into()],
+        tenant: Some("acme".into()),
+        timeout: Duration::from_millis(20),
+        ..StoreConfig::default()
+    })
+    .unwrap();
+    assert_eq!(store.key("limiter:x", "s"), "{langscale:acme:limiter:x}:s");
+    assert_eq!(store.key("exact:ab", ""), "{langscale:acme:exact:ab}");
+    assert!(!store.is_up(), "nothing listens on port 1");
+}
+
+#[test]
+fn bad_settings_are_config_errors() {
+    let bad = |config: StoreConfig| matches!(Store::new(config), Err(StoreError::Config(_)));
+    assert!(bad(StoreConfig {
+        timeout: Duration::ZERO,
+        ..StoreConfig::default()
+    }));
+    assert!(bad(StoreConfig {
+        urls: vec![],
+        ..StoreConfig::default()
+    }));
+    assert!(bad(StoreConfig {
+        prefix: "a{b".into(),
+        ..StoreConfig::default()
+    }));
+    let err = Store::new(StoreConfig {
+        urls: vec!["http://user:hunter2@host".into()],
+        ..StoreConfig::default()
+    })
+    .unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn passwords_are_redacted() {
+    assert_eq!(
+        conn::redacted("redis://alice:s3cret@host:6379/0"),
+        "redis://alice:***@host:6379/0"
+    );
+    assert_eq!(conn::redacted("redis://host:6379"), "redis://host:6379");
+}
+
+#[test]
+fn values_round_trip_and_expire() {
+    let Some(server) = server() else { return };
+    let store = Store::new(config(server.port, "v")).unwrap();
+    assert!(store.is_up());
+    let s = store.clone();
+    store
+        .block_on(async move {
+            s.set(
+                "k".into(),
+                b"value".to_vec(),
+                Some(Duration::from_millis(100)),
+            )
+            .await
+        })
+        .unwrap();
+    let s = store.clone();
+    let got = store
+        .block_on(async move { s.get("k".into()).await })
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(&b"value"[..]));
+    std::thread::sleep(Duration::from_millis(150));
+    let s = store.clone();
+    assert_eq!(
+        store
+            .block_on(async move { s.get("k".into()).await })
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn shared_limiter_holds_a_rate_across_two_instances_and_falls_back() {
+    let Some(server) = server() else { return };
+    let store = Store::new(config(server.port, "l")).unwrap();
+    let shared = |share| {
+        SharedLimiter::new(
+            store.clone(),
+            SharedLimiterConfig {
+                name: "x".into(),
+                limits: LimiterConfig {
+                    requests_per_second: Some(10.0),
+                    burst: Some(2),
+                    ..LimiterConfig::default()
+                },
+                local_share: share,
+                ..SharedLimiterConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let (a, b) = (shared(None), shared(Some(0.5)));
+    assert!(a.try_acquire(0, Priority::Standard).unwrap().is_some());
+    assert!(b.try_acquire(0, Priority::Standard).unwrap().is_some());
+    // the shared burst of 2 is spent, whichever instance asks
+    assert!(a.try_acquire(0, Priority::Standard).unwrap().is_none());
+    assert!(b.try_acquire(0, Priority::Standard).unwrap().is_none());
+    let started = Instant::now();
+    let permit = b
+        .acquire_blocking(0, Priority::Standard, Some(Duration::from_secs(2)))
+        .unwrap();
+    assert!(!permit.is_local());
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    drop(server);
+    let permit = b
+        .acquire_blocking(0, Priority::Standard, Some(Duration::from_secs(2)))
+        .unwrap();
+    assert!(permit.is_local(), "Redis is gone: the local share answers");
+    assert!(!store.is_up());
+    assert_eq!(store.stats().degraded, 1);
+}

@@ -1,0 +1,274 @@
+"""RateLimiter shared through Redis: one limit across threads, instances and OS processes;
+concurrency slots that expire; priorities across processes; a local share while Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import threading
+import time
+
+import pytest
+
+import langscale
+from langscale import ConfigError, RateLimiter, RateLimitTimeout
+
+
+def shared(server, prefix, **kw) -> RateLimiter:
+    store = langscale.RedisStore(server.url, prefix=prefix)
+    return RateLimiter(store=store, **kw)
+
+
+def test_two_instances_share_one_limit(redis_server, redis_prefix):
+    a = shared(redis_server, redis_prefix, requests_per_second=50, burst=1, name="x")
+    b = shared(redis_server, redis_prefix, requests_per_second=50, burst=1, name="x")
+    other = shared(redis_server, redis_prefix, requests_per_second=50, burst=1, name="y")
+    assert a.acquire(blocking=False)
+    # The same named limit is spent for b; another name is not.
+    assert b.acquire(blocking=False) is False
+    assert other.acquire(blocking=False)
+    stats = a.stats()
+    assert stats["acquired"] == 1 and stats["round_trips"] >= 1
+
+
+def test_rate_held_across_threads_of_two_instances(redis_server, redis_prefix):
+    limiters = [
+        shared(redis_server, redis_prefix, requests_per_second=100, name="r") for _ in range(2)
+    ]
+    stamps: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + 1.5
+
+    def run(limiter: RateLimiter) -> None:
+        while time.monotonic() < stop:
+            limiter.acquire(timeout=2)
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=run, args=(lim,)) for lim in limiters for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    window = [s for s in stamps if stop - 1.0 <= s < stop]
+    assert 90 <= len(window) <= 110, len(window)
+
+
+def test_tokens_and_settle_are_shared(redis_server, redis_prefix):
+    a = shared(redis_server, redis_prefix, tokens_per_minute=600, name="t")
+    b = shared(redis_server, redis_prefix, tokens_per_minute=600, name="t")
+    permit = a.acquire(tokens=600, blocking=False)
+    assert permit and permit.tokens == 600
+    assert b.acquire(tokens=100, blocking=False) is False
+    permit.settle(300)  # refunds 300 tokens on the shared bucket
+    deadline = time.monotonic() + 2
+    while not b.acquire(tokens=100, blocking=False):
+        assert time.monotonic() < deadline, "the refund never reached the shared bucket"
+        time.sleep(0.01)
+    with pytest.raises(ConfigError, match="700 tokens"):
+        a.acquire(tokens=700)
+
+
+def test_concurrency_slots_are_shared_and_released(redis_server, redis_prefix):
+    a = shared(redis_server, redis_prefix, max_concurrency=2, name="c")
+    b = shared(redis_server, redis_prefix, max_concurrency=2, name="c")
+    p1 = a.acquire()
+    p2 = b.acquire()
+    assert b.acquire(blocking=False) is False
+    with pytest.raises(RateLimitTimeout):
+        a.acquire(timeout=0.1)
+    p1.release()
+    assert b.acquire(timeout=2)
+    assert a.stats()["in_flight"] == 0 and b.stats()["in_flight"] >= 1
+    p2.release()
+
+
+async def test_async_acquire_and_cancel(redis_server, redis_prefix):
+    a = shared(redis_server, redis_prefix, max_concurrency=1, name="ac")
+    held = await a.aacquire()
+    waiter = asyncio.ensure_future(a.aacquire())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    held.release()
+    async with await a.aacquire(timeout=2) as permit:
+        assert permit.tokens == 0
+
+
+def test_bad_settings_raise_config_error(redis_server, redis_prefix):
+    with pytest.raises(ConfigError, match="lease"):
+        shared(redis_server, redis_prefix, requests_per_second=1, lease=0)
+    with pytest.raises(ConfigError, match="local_share"):
+        shared(redis_server, redis_prefix, requests_per_second=1, local_share=2)
+    with pytest.raises(ConfigError, match="name"):
+        shared(redis_server, redis_prefix, requests_per_second=1, name="a{b}")
+    with pytest.raises(ConfigError, match="not a redis URL"):
+        RateLimiter(requests_per_second=1, redis_url="http://nope")
+    with pytest.raises(ConfigError, match="store"):
+        RateLimiter(requests_per_second=1, store="redis://x")
+
+
+def test_leasing_cuts_round_trips(redis_server, redis_prefix):
+    plain = shared(redis_server, redis_prefix, requests_per_second=100_000, name="l1")
+    leased = shared(
+        redis_server, redis_prefix, requests_per_second=100_000, name="l2", burst=50, lease=10
+    )
+    for _ in range(200):
+        assert plain.acquire(blocking=False)
+        assert leased.acquire(blocking=False)
+    assert plain.stats()["round_trips"] == 200
+    assert leased.stats()["round_trips"] <= 40
+    assert leased.stats()["leased"] >= 160
+
+
+def test_priorities_hold_across_instances(redis_server, redis_prefix):
+    # Two "processes": one with batch waiters, one with high waiters, all queued behind a
+    # drained bucket; while a high waiter is registered no batch waiter may take a unit.
+    low = shared(redis_server, redis_prefix, requests_per_second=20, burst=1, name="p")
+    high = shared(redis_server, redis_prefix, requests_per_second=20, burst=1, name="p")
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def run(limiter: RateLimiter, priority: str) -> None:
+        limiter.acquire(priority=priority, timeout=10)
+        with lock:
+            order.append(priority)
+
+    assert low.acquire(blocking=False)
+    threads = [threading.Thread(target=run, args=(low, "batch")) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.02)
+    highs = [threading.Thread(target=run, args=(high, "high")) for _ in range(4)]
+    for t in highs:
+        t.start()
+    for t in threads + highs:
+        t.join()
+    # At most the one batch waiter already due when the first high waiter registered goes
+    # first; every other high waiter is served before every other batch waiter.
+    assert order[:5].count("high") >= 4, order
+
+
+def test_redis_down_uses_the_local_share_and_recovers(killable_redis, redis_prefix, caplog):
+    store = langscale.RedisStore(killable_redis.url, prefix=redis_prefix, timeout=0.05)
+    limiter = RateLimiter(requests_per_second=200, store=store, name="f", local_share=0.25, burst=1)
+    assert not limiter.acquire().local
+    caplog.set_level(logging.WARNING, logger="langscale.store")
+    killable_redis.kill()
+    started = time.monotonic()
+    admitted = 0
+    while time.monotonic() - started < 0.5:
+        permit = limiter.acquire(timeout=1)  # never raises: the local share answers
+        admitted += 1
+    assert permit.local
+    # a quarter of 200/s for 0.5 s, give or take the first call that found Redis gone
+    assert 15 <= admitted <= 40, admitted
+    assert store.stats()["degraded"] == 1 and not store.up
+    assert any("unavailable" in r.getMessage() for r in caplog.records)
+    killable_redis.start()
+    deadline = time.monotonic() + 10
+    while limiter.acquire(timeout=1).local:
+        assert time.monotonic() < deadline, "sharing never resumed"
+        time.sleep(0.02)
+    assert store.up and store.stats()["recovered"] == 1
+    limiter.stats()  # logs queued events
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
+
+
+def test_unreachable_at_start_is_local_not_an_error(redis_prefix):
+    store = langscale.RedisStore("redis://127.0.0.1:1", prefix=redis_prefix, timeout=0.05)
+    limiter = RateLimiter(requests_per_second=1000, store=store, name="u")
+    assert limiter.acquire(timeout=1).local
+    assert not store.up
+
+
+# -- several OS processes -----------------------------------------------------------------------
+
+
+def _admit_worker(url, prefix, go, start_at, seconds, threads, out):
+    store = langscale.RedisStore(url, prefix=prefix)
+    # burst 10: 100 ms of slack, so a worker the OS schedules late (the test machine may be
+    # loaded) does not lose the slot it was due
+    limiter = RateLimiter(requests_per_second=100, burst=10, store=store, name="mp")
+    stamps: list[float] = []
+    lock = threading.Lock()
+    out.put("ready")
+    go.wait(120)
+    begin = start_at.value
+    end = begin + seconds
+
+    def run() -> None:
+        while time.time() < begin:
+            time.sleep(0.001)
+        while True:
+            limiter.acquire(timeout=5)
+            now = time.time()
+            if now >= end:
+                return
+            with lock:
+                stamps.append(now)
+
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out.put((len(stamps), limiter.stats()["local"]))
+
+
+def test_four_processes_stay_within_two_percent_of_the_shared_limit(redis_server, redis_prefix):
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    go = ctx.Event()
+    start_at = ctx.Value("d", 0.0)
+    seconds = 8.0
+    procs = [
+        ctx.Process(
+            target=_admit_worker,
+            args=(redis_server.url, redis_prefix, go, start_at, seconds, 4, out),
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    assert [out.get(timeout=120) for _ in procs] == ["ready"] * 4
+    start_at.value = time.time() + 0.5
+    go.set()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=10)
+    total = sum(n for n, _ in results)
+    assert all(local == 0 for _, local in results)
+    assert all(n > 0 for n, _ in results), results  # every process got a share
+    # 100/s for 8 s (plus the 10-request burst at the start)
+    expected = 100 * seconds
+    assert abs(total - expected) <= 0.02 * expected, (total, results)
+
+
+def _slot_holder(url, prefix, ready):
+    store = langscale.RedisStore(url, prefix=prefix)
+    limiter = RateLimiter(max_concurrency=1, store=store, name="crash", slot_ttl=1.0)
+    permit = limiter.acquire()
+    ready.set()
+    time.sleep(60)  # killed long before this
+    permit.release()
+
+
+def test_a_crashed_workers_slot_expires(redis_server, redis_prefix):
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_slot_holder, args=(redis_server.url, redis_prefix, ready))
+    proc.start()
+    assert ready.wait(60)
+    limiter = shared(redis_server, redis_prefix, max_concurrency=1, name="crash", slot_ttl=1.0)
+    # Alive, its heartbeat keeps the slot: nobody else gets in.
+    time.sleep(1.5)
+    assert limiter.acquire(blocking=False) is False
+    proc.kill()
+    proc.join()
+    started = time.monotonic()
+    assert limiter.acquire(timeout=5)
+    assert time.monotonic() - started < 3
