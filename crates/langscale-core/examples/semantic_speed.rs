@@ -64,6 +64,7 @@ fn params() -> GraphParams {
         max_connections: get("LS_M", d.max_connections),
         ef_construction: get("LS_EFC", d.ef_construction),
         ef_search: get("LS_EFS", d.ef_search),
+        binary_walk: get("LS_BIN", usize::from(d.binary_walk)) == 1,
     }
 }
 
@@ -90,7 +91,8 @@ fn main() {
     } else {
         &[1_000, 10_000, 100_000]
     };
-    for &n in sizes {
+    let only: Option<usize> = std::env::var("LS_ONLY").ok().and_then(|v| v.parse().ok());
+    for &n in sizes.iter().filter(|&&n| only.is_none_or(|o| o == n)) {
         let mut rng = Rng(n as u64);
         let data = dataset(n, &mut rng);
         let before = rss_bytes();

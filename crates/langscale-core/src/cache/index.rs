@@ -47,6 +47,8 @@ pub struct GraphParams {
     pub max_connections: usize,
     pub ef_construction: usize,
     pub ef_search: usize,
+    /// Steer the walk by sign codes, then re-rank (see `HnswParams::binary_walk`).
+    pub binary_walk: bool,
 }
 
 impl Default for GraphParams {
@@ -54,7 +56,8 @@ impl Default for GraphParams {
         Self {
             max_connections: 16,
             ef_construction: 400,
-            ef_search: 48,
+            ef_search: 64,
+            binary_walk: true,
         }
     }
 }
@@ -237,6 +240,7 @@ impl Graph {
             m: params.max_connections,
             ef_construction: params.ef_construction,
             ef_search: params.ef_search,
+            binary_walk: params.binary_walk,
         };
         let mut graph = Self {
             hnsw: Hnsw::new(dim, params),

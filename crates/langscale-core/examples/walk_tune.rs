@@ -1,0 +1,126 @@
+//! Tuning the graph walk: builds one HNSW graph of `LS_N` (default 100,000) embedding-like
+//! vectors, then for each search setting reports recall@1 against an exact scan and the
+//! per-query time (thread CPU time, so other load on the machine disturbs it less).
+//! Run: `cargo run --release -p langscale-core --example walk_tune`.
+
+use std::time::Instant;
+
+use langscale_core::cache::hnsw::{Hnsw, HnswParams};
+use langscale_core::cache::index::{dot, GraphParams};
+
+const DIM: usize = 384;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
+}
+
+fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// The same distribution as `semantic_speed`: a 24-dimensional latent space in 384 dims.
+fn dataset(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
+    const LATENT: usize = 24;
+    let mut basis_rng = Rng(42);
+    let basis: Vec<Vec<f32>> = (0..LATENT)
+        .map(|_| (0..DIM).map(|_| basis_rng.next()).collect())
+        .collect();
+    (0..n)
+        .map(|_| {
+            let z: Vec<f32> = (0..LATENT).map(|_| rng.next()).collect();
+            let v = (0..DIM)
+                .map(|d| {
+                    basis.iter().zip(&z).map(|(b, w)| b[d] * w).sum::<f32>() + 0.02 * rng.next()
+                })
+                .collect();
+            normalised(v)
+        })
+        .collect()
+}
+
+fn main() {
+    let n: usize = std::env::var("LS_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let mut rng = Rng(n as u64);
+    let data = dataset(n, &mut rng);
+    let d = GraphParams::default();
+    let mut graph = Hnsw::new(
+        DIM,
+        HnswParams {
+            m: d.max_connections,
+            ef_construction: d.ef_construction,
+            ef_search: d.ef_search,
+            binary_walk: d.binary_walk,
+        },
+    );
+    let start = Instant::now();
+    for v in &data {
+        graph.insert(v);
+    }
+    eprintln!("built {n} in {:.1} s", start.elapsed().as_secs_f64());
+    let fresh = dataset(1000, &mut Rng(n as u64 + 1));
+    let queries: Vec<Vec<f32>> = (0..1000)
+        .map(|i| {
+            if i % 2 == 0 {
+                let base = &data[(i * 7919) % n];
+                normalised(base.iter().map(|x| x + 0.02 * rng.next()).collect())
+            } else {
+                fresh[i].clone()
+            }
+        })
+        .collect();
+    let truth: Vec<u32> = queries
+        .iter()
+        .map(|q| {
+            let mut best = (0u32, f32::NEG_INFINITY);
+            for (i, v) in data.iter().enumerate() {
+                let s = dot(q, v);
+                if s > best.1 {
+                    best = (i as u32, s);
+                }
+            }
+            best.0
+        })
+        .collect();
+    let env_list = |name: &str, default: &[usize]| -> Vec<usize> {
+        std::env::var(name).map_or_else(
+            |_| default.to_vec(),
+            |v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+        )
+    };
+    let rounds = env_list("LS_ROUNDS", &[3])[0];
+    for binary in env_list("LS_BIN", &[0, 1]).into_iter().map(|b| b == 1) {
+        for ef in env_list("LS_EFS", &[32, 48, 64, 96, 128]) {
+            graph.set_search(ef, binary);
+            let mut times = Vec::new();
+            let mut agree = 0;
+            for _ in 0..rounds {
+                for (q, t) in queries.iter().zip(&truth) {
+                    let start = Instant::now();
+                    let found = graph.search(q, 8);
+                    times.push(start.elapsed().as_secs_f64() * 1e6);
+                    agree += usize::from(found.first().map(|h| h.0) == Some(*t));
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{{\"entries\": {n}, \"binary_walk\": {binary}, \"ef_search\": {ef}, \"recall_at_1\": {:.4}, \"p50_us\": {:.2}, \"min_us\": {:.2}}}",
+                agree as f64 / times.len() as f64,
+                times[times.len() / 2],
+                times[0]
+            );
+        }
+    }
+}
