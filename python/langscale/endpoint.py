@@ -294,8 +294,9 @@ class ChatEndpoint(BaseChatModel):
 
     ``timeout`` bounds each call (for streams: until the first event, then between
     events); ``max_retries`` retries rate limits (after Retry-After), server errors,
-    timeouts and broken connections with jittered backoff. Settings are read when the
-    model is made. The API key never appears in errors, reprs or logs.
+    timeouts and broken connections with jittered backoff (under a ``ScaledChatModel`` the
+    router does the retrying instead). Settings are read when the model is made. The API
+    key never appears in errors, reprs or logs.
     """
 
     model_config = ConfigDict(
