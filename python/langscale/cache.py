@@ -15,6 +15,7 @@ from langchain_core.caches import BaseCache
 from langchain_core.outputs import Generation
 
 from langscale import _codec, _core
+from langscale import metrics as _metrics
 
 logger = logging.getLogger("langscale.cache")
 
@@ -34,6 +35,7 @@ class ExactCache(BaseCache):
         namespace: str = "",
     ) -> None:
         self._core = _core.ExactCache(maxsize, max_bytes, ttl, namespace)
+        _metrics.track(self)
 
     def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
         raw = self._core.lookup(prompt, llm_string)

@@ -11,6 +11,7 @@ from typing import Literal
 from langchain_core.rate_limiters import BaseRateLimiter
 
 from langscale import _core
+from langscale import metrics as _metrics
 
 Priority = Literal["high", "standard", "batch"]
 
@@ -46,6 +47,7 @@ class RateLimiter(BaseRateLimiter):
             token_burst,
             priority_aging,
         )
+        _metrics.track(self)
 
     def acquire(
         self,

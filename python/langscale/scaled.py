@@ -31,6 +31,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, PrivateAttr
 
 from langscale import _core
+from langscale import metrics as _metrics
 from langscale._classify import classify
 from langscale.endpoint import (
     ChatEndpoint,
@@ -260,6 +261,7 @@ class ScaledChatModel(BaseChatModel):
                 [d.limiter._core if d.limiter is not None else None for d in deps],
                 self.limits._core if self.limits is not None else None,
             )
+        _metrics.track(self)
 
     @property
     def _llm_type(self) -> str:

@@ -20,6 +20,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.outputs import Generation
 
 from langscale import _codec, _core
+from langscale import metrics as _metrics
 
 logger = logging.getLogger("langscale.cache")
 
@@ -78,6 +79,7 @@ class SemanticCache(BaseCache):
         )
         self._embeddings = embeddings
         self._cacheable = cacheable
+        _metrics.track(self)
 
     # -- embedding through a LangChain Embeddings --------------------------------------------
 

@@ -66,6 +66,7 @@ class Provider:
     jitter: float = 0.0
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
+    quota_burst_seconds: float = 60.0
     error_rate: float = 0.0
     unavailable_rate: float = 0.0
     hang_rate: float = 0.0

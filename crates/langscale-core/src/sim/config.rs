@@ -37,6 +37,9 @@ pub struct ProviderConfig {
     pub requests_per_minute: Option<f64>,
     /// Token quota (prompt plus completion tokens of each request), as above.
     pub tokens_per_minute: Option<f64>,
+    /// How many seconds of each quota may be spent at once (60: a whole minute, as OpenAI;
+    /// less enforces the rate over shorter spans, as some providers do).
+    pub quota_burst_seconds: f64,
     /// Share of requests answered 500.
     pub error_rate: f64,
     /// Share of requests answered 503.
@@ -74,6 +77,7 @@ impl Default for ProviderConfig {
             jitter: 0.0,
             requests_per_minute: None,
             tokens_per_minute: None,
+            quota_burst_seconds: 60.0,
             error_rate: 0.0,
             unavailable_rate: 0.0,
             hang_rate: 0.0,
@@ -234,6 +238,17 @@ impl ProviderConfig {
         share("jitter", self.jitter)?;
         positive("requests_per_minute", self.requests_per_minute)?;
         positive("tokens_per_minute", self.tokens_per_minute)?;
+        if !(self.quota_burst_seconds.is_finite()
+            && self.quota_burst_seconds > 0.0
+            && self.quota_burst_seconds <= 3600.0)
+        {
+            return Err(bad(
+                n,
+                "quota_burst_seconds",
+                "in (0, 3600]",
+                self.quota_burst_seconds,
+            ));
+        }
         share("error_rate", self.error_rate)?;
         share("unavailable_rate", self.unavailable_rate)?;
         share("hang_rate", self.hang_rate)?;

@@ -171,6 +171,7 @@ pub struct ChatRequest<'a> {
     pub messages: &'a [Value],
     pub tools: &'a [Value],
     pub tool_choice: Option<&'a Value>,
+    pub response_format: Option<&'a Value>,
     pub max_tokens: Option<u64>,
     pub seed: u64,
     pub min_tokens: u32,
@@ -178,14 +179,17 @@ pub struct ChatRequest<'a> {
 }
 
 fn request_key(req: &ChatRequest<'_>) -> u64 {
-    let material = json!({
-        "model": req.model,
-        "messages": req.messages,
-        "tools": req.tools,
-        "tool_choice": req.tool_choice,
-        "max_tokens": req.max_tokens,
-    });
-    xxh3_64_with_seed(material.to_string().as_bytes(), req.seed)
+    // Serialised from borrows (no copy of the messages); object keys come out sorted.
+    let material = (
+        req.model,
+        req.messages,
+        req.tools,
+        req.tool_choice,
+        req.response_format,
+        req.max_tokens,
+    );
+    let bytes = serde_json::to_vec(&material).unwrap_or_default();
+    xxh3_64_with_seed(&bytes, req.seed)
 }
 
 fn last_user_text(messages: &[Value]) -> String {
@@ -261,7 +265,49 @@ fn salient(text: &str) -> (Vec<String>, Vec<String>) {
     (names, numbers)
 }
 
-fn argument_value(name: &str, schema: &Value, text: &str, dice: &mut Dice) -> Value {
+/// `{"$ref": "#/$defs/X"}` (or `#/definitions/X`) resolved against the root schema.
+fn resolve<'a>(schema: &'a Value, root: &'a Value) -> &'a Value {
+    let mut current = schema;
+    for _ in 0..8 {
+        let Some(pointer) = current.get("$ref").and_then(Value::as_str) else {
+            break;
+        };
+        match pointer.strip_prefix('#').and_then(|p| root.pointer(p)) {
+            Some(target) => current = target,
+            None => break,
+        }
+    }
+    current
+}
+
+/// A value of the JSON schema `schema`, taken from the user's text where it fits (a name for
+/// a string, a number for a number), deterministic otherwise.
+fn schema_value(
+    name: &str,
+    schema: &Value,
+    root: &Value,
+    text: &str,
+    dice: &mut Dice,
+    depth: u32,
+) -> Value {
+    let schema = resolve(schema, root);
+    if depth > 6 {
+        return Value::Null;
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(options) = schema.get(key).and_then(Value::as_array) {
+            let chosen = options
+                .iter()
+                .find(|o| resolve(o, root).get("type").and_then(Value::as_str) != Some("null"))
+                .or_else(|| options.first());
+            if let Some(option) = chosen {
+                return schema_value(name, option, root, text, dice, depth + 1);
+            }
+        }
+    }
+    if let Some(constant) = schema.get("const") {
+        return constant.clone();
+    }
     let (names, numbers) = salient(text);
     if let Some(options) = schema.get("enum").and_then(Value::as_array) {
         let lowered = text.to_lowercase();
@@ -282,6 +328,7 @@ fn argument_value(name: &str, schema: &Value, text: &str, dice: &mut Dice) -> Va
             .filter_map(Value::as_str)
             .find(|k| *k != "null")
             .unwrap_or("string"),
+        _ if schema.get("properties").is_some() => "object",
         _ => "string",
     };
     match kind {
@@ -294,11 +341,15 @@ fn argument_value(name: &str, schema: &Value, text: &str, dice: &mut Dice) -> Va
             .find_map(|n| n.parse::<f64>().ok())
             .map_or_else(|| json!(dice.below(1000) as f64 / 10.0), |n| json!(n)),
         "boolean" => json!(true),
-        "array" => json!([]),
-        "object" => json!({}),
+        "null" => Value::Null,
+        "array" => match schema.get("items") {
+            Some(items) => json!([schema_value(name, items, root, text, dice, depth + 1)]),
+            None => json!([]),
+        },
+        "object" => object_value(schema, root, text, dice, depth + 1, false),
         _ => {
             let value = names.last().cloned().unwrap_or_else(|| {
-                let words: Vec<&str> = text.split_whitespace().collect();
+                let words: Vec<&str> = text.split_whitespace().take(12).collect();
                 if words.is_empty() {
                     name.to_owned()
                 } else {
@@ -310,25 +361,59 @@ fn argument_value(name: &str, schema: &Value, text: &str, dice: &mut Dice) -> Va
     }
 }
 
-fn tool_arguments(tool: &Value, text: &str, dice: &mut Dice) -> String {
-    let parameters = tool.get("function").and_then(|f| f.get("parameters"));
-    let mut args = Map::new();
-    if let Some(props) = parameters
-        .and_then(|p| p.get("properties"))
-        .and_then(Value::as_object)
-    {
-        let required: Vec<&str> = parameters
-            .and_then(|p| p.get("required"))
+/// An object of `schema`'s properties: the required ones, or all when `all` or none are
+/// marked required.
+fn object_value(
+    schema: &Value,
+    root: &Value,
+    text: &str,
+    dice: &mut Dice,
+    depth: u32,
+    all: bool,
+) -> Value {
+    let mut out = Map::new();
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        let required: Vec<&str> = schema
+            .get("required")
             .and_then(Value::as_array)
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        for (name, schema) in props {
-            if required.is_empty() || required.contains(&name.as_str()) {
-                args.insert(name.clone(), argument_value(name, schema, text, dice));
+        for (name, prop) in props {
+            if all || required.is_empty() || required.contains(&name.as_str()) {
+                out.insert(
+                    name.clone(),
+                    schema_value(name, prop, root, text, dice, depth),
+                );
             }
         }
     }
-    Value::Object(args).to_string()
+    Value::Object(out)
+}
+
+fn tool_arguments(tool: &Value, text: &str, dice: &mut Dice) -> String {
+    let parameters = tool
+        .get("function")
+        .and_then(|f| f.get("parameters"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    object_value(&parameters, &parameters, text, dice, 0, false).to_string()
+}
+
+/// The JSON text a `response_format` asks for, if it asks for JSON.
+fn structured_text(format: Option<&Value>, text: &str, dice: &mut Dice) -> Option<String> {
+    let format = format?;
+    match format.get("type").and_then(Value::as_str)? {
+        "json_schema" => {
+            let schema = format
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            Some(object_value(&schema, &schema, text, dice, 0, true).to_string())
+        }
+        "json_object" => Some(json!({"answer": text}).to_string()),
+        _ => None,
+    }
 }
 
 /// The deterministic answer to a chat request.
@@ -354,6 +439,17 @@ pub fn answer(req: &ChatRequest<'_>) -> Answer {
             }],
             finish_reason: "tool_calls",
             completion_tokens,
+            key,
+        };
+    }
+    if let Some(json_text) = structured_text(req.response_format, &user, &mut dice) {
+        let chars: Vec<char> = json_text.chars().collect();
+        let tokens: Vec<String> = chars.chunks(4).map(|c| c.iter().collect()).collect();
+        return Answer {
+            completion_tokens: tokens.len() as u64,
+            tokens,
+            tool_calls: Vec::new(),
+            finish_reason: "stop",
             key,
         };
     }
@@ -419,6 +515,7 @@ mod tests {
             messages,
             tools,
             tool_choice: None,
+            response_format: None,
             max_tokens: None,
             seed: 0,
             min_tokens: 12,
@@ -480,6 +577,29 @@ mod tests {
         let choice = json!("none");
         none.tool_choice = Some(&choice);
         assert!(answer(&none).tool_calls.is_empty());
+    }
+
+    #[test]
+    fn response_format_json_schema_gives_an_object_of_the_schema() {
+        let asked = [json!({"role": "user", "content": "Plan 3 days in Rome"})];
+        let format = json!({"type": "json_schema", "json_schema": {"name": "Plan", "schema": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer"},
+                "stops": {"type": "array", "items": {"$ref": "#/$defs/Stop"}},
+                "note": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
+            "required": ["city", "days", "stops", "note"],
+            "$defs": {"Stop": {"type": "object", "properties": {"name": {"type": "string"}},
+                               "required": ["name"]}}}}});
+        let mut req = request(&asked, &[]);
+        req.response_format = Some(&format);
+        let out = answer(&req);
+        let value: Value = serde_json::from_str(&out.text()).unwrap();
+        assert_eq!(value["city"], "Rome");
+        assert_eq!(value["days"], 3);
+        assert_eq!(value["stops"][0]["name"], "Rome");
+        assert!(value["note"].is_string());
     }
 
     #[test]

@@ -5,6 +5,9 @@
 /// One continuously refilling bucket of `capacity` per minute.
 #[derive(Debug, Clone)]
 struct Bucket {
+    /// The advertised per-minute limit.
+    limit: f64,
+    /// What may be used at once: `burst_seconds` worth of the rate.
     capacity: f64,
     per_second: f64,
     level: f64,
@@ -12,11 +15,13 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(per_minute: f64) -> Self {
+    fn new(per_minute: f64, burst_seconds: f64) -> Self {
+        let capacity = (per_minute * burst_seconds / 60.0).max(1.0);
         Self {
-            capacity: per_minute,
+            limit: per_minute,
+            capacity,
             per_second: per_minute / 60.0,
-            level: per_minute,
+            level: capacity,
             at: 0.0,
         }
     }
@@ -66,10 +71,15 @@ pub struct Quota {
 }
 
 impl Quota {
-    pub fn new(requests_per_minute: Option<f64>, tokens_per_minute: Option<f64>) -> Self {
+    /// Buckets holding `burst_seconds` worth of each rate (60: a whole minute, as OpenAI).
+    pub fn new(
+        requests_per_minute: Option<f64>,
+        tokens_per_minute: Option<f64>,
+        burst_seconds: f64,
+    ) -> Self {
         Self {
-            requests: requests_per_minute.map(Bucket::new),
-            tokens: tokens_per_minute.map(Bucket::new),
+            requests: requests_per_minute.map(|r| Bucket::new(r, burst_seconds)),
+            tokens: tokens_per_minute.map(|t| Bucket::new(t, burst_seconds)),
         }
     }
 
@@ -113,13 +123,13 @@ impl Quota {
         QuotaDecision {
             retry_after: refused.then(|| wait_requests.max(wait_tokens)),
             exceeded,
-            limit_requests: self.requests.as_ref().map(|b| b.capacity.round() as u64),
+            limit_requests: self.requests.as_ref().map(|b| b.limit.round() as u64),
             remaining_requests: self
                 .requests
                 .as_ref()
                 .map(|b| b.level.max(0.0).floor() as u64),
             reset_requests: self.requests.as_ref().map(Bucket::reset),
-            limit_tokens: self.tokens.as_ref().map(|b| b.capacity.round() as u64),
+            limit_tokens: self.tokens.as_ref().map(|b| b.limit.round() as u64),
             remaining_tokens: self
                 .tokens
                 .as_ref()
@@ -160,7 +170,7 @@ mod tests {
 
     #[test]
     fn requests_per_minute_admits_a_minute_then_refills() {
-        let mut q = Quota::new(Some(60.0), None);
+        let mut q = Quota::new(Some(60.0), None, 60.0);
         for i in 0..60 {
             let d = q.admit(0.0, 0);
             assert_eq!(d.retry_after, None, "request {i}");
@@ -177,7 +187,7 @@ mod tests {
 
     #[test]
     fn tokens_per_minute_counts_the_cost() {
-        let mut q = Quota::new(None, Some(600.0));
+        let mut q = Quota::new(None, Some(600.0), 60.0);
         assert_eq!(q.admit(0.0, 500).retry_after, None);
         let d = q.admit(0.0, 200);
         assert_eq!(d.exceeded, Some("tokens"));
@@ -189,6 +199,18 @@ mod tests {
         assert_eq!(q.admit(0.0, 200).retry_after, None);
         // Larger than the whole quota: refused, never admitted by waiting a little.
         assert!(q.admit(100.0, 601).retry_after.unwrap_or_default() >= 60.0);
+    }
+
+    #[test]
+    fn a_short_burst_window_holds_less_but_refills_at_the_same_rate() {
+        let mut q = Quota::new(Some(600.0), None, 1.0);
+        for _ in 0..10 {
+            assert_eq!(q.admit(0.0, 0).retry_after, None);
+        }
+        let d = q.admit(0.0, 0);
+        assert_eq!(d.limit_requests, Some(600));
+        assert!((d.retry_after.unwrap_or_default() - 0.1).abs() < 1e-9);
+        assert_eq!(q.admit(0.1, 0).retry_after, None);
     }
 
     #[test]
