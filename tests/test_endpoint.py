@@ -402,6 +402,18 @@ def test_bad_settings_raise_config_error(kwargs, says):
         ChatEndpoint(**settings)
 
 
+def test_default_headers_are_sent_and_hidden(provider):
+    model = ChatEndpoint(provider.url, "m", default_headers={"api-key": "hdr-secret-5"})
+    model.invoke("hi")
+    assert provider.headers[0]["api-key"] == "hdr-secret-5"
+    for text in (repr(model), str(model), repr(model._endpoint), str(model.model_dump())):
+        assert "hdr-secret-5" not in text
+    with pytest.raises(langscale.ConfigError, match="header name"):
+        ChatEndpoint(provider.url, "m", default_headers={"bad name": "x"})
+    with pytest.raises(langscale.ConfigError, match="x-evil"):
+        ChatEndpoint(provider.url, "m", default_headers={"x-evil": "a\nb"})
+
+
 def test_the_key_is_hidden_everywhere():
     model = ChatEndpoint("http://127.0.0.1:9/v1", "m", api_key="sk-very-secret")
     for text in (repr(model), str(model), repr(model._endpoint), str(model.model_dump())):

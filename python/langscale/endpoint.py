@@ -316,6 +316,8 @@ class ChatEndpoint(BaseChatModel):
     presence_penalty: float | None = None
     seed: int | None = None
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    default_headers: dict[str, str] | None = Field(default=None, repr=False, exclude=True)
+    """Headers sent with every call (e.g. ``{"api-key": ...}``); never shown or dumped."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Other body parameters sent with every call (e.g. ``{"response_format": ...}``)."""
     streaming: bool = False
@@ -347,6 +349,7 @@ class ChatEndpoint(BaseChatModel):
             connect_timeout=self.connect_timeout,
             max_retries=self.max_retries,
             params_json=request_params_json(params),
+            headers=list((self.default_headers or {}).items()),
         )
 
     @property
