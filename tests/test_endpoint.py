@@ -350,7 +350,7 @@ async def test_async_errors_map_too():
 
 def test_timeouts_and_refused_connections():
     def slow(body: dict[str, Any]) -> Reply:
-        time.sleep(1.5)
+        time.sleep(5)
         return answer(body)
 
     p = serve(slow)
@@ -358,7 +358,7 @@ def test_timeouts_and_refused_connections():
         started = time.monotonic()
         with pytest.raises(lc.ModelTimeoutError):
             ChatEndpoint(p.url, "m", timeout=0.2).invoke("hi")
-        assert time.monotonic() - started < 1.4
+        assert time.monotonic() - started < 4
     finally:
         p.close()
     with pytest.raises(lc.ModelConnectionError):
