@@ -130,7 +130,7 @@ pub struct Endpoint {
 #[pymethods]
 impl Endpoint {
     #[new]
-    #[pyo3(signature = (base_url, model, *, api_key=None, timeout=None, connect_timeout=None, max_retries=None, params_json=None))]
+    #[pyo3(signature = (base_url, model, *, api_key=None, timeout=None, connect_timeout=None, max_retries=None, params_json=None, headers=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         base_url: &str,
@@ -140,9 +140,11 @@ impl Endpoint {
         connect_timeout: Option<&Bound<'_, PyAny>>,
         max_retries: Option<&Bound<'_, PyAny>>,
         params_json: Option<&str>,
+        headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Self> {
         let mut config = EndpointConfig::new(base_url, model);
         config.api_key = api_key;
+        config.headers = headers.unwrap_or_default();
         if let Some(t) = args::seconds("timeout", timeout)? {
             config.timeout = t;
         }

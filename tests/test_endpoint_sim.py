@@ -110,3 +110,31 @@ def test_context_overflow_moves_to_the_larger_window():
         assert model.invoke("word " * 400).content
         assert s.stats("large")["ok"] == 1
         assert model.stats()["deployments"][0]["errors"]["context_overflow"] == 1
+
+
+def test_create_agent_runs_on_the_native_loop():
+    from langchain.agents import create_agent
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Weather in a city."""
+        return f"sunny in {city}"
+
+    down = sim.Provider("down", faults=[sim.Fault(start=0, kind="down")])
+    with sim.serve(down, sim.Provider("ok")) as s:
+        model = ScaledChatModel(
+            [ChatEndpoint(s.url("down"), "m"), ChatEndpoint(s.url("ok"), "m")],
+            max_attempts=1,
+            **FAST,
+        )
+        out = create_agent(model, [get_weather]).invoke(
+            {"messages": [("user", "What's the weather in Paris?")]}
+        )
+        kinds = [type(m) for m in out["messages"]]
+        assert kinds[1:] == [AIMessage, ToolMessage, AIMessage]
+        assert out["messages"][1].tool_calls[0]["name"] == "get_weather"
+        assert out["messages"][2].content == "sunny in Paris"
+        assert out["messages"][3].content
+        assert s.stats("ok")["ok"] == 2

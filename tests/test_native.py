@@ -128,7 +128,7 @@ def test_retry_after_is_honoured_before_trying_again():
 
 def test_attempt_timeout_moves_to_the_next_deployment(healthy):
     def slow(body: dict[str, Any]) -> Reply:
-        time.sleep(2)
+        time.sleep(5)
         return answer(body)
 
     p = FakeProvider(slow)
@@ -138,7 +138,7 @@ def test_attempt_timeout_moves_to_the_next_deployment(healthy):
         )
         started = time.monotonic()
         assert model.invoke("t").content == "echo: t"
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 4
         assert model.stats()["deployments"][0]["errors"]["timeout"] == 1
     finally:
         p.close()

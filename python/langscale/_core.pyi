@@ -212,6 +212,7 @@ class Endpoint:
         connect_timeout: float | None = None,
         max_retries: int | None = None,
         params_json: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
     ) -> Self: ...
     @property
     def url(self) -> str: ...

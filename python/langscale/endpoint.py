@@ -294,8 +294,9 @@ class ChatEndpoint(BaseChatModel):
 
     ``timeout`` bounds each call (for streams: until the first event, then between
     events); ``max_retries`` retries rate limits (after Retry-After), server errors,
-    timeouts and broken connections with jittered backoff. Settings are read when the
-    model is made. The API key never appears in errors, reprs or logs.
+    timeouts and broken connections with jittered backoff (under a ``ScaledChatModel`` the
+    router does the retrying instead). Settings are read when the model is made. The API
+    key never appears in errors, reprs or logs.
     """
 
     model_config = ConfigDict(
@@ -315,6 +316,8 @@ class ChatEndpoint(BaseChatModel):
     presence_penalty: float | None = None
     seed: int | None = None
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    default_headers: dict[str, str] | None = Field(default=None, repr=False, exclude=True)
+    """Headers sent with every call (e.g. ``{"api-key": ...}``); never shown or dumped."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Other body parameters sent with every call (e.g. ``{"response_format": ...}``)."""
     streaming: bool = False
@@ -346,6 +349,7 @@ class ChatEndpoint(BaseChatModel):
             connect_timeout=self.connect_timeout,
             max_retries=self.max_retries,
             params_json=request_params_json(params),
+            headers=list((self.default_headers or {}).items()),
         )
 
     @property

@@ -29,6 +29,9 @@ pub struct EndpointConfig {
     pub connect_timeout: Duration,
     /// Body parameters sent with every call (temperature, max_tokens, ...).
     pub defaults: Map<String, Value>,
+    /// Extra headers sent with every call (e.g. `api-key`, `OpenAI-Organization`). Their
+    /// values are treated as secrets: never shown.
+    pub headers: Vec<(String, String)>,
 }
 
 impl EndpointConfig {
@@ -40,6 +43,7 @@ impl EndpointConfig {
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             defaults: Map::new(),
+            headers: Vec::new(),
         }
     }
 }
@@ -53,6 +57,10 @@ impl fmt::Debug for EndpointConfig {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("defaults", &self.defaults)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -132,6 +140,20 @@ impl Endpoint {
         }
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in &config.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                ProviderError::Invalid(format!(
+                    "header name {name:?} is not a valid HTTP header name"
+                ))
+            })?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                ProviderError::Invalid(format!(
+                    "the value of header {name} holds characters an HTTP header cannot carry"
+                ))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
         let secret = config.api_key.filter(|k| !k.is_empty());
         if let Some(key) = &secret {
             let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {

@@ -179,15 +179,17 @@ pub struct ChatRequest<'a> {
 }
 
 fn request_key(req: &ChatRequest<'_>) -> u64 {
-    let material = json!({
-        "model": req.model,
-        "messages": req.messages,
-        "tools": req.tools,
-        "tool_choice": req.tool_choice,
-        "response_format": req.response_format,
-        "max_tokens": req.max_tokens,
-    });
-    xxh3_64_with_seed(material.to_string().as_bytes(), req.seed)
+    // Serialised from borrows (no copy of the messages); object keys come out sorted.
+    let material = (
+        req.model,
+        req.messages,
+        req.tools,
+        req.tool_choice,
+        req.response_format,
+        req.max_tokens,
+    );
+    let bytes = serde_json::to_vec(&material).unwrap_or_default();
+    xxh3_64_with_seed(&bytes, req.seed)
 }
 
 fn last_user_text(messages: &[Value]) -> String {

@@ -29,7 +29,9 @@ use super::stats::{Counters, Kind, Outcome};
 /// Shared state of one provider.
 pub struct ProviderState {
     pub config: ProviderConfig,
-    started: Mutex<Instant>,
+    /// The fault schedule's clock: `base` plus `reset_nanos` (moved forward by `reset`).
+    base: Instant,
+    reset_nanos: AtomicU64,
     quota: Mutex<Quota>,
     pub counters: Counters,
     rolls: AtomicU64,
@@ -45,7 +47,8 @@ impl ProviderState {
         );
         Self {
             config,
-            started: Mutex::new(Instant::now()),
+            base: Instant::now(),
+            reset_nanos: AtomicU64::new(0),
             quota: Mutex::new(quota),
             counters: Counters::default(),
             rolls: AtomicU64::new(0),
@@ -55,16 +58,14 @@ impl ProviderState {
 
     /// Seconds since the provider started (or was last reset): the fault schedule's clock.
     pub fn elapsed(&self) -> f64 {
-        self.started
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .elapsed()
-            .as_secs_f64()
+        let since_base = self.base.elapsed().as_nanos() as u64;
+        since_base.saturating_sub(self.reset_nanos.load(Relaxed)) as f64 / 1e9
     }
 
     /// Counters to zero, quotas full, the fault schedule from its start.
     pub fn reset(&self) {
-        *self.started.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        self.reset_nanos
+            .store(self.base.elapsed().as_nanos() as u64, Relaxed);
         *self.quota.lock().unwrap_or_else(PoisonError::into_inner) = Quota::new(
             self.config.requests_per_minute,
             self.config.tokens_per_minute,
@@ -460,16 +461,16 @@ struct Parsed {
     include_usage: bool,
 }
 
-fn parse_chat(body: &Value) -> Result<Parsed, (&'static str, Option<&'static str>)> {
-    let Some(obj) = body.as_object() else {
+fn parse_chat(body: Value) -> Result<Parsed, (&'static str, Option<&'static str>)> {
+    let Value::Object(mut obj) = body else {
         return Err(("The request body must be a JSON object.", None));
     };
-    let model = match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+    let model = match obj.remove("model") {
+        Some(Value::String(m)) if !m.is_empty() => m,
         _ => return Err(("you must provide a model parameter", None)),
     };
-    let messages = match obj.get("messages") {
-        Some(Value::Array(m)) if !m.is_empty() => m.clone(),
+    let messages = match obj.remove("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => m,
         _ => {
             return Err((
                 "'messages' must be a non-empty array",
@@ -483,9 +484,9 @@ fn parse_chat(body: &Value) -> Result<Parsed, (&'static str, Option<&'static str
     {
         return Err(("every message needs a 'role'", Some("invalid_value")));
     }
-    let tools = match obj.get("tools") {
+    let tools = match obj.remove("tools") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(t)) => t.clone(),
+        Some(Value::Array(t)) => t,
         Some(_) => return Err(("'tools' must be an array", Some("invalid_value"))),
     };
     let max_tokens = obj
@@ -502,8 +503,8 @@ fn parse_chat(body: &Value) -> Result<Parsed, (&'static str, Option<&'static str
         model,
         messages,
         tools,
-        tool_choice: obj.get("tool_choice").cloned(),
-        response_format: obj.get("response_format").cloned(),
+        tool_choice: obj.remove("tool_choice"),
+        response_format: obj.remove("response_format"),
         max_tokens,
         stream,
         include_usage,
@@ -541,7 +542,7 @@ async fn chat(
             bad_request("We could not parse the JSON body of your request.", None),
         );
     };
-    let req = match parse_chat(&json_body) {
+    let req = match parse_chat(json_body) {
         Ok(req) => req,
         Err((message, code)) => {
             return call.reply(Outcome::ClientError, bad_request(message, code))

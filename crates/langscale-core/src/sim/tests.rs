@@ -255,7 +255,7 @@ fn scheduled_outage_then_recovery() {
     let (sim, addr) = start(ProviderConfig {
         faults: vec![Fault {
             start: 0.0,
-            end: Some(0.3),
+            end: Some(1.0),
             kind: FaultKind::Down,
             rate: 1.0,
             factor: 1.0,
@@ -264,7 +264,9 @@ fn scheduled_outage_then_recovery() {
     });
     let r = send(addr, "POST", "/v1/chat/completions", &chat_body("hi"), &[]).unwrap();
     assert_eq!(r.status, 503);
-    std::thread::sleep(Duration::from_millis(350));
+    std::thread::sleep(Duration::from_secs_f64(
+        (1.05 - sim.elapsed("default").unwrap()).max(0.0),
+    ));
     let r = send(addr, "POST", "/v1/chat/completions", &chat_body("hi"), &[]).unwrap();
     assert_eq!(r.status, 200);
     sim.reset();
