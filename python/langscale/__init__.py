@@ -5,6 +5,7 @@ Rust-backed drop-ins for LangChain's interfaces: ``RateLimiter`` (a ``BaseRateLi
 ``BaseChatModel`` routing, retrying and failing over across chat models).
 """
 
+from langscale import metrics as metrics  # langscale.metrics.prometheus(), serve()
 from langscale import sim as sim  # simulated providers: langscale.sim.serve
 from langscale._core import (
     ConfigError,

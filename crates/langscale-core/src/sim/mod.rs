@@ -49,13 +49,7 @@ impl Simulator {
     /// Start every provider on a runtime with `threads` worker threads (at least 1).
     pub fn start_with_threads(config: SimConfig, threads: usize) -> Result<Self, SimError> {
         let config = config.validated()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("langscale-sim")
-            .enable_all()
-            .build()
-            .map_err(SimError::Runtime)?;
-        let (shutdown, watch) = tokio::sync::watch::channel(false);
+        // Bind first: a taken port fails before any runtime exists.
         let mut listeners = Vec::new();
         for p in config.provider {
             let addr = format!("{}:{}", p.host, p.port);
@@ -70,26 +64,37 @@ impl Simulator {
             let local = listener.local_addr().map_err(bind_error)?;
             listeners.push((Arc::new(ProviderState::new(p)), listener, local));
         }
-        let mut providers = Vec::new();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("langscale-sim")
+            .enable_all()
+            .build()
+            .map_err(SimError::Runtime)?;
+        let (shutdown, watch) = tokio::sync::watch::channel(false);
+        // From here an early return drops `sim`, whose `stop` shuts the runtime down in a way
+        // that is allowed even inside another runtime.
+        let mut sim = Self {
+            runtime: Some(runtime),
+            providers: Vec::new(),
+            shutdown,
+        };
         for (state, listener, local) in listeners {
-            let name = state.config.name.clone();
+            let Some(runtime) = &sim.runtime else {
+                break;
+            };
             let listener = {
                 let _enter = runtime.enter();
                 tokio::net::TcpListener::from_std(listener).map_err(|source| SimError::Bind {
-                    name,
+                    name: state.config.name.clone(),
                     addr: local.to_string(),
                     source,
                 })?
             };
             let app = server::router(Arc::clone(&state));
             runtime.spawn(server::accept_loop(listener, app, watch.clone()));
-            providers.push((state, local));
+            sim.providers.push((state, local));
         }
-        Ok(Self {
-            runtime: Some(runtime),
-            providers,
-            shutdown,
-        })
+        Ok(sim)
     }
 
     /// `(name, address)` of every provider, in configuration order.

@@ -406,3 +406,16 @@ fn stop_frees_the_port_and_bind_errors_name_the_provider() {
     assert!(!sim.is_running());
     assert!(send(addr, "POST", "/v1/chat/completions", &chat_body("hi"), &[]).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn starts_and_stops_inside_another_runtime() {
+    let (sim, addr) = start(ProviderConfig::default());
+    let reply = tokio::task::spawn_blocking(move || {
+        send(addr, "POST", "/v1/chat/completions", &chat_body("hi"), &[])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(reply.status, 200);
+    drop(sim); // must not panic: shutdown in the background inside a runtime
+}
