@@ -287,6 +287,7 @@ class Simulator:
     @property
     def running(self) -> bool: ...
     def stop(self) -> None: ...
+
 # -- shared state in Redis (src/store.rs) -------------------------------------------------------
 
 @final
