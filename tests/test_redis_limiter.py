@@ -273,3 +273,18 @@ def test_a_crashed_workers_slot_expires(redis_server, redis_prefix):
     started = time.monotonic()
     assert limiter.acquire(timeout=5)
     assert time.monotonic() - started < 3
+
+
+def test_extreme_rates_never_panic(redis_server, redis_prefix):
+    store = langscale.RedisStore(redis_server.url, prefix=redis_prefix)
+    slow = RateLimiter(requests_per_second=1e-300, store=store, name="slow", lease=5)
+    assert not slow.acquire(blocking=False).local
+    assert slow.acquire(blocking=False) is False
+    with pytest.raises(RateLimitTimeout):
+        slow.acquire(timeout=0.05)
+    fast = RateLimiter(requests_per_second=1e300, store=store, name="fast", lease=5)
+    for _ in range(20):
+        assert not fast.acquire(timeout=1).local
+    # every answer came from the shared script: no script errors, no fallback
+    assert store.stats()["errors"] == 0
+    assert slow.stats()["local"] == 0 and fast.stats()["local"] == 0
