@@ -184,3 +184,13 @@ def test_answers_cached_in_one_process_hit_in_another(redis_server, redis_prefix
     hit = wait_for(lambda: semantic.lookup(prompt("how many moons does mars have"), LLM))
     assert hit[0].message.content == "two"
     assert semantic.stats()["semantic_hits"] + semantic.stats()["exact_hits"] >= 1
+
+
+def test_redis_url_shares_one_store_per_url(redis_server):
+    a = ExactCache(redis_url=redis_server.url)
+    b = SemanticCache(redis_url=redis_server.url, shared_name="url")
+    assert b._stream is not None
+    assert a._store is ExactCache(redis_url=redis_server.url)._store
+    p = prompt(f"url {time.time()}")
+    a.update(p, LLM, answer("via url"))
+    assert ExactCache(redis_url=redis_server.url).lookup(p, LLM) is not None

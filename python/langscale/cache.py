@@ -99,6 +99,7 @@ class ExactCache(BaseCache):
         if raw is not None:
             return self._decode(prompt, llm_string, raw)
         raw = await self._store.get_async(self._l2_key(prompt, llm_string))
+        self._store.flush_events()  # log a health change seen meanwhile, here
         return self._from_l2(prompt, llm_string, raw)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:

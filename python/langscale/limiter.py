@@ -47,6 +47,7 @@ class RateLimiter(BaseRateLimiter):
     ) -> None:
         shared = _store.resolve(store, redis_url)
         self._shared = shared is not None
+        self._store = shared
         self._core: _core.RateLimiter | _core.SharedRateLimiter
         if shared is not None:
             # One limit for every process naming it: see langscale.store and the README.
@@ -104,7 +105,9 @@ class RateLimiter(BaseRateLimiter):
         """Like ``acquire`` without blocking the event loop; cancelling gives the place back."""
         if self._shared and blocking:
             # A shared admission is a round trip: never made on the event loop's thread.
-            return await self._core.acquire_async(tokens, priority, timeout)
+            permit = await self._core.acquire_async(tokens, priority, timeout)
+            self._store.flush_events()  # log a health change seen meanwhile, here
+            return permit
         permit = self._core.try_acquire(tokens, priority)
         if permit is not None:
             return permit

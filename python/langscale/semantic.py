@@ -10,6 +10,7 @@ dates, quoted strings, names or negation (the guard).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -26,6 +27,9 @@ from langscale import store as _store
 logger = logging.getLogger("langscale.cache")
 
 Cacheable = Callable[[str, str, Sequence[Generation]], bool]
+
+#: Entries from other processes indexed per lookup or update, at most.
+_APPLY_BATCH = 512
 
 #: The similarity threshold used with the built-in embedder (chosen in benches/bench_quality.py).
 DEFAULT_THRESHOLD: float = _core.SemanticCache.default_threshold()
@@ -86,6 +90,7 @@ class SemanticCache(BaseCache):
         _metrics.track(self)
         self._ttl = ttl
         self._stream: _core.IndexStream | None = None
+        self._pending: collections.deque[dict[str, bytes]] = collections.deque()
         shared = _store.resolve(store, redis_url)
         if shared is not None:
             # Shared: every insert goes to a Redis Stream that every process tails into its
@@ -98,7 +103,12 @@ class SemanticCache(BaseCache):
         """Apply what other processes stored or cleared since the last call."""
         if self._stream is None:
             return
-        for event in self._stream.drain():
+        pending = self._pending
+        pending.extend(self._stream.drain())
+        # A late starter may find a long stream: catch up a batch per call, so no one lookup
+        # pays for indexing all of it.
+        for _ in range(min(len(pending), _APPLY_BATCH)):
+            event = pending.popleft()
             kind = event.get("k")
             if kind == b"clear":
                 self._core.clear()

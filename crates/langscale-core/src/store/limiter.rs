@@ -31,6 +31,7 @@ local want, tokens = tonumber(ARGV[4]), tonumber(ARGV[5])
 local cmax, slot_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
 local nb = tonumber(ARGV[8])
 local function wait(us)
+  us = math.min(us, 3600000000)
   if register then
     redis.call('ZADD', KEYS[3 + prio], string.format('%.17g', now + us + 250000), id)
     redis.call('PEXPIRE', KEYS[3 + prio], 60000)
@@ -80,7 +81,10 @@ for i = 0, nb - 1 do
     horizon = math.max(horizon, new - now)
   end
 end
-if horizon > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(horizon / 1000) + 1000) end
+if horizon > 0 then
+  local ttl = math.min(math.ceil(horizon / 1000) + 1000, 1e12)
+  redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl))
+end
 if cmax > 0 then
   redis.call('ZADD', KEYS[2], string.format('%.17g', now + slot_ttl), id)
   redis.call('PEXPIRE', KEYS[2], math.ceil(slot_ttl / 1000) + 1000)
@@ -101,7 +105,8 @@ else
   tat = tat + delta
 end
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%.17g', tat))
-redis.call('PEXPIRE', KEYS[1], math.max(math.ceil((tat - now) / 1000), 0) + 1000)
+local ttl = math.min(math.max(math.ceil((tat - now) / 1000), 0) + 1000, 1e12)
+redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl))
 return 1
 ";
 
@@ -116,6 +121,9 @@ for i = 4, #ARGV do
 end
 return redis.call('ZCARD', KEYS[1])
 ";
+
+/// The longest a waiter sleeps before asking again, and the longest a lease stays valid.
+const MAX_NAP: Duration = Duration::from_secs(3600);
 
 fn script(cell: &'static OnceLock<Lua>, source: &'static str) -> &'static Lua {
     cell.get_or_init(|| Lua::new(source))
@@ -234,6 +242,11 @@ struct Inner {
     local: RwLock<(f64, Limiter)>,
     lease: Mutex<Lease>,
     held: Mutex<HashSet<String>>,
+    /// One waiter per priority in this process asks Redis at a time; the rest queue here in
+    /// arrival order. The asking waiter stands for them in the shared waiting sets, so
+    /// priorities still hold, and a binding rate costs about two round trips per admission
+    /// instead of one per waiter per turn.
+    turns: [tokio::sync::Mutex<()>; 3],
     seq: AtomicU64,
     counters: Counters,
 }
@@ -378,6 +391,7 @@ impl SharedLimiter {
                 until: Instant::now(),
             }),
             held: Mutex::new(HashSet::new()),
+            turns: Default::default(),
             seq: AtomicU64::new(0),
             counters: Counters {
                 workers: AtomicU64::new(1),
@@ -667,10 +681,13 @@ impl Inner {
                 .fold(0.0, f64::max);
             // Spare units are good for as long as they took to earn; after that they would
             // add to a later burst, so they are dropped.
-            let valid = Duration::from_secs_f64((slowest * units as f64 / 1e6).max(0.02));
+            let valid = Duration::try_from_secs_f64((slowest * units as f64 / 1e6).max(0.02))
+                .unwrap_or(Duration::MAX);
             let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
             lease.units = units - 1;
-            lease.until = Instant::now() + valid;
+            lease.until = Instant::now()
+                .checked_add(valid.min(MAX_NAP))
+                .unwrap_or_else(Instant::now);
         }
         self.counters.acquired.fetch_add(1, Ordering::Relaxed);
         let slot = self.config.limits.max_concurrency.map(|_| {
@@ -716,6 +733,26 @@ impl Inner {
         };
         let aging = self.config.limits.priority_aging;
         let waiting = WaitingGuard::new(&self.counters);
+        let gate = &self.turns[priority as usize];
+        let _turn = match gate.try_lock() {
+            Ok(turn) => turn,
+            Err(_) => {
+                waiting.start();
+                match deadline {
+                    Some(d) => {
+                        if let Ok(turn) = tokio::time::timeout_at(d.into(), gate.lock()).await {
+                            turn
+                        } else {
+                            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                            return Err(LimitError::Timeout(
+                                timeout.map_or(0.0, |t| t.as_secs_f64()),
+                            ));
+                        }
+                    }
+                    None => gate.lock().await,
+                }
+            }
+        };
         loop {
             // Waiting long enough lifts a waiter one level per `priority_aging`.
             let levels = if aging.is_zero() {
@@ -743,7 +780,8 @@ impl Inner {
                 Ok(Taken::Wait(after)) => {
                     registration.active = true;
                     waiting.start();
-                    let wake = Instant::now() + after;
+                    // A very slow rate may say "in years": wake hourly and ask again.
+                    let wake = Instant::now() + after.min(MAX_NAP);
                     let wake = deadline.map_or(wake, |d| wake.min(d));
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
