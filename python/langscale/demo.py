@@ -10,9 +10,11 @@ conversations and a tool-calling weather agent.
 * plain LangChain: no cache, ``InMemoryRateLimiter`` per model,
   ``primary.with_retry(...).with_fallbacks([fallback.with_retry(...)])``.
 * langscale: ``SemanticCache`` + ``RateLimiter`` (requests and tokens) per deployment +
-  ``ScaledChatModel([primary, fallback])`` (Retry-After cool-downs, breakers, fail-over).
+  ``ScaledChatModel([primary, fallback])`` (Retry-After cool-downs, breakers, fail-over)
+  over two ``ChatEndpoint``s, so the whole executor loop runs in Rust.
 
-Both sides use the same chat model class (``chat_model`` below, the one place to change it).
+The plain side talks to the providers through a small httpx chat model (``chat_model`` below,
+standing in for ``ChatOpenAI``, which is not a dependency); the simulator answers both alike.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from langchain_core.tools import tool
 from langscale import sim
 from langscale._openai_http import OpenAIHTTPChatModel
 from langscale._progress import Progress
+from langscale.endpoint import ChatEndpoint
 from langscale.limiter import RateLimiter
 from langscale.scaled import Deployment, ScaledChatModel
 from langscale.semantic import SemanticCache
@@ -324,8 +327,9 @@ async def run_langscale(
     requests = sum(len(s.turns) for s in sessions)
     primary_cfg, fallback_cfg = providers(seconds)
     async with sim.serve(primary_cfg, fallback_cfg) as s:
-        primary = chat_model(s.url("primary"), "small-fast")
-        fallback = chat_model(s.url("fallback"), "large-slow")
+        # langscale's own client: with ChatEndpoints the whole executor loop runs in Rust.
+        primary = ChatEndpoint(s.url("primary"), "small-fast", timeout=30)
+        fallback = ChatEndpoint(s.url("fallback"), "large-slow", timeout=30)
         cache = SemanticCache()
         burst = primary_cfg.quota_burst_seconds
         per_1k = {name: (p_in / 1000, p_out / 1000) for name, (p_in, p_out) in PRICES.items()}
