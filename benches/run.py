@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import bench_cache
+import bench_embeddings
 import bench_limiter
 import bench_scaled
 import bench_semantic
@@ -31,6 +32,7 @@ MODULES: dict[str, ModuleType] = {
     "cache": bench_cache,
     "semantic": bench_semantic,
     "scaled": bench_scaled,
+    "embeddings": bench_embeddings,
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
 

@@ -3,6 +3,8 @@
 
 mod args;
 mod cache;
+#[cfg(feature = "minilm")]
+mod embeddings;
 mod errors;
 mod limit;
 mod namespace;
@@ -19,5 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     semantic::register(m)?;
     route::register(m)?;
+    #[cfg(feature = "minilm")]
+    embeddings::register(m)?;
     Ok(())
 }

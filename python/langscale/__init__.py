@@ -13,6 +13,7 @@ from langscale._core import (
     __version__,
 )
 from langscale.cache import ExactCache
+from langscale.embeddings import LocalEmbeddings
 from langscale.limiter import RateLimiter
 from langscale.scaled import Deployment, ScaledChatModel, ScaledModelError
 from langscale.semantic import SemanticCache
@@ -22,6 +23,7 @@ __all__ = [
     "Deployment",
     "ExactCache",
     "LangscaleError",
+    "LocalEmbeddings",
     "Permit",
     "RateLimitTimeout",
     "RateLimiter",

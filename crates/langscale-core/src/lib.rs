@@ -6,5 +6,6 @@
 
 pub mod cache;
 pub mod clock;
+pub mod embed;
 pub mod limit;
 pub mod route;
