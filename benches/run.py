@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import bench_cache
+import bench_embeddings
 import bench_limiter
 import bench_redis
 import bench_scaled
@@ -33,6 +34,7 @@ MODULES: dict[str, ModuleType] = {
     "semantic": bench_semantic,
     "scaled": bench_scaled,
     "redis": bench_redis,
+    "embeddings": bench_embeddings,
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
 

