@@ -3,9 +3,9 @@
 
 mod args;
 mod cache;
-mod endpoint;
 #[cfg(feature = "minilm")]
 mod embeddings;
+mod endpoint;
 mod errors;
 mod limit;
 mod namespace;
