@@ -17,8 +17,8 @@ from langscale._core import (
     __version__,
 )
 from langscale.cache import ExactCache
-from langscale.endpoint import ChatEndpoint, ProviderError
 from langscale.embeddings import LocalEmbeddings
+from langscale.endpoint import ChatEndpoint, ProviderError
 from langscale.limiter import RateLimiter
 from langscale.scaled import Deployment, ScaledChatModel, ScaledModelError
 from langscale.semantic import SemanticCache
