@@ -9,47 +9,8 @@ use std::time::Instant;
 use langscale_core::cache::index::{GraphParams, ScopeIndex};
 use langscale_core::cache::{split_prompt, Outcome, SemanticCache, SemanticConfig};
 
-const DIM: usize = 384;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-    }
-}
-
-fn normalised(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= n);
-    v
-}
-
-/// Unit vectors with a low intrinsic dimension (a random 24-dimensional latent space mapped
-/// into 384 dimensions, plus a little noise), as sentence embeddings have; uniform noise in
-/// 384 dimensions would make every index degrade to a full scan.
-fn dataset(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
-    const LATENT: usize = 24;
-    let mut basis_rng = Rng(42);
-    let basis: Vec<Vec<f32>> = (0..LATENT)
-        .map(|_| (0..DIM).map(|_| basis_rng.next()).collect())
-        .collect();
-    (0..n)
-        .map(|_| {
-            let z: Vec<f32> = (0..LATENT).map(|_| rng.next()).collect();
-            let v = (0..DIM)
-                .map(|d| {
-                    basis.iter().zip(&z).map(|(b, w)| b[d] * w).sum::<f32>() + 0.02 * rng.next()
-                })
-                .collect();
-            normalised(v)
-        })
-        .collect()
-}
+mod common;
+use common::{dataset, normalised, Rng, DIM};
 
 /// The shipped HNSW settings, or LS_M / LS_EFC / LS_EFS from the environment when tuning.
 fn params() -> GraphParams {

@@ -1,6 +1,6 @@
 //! Tuning the graph walk: builds one HNSW graph of `LS_N` (default 100,000) embedding-like
 //! vectors, then for each search setting reports recall@1 against an exact scan and the
-//! per-query time (thread CPU time, so other load on the machine disturbs it less).
+//! per-query wall-clock time (p50 and minimum).
 //! Run: `cargo run --release -p langscale-core --example walk_tune`.
 
 use std::time::Instant;
@@ -8,45 +8,8 @@ use std::time::Instant;
 use langscale_core::cache::hnsw::{Hnsw, HnswParams};
 use langscale_core::cache::index::{dot, GraphParams};
 
-const DIM: usize = 384;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-    }
-}
-
-fn normalised(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= n);
-    v
-}
-
-/// The same distribution as `semantic_speed`: a 24-dimensional latent space in 384 dims.
-fn dataset(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
-    const LATENT: usize = 24;
-    let mut basis_rng = Rng(42);
-    let basis: Vec<Vec<f32>> = (0..LATENT)
-        .map(|_| (0..DIM).map(|_| basis_rng.next()).collect())
-        .collect();
-    (0..n)
-        .map(|_| {
-            let z: Vec<f32> = (0..LATENT).map(|_| rng.next()).collect();
-            let v = (0..DIM)
-                .map(|d| {
-                    basis.iter().zip(&z).map(|(b, w)| b[d] * w).sum::<f32>() + 0.02 * rng.next()
-                })
-                .collect();
-            normalised(v)
-        })
-        .collect()
-}
+mod common;
+use common::{dataset, normalised, Rng, DIM};
 
 fn main() {
     let n: usize = std::env::var("LS_N")
