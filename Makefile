@@ -58,3 +58,4 @@ clean:
 .PHONY: bench-load
 bench-load: install build-release
 	$(PY) benches/bench_load.py
+	cargo run --release -q -p langscale-core --example native_load

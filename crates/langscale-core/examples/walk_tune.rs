@@ -1,6 +1,7 @@
 //! Tuning the graph walk: builds one HNSW graph of `LS_N` (default 100,000) embedding-like
 //! vectors, then for each search setting reports recall@1 against an exact scan and the
-//! per-query wall-clock time (p50 and minimum).
+//! per-query wall-clock time (p50 and minimum). `LS_M` and `LS_EFC` change the graph's links
+//! per node and construction breadth; `LS_EFS` (a list) and `LS_BIN` (0, 1 or both) the search.
 //! Run: `cargo run --release -p langscale-core --example walk_tune`.
 
 use std::time::Instant;
@@ -11,19 +12,23 @@ use langscale_core::cache::index::{dot, GraphParams};
 mod common;
 use common::{dataset, normalised, Rng, DIM};
 
-fn main() {
-    let n: usize = std::env::var("LS_N")
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(default)
+}
+
+fn main() {
+    let n = env_usize("LS_N", 100_000);
     let mut rng = Rng(n as u64);
     let data = dataset(n, &mut rng);
     let d = GraphParams::default();
     let mut graph = Hnsw::new(
         DIM,
         HnswParams {
-            m: d.max_connections,
-            ef_construction: d.ef_construction,
+            m: env_usize("LS_M", d.max_connections),
+            ef_construction: env_usize("LS_EFC", d.ef_construction),
             ef_search: d.ef_search,
             binary_walk: d.binary_walk,
         },

@@ -54,9 +54,9 @@ pub struct GraphParams {
 impl Default for GraphParams {
     fn default() -> Self {
         Self {
-            max_connections: 16,
+            max_connections: 24,
             ef_construction: 400,
-            ef_search: 64,
+            ef_search: 48,
             binary_walk: true,
         }
     }

@@ -45,7 +45,7 @@ impl Default for SemanticConfig {
             maxsize: 100_000,
             ttl: None,
             guard: true,
-            flat_max: 1024,
+            flat_max: 512,
             candidates: 8,
             embedding_cache: 10_000,
             graph: GraphParams::default(),
