@@ -11,7 +11,9 @@
 //! `cargo run --release -p langscale-core --example native_load -- \
 //!     [rates=1000,2000,3000,5000] [seconds=3] [concurrency=256] [client_threads=0] [sim_threads=1] [rounds=5]`
 //!
-//! Prints a Markdown table, then one JSON object per run (benches/bench_load.py reads them).
+//! Prints a Markdown table, then one JSON object per run. To give client and simulator a core
+//! each: `LS_SERVE=1 taskset -c 1 native_load` prints the simulator's URLs and serves;
+//! `LS_URLS=<those URLs> taskset -c 0 native_load ...` drives them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -126,17 +128,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         name: name.into(),
         ..ProviderConfig::default()
     };
-    let sim = Simulator::start_with_threads(
-        SimConfig {
-            provider: vec![provider("a"), provider("b")],
-        },
-        sim_threads,
-    )?;
-    let urls: Vec<String> = sim
-        .addresses()
-        .iter()
-        .map(|(_, addr)| format!("http://{addr}/v1"))
-        .collect();
+    // LS_URLS: base URLs of providers already running (for example this example with
+    // LS_SERVE=1 in another process, each pinned to its own core with `taskset`); else a
+    // simulator in this process.
+    let external: Option<Vec<String>> = std::env::var("LS_URLS")
+        .ok()
+        .map(|v| v.split(',').map(|u| u.trim().to_string()).collect());
+    let sim = match external {
+        Some(_) => None,
+        None => Some(Simulator::start_with_threads(
+            SimConfig {
+                provider: vec![provider("a"), provider("b")],
+            },
+            sim_threads,
+        )?),
+    };
+    let urls: Vec<String> = match (external, &sim) {
+        (Some(urls), _) => urls,
+        (None, Some(sim)) => sim
+            .addresses()
+            .iter()
+            .map(|(_, addr)| format!("http://{addr}/v1"))
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    if std::env::var("LS_SERVE").is_ok_and(|v| v == "1") {
+        println!("{}", urls.join(","));
+        loop {
+            std::thread::park();
+        }
+    }
+    if urls.len() < 2 {
+        return Err("two provider URLs are needed".into());
+    }
     let endpoint = |url: &str| -> Result<Arc<Endpoint>, Box<dyn std::error::Error>> {
         let mut config = EndpointConfig::new(url, "sim-model");
         config.timeout = Duration::from_secs(10);
