@@ -1,6 +1,6 @@
 //! Python face of the core limiter: `_core.RateLimiter` and the `Permit` it hands out.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use langscale_core::limit::{Limiter, LimiterConfig, Permit as CorePermit, Priority};
@@ -161,83 +161,117 @@ impl Permit {
         }
     }
 
-    fn release_now(&self) {
-        self.permit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .release();
-        self.released
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-#[pymethods]
-impl Permit {
-    /// Reconcile with the tokens really used: refunds an overestimate, charges an underestimate.
-    fn settle(&self, actual_tokens: &Bound<'_, PyAny>) -> PyResult<()> {
-        let actual = args::count("actual_tokens", Some(actual_tokens))?.unwrap_or(0);
-        let mut guard = self.permit.lock().unwrap_or_else(PoisonError::into_inner);
-        guard.settle(actual);
-        self.tokens
-            .store(actual, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Give the concurrency slot back now. Safe to call more than once.
-    fn release(&self) {
-        self.release_now();
-    }
-
-    #[getter]
-    fn tokens(&self) -> u64 {
-        self.tokens.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    #[getter]
-    fn priority(&self) -> &'static str {
-        self.priority.as_str()
-    }
-
-    #[getter]
-    fn released(&self) -> bool {
-        self.released.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn __bool__(&self) -> bool {
-        true
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.release_now();
-        false
-    }
-
-    fn __aenter__(slf: Bound<'_, Self>) -> Ready {
-        Ready {
-            value: slf.into_any().unbind(),
-        }
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __aexit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> Ready {
-        self.release_now();
-        Ready { value: py.None() }
-    }
-
-    fn __repr__(&self) -> String {
+    fn describe(&self) -> String {
         format!(
             "Permit(tokens={}, priority='{}', released={})",
-            self.tokens(),
+            self.tokens.load(std::sync::atomic::Ordering::Relaxed),
             self.priority.as_str(),
-            if self.released() { "True" } else { "False" }
+            py_bool(self.released.load(std::sync::atomic::Ordering::Relaxed))
         )
     }
 }
+
+/// `True` or `False`, as Python writes them.
+pub(crate) fn py_bool(value: bool) -> &'static str {
+    if value {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// The Python side of a permit, the same for the local and the shared limiter's: `settle`,
+/// `release`, `tokens`/`priority`/`released`, sync and async context management. The class
+/// has fields `permit: Mutex<P>` (P with `settle(u64)` and `release()`), `released`,
+/// `tokens`, `priority`, and a `describe()` for its repr; `$extra` adds its own methods.
+macro_rules! permit_methods {
+    ($class:ident { $($extra:tt)* }) => {
+        impl $class {
+            fn release_now(&self) {
+                self.permit
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .release();
+                self.released
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+
+        #[pymethods]
+        impl $class {
+            /// Reconcile with the tokens really used: refunds an overestimate, charges an
+            /// underestimate.
+            fn settle(&self, actual_tokens: &Bound<'_, PyAny>) -> PyResult<()> {
+                let actual =
+                    $crate::args::count("actual_tokens", Some(actual_tokens))?.unwrap_or(0);
+                self.permit
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .settle(actual);
+                self.tokens
+                    .store(actual, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+
+            /// Give the concurrency slot back now. Safe to call more than once.
+            fn release(&self) {
+                self.release_now();
+            }
+
+            #[getter]
+            fn tokens(&self) -> u64 {
+                self.tokens.load(std::sync::atomic::Ordering::Relaxed)
+            }
+
+            #[getter]
+            fn priority(&self) -> &'static str {
+                self.priority.as_str()
+            }
+
+            #[getter]
+            fn released(&self) -> bool {
+                self.released.load(std::sync::atomic::Ordering::Relaxed)
+            }
+
+            fn __bool__(&self) -> bool {
+                true
+            }
+
+            fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+                slf
+            }
+
+            #[pyo3(signature = (*_exc))]
+            fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+                self.release_now();
+                false
+            }
+
+            fn __aenter__(slf: Bound<'_, Self>) -> $crate::limit::Ready {
+                $crate::limit::Ready::new(slf.into_any().unbind())
+            }
+
+            #[pyo3(signature = (*_exc))]
+            fn __aexit__(
+                &self,
+                py: Python<'_>,
+                _exc: &Bound<'_, pyo3::types::PyTuple>,
+            ) -> $crate::limit::Ready {
+                self.release_now();
+                $crate::limit::Ready::new(py.None())
+            }
+
+            fn __repr__(&self) -> String {
+                self.describe()
+            }
+
+            $($extra)*
+        }
+    };
+}
+pub(crate) use permit_methods;
+
+permit_methods!(Permit {});
 
 /// An awaitable that is already done: what `async with permit` awaits.
 #[pyclass(frozen, module = "langscale._core")]

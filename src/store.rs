@@ -2,7 +2,7 @@
 //! object uses), `_core.SharedRateLimiter` and its `SharedPermit`. Health changes become one
 //! warning line each on the `langscale.store` logger.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use langscale_core::limit::{LimiterConfig, Priority};
@@ -15,7 +15,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::args;
 use crate::errors::{config_error, CoreError};
-use crate::limit::Ready;
+use crate::limit::{permit_methods, py_bool};
 use crate::route::Router;
 
 fn store_error(err: StoreError) -> PyErr {
@@ -372,90 +372,24 @@ impl SharedPermit {
         }
     }
 
-    fn release_now(&self) {
-        self.permit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .release();
-        self.released
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+    fn describe(&self) -> String {
+        format!(
+            "SharedPermit(tokens={}, priority='{}', released={}, local={})",
+            self.tokens.load(std::sync::atomic::Ordering::Relaxed),
+            self.priority.as_str(),
+            py_bool(self.released.load(std::sync::atomic::Ordering::Relaxed)),
+            py_bool(self.local)
+        )
     }
 }
 
-#[pymethods]
-impl SharedPermit {
-    /// Reconcile with the tokens really used (refund or charge, on the shared bucket).
-    fn settle(&self, actual_tokens: &Bound<'_, PyAny>) -> PyResult<()> {
-        let actual = args::count("actual_tokens", Some(actual_tokens))?.unwrap_or(0);
-        self.permit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .settle(actual);
-        self.tokens
-            .store(actual, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Give the concurrency slot back now. Safe to call more than once.
-    fn release(&self) {
-        self.release_now();
-    }
-
-    #[getter]
-    fn tokens(&self) -> u64 {
-        self.tokens.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    #[getter]
-    fn priority(&self) -> &'static str {
-        self.priority.as_str()
-    }
-
-    #[getter]
-    fn released(&self) -> bool {
-        self.released.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
+permit_methods!(SharedPermit {
     /// True when admitted by this process's local share because Redis was down.
     #[getter]
     fn local(&self) -> bool {
         self.local
     }
-
-    fn __bool__(&self) -> bool {
-        true
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.release_now();
-        false
-    }
-
-    fn __aenter__(slf: Bound<'_, Self>) -> Ready {
-        Ready::new(slf.into_any().unbind())
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __aexit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> Ready {
-        self.release_now();
-        Ready::new(py.None())
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "SharedPermit(tokens={}, priority='{}', released={}, local={})",
-            self.tokens(),
-            self.priority.as_str(),
-            if self.released() { "True" } else { "False" },
-            if self.local { "True" } else { "False" }
-        )
-    }
-}
+});
 
 /// Shares a router's circuit breakers with every process naming the same group, while alive.
 #[pyclass(frozen, module = "langscale._core")]
