@@ -184,7 +184,7 @@ impl Hnsw {
             entry = self.greedy::<AVX2, false>(&query, entry, layer);
         }
         for layer in (0..=level.min(self.top_layer)).rev() {
-            let found = self.search_layer::<AVX2, false>(
+            let found = self.search_layer::<AVX2>(
                 &query,
                 &[entry],
                 self.params.ef_construction,
@@ -374,9 +374,10 @@ impl Hnsw {
         }
     }
 
-    /// Best-first search of one layer; results most similar first.
+    /// Best-first search of one layer on the 8-bit copies (construction, and searches with
+    /// `binary_walk` off; the walk on sign codes is `walk_codes`); results most similar first.
     #[inline(always)]
-    fn search_layer<const AVX2: bool, const BIN: bool>(
+    fn search_layer<const AVX2: bool>(
         &self,
         query: &Query,
         entries: &[u32],
@@ -391,7 +392,7 @@ impl Hnsw {
         for &e in entries {
             if visited.insert(e) {
                 let s = Scored {
-                    sim: self.walk_sim::<AVX2, BIN>(query, e),
+                    sim: self.sim::<AVX2>(query, e),
                     id: e,
                 };
                 candidates.push(s);
@@ -406,7 +407,7 @@ impl Hnsw {
             let neighbours = self.neighbours(c.id, layer);
             for &n in neighbours {
                 if !visited.contains(n) {
-                    self.prefetch::<BIN>(n);
+                    self.prefetch::<false>(n);
                 }
             }
             // The next node to expand is likely the current best candidate: start loading
@@ -418,7 +419,7 @@ impl Hnsw {
                 if !visited.insert(n) {
                     continue;
                 }
-                let sim = self.walk_sim::<AVX2, BIN>(query, n);
+                let sim = self.sim::<AVX2>(query, n);
                 let worst = best.peek().map_or(f32::NEG_INFINITY, |w| w.0.sim);
                 if best.len() < ef || sim > worst {
                     let s = Scored { sim, id: n };
@@ -490,7 +491,7 @@ impl Hnsw {
                 entry = self.greedy::<AVX2, false>(&q, entry, layer);
             }
             let mut visited = Visited::new(self.len());
-            self.search_layer::<AVX2, false>(&q, &[entry], ef, 0, &mut visited)
+            self.search_layer::<AVX2>(&q, &[entry], ef, 0, &mut visited)
                 .into_iter()
                 .filter(|s| live(&s.id))
                 .collect()
