@@ -26,6 +26,7 @@ fn params() -> GraphParams {
         ef_construction: get("LS_EFC", d.ef_construction),
         ef_search: get("LS_EFS", d.ef_search),
         binary_walk: get("LS_BIN", usize::from(d.binary_walk)) == 1,
+        ef_floor: get("LS_FLOOR", d.ef_floor),
     }
 }
 

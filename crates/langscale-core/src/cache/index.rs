@@ -49,6 +49,8 @@ pub struct GraphParams {
     pub ef_search: usize,
     /// Steer the walk by sign codes, then re-rank (see `HnswParams::binary_walk`).
     pub binary_walk: bool,
+    /// Breadth of the walk far from the lookup's threshold (see `HnswParams::ef_floor`).
+    pub ef_floor: usize,
 }
 
 impl Default for GraphParams {
@@ -58,6 +60,7 @@ impl Default for GraphParams {
             ef_construction: 400,
             ef_search: 48,
             binary_walk: true,
+            ef_floor: 16,
         }
     }
 }
@@ -197,9 +200,8 @@ impl ScopeIndex {
             }
             Kind::Graph(g) => g
                 .hnsw
-                .search(query, k)
+                .search(query, k, min_similarity)
                 .into_iter()
-                .filter(|(_, sim)| *sim >= min_similarity)
                 .filter_map(|(node, sim)| Some(((*g.keys.get(node as usize)?)?, sim)))
                 .collect(),
         };
@@ -241,6 +243,7 @@ impl Graph {
             ef_construction: params.ef_construction,
             ef_search: params.ef_search,
             binary_walk: params.binary_walk,
+            ef_floor: params.ef_floor,
         };
         let mut graph = Self {
             hnsw: Hnsw::new(dim, params),
@@ -369,6 +372,60 @@ mod tests {
             .count();
         let recall = agree as f64 / queries.len() as f64;
         assert!(recall >= 0.99, "recall@1 {recall}");
+    }
+
+    /// A cache searches with its threshold as the bound, and the walk is narrower far from
+    /// it (`ef_floor`): whatever reaches the threshold must still be found. Queries are stored
+    /// vectors moved by noise of several sizes, so their nearest similarities straddle each
+    /// threshold.
+    #[test]
+    fn graph_recall_within_a_threshold() {
+        let (n, dim) = (5000, 64);
+        let data = embedding_like(n, dim, 3);
+        let mut flat = ScopeIndex::new(dim, usize::MAX, GraphParams::default());
+        let mut graph = ScopeIndex::new(dim, 0, GraphParams::default());
+        for (i, v) in data.iter().enumerate() {
+            flat.insert(i as u128, v);
+            graph.insert(i as u128, v);
+        }
+        let noise = vectors(600, dim, 600, 5);
+        let queries: Vec<Vec<f32>> = noise
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let scale = [0.1, 0.3, 0.5, 0.8][i % 4];
+                let base = &data[(i * 7919) % n];
+                let mut v: Vec<f32> = base.iter().zip(e).map(|(b, x)| b + scale * x).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                v
+            })
+            .collect();
+        for threshold in [0.7f32, 0.8, 0.9, 0.95] {
+            let (mut reachable, mut found_first, mut expected, mut found) = (0, 0, 0, 0);
+            for q in &queries {
+                let exact = flat.search(q, 8, threshold);
+                let approx = graph.search(q, 8, threshold);
+                assert!(approx.iter().all(|h| h.1 >= threshold), "below {threshold}");
+                if let Some(best) = exact.first() {
+                    reachable += 1;
+                    found_first += usize::from(approx.first().map(|h| h.0) == Some(best.0));
+                }
+                expected += exact.len();
+                found += approx
+                    .iter()
+                    .filter(|h| exact.iter().any(|e| e.0 == h.0))
+                    .count();
+            }
+            assert!(
+                reachable >= 100,
+                "too few queries reach {threshold}: {reachable}"
+            );
+            let recall = found_first as f64 / reachable as f64;
+            assert!(recall >= 0.99, "recall@1 at {threshold}: {recall}");
+            let recall = found as f64 / expected as f64;
+            assert!(recall >= 0.97, "recall@8 at {threshold}: {recall}");
+        }
     }
 
     #[test]
