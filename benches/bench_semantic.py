@@ -193,8 +193,10 @@ def _speed_rows(settings: Settings) -> list[Row]:
                 "us",
                 r["lookup_p50_us"],
                 REDIS_SEMANTIC_LOOKUP_US,
-                "< 50 at 100k" if n == 100_000 else "",
-                (r["lookup_p50_us"] < 50) if n == 100_000 else None,
+                "< 50 and >= 20x faster at 100k" if n == 100_000 else "",
+                (r["lookup_p50_us"] < 50 and REDIS_SEMANTIC_LOOKUP_US / r["lookup_p50_us"] >= 20)
+                if n == 100_000
+                else None,
                 extra=r,
             )
         )
@@ -210,6 +212,17 @@ def _speed_rows(settings: Settings) -> list[Row]:
                 None,
                 ">= 0.99",
                 r["recall_at_1"] >= 0.99,
+            )
+        )
+        rows.append(
+            Row(
+                "semantic speed",
+                f"index recall@1 within the 0.9 threshold, {n:,}",
+                "",
+                r["recall_at_1_within_threshold"],
+                None,
+                ">= 0.99",
+                r["recall_at_1_within_threshold"] >= 0.99,
             )
         )
         rows.append(Row("semantic speed", f"insert, {n:,} entries", "us", r["insert_us"], None))

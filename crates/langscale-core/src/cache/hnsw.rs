@@ -105,6 +105,11 @@ pub struct Hnsw {
     /// Layer 0 again, flat for the search: per node a count then `2m` slots, so expanding a
     /// node is one memory access instead of three pointer hops.
     layer0: Vec<u32>,
+    /// The layers above 0, flat the same way: a node of level L > 0 owns L rows of `m + 1`
+    /// slots (a count, then links); `upper_at[node]` = (its first row, L). The greedy descent
+    /// then costs one memory access a step, not three.
+    upper: Vec<u32>,
+    upper_at: Vec<(u32, u32)>,
     deleted: Vec<bool>,
     entry: Option<u32>,
     top_layer: usize,
@@ -126,6 +131,8 @@ impl Hnsw {
             code_lines,
             links: Vec::new(),
             layer0: Vec::new(),
+            upper: Vec::new(),
+            upper_at: Vec::new(),
             deleted: Vec::new(),
             entry: None,
             top_layer: 0,
@@ -201,13 +208,10 @@ impl Hnsw {
             graph.codes.extend_from_slice(&query.code);
             graph.scales.push(query.scale);
         }
-        graph.layer0 = vec![0; n * graph.stride()];
-        graph.links = vec![Vec::new(); n];
         graph.deleted = vec![false; n];
         for (node, layers) in links.into_iter().enumerate() {
-            if let Some(slot) = graph.links.get_mut(node) {
-                *slot = vec![Vec::new(); layers.len()];
-            }
+            graph.links.push(vec![Vec::new(); layers.len()]);
+            graph.add_rows(layers.len().saturating_sub(1));
             for (layer, list) in layers.into_iter().enumerate() {
                 graph.set_links(node as u32, layer, list);
             }
@@ -254,7 +258,7 @@ impl Hnsw {
         self.codes.extend_from_slice(&query.code);
         self.scales.push(query.scale);
         self.links.push(vec![Vec::new(); level + 1]);
-        self.layer0.resize(self.layer0.len() + self.stride(), 0);
+        self.add_rows(level);
         self.deleted.push(false);
         let Some(mut entry) = self.entry else {
             self.entry = Some(id);
@@ -349,14 +353,36 @@ impl Hnsw {
         self.params.m * 2 + 1
     }
 
-    fn set_links(&mut self, node: u32, layer: usize, list: Vec<u32>) {
+    /// Flat rows for a new node of `level`: one in layer 0, `level` above it.
+    fn add_rows(&mut self, level: usize) {
+        self.layer0.resize(self.layer0.len() + self.stride(), 0);
+        let width = self.params.m + 1;
+        let first = u32::try_from(self.upper.len() / width).unwrap_or(u32::MAX);
+        self.upper_at.push((first, level as u32));
+        self.upper.resize(self.upper.len() + level * width, 0);
+    }
+
+    /// Where a node's row of `layer` lies: (the flat array, its start, its width).
+    #[inline(always)]
+    fn row_span(&self, node: u32, layer: usize) -> Option<(bool, usize, usize)> {
         if layer == 0 {
-            let stride = self.stride();
-            if let Some(row) = self
-                .layer0
-                .get_mut(node as usize * stride..(node as usize + 1) * stride)
-            {
-                let n = list.len().min(stride - 1);
+            let width = self.stride();
+            return Some((false, node as usize * width, width));
+        }
+        let width = self.params.m + 1;
+        let &(first, levels) = self.upper_at.get(node as usize)?;
+        (layer <= levels as usize).then(|| (true, (first as usize + layer - 1) * width, width))
+    }
+
+    fn set_links(&mut self, node: u32, layer: usize, list: Vec<u32>) {
+        if let Some((upper, start, width)) = self.row_span(node, layer) {
+            let rows = if upper {
+                &mut self.upper
+            } else {
+                &mut self.layer0
+            };
+            if let Some(row) = rows.get_mut(start..start + width) {
+                let n = list.len().min(width - 1);
                 row[0] = n as u32;
                 row[1..=n].copy_from_slice(&list[..n]);
             }
@@ -370,17 +396,14 @@ impl Hnsw {
         }
     }
 
+    #[inline(always)]
     fn neighbours(&self, node: u32, layer: usize) -> &[u32] {
-        if layer == 0 {
-            let stride = self.stride();
-            let start = node as usize * stride;
-            let n = self.layer0.get(start).copied().unwrap_or(0) as usize;
-            return self.layer0.get(start + 1..start + 1 + n).unwrap_or(&[]);
-        }
-        self.links
-            .get(node as usize)
-            .and_then(|l| l.get(layer))
-            .map_or(&[][..], |v| v)
+        let Some((upper, start, _)) = self.row_span(node, layer) else {
+            return &[];
+        };
+        let rows = if upper { &self.upper } else { &self.layer0 };
+        let n = rows.get(start).copied().unwrap_or(0) as usize;
+        rows.get(start + 1..start + 1 + n).unwrap_or(&[])
     }
 
     #[inline(always)]
