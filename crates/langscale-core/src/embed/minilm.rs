@@ -346,8 +346,22 @@ mod tests {
 
         let dev = Device::Cpu;
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        // Fixed pseudo-random weights (candle cannot seed its CPU generator): with fresh random
+        // ones each run, a draw now and then made two texts' vectors all but identical and the
+        // "different texts differ" check failed. Uniform in ±0.866: standard deviation 0.5.
         let mut put = |name: &str, shape: &[usize]| {
-            let t = Tensor::randn(0f32, 0.5, shape, &dev).unwrap();
+            let mut state = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+            let values: Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1.732
+                })
+                .collect();
+            let t = Tensor::from_vec(values, shape, &dev).unwrap();
             tensors.insert(name.to_owned(), t);
         };
         put("embeddings.word_embeddings.weight", &[WORDS.len(), hidden]);
