@@ -12,9 +12,12 @@
 //!
 //! A cache asks for neighbours above its threshold, and the search uses that bound: the
 //! Hamming distance of two codes is Binomial(512, angle/π), so a node whose distance lies
-//! five standard errors past the bound's angle cannot reach it. Such nodes are never
-//! scored on their 8-bit copies, and beyond its `ef_floor` (16) nearest candidates the
-//! walk only expands nodes that may reach the bound: a lookup far from every stored entry
+//! five standard errors past the bound's angle is taken not to reach it (a node within the
+//! bound lies that far out about 3 times in 10 million at thresholds up to 0.95). Such nodes
+//! are never scored on their 8-bit copies, and beyond its `ef_floor` (16) nearest
+//! candidates the walk only expands nodes that may reach the bound. That narrower walk is a
+//! heuristic like `ef` itself: what it may miss is measured (recall within the threshold,
+//! `index.rs`'s tests, `semantic_speed`, `walk_tune`), not bounded: a lookup far from every stored entry
 //! (a miss) is a 16-wide walk, one near an entry walks `ef_search` (48) wide where it
 //! matters. With the bound at 0.9, that took a 100k lookup from ~57 to ~30 µs (index
 //! alone) at recall@1 1.0 on the entries within the bound; with no bound (-1) the search
@@ -193,9 +196,18 @@ impl Hnsw {
         top_layer: usize,
     ) -> Option<Self> {
         let n = vectors.len();
+        let too_long = |layers: &Vec<Vec<u32>>| {
+            layers
+                .iter()
+                .enumerate()
+                .any(|(layer, list)| list.len() > if layer == 0 { params.m * 2 } else { params.m })
+        };
+        let entry_level = entry.and_then(|e| links.get(e as usize)).map(Vec::len);
         if links.len() != n
             || vectors.iter().any(|v| v.len() != dim)
-            || entry.is_some_and(|e| e as usize >= n)
+            || entry.is_some() != (n > 0)
+            || entry.is_some() && entry_level != Some(top_layer + 1)
+            || links.iter().any(too_long)
             || links.iter().flatten().flatten().any(|&l| l as usize >= n)
         {
             return None;
@@ -672,7 +684,8 @@ impl Hnsw {
         let mut cursor = 0;
         while let Some(current) = pool.get_mut(cursor) {
             // Sorted: once the nearest unexpanded entry is past both the floor and the
-            // bound, so is every other one.
+            // bound, so is every other one. (The pool's trim below drops such entries, so
+            // this is a guard, not the usual way out.)
             if cursor >= floor && (*current >> 33) > bound {
                 break;
             }
@@ -687,9 +700,18 @@ impl Hnsw {
                 }
                 count += usize::from(!visited.contains(n));
             }
-            let batch = batch.get(..count).unwrap_or(&[]);
+            // Set the bits, keeping only the first of any id listed twice (a list loaded by
+            // `from_parts` may repeat one; a repeated key would unsort the pool).
+            let mut unique = 0;
+            for at in 0..count {
+                let n = batch.get(at).copied().unwrap_or(0);
+                if let Some(slot) = batch.get_mut(unique) {
+                    *slot = n;
+                }
+                unique += usize::from(visited.insert(n));
+            }
+            let batch = batch.get(..unique).unwrap_or(&[]);
             for &n in batch {
-                visited.insert(n);
                 self.prefetch::<true>(n);
             }
             // The next node to expand is likely the next unexpanded entry: start loading its

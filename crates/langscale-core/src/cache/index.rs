@@ -406,7 +406,21 @@ mod tests {
             for q in &queries {
                 let exact = flat.search(q, 8, threshold);
                 let approx = graph.search(q, 8, threshold);
-                assert!(approx.iter().all(|h| h.1 >= threshold), "below {threshold}");
+                // Recomputed, not the similarity the search reports: also catches a node
+                // answered with another node's key.
+                assert!(
+                    approx
+                        .iter()
+                        .all(|h| dot(q, &data[h.0 as usize]) >= threshold - 1e-6),
+                    "below {threshold}"
+                );
+                // The bound only saves work: the unbounded walk, filtered, finds no more.
+                let unbounded = graph.search(q, 8, -1.0);
+                let filtered = unbounded.iter().filter(|h| h.1 >= threshold).count();
+                assert!(
+                    approx.len() >= filtered.min(8),
+                    "bound lost results at {threshold}"
+                );
                 if let Some(best) = exact.first() {
                     reachable += 1;
                     found_first += usize::from(approx.first().map(|h| h.0) == Some(best.0));
