@@ -355,8 +355,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn graph_recall_against_exact_scan() {
+    /// 5,000 embedding-like vectors of 64 dimensions in an exact-scan index and a graph.
+    fn flat_and_graph() -> (Vec<Vec<f32>>, ScopeIndex, ScopeIndex) {
         let (n, dim) = (5000, 64);
         let data = embedding_like(n, dim, 3);
         let mut flat = ScopeIndex::new(dim, usize::MAX, GraphParams::default());
@@ -365,6 +365,13 @@ mod tests {
             flat.insert(i as u128, v);
             graph.insert(i as u128, v);
         }
+        (data, flat, graph)
+    }
+
+    #[test]
+    fn graph_recall_against_exact_scan() {
+        let (_, flat, graph) = flat_and_graph();
+        let dim = 64;
         let queries = embedding_like(400, dim, 4);
         let agree = queries
             .iter()
@@ -380,14 +387,8 @@ mod tests {
     /// threshold.
     #[test]
     fn graph_recall_within_a_threshold() {
-        let (n, dim) = (5000, 64);
-        let data = embedding_like(n, dim, 3);
-        let mut flat = ScopeIndex::new(dim, usize::MAX, GraphParams::default());
-        let mut graph = ScopeIndex::new(dim, 0, GraphParams::default());
-        for (i, v) in data.iter().enumerate() {
-            flat.insert(i as u128, v);
-            graph.insert(i as u128, v);
-        }
+        let (data, flat, graph) = flat_and_graph();
+        let (n, dim) = (data.len(), 64);
         let noise = vectors(600, dim, 600, 5);
         let queries: Vec<Vec<f32>> = noise
             .iter()
