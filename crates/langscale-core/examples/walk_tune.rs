@@ -157,15 +157,12 @@ fn main() {
                     let found = graph.search(q, 8, min);
                     let took = start.elapsed().as_secs_f64() * 1e6;
                     times.push(took);
-                    if t.1 >= min {
-                        hit_times.push(took);
-                    } else {
-                        miss_times.push(took);
-                    }
                     let first = found.first().map(|h| h.0);
                     if t.1 >= min {
+                        hit_times.push(took);
                         agree += usize::from(first == Some(t.0));
                     } else {
+                        miss_times.push(took);
                         wrong += usize::from(first.is_some());
                     }
                 }

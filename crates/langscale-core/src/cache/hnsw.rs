@@ -17,8 +17,8 @@
 //! are never scored on their 8-bit copies, and beyond its `ef_floor` (16) nearest
 //! candidates the walk only expands nodes that may reach the bound. That narrower walk is a
 //! heuristic like `ef` itself: what it may miss is measured (recall within the threshold,
-//! `index.rs`'s tests, `semantic_speed`, `walk_tune`), not bounded: a lookup far from every stored entry
-//! (a miss) is a 16-wide walk, one near an entry walks `ef_search` (48) wide where it
+//! `index.rs`'s tests, `semantic_speed`, `walk_tune`), not bounded. A lookup far from every
+//! stored entry (a miss) is a 16-wide walk, one near an entry walks `ef_search` (48) wide where it
 //! matters. With the bound at 0.9, that took a 100k lookup from ~57 to ~30 µs (index
 //! alone) at recall@1 1.0 on the entries within the bound; with no bound (-1) the search
 //! is the plain `ef_search` walk.
@@ -52,6 +52,8 @@ fn hamming_bound(min_similarity: f32, bits: u32) -> u32 {
     (bound.ceil() as u32).saturating_add(1)
 }
 
+/// How far below the bound a node's 8-bit similarity may lie and still be re-ranked
+/// exactly: quantisation moves a similarity by well under 0.01.
 const QUANTISED_MARGIN: f32 = 0.03;
 
 #[derive(Debug, Clone, Copy)]
@@ -607,7 +609,7 @@ impl Hnsw {
                 entry = self.greedy::<AVX2, true>(&q, entry, layer);
             }
             // The sign codes only steer the walk: score what it found on the 8-bit copies.
-            let bound = hamming_bound(min_similarity, self.code_lines as u32 * 512);
+            let bound = hamming_bound(min_similarity, self.code_bits());
             let floor = self.params.ef_floor.max(k);
             let ids: Vec<u32> = self
                 .walk_codes(&q.code, entry, ef, floor, bound)
@@ -760,13 +762,18 @@ impl Hnsw {
             .collect()
     }
 
+    /// Bits in a node's sign code.
+    fn code_bits(&self) -> u32 {
+        u32::try_from(self.code_lines * 512).unwrap_or(u32::MAX / 2)
+    }
+
     /// Hamming distance between the query's sign code and a node's (one more than the code's
     /// bits for an unknown id: farther than any node, and small enough to pack).
     #[inline(always)]
     fn hamming(&self, code: &[CodeLine], id: u32) -> u32 {
         let start = id as usize * self.code_lines;
         let Some(node) = self.codes.get(start..start + self.code_lines) else {
-            return self.code_lines as u32 * 512 + 1;
+            return self.code_bits() + 1;
         };
         node.iter()
             .zip(code)
