@@ -17,7 +17,7 @@ impl Namespace {
         Ok(Self(RwLock::new(Self::text(value)?)))
     }
 
-    fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    pub fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
         match value.cast::<PyString>() {
             Ok(s) => Ok(s.to_str()?.to_owned()),
             Err(_) => Err(config_error(format!(

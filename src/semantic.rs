@@ -2,10 +2,13 @@
 //! one call; with a LangChain `Embeddings` the Python layer embeds the text this module
 //! extracts and passes the vector in.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use langscale_core::cache::{self, Outcome, SemanticConfig};
+use langscale_core::cache::{
+    self, shared, Label, Outcome, SemanticConfig, SharedEntry, SharedEvent,
+};
 use langscale_core::embed as cache_embed;
+use langscale_core::store::IndexStream as CoreStream;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -13,15 +16,27 @@ use crate::args;
 use crate::errors::{config_error, CoreError, LangscaleError};
 use crate::namespace::Namespace;
 
-/// What a lookup found: (kind, value, similarity, matched text, guard reason).
-/// kind is "exact", "semantic" or "miss".
+/// What a lookup found: (kind, value, similarity, matched text, guard reason, entry key).
+/// kind is "exact", "semantic" or "miss"; the key (of the entry that answered) is what
+/// `unreadable` takes when the caller cannot read the value.
 type Found<'py> = (
     &'static str,
     Option<Bound<'py, PyBytes>>,
     Option<f32>,
     Option<String>,
     Option<&'static str>,
+    Option<u128>,
 );
+
+/// Events from other processes applied per `apply_shared` call, at most: a late starter
+/// catches up over many lookups, so no one lookup pays for indexing a long stream.
+const APPLY_BATCH: usize = 512;
+
+/// The stream a shared cache publishes to and tails, and the tenant of its store.
+struct Shared {
+    stream: Arc<CoreStream>,
+    tenant: Option<String>,
+}
 
 /// Exact + semantic cache: exact layer, per-scope vector index, guard.
 #[pyclass(frozen, module = "langscale._core")]
@@ -29,9 +44,10 @@ pub struct SemanticCache {
     cache: cache::SemanticCache,
     namespace: Namespace,
     builtin: bool,
+    shared: OnceLock<Shared>,
 }
 
-fn found<'py>(py: Python<'py>, outcome: Outcome) -> Found<'py> {
+fn found<'py>(py: Python<'py>, scoped: &cache::Scoped, outcome: Outcome) -> Found<'py> {
     match outcome {
         Outcome::Exact(value) => (
             "exact",
@@ -39,17 +55,20 @@ fn found<'py>(py: Python<'py>, outcome: Outcome) -> Found<'py> {
             Some(1.0),
             None,
             None,
+            Some(scoped.exact),
         ),
         Outcome::Semantic {
             value,
             similarity,
             matched,
+            key,
         } => (
             "semantic",
             Some(PyBytes::new(py, &value)),
             Some(similarity),
             Some(matched),
             None,
+            Some(key),
         ),
         Outcome::Miss {
             rejected,
@@ -60,6 +79,7 @@ fn found<'py>(py: Python<'py>, outcome: Outcome) -> Found<'py> {
             best_similarity,
             None,
             rejected.map(cache::guard::Conflict::as_str),
+            None,
         ),
     }
 }
@@ -119,6 +139,37 @@ impl SemanticCache {
         let namespace = self.namespace.read();
         cache::split_prompt(&namespace, llm_string, prompt)
     }
+
+    /// Apply one event from another process, if it is labelled with this cache's namespace
+    /// and tenant (under the namespace lock, so a rename cannot come between the check and
+    /// the insert). Entries are stored under their own label, never this cache's.
+    fn apply(&self, shared: &Shared, event: SharedEvent) -> Result<(), String> {
+        let namespace = self.namespace.read();
+        let receiver = Label::new(&namespace, shared.tenant.as_deref());
+        if !event.label().is_for(&receiver) {
+            return Ok(());
+        }
+        match event {
+            SharedEvent::Clear(_) => self.cache.clear(),
+            SharedEvent::Entry(entry) => {
+                if shared::expired(entry.expires_ms, shared::now_ms()) {
+                    return Ok(());
+                }
+                let scoped =
+                    cache::split_prompt(&entry.label.namespace, &entry.llm_string, &entry.prompt);
+                let vector = self.vector_for(&scoped, entry.vector);
+                self.cache
+                    .insert_until(
+                        &scoped,
+                        vector.as_deref(),
+                        entry.value.into(),
+                        entry.expires_ms,
+                    )
+                    .map_err(|err| err.to_string())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[pymethods]
@@ -169,7 +220,49 @@ impl SemanticCache {
                 None => Namespace::default(),
             },
             builtin: builtin || has_embedder,
+            shared: OnceLock::new(),
         })
+    }
+
+    /// Share entries through `stream`: every update and clear is published there labelled
+    /// with this cache's namespace and the store's tenant, and `apply_shared` takes in what
+    /// other processes published under the same label. Once per cache.
+    fn share(&self, stream: &crate::store::IndexStream) -> PyResult<()> {
+        let shared = Shared {
+            tenant: stream.stream.tenant().map(str::to_owned),
+            stream: Arc::clone(&stream.stream),
+        };
+        self.shared
+            .set(shared)
+            .map_err(|_| config_error("this cache already shares through a stream"))
+    }
+
+    /// Apply up to a batch of what other processes stored or cleared under this cache's
+    /// label since the last call; the others are skipped. Returns why each unreadable event
+    /// was skipped (they are counted in `l2_errors`).
+    fn apply_shared(&self, py: Python<'_>) -> Vec<String> {
+        let Some(shared) = self.shared.get() else {
+            return Vec::new();
+        };
+        py.detach(|| {
+            let mut errors = Vec::new();
+            for fields in shared.stream.drain(APPLY_BATCH) {
+                let applied = SharedEvent::from_fields(&fields)
+                    .map_err(|err| err.to_string())
+                    .and_then(|event| self.apply(shared, event));
+                if let Err(err) = applied {
+                    self.cache.note_unreadable();
+                    errors.push(err);
+                }
+            }
+            errors
+        })
+    }
+
+    /// A hit (its kind and key from `lookup`) whose value the caller could not read: the
+    /// entry goes and the lookup counts as a miss and an `l2_errors`.
+    fn unreadable(&self, kind: &str, key: u128) {
+        self.cache.unreadable(key, kind == "semantic");
     }
 
     /// The default similarity threshold of the built-in embedder.
@@ -188,17 +281,17 @@ impl SemanticCache {
         cache::split_prompt("", "", prompt).text
     }
 
-    /// Exact layer only.
+    /// Exact layer only: what `lookup` returns for an exact hit, or None (not counted).
     fn lookup_exact<'py>(
         &self,
         py: Python<'py>,
         prompt: &str,
         llm_string: &str,
-    ) -> Option<Bound<'py, PyBytes>> {
+    ) -> Option<Found<'py>> {
         let scoped = self.split(prompt, llm_string);
         self.cache
             .lookup_exact(&scoped)
-            .map(|v| PyBytes::new(py, &v))
+            .map(|v| found(py, &scoped, Outcome::Exact(v)))
     }
 
     /// Exact, then semantic with the given vector (or the built-in embedding when None and
@@ -217,10 +310,11 @@ impl SemanticCache {
             let vector = self.vector_for(&scoped, vector);
             self.cache.lookup(&scoped, vector.as_deref())
         });
-        found(py, outcome)
+        found(py, &scoped, outcome)
     }
 
     /// Store bytes for this prompt; indexed under `vector` (or the built-in embedding).
+    /// A shared cache also publishes it, labelled with the namespace it was stored under.
     #[pyo3(signature = (prompt, llm_string, value, vector=None))]
     fn update(
         &self,
@@ -230,13 +324,30 @@ impl SemanticCache {
         value: &[u8],
         vector: Option<Vec<f32>>,
     ) -> PyResult<()> {
-        let scoped = self.split(prompt, llm_string);
-        let value: Arc<[u8]> = value.into();
+        let (scoped, namespace) = {
+            let namespace = self.namespace.read();
+            (
+                cache::split_prompt(&namespace, llm_string, prompt),
+                namespace.clone(),
+            )
+        };
         let stored = py.detach(|| {
-            let vector = self.vector_for(&scoped, vector);
-            self.cache.insert(&scoped, vector.as_deref(), value)
+            let indexed = self.vector_for(&scoped, vector.clone());
+            self.cache.insert(&scoped, indexed.as_deref(), value.into())
         });
         stored.map_err(CoreError::from)?;
+        if let Some(shared) = self.shared.get() {
+            let event = SharedEvent::Entry(SharedEntry {
+                label: Label::new(&namespace, shared.tenant.as_deref()),
+                prompt: prompt.to_owned(),
+                llm_string: llm_string.to_owned(),
+                value: value.to_vec(),
+                expires_ms: shared::expiry_after(self.cache.config().ttl),
+                // Only a caller's vector travels: a receiver embeds with its own built-in.
+                vector,
+            });
+            shared.stream.publish(event.to_fields());
+        }
         Ok(())
     }
 
@@ -261,8 +372,15 @@ impl SemanticCache {
             .map_err(|err| LangscaleError::new_err(err.to_string()))
     }
 
+    /// Drop every entry; a shared cache tells the others to drop theirs under this
+    /// namespace (and only this one).
     fn clear(&self) {
+        let namespace = self.namespace.read();
         self.cache.clear();
+        if let Some(shared) = self.shared.get() {
+            let label = Label::new(&namespace, shared.tenant.as_deref());
+            shared.stream.publish(SharedEvent::Clear(label).to_fields());
+        }
     }
 
     #[getter]
@@ -272,10 +390,17 @@ impl SemanticCache {
 
     #[setter]
     fn set_namespace(&self, namespace: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.namespace.replace(namespace, || self.cache.clear())
+        self.namespace.replace(namespace, || {
+            self.cache.clear();
+            // What others stored under the new name was skipped so far: read it again.
+            if let Some(shared) = self.shared.get() {
+                shared.stream.rewind();
+            }
+        })
     }
 
-    /// Counters: exact_hits, semantic_hits, guard_rejections, misses, entries, scopes.
+    /// Counters: exact_hits, semantic_hits, guard_rejections, misses, l2_errors, entries,
+    /// scopes.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.cache.stats();
         let d = PyDict::new(py);
@@ -283,6 +408,7 @@ impl SemanticCache {
         d.set_item("semantic_hits", s.semantic_hits)?;
         d.set_item("guard_rejections", s.guard_rejections)?;
         d.set_item("misses", s.misses)?;
+        d.set_item("l2_errors", s.l2_errors)?;
         d.set_item("entries", s.entries)?;
         d.set_item("scopes", s.scopes)?;
         Ok(d)

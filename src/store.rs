@@ -425,9 +425,10 @@ impl SharedBreakers {
 }
 
 /// The semantic cache's replication stream: publish inserts and deletions, drain others'.
+/// Its events are the core's `SharedEvent`s, each labelled with namespace and tenant.
 #[pyclass(frozen, module = "langscale._core")]
 pub struct IndexStream {
-    stream: CoreStream,
+    pub(crate) stream: std::sync::Arc<CoreStream>,
 }
 
 #[pymethods]
@@ -441,7 +442,7 @@ impl IndexStream {
             )));
         }
         Ok(Self {
-            stream: CoreStream::start(store.store.clone(), name, maxlen),
+            stream: std::sync::Arc::new(CoreStream::start(store.store.clone(), name, maxlen)),
         })
     }
 
@@ -450,9 +451,10 @@ impl IndexStream {
         self.stream.publish(fields);
     }
 
-    /// Events from other processes not handed out before, oldest first.
+    /// Events from other processes not handed out before, oldest first (a cache sharing
+    /// this stream takes them itself: see `SemanticCache.share`).
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let events = self.stream.drain();
+        let events = self.stream.drain(usize::MAX);
         let out = PyList::empty(py);
         for event in events {
             let d = PyDict::new(py);

@@ -14,6 +14,7 @@ cut a hit from 20 to about 8 microseconds). Anything else goes through LangChain
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -126,3 +127,17 @@ def decode(raw: bytes) -> list[Generation]:
             msg = f"unknown generation kind {kind!r}"
             raise ValueError(msg)
     return out
+
+
+class UnreadableLog:
+    """One log line per unreadable cache entry: a warning for a cache's first (so a broken
+    writer is noticed), debug after that (so garbage in Redis cannot flood the log)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._warned = False
+
+    def note(self, err: object) -> None:
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        self._logger.log(level, "langscale: unreadable cache entry treated as a miss: %s", err)

@@ -25,7 +25,9 @@ class ExactCache(BaseCache):
     """Exact-match LLM cache: bounded (TinyLFU), optional TTL and byte bound, namespaced.
 
     Use with ``set_llm_cache(ExactCache())`` or a model's ``cache=`` argument. Setting
-    ``namespace`` to a new value drops everything stored under the old one.
+    ``namespace`` to a new value drops everything stored under the old one. With a store,
+    entries are shared through Redis, each labelled with its namespace and the store's tenant
+    (never served under another), and ``clear()`` clears this namespace in every process.
     """
 
     def __init__(
@@ -42,30 +44,36 @@ class ExactCache(BaseCache):
         _metrics.track(self)
         # L2: entries shared through Redis (same JSON data, same TTL); an L2 hit fills L1.
         self._store = _store.resolve(store, redis_url)
+        if self._store is not None:
+            self._core.share(self._store)
         self._ttl = ttl
-        self._l2 = {"l2_hits": 0, "l2_misses": 0}
+        self._unreadable = _codec.UnreadableLog(logger)
 
     def _l2_key(self, prompt: str, llm_string: str) -> str:
-        assert self._store is not None
-        return self._store.key(f"exact:{self._core.key_of(prompt, llm_string):032x}", "")
+        return self._core.l2_key(prompt, llm_string)
 
     def _decode(self, prompt: str, llm_string: str, raw: bytes) -> list[Generation] | None:
         try:
             return _codec.decode(raw)
         except (ValueError, KeyError, TypeError) as err:
-            logger.warning("langscale: unreadable cache entry treated as a miss: %s", err)
-            self._core.remove(prompt, llm_string)
+            self._unreadable.note(err)
+            self._core.unreadable(prompt, llm_string)
             return None
 
-    def _from_l2(self, prompt: str, llm_string: str, raw: bytes | None) -> list[Generation] | None:
-        if raw is None:
-            self._l2["l2_misses"] += 1
+    def _from_l2(
+        self, prompt: str, llm_string: str, sealed: bytes | None
+    ) -> list[Generation] | None:
+        try:
+            raw = self._core.l2_open(sealed)
+            if raw is None:
+                return None
+            found = _codec.decode(raw)
+        except (ValueError, KeyError, TypeError) as err:
+            self._unreadable.note(err)
+            self._core.l2_unreadable()
             return None
-        found = self._decode(prompt, llm_string, raw)
-        if found is not None:
-            self._l2["l2_hits"] += 1
-            self._core.update(prompt, llm_string, raw)
-        return found
+        assert sealed is not None
+        return found if self._core.l2_fill(prompt, llm_string, sealed) else None
 
     def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
         raw = self._core.lookup(prompt, llm_string)
@@ -77,17 +85,25 @@ class ExactCache(BaseCache):
             )
         return self._decode(prompt, llm_string, raw)
 
-    def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+    def _encode(self, return_val: Sequence[Generation]) -> bytes | None:
         try:
-            raw = _codec.encode(return_val)
+            return _codec.encode(return_val)
         except (TypeError, ValueError) as err:
             logger.warning("langscale: result not cached, it holds non-JSON data: %s", err)
+            return None
+
+    def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        raw = self._encode(return_val)
+        if raw is None:
             return
         self._core.update(prompt, llm_string, raw)
         if self._store is not None:
-            self._store.set(self._l2_key(prompt, llm_string), raw, self._ttl)
+            key, sealed = self._core.l2_entry(prompt, llm_string, raw)
+            self._store.set(key, sealed, self._ttl)
 
     def clear(self, **kwargs: Any) -> None:
+        """Drop every entry of this namespace: here, in Redis and (within a poll, about
+        0.1 s) in every other process's L1; other namespaces and tenants keep theirs."""
         self._core.clear()
 
     # The work is microseconds and never blocks, so the async trio runs inline rather than
@@ -98,21 +114,20 @@ class ExactCache(BaseCache):
         raw = self._core.lookup(prompt, llm_string)
         if raw is not None:
             return self._decode(prompt, llm_string, raw)
-        raw = await self._store.get_async(self._l2_key(prompt, llm_string))
+        sealed = await self._store.get_async(self._l2_key(prompt, llm_string))
         self._store.flush_events()  # log a health change seen meanwhile, here
-        return self._from_l2(prompt, llm_string, raw)
+        return self._from_l2(prompt, llm_string, sealed)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         if self._store is None:
             self.update(prompt, llm_string, return_val)
             return
-        try:
-            raw = _codec.encode(return_val)
-        except (TypeError, ValueError) as err:
-            logger.warning("langscale: result not cached, it holds non-JSON data: %s", err)
+        raw = self._encode(return_val)
+        if raw is None:
             return
         self._core.update(prompt, llm_string, raw)
-        await self._store.set_async(self._l2_key(prompt, llm_string), raw, self._ttl)
+        key, sealed = self._core.l2_entry(prompt, llm_string, raw)
+        await self._store.set_async(key, sealed, self._ttl)
 
     async def aclear(self, **kwargs: Any) -> None:
         self.clear()
@@ -126,8 +141,7 @@ class ExactCache(BaseCache):
         self._core.namespace = value
 
     def stats(self) -> dict[str, int]:
-        """hits, misses, evictions, entries, bytes (L1); with a store also l2_hits, l2_misses."""
-        stats = self._core.stats()
-        if self._store is not None:
-            stats.update(self._l2)
-        return stats
+        """hits, misses, evictions, entries, bytes (L1; hits + misses = lookups); with a
+        store also l2_hits, l2_misses, l2_errors (L1 misses found in Redis, not found there,
+        found unreadable there: they add up to misses)."""
+        return self._core.stats()

@@ -10,7 +10,6 @@ dates, quoted strings, names or negation (the guard).
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -28,9 +27,6 @@ from langscale.embeddings import LocalEmbeddings
 logger = logging.getLogger("langscale.cache")
 
 Cacheable = Callable[[str, str, Sequence[Generation]], bool]
-
-#: Entries from other processes indexed per lookup or update, at most.
-_APPLY_BATCH = 512
 
 #: The similarity threshold used with the built-in embedder (chosen in benches/bench_quality.py).
 DEFAULT_THRESHOLD: float = _core.SemanticCache.default_threshold()
@@ -102,58 +98,24 @@ class SemanticCache(BaseCache):
         self._native = native
         self._cacheable = cacheable
         _metrics.track(self)
-        self._ttl = ttl
+        self._unreadable = _codec.UnreadableLog(logger)
         self._stream: _core.IndexStream | None = None
-        self._pending: collections.deque[dict[str, bytes]] = collections.deque()
         shared = _store.resolve(store, redis_url)
         if shared is not None:
-            # Shared: every insert goes to a Redis Stream that every process tails into its
-            # own index (see _apply_shared); values carry their expiry, so TTL holds anywhere.
+            # Shared: every insert and clear goes to a Redis Stream that every process tails
+            # into its own index, labelled with namespace and tenant (the core applies only
+            # its own label's); entries carry their expiry, so TTL holds anywhere.
             self._stream = _core.IndexStream(shared, shared_name, maxsize)
+            self._core.share(self._stream)
 
     # -- sharing through Redis -----------------------------------------------------------------
 
     def _apply_shared(self) -> None:
-        """Apply what other processes stored or cleared since the last call."""
+        """Apply (a batch of) what other processes stored or cleared since the last call."""
         if self._stream is None:
             return
-        pending = self._pending
-        pending.extend(self._stream.drain())
-        # A late starter may find a long stream: catch up a batch per call, so no one lookup
-        # pays for indexing all of it.
-        for _ in range(min(len(pending), _APPLY_BATCH)):
-            event = pending.popleft()
-            kind = event.get("k")
-            if kind == b"clear":
-                self._core.clear()
-            elif kind == b"add":
-                try:
-                    value = event["v"]
-                    if _store.unwrap(value) is None:
-                        continue  # expired already
-                    self._core.update(
-                        event["p"].decode(),
-                        event["l"].decode(),
-                        value,
-                        _store.unpack_vector(event.get("e")),
-                    )
-                except (KeyError, UnicodeDecodeError, ValueError, _core.LangscaleError) as err:
-                    logger.warning("langscale: unusable shared cache entry skipped: %s", err)
-
-    def _store_value(self, raw: bytes) -> bytes:
-        return raw if self._stream is None else _store.wrap(raw, self._ttl)
-
-    def _publish(self, prompt: str, llm_string: str, raw: bytes, vector: Any) -> None:
-        if self._stream is not None:
-            self._stream.publish(
-                [
-                    ("k", b"add"),
-                    ("p", prompt.encode()),
-                    ("l", llm_string.encode()),
-                    ("v", raw),
-                    ("e", _store.pack_vector(vector)),
-                ]
-            )
+        for err in self._core.apply_shared():
+            self._unreadable.note(err)
 
     # -- embedding through a LangChain Embeddings --------------------------------------------
 
@@ -197,19 +159,15 @@ class SemanticCache(BaseCache):
     def _answer(
         self, prompt: str, llm_string: str, found: tuple
     ) -> tuple[list[Generation] | None, LookupInfo]:
-        kind, raw, similarity, matched, rejected = found
+        kind, raw, similarity, matched, rejected, key = found
         info = LookupInfo(kind=kind, similarity=similarity, matched=matched, rejected_by=rejected)
-        if raw is not None and self._stream is not None:
-            raw = _store.unwrap(raw)
-            if raw is None:  # expired: its TTL ran out, whichever process stored it
-                info = LookupInfo(kind="miss", similarity=None, matched=None, rejected_by=None)
-                return None, info
         if raw is None:
             return None, info
         try:
             generations = _codec.decode(raw)
         except (ValueError, KeyError, TypeError) as err:
-            logger.warning("langscale: unreadable cache entry treated as a miss: %s", err)
+            self._unreadable.note(err)
+            self._core.unreadable(kind, key)
             return None, LookupInfo(kind="miss", similarity=None, matched=None, rejected_by=None)
         if kind == "semantic":
             logger.debug(
@@ -224,9 +182,9 @@ class SemanticCache(BaseCache):
         self._apply_shared()
         if self._embeddings is None:
             return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string))
-        raw = self._core.lookup_exact(prompt, llm_string)
-        if raw is not None:
-            return self._answer(prompt, llm_string, ("exact", raw, 1.0, None, None))
+        exact = self._core.lookup_exact(prompt, llm_string)
+        if exact is not None:
+            return self._answer(prompt, llm_string, exact)
         vector = self._embed(self._core.text_of(prompt))
         # without a usable vector this is an exact lookup only (and counted as a miss)
         return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string, vector))
@@ -235,18 +193,19 @@ class SemanticCache(BaseCache):
         self, prompt: str, llm_string: str
     ) -> tuple[list[Generation] | None, LookupInfo]:
         if self._native is not None:
-            raw = self._core.lookup_exact(prompt, llm_string)
-            if raw is not None:
-                return self._answer(prompt, llm_string, ("exact", raw, 1.0, None, None))
+            self._apply_shared()
+            exact = self._core.lookup_exact(prompt, llm_string)
+            if exact is not None:
+                return self._answer(prompt, llm_string, exact)
             # The model takes milliseconds per text: keep it off the event loop.
             found = await asyncio.to_thread(self._core.lookup, prompt, llm_string)
             return self._answer(prompt, llm_string, found)
         if self._embeddings is None:
             return self.lookup_with_info(prompt, llm_string)
         self._apply_shared()
-        raw = self._core.lookup_exact(prompt, llm_string)
-        if raw is not None:
-            return self._answer(prompt, llm_string, ("exact", raw, 1.0, None, None))
+        exact = self._core.lookup_exact(prompt, llm_string)
+        if exact is not None:
+            return self._answer(prompt, llm_string, exact)
         vector = await self._aembed(self._core.text_of(prompt))
         return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string, vector))
 
@@ -261,8 +220,8 @@ class SemanticCache(BaseCache):
     def _encode(
         self, prompt: str, llm_string: str, return_val: Sequence[Generation]
     ) -> bytes | None:
-        if not return_val:
-            return None
+        # An empty list is stored and served like any other value, as LangChain's
+        # InMemoryCache and ExactCache do.
         if self._cacheable is not None and not self._cacheable(prompt, llm_string, return_val):
             return None
         try:
@@ -276,9 +235,7 @@ class SemanticCache(BaseCache):
         if raw is None:
             return
         vector = None if self._embeddings is None else self._embed(self._core.text_of(prompt))
-        raw = self._store_value(raw)
         self._core.update(prompt, llm_string, raw, vector)
-        self._publish(prompt, llm_string, raw, vector)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         raw = self._encode(prompt, llm_string, return_val)
@@ -289,14 +246,12 @@ class SemanticCache(BaseCache):
         )
         # Indexing into a large scope's graph takes up to a millisecond (and, rarely, a
         # rebuild far longer): keep it off the event loop. The core releases the GIL.
-        raw = self._store_value(raw)
         await asyncio.to_thread(self._core.update, prompt, llm_string, raw, vector)
-        self._publish(prompt, llm_string, raw, vector)
 
     def clear(self, **kwargs: Any) -> None:
+        """Drop every entry of this namespace: here and, shared, in every process tailing
+        the stream under the same namespace and tenant (others keep theirs)."""
         self._core.clear()
-        if self._stream is not None:
-            self._stream.publish([("k", b"clear")])
 
     async def aclear(self, **kwargs: Any) -> None:
         self.clear()
@@ -314,7 +269,9 @@ class SemanticCache(BaseCache):
         self._core.namespace = value
 
     def stats(self) -> dict[str, int]:
-        """exact_hits, semantic_hits, guard_rejections, misses, entries, scopes, hits."""
+        """exact_hits, semantic_hits, guard_rejections, misses, l2_errors, entries, scopes,
+        hits (hits + misses = lookups; l2_errors counts entries from other processes that
+        could not be read)."""
         stats = self._core.stats()
         stats["hits"] = stats["exact_hits"] + stats["semantic_hits"]
         return stats

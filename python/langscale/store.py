@@ -12,8 +12,6 @@ and one when it recovers.
 from __future__ import annotations
 
 import threading
-import time
-from array import array
 
 from langscale import _core
 
@@ -52,35 +50,4 @@ def resolve(
         return found
 
 
-__all__ = ["RedisStore", "pack_vector", "resolve", "unpack_vector", "unwrap", "wrap"]
-
-
-# -- values that carry their own expiry (the semantic cache's replicated entries) ---------------
-
-_EXPIRING = b"LSX1"
-
-
-def wrap(raw: bytes, ttl: float | None) -> bytes:
-    """``raw`` with its wall-clock expiry in front, so every process honours the same TTL."""
-    expires = 0 if ttl is None else int((time.time() + ttl) * 1000)
-    return _EXPIRING + expires.to_bytes(8, "big") + raw
-
-
-def unwrap(raw: bytes) -> bytes | None:
-    """The value ``wrap`` wrote, or None once it has expired."""
-    if not raw.startswith(_EXPIRING) or len(raw) < 12:
-        return raw
-    expires = int.from_bytes(raw[4:12], "big")
-    if expires and expires <= time.time() * 1000:
-        return None
-    return raw[12:]
-
-
-def pack_vector(vector: list[float] | None) -> bytes:
-    return b"" if vector is None else array("f", vector).tobytes()
-
-
-def unpack_vector(raw: bytes | None) -> list[float] | None:
-    if not raw or len(raw) % 4:
-        return None
-    return array("f", raw).tolist()
+__all__ = ["RedisStore", "resolve"]

@@ -156,6 +156,17 @@ impl ExactCache {
         self.entries.invalidate(&key);
     }
 
+    /// A `get` hit whose value the caller could not read: the entry goes and the lookup is
+    /// counted as a miss, so hits + misses stays the number of lookups answered as such.
+    pub fn unreadable(&self, key: CacheKey) {
+        self.entries.invalidate(&key);
+        let c = &self.counters;
+        let _ = c
+            .hits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        c.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Removes every entry; `stats` shows no entries and no bytes right after (unless other
     /// threads insert meanwhile).
     pub fn clear(&self) {
@@ -445,5 +456,16 @@ mod tests {
     fn is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<ExactCache>();
+    }
+
+    #[test]
+    fn an_unreadable_hit_is_counted_as_a_miss() {
+        let c = cache(100, None, None);
+        c.insert(7, b"garbage".as_slice().into());
+        assert!(c.get(7).is_some());
+        c.unreadable(7);
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.entries), (0, 1, 0));
+        assert!(c.get(7).is_none());
     }
 }

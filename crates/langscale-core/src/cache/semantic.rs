@@ -17,6 +17,7 @@ use super::guard::{Conflict, Signature};
 use super::index::{GraphParams, ScopeIndex};
 use super::key::CacheKey;
 use super::scope::Scoped;
+use super::shared;
 use super::CacheError;
 use crate::embed::{EmbedError, Embedder};
 
@@ -63,6 +64,8 @@ pub enum Outcome {
         value: Arc<[u8]>,
         similarity: f32,
         matched: String,
+        /// The exact key of the entry that answered.
+        key: CacheKey,
     },
     /// Nothing usable; `rejected` names the guard's reason for the best candidate it refused.
     Miss {
@@ -77,6 +80,9 @@ pub struct SemanticStats {
     pub semantic_hits: u64,
     pub guard_rejections: u64,
     pub misses: u64,
+    /// Entries from other processes that could not be read (also counted as misses when a
+    /// lookup found one).
+    pub l2_errors: u64,
     pub entries: u64,
     pub scopes: u64,
 }
@@ -86,6 +92,14 @@ struct Entry {
     text: String,
     signature: Signature,
     value: Arc<[u8]>,
+    /// Wall-clock expiry (ms since the epoch) set by the process that stored it; 0 never.
+    expires_ms: u64,
+}
+
+impl Entry {
+    fn is_expired(&self) -> bool {
+        self.expires_ms != 0 && shared::expired(self.expires_ms, shared::now_ms())
+    }
 }
 
 type Scopes = RwLock<HashMap<CacheKey, Arc<RwLock<ScopeIndex>>>>;
@@ -102,6 +116,7 @@ pub struct SemanticCache {
     semantic_hits: AtomicU64,
     guard_rejections: AtomicU64,
     misses: AtomicU64,
+    l2_errors: AtomicU64,
 }
 
 impl std::fmt::Debug for SemanticCache {
@@ -194,6 +209,7 @@ impl SemanticCache {
             semantic_hits: AtomicU64::new(0),
             guard_rejections: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            l2_errors: AtomicU64::new(0),
             config,
         })
     }
@@ -261,6 +277,10 @@ impl SemanticCache {
     /// The exact layer: the stored value for this very prompt.
     pub fn lookup_exact(&self, scoped: &Scoped) -> Option<Arc<[u8]>> {
         let entry = self.entries.get(&scoped.exact)?;
+        if entry.is_expired() {
+            self.entries.invalidate(&scoped.exact);
+            return None;
+        }
         self.exact_hits.fetch_add(1, Ordering::Relaxed);
         Some(Arc::clone(&entry.value))
     }
@@ -311,7 +331,7 @@ impl SemanticCache {
             let Some(entry) = self.entries.get(&key) else {
                 continue;
             };
-            if entry.scope != scoped.scope {
+            if entry.scope != scoped.scope || entry.is_expired() {
                 continue;
             }
             if let Some(signature) = &signature {
@@ -324,6 +344,7 @@ impl SemanticCache {
                 value: Arc::clone(&entry.value),
                 similarity,
                 matched: entry.text.clone(),
+                key,
             };
         }
         Outcome::Miss {
@@ -340,12 +361,25 @@ impl SemanticCache {
         vector: Option<&[f32]>,
         value: Arc<[u8]>,
     ) -> Result<(), CacheError> {
+        self.insert_until(scoped, vector, value, 0)
+    }
+
+    /// `insert` for an entry that expires at a wall-clock time (`expires_ms` since the epoch,
+    /// 0 never) whatever this cache's own TTL: an entry another process stored keeps its TTL.
+    pub fn insert_until(
+        &self,
+        scoped: &Scoped,
+        vector: Option<&[f32]>,
+        value: Arc<[u8]>,
+        expires_ms: u64,
+    ) -> Result<(), CacheError> {
         let vector = vector.map(|v| self.check_vector(v)).transpose()?;
         let entry = Entry {
             scope: scoped.scope,
             text: scoped.text.clone(),
             signature: Signature::of(&scoped.text),
             value,
+            expires_ms,
         };
         self.entries.insert(scoped.exact, Arc::new(entry));
         let Some(vector) = vector else { return Ok(()) };
@@ -383,6 +417,26 @@ impl SemanticCache {
         )
     }
 
+    /// A hit whose value the caller could not read (another process stored garbage): the
+    /// entry goes, and the lookup is counted as a miss and an `l2_errors` instead.
+    pub fn unreadable(&self, key: CacheKey, semantic: bool) {
+        self.entries.invalidate(&key);
+        let hits = if semantic {
+            &self.semantic_hits
+        } else {
+            &self.exact_hits
+        };
+        // Only ever called after a counted hit; saturate anyway so a misuse cannot wrap.
+        let _ = hits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.l2_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An entry from another process that could not be read at all.
+    pub fn note_unreadable(&self) {
+        self.l2_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn clear(&self) {
         self.entries.invalidate_all();
         self.entries.run_pending_tasks();
@@ -396,6 +450,7 @@ impl SemanticCache {
             semantic_hits: self.semantic_hits.load(Ordering::Relaxed),
             guard_rejections: self.guard_rejections.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            l2_errors: self.l2_errors.load(Ordering::Relaxed),
             entries: self.entries.entry_count(),
             scopes: read(&self.scopes).len() as u64,
         }
@@ -445,7 +500,12 @@ mod tests {
                 value,
                 similarity,
                 matched,
+                key,
             } => {
+                assert_eq!(
+                    key,
+                    split_prompt("", "m", "How do I reset my password?").exact
+                );
                 assert_eq!(&*value, b"answer");
                 assert!((0.5..=1.0001).contains(&similarity));
                 assert_eq!(matched, "How do I reset my password?");
@@ -629,5 +689,43 @@ mod tests {
             stats.scopes,
             stats.entries
         );
+    }
+
+    #[test]
+    fn entries_expire_at_their_own_stamp() {
+        let c = cache(SemanticConfig::default());
+        let past = split_prompt("", "m", "What is the boiling point of water?");
+        let v = c.embed_builtin(&past.text).unwrap();
+        c.insert_until(&past, Some(&v), b"old".as_slice().into(), 1)
+            .unwrap();
+        assert!(c.lookup_exact(&past).is_none());
+        assert!(matches!(
+            find(&c, "what is the boiling point of water"),
+            Outcome::Miss { .. }
+        ));
+        let later = shared::expiry_after(Some(Duration::from_secs(60)));
+        c.insert_until(&past, Some(&v), b"new".as_slice().into(), later)
+            .unwrap();
+        assert!(matches!(
+            find(&c, "what is the boiling point of water"),
+            Outcome::Semantic { .. }
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_hit_becomes_a_miss() {
+        let c = cache(SemanticConfig::default());
+        store(&c, "Who painted the Mona Lisa?", "garbage");
+        let Outcome::Semantic { key, .. } = find(&c, "who painted the mona lisa") else {
+            panic!("expected a semantic hit");
+        };
+        c.unreadable(key, true);
+        let s = c.stats();
+        assert_eq!((s.semantic_hits, s.misses, s.l2_errors), (0, 1, 1));
+        assert!(matches!(
+            find(&c, "Who painted the Mona Lisa?"),
+            Outcome::Miss { .. }
+        ));
+        assert_eq!(c.stats().misses, 2);
     }
 }

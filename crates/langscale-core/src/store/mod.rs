@@ -1,7 +1,7 @@
 //! Shared state in Redis (or Valkey, or Redis Cluster): the connection, its health, key
 //! naming, and the one way every Redis call is made (a short timeout, errors counted, no
 //! call made while Redis is known to be down). The shared limiter, cache entries, breaker
-//! state and the semantic index stream build on [`Store`].
+//! state, the semantic index stream and the exact cache's clear counters build on [`Store`].
 //!
 //! Every call runs on one process-wide tokio runtime owned here, so a store is usable from
 //! plain threads (blocking helpers) and from any async runtime (the futures are spawned here
@@ -9,6 +9,7 @@
 
 mod breaker;
 mod conn;
+mod epoch;
 mod limiter;
 mod stream;
 
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 pub use breaker::SharedBreakers;
+pub use epoch::Epoch;
 pub use limiter::{SharedLimiter, SharedLimiterConfig, SharedPermit, SharedStats};
 pub use stream::{IndexEvent, IndexStream};
 

@@ -29,6 +29,8 @@ struct Inner {
     maxlen: u64,
     buffer: Mutex<VecDeque<IndexEvent>>,
     stop: AtomicBool,
+    /// Set to read the stream again from its start (the next poll does).
+    rewind: AtomicBool,
     received: AtomicU64,
     published: AtomicU64,
 }
@@ -50,6 +52,7 @@ impl IndexStream {
             maxlen: maxlen.max(1),
             buffer: Mutex::new(VecDeque::new()),
             stop: AtomicBool::new(false),
+            rewind: AtomicBool::new(false),
             received: AtomicU64::new(0),
             published: AtomicU64::new(0),
         });
@@ -60,6 +63,9 @@ impl IndexStream {
                 let Some(inner) = weak.upgrade() else { return };
                 if inner.stop.load(Ordering::Relaxed) {
                     return;
+                }
+                if inner.rewind.swap(false, Ordering::SeqCst) {
+                    "0-0".clone_into(&mut last);
                 }
                 let full = inner.poll(&mut last).await;
                 drop(inner);
@@ -91,14 +97,32 @@ impl IndexStream {
         });
     }
 
-    /// Events other processes appended, in order, not handed out before.
-    pub fn drain(&self) -> Vec<IndexEvent> {
+    /// Up to `max` events other processes appended, in order, not handed out before.
+    pub fn drain(&self, max: usize) -> Vec<IndexEvent> {
         let mut buffer = self
             .inner
             .buffer
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        buffer.drain(..).collect()
+        let n = buffer.len().min(max);
+        buffer.drain(..n).collect()
+    }
+
+    /// Read the whole stream again from its start (what is left of it under MAXLEN), as a
+    /// process starting now would: for a receiver that now accepts entries it skipped before.
+    /// Events read but not handed out yet are dropped; the re-read brings them again in order.
+    pub fn rewind(&self) {
+        self.inner
+            .buffer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.inner.rewind.store(true, Ordering::SeqCst);
+    }
+
+    /// The tenant of the store this stream lives in.
+    pub fn tenant(&self) -> Option<&str> {
+        self.inner.store.config().tenant.as_deref()
     }
 
     /// (events received from others, events published).

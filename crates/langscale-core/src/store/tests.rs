@@ -181,3 +181,61 @@ fn shared_limiter_holds_a_rate_across_two_instances_and_falls_back() {
     assert!(!store.is_up());
     assert_eq!(store.stats().degraded, 1);
 }
+
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} not reached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_bumped_epoch_reaches_every_watcher() {
+    let Some(server) = server() else { return };
+    let store = Store::new(config(server.port, "e")).unwrap();
+    let (a, b) = (
+        Epoch::start(store.clone(), "clears".into()),
+        Epoch::start(store.clone(), "clears".into()),
+    );
+    let other = Epoch::start(store.clone(), "other".into());
+    assert_eq!((a.current(), b.current()), (0, 0));
+    assert_eq!(a.bump().unwrap(), 1);
+    assert_eq!(a.current(), 1, "the bumping watcher sees it at once");
+    eventually("b sees the bump", || b.current() == 1);
+    // a late watcher starts with the value; another key is untouched
+    assert_eq!(Epoch::start(store.clone(), "clears".into()).current(), 1);
+    assert_eq!(other.current(), 0);
+}
+
+#[test]
+fn a_rewound_stream_hands_out_everything_again_in_order() {
+    let Some(server) = server() else { return };
+    let store = Store::new(config(server.port, "s")).unwrap();
+    let (writer, reader) = (
+        IndexStream::start(store.clone(), "x", 100),
+        IndexStream::start(store.clone(), "x", 100),
+    );
+    for i in 0..5u8 {
+        writer.publish(vec![("i".into(), vec![i])]);
+    }
+    let mut seen = Vec::new();
+    eventually("five events", || {
+        seen.extend(reader.drain(2));
+        seen.len() == 5
+    });
+    assert_eq!(
+        seen,
+        (0..5u8)
+            .map(|i| vec![("i".into(), vec![i])])
+            .collect::<Vec<_>>()
+    );
+    reader.rewind();
+    let mut again = Vec::new();
+    eventually("five events again", || {
+        again.extend(reader.drain(usize::MAX));
+        again.len() == 5
+    });
+    assert_eq!(again, seen);
+    assert_eq!(reader.tenant(), None);
+}
