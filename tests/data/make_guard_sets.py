@@ -23,8 +23,24 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-CITIES = ["Paris", "Berlin", "Madrid", "Lisbon", "Rome", "Athens", "Vienna", "Prague", "Oslo",
-          "Dublin", "Warsaw", "Cairo", "Tokyo", "Seoul", "Lima", "Quito"]
+CITIES = [
+    "Paris",
+    "Berlin",
+    "Madrid",
+    "Lisbon",
+    "Rome",
+    "Athens",
+    "Vienna",
+    "Prague",
+    "Oslo",
+    "Dublin",
+    "Warsaw",
+    "Cairo",
+    "Tokyo",
+    "Seoul",
+    "Lima",
+    "Quito",
+]
 PEOPLE = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy"]
 TEAMS = ["Arsenal", "Chelsea", "Liverpool", "Everton", "Celtic", "Rangers", "Ajax", "Benfica"]
 COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne"]
@@ -33,8 +49,21 @@ TECH = ["Python", "Java", "Rust", "Go", "Kotlin", "Swift", "Ruby", "Scala"]
 VERSIONS = ["MySQL", "PostgreSQL", "SQLite", "MongoDB", "Redis", "Cassandra"]
 ANIMALS = ["cat", "dog", "horse", "rabbit", "goat", "sheep", "tiger", "wolf"]
 FOODS = ["rice", "pasta", "quinoa", "bread", "potatoes", "oats", "lentils", "beans"]
-UNITS = ["celsius", "fahrenheit", "kelvin", "inches", "centimeters", "miles", "kilometers",
-         "pounds", "kilograms", "ounces", "grams", "liters", "gallons"]
+UNITS = [
+    "celsius",
+    "fahrenheit",
+    "kelvin",
+    "inches",
+    "centimeters",
+    "miles",
+    "kilometers",
+    "pounds",
+    "kilograms",
+    "ounces",
+    "grams",
+    "liters",
+    "gallons",
+]
 FORMATS = ["PDF", "DOCX", "CSV", "JSON", "XML", "YAML", "PNG", "JPEG"]
 CLASSES = ["Animal", "Dog", "Vehicle", "Car", "Shape", "Circle", "Account", "Invoice"]
 
@@ -102,22 +131,42 @@ SWAPS = [
 # Reorderings that keep the meaning: (kind, a template, b template) over (x, y).
 HARMLESS = [
     ("reorder-coordinated", "Which is older, {x} or {y}?", "Which is older, {y} or {x}?", CITIES),
-    ("reorder-coordinated", "What is the difference between {x} and {y}?",
-     "What is the difference between {y} and {x}?", TECH),
+    (
+        "reorder-coordinated",
+        "What is the difference between {x} and {y}?",
+        "What is the difference between {y} and {x}?",
+        TECH,
+    ),
     ("reorder-coordinated", "{x} vs {y}: which is faster?", "{y} vs {x}: which is faster?", TECH),
-    ("reorder-coordinated", "Compare {x} and {y} for beginners",
-     "Compare {y} and {x} for beginners", LANGS),
+    (
+        "reorder-coordinated",
+        "Compare {x} and {y} for beginners",
+        "Compare {y} and {x} for beginners",
+        LANGS,
+    ),
     ("reorder-coordinated", "Which is bigger, {x} or {y}?", "Which is bigger, {y} or {x}?", None),
     ("reorder-coordinated", "Is {x} or {y} healthier?", "Is {y} or {x} healthier?", FOODS),
-    ("reorder-coordinated", "What do {x} and {y} have in common?",
-     "What do {y} and {x} have in common?", ANIMALS),
+    (
+        "reorder-coordinated",
+        "What do {x} and {y} have in common?",
+        "What do {y} and {x} have in common?",
+        ANIMALS,
+    ),
     ("reorder-moved", "In {x}, what's the weather?", "What's the weather in {x}?", CITIES),
-    ("reorder-moved", "For {x}, what are the opening hours of the museum?",
-     "What are the opening hours of the museum in {x}?", CITIES),
+    (
+        "reorder-moved",
+        "For {x}, what are the opening hours of the museum?",
+        "What are the opening hours of the museum in {x}?",
+        CITIES,
+    ),
     ("reorder-moved", "Tomorrow, will it rain in {x}?", "Will it rain in {x} tomorrow?", CITIES),
     ("reorder-moved", "In {x}, how do I read a file?", "How do I read a file in {x}?", TECH),
-    ("reorder-moved", "When learning {x}, which book should I read first?",
-     "Which book should I read first when learning {x}?", LANGS),
+    (
+        "reorder-moved",
+        "When learning {x}, which book should I read first?",
+        "Which book should I read first when learning {x}?",
+        LANGS,
+    ),
 ]
 
 
@@ -127,8 +176,16 @@ def order_set(rng: random.Random) -> list[dict[str, object]]:
         for x, y in numbers(rng, 4) if items is None else pairs_of(rng, items, 4):
             a, b = template.format(x=x, y=y), template.format(x=y, y=x)
             key = template
-            rows.append({"a": a, "b": b, "same": False, "kind": kind,
-                         "a_key": f"{key}:{x}>{y}", "b_key": f"{key}:{y}>{x}"})
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "same": False,
+                    "kind": kind,
+                    "a_key": f"{key}:{x}>{y}",
+                    "b_key": f"{key}:{y}>{x}",
+                }
+            )
     for kind, ta, tb, items in HARMLESS:
         if "{y}" not in ta:
             chosen = [(x, "") for x in rng.sample(items or [], 6)]
@@ -136,8 +193,16 @@ def order_set(rng: random.Random) -> list[dict[str, object]]:
             chosen = numbers(rng, 6) if items is None else pairs_of(rng, items, 6)
         for x, y in chosen:
             key = f"{ta}:{'+'.join(sorted([x, y]))}"
-            rows.append({"a": ta.format(x=x, y=y), "b": tb.format(x=x, y=y), "same": True,
-                         "kind": kind, "a_key": key, "b_key": key})
+            rows.append(
+                {
+                    "a": ta.format(x=x, y=y),
+                    "b": tb.format(x=x, y=y),
+                    "same": True,
+                    "kind": kind,
+                    "a_key": key,
+                    "b_key": key,
+                }
+            )
     return rows
 
 
@@ -203,8 +268,11 @@ LEASE_EDITS = [
     ("long-modality", "The tenant may sublet", "The tenant must sublet"),
     ("long-negation", "The tenant may sublet", "The tenant may not sublet"),
     ("long-word", "The deposit is returned", "The deposit is kept"),
-    ("long-role", "The landlord is responsible for water and the tenant for electricity",
-     "The tenant is responsible for water and the landlord for electricity"),
+    (
+        "long-role",
+        "The landlord is responsible for water and the tenant for electricity",
+        "The tenant is responsible for water and the landlord for electricity",
+    ),
     ("long-word", "rented furnished", "rented unfurnished"),
     ("long-word", "in summer", "in winter"),
     ("long-number", "at most fourteen nights", "at most four nights"),
@@ -270,11 +338,30 @@ def long_set(rng: random.Random) -> list[dict[str, object]]:
                 if old not in text:
                     continue
                 edited = text.replace(old, new, 1)
-                rows.append({"a": text, "b": edited, "same": False, "kind": kind,
-                             "a_key": key, "b_key": f"{key}:edit{n}"})
+                rows.append(
+                    {
+                        "a": text,
+                        "b": edited,
+                        "same": False,
+                        "kind": kind,
+                        "a_key": key,
+                        "b_key": f"{key}:edit{n}",
+                    }
+                )
             for what, variant in harmless_edits(text, rng):
-                rows.append({"a": text, "b": variant, "same": True, "kind": "long-harmless",
-                             "a_key": key, "b_key": key, "edit": what})
+                if variant == text:
+                    continue
+                rows.append(
+                    {
+                        "a": text,
+                        "b": variant,
+                        "same": True,
+                        "kind": "long-harmless",
+                        "a_key": key,
+                        "b_key": key,
+                        "edit": what,
+                    }
+                )
     return rows
 
 
@@ -324,13 +411,16 @@ def person_set() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for kind, pairs in (("perspective", PERSON), ("modality", MODALITY)):
         for a, b in pairs:
-            rows.append({"a": a, "b": b, "same": False, "kind": kind,
-                         "a_key": key(a), "b_key": key(b)})
-            rows.append({"a": b, "b": a, "same": False, "kind": kind,
-                         "a_key": key(b), "b_key": key(a)})
+            rows.append(
+                {"a": a, "b": b, "same": False, "kind": kind, "a_key": key(a), "b_key": key(b)}
+            )
+            rows.append(
+                {"a": b, "b": a, "same": False, "kind": kind, "a_key": key(b), "b_key": key(a)}
+            )
     for a, b in PERSON_SAME:
-        rows.append({"a": a, "b": b, "same": True, "kind": "person-same",
-                     "a_key": key(a), "b_key": key(a)})
+        rows.append(
+            {"a": a, "b": b, "same": True, "kind": "person-same", "a_key": key(a), "b_key": key(a)}
+        )
     return rows
 
 
