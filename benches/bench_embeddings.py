@@ -186,9 +186,24 @@ def _speed_rows(settings: Settings, threads: int = 2) -> list[Row]:
     return rows
 
 
+def _minilm_with(pairs: list[dict[str, Any]], guard: bool) -> bench_semantic.Factory:
+    """MiniLM's vectors for the texts of `pairs`, computed once and replayed."""
+    texts = _texts(pairs)
+    replay = _Replay(dict(zip(texts, LocalEmbeddings().embed_documents(texts), strict=True)))
+    return lambda t: SemanticCache(embeddings=replay, threshold=t, maxsize=10_000, guard=guard)
+
+
 def cases(settings: Settings) -> list[Case]:
     return [
         Case("MiniLM quality", lambda: _quality_rows(settings)),
+        Case(
+            "MiniLM near misses",
+            lambda: bench_semantic.near_miss_rows(
+                "guard near misses (MiniLM | guard off)",
+                _minilm_with,
+                LocalEmbeddings.default_threshold(),
+            ),
+        ),
         Case("MiniLM speed", lambda: _speed_rows(settings)),
     ]
 

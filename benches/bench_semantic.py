@@ -275,9 +275,62 @@ def _python_rows(settings: Settings) -> list[Row]:
     ]
 
 
+NEAR_MISS_SETS = ["guard-order.jsonl", "guard-long.jsonl", "guard-person.jsonl"]
+NEAR_MISS_DIR = ROOT / "tests" / "data"
+
+
+def load_set(name: str) -> list[dict[str, Any]]:
+    with (NEAR_MISS_DIR / name).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def near_miss_rows(group: str, make: Callable[..., Factory], threshold: float) -> list[Row]:
+    """Per family of the labelled near-miss sets (tests/data, see make_guard_sets.py): false
+    hits (or, for harmless variants, hits), each pair in its own scope and all in one shared
+    scope; beside it the same cache with the guard off (similarity alone, what a plain
+    semantic cache does at the same threshold). ``make(pairs, guard)`` gives the factory."""
+    rows = []
+    for name in NEAR_MISS_SETS:
+        pairs = load_set(name)
+        ours = evaluate(pairs, make(pairs, True), threshold)
+        plain = evaluate(pairs, make(pairs, False), threshold)
+        same = {p["kind"]: p["same"] for p in pairs}
+        for kind in sorted(same):
+            for setting in ("own", "shared"):
+                value = 100 * ours[setting][kind]
+                met = None
+                target = ""
+                if setting == "own":
+                    target = ">= 90" if same[kind] else "<= 1"
+                    met = value >= 90 if same[kind] else value <= 1
+                rows.append(
+                    Row(
+                        group,
+                        f"{kind} {'hits' if same[kind] else 'false hits'} ({setting} scope)",
+                        "%",
+                        value,
+                        100 * plain[setting][kind],
+                        target,
+                        met,
+                        extra={"threshold": threshold, "langchain_side": "same cache, guard off"},
+                    )
+                )
+    return rows
+
+
+def builtin_with(_pairs: list[dict[str, Any]], guard: bool) -> Factory:
+    return lambda t: SemanticCache(threshold=t, maxsize=10_000, guard=guard)
+
+
 def cases(settings: Settings) -> list[Case]:
     return [
         Case("semantic quality", lambda: _quality_rows(settings)),
+        Case(
+            "guard near misses",
+            lambda: near_miss_rows(
+                "guard near misses (built-in | guard off)", builtin_with, DEFAULT_THRESHOLD
+            ),
+        ),
         Case("semantic speed (rust)", lambda: _speed_rows(settings)),
         Case("semantic speed (python)", lambda: _python_rows(settings)),
     ]
