@@ -5,7 +5,7 @@ use langscale_core::cache::{self, ExactCacheConfig};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::args;
+use crate::args::{self, LlmString, Prompt};
 use crate::errors::CoreError;
 use crate::namespace::Namespace;
 
@@ -52,22 +52,22 @@ impl ExactCache {
     fn lookup<'py>(
         &self,
         py: Python<'py>,
-        prompt: &str,
-        llm_string: &str,
+        prompt: Prompt<'_>,
+        llm_string: LlmString<'_>,
     ) -> Option<Bound<'py, PyBytes>> {
-        let key = self.key(prompt, llm_string);
+        let key = self.key(prompt.0, llm_string.0);
         self.cache.get(key).map(|value| PyBytes::new(py, &value))
     }
 
     /// Store bytes for this prompt, replacing what was there.
-    fn update(&self, prompt: &str, llm_string: &str, value: &[u8]) {
-        let key = self.key(prompt, llm_string);
+    fn update(&self, prompt: Prompt<'_>, llm_string: LlmString<'_>, value: &[u8]) {
+        let key = self.key(prompt.0, llm_string.0);
         self.cache.insert(key, value.into());
     }
 
     /// Forget the entry for this prompt, if any.
-    fn remove(&self, prompt: &str, llm_string: &str) {
-        self.cache.remove(self.key(prompt, llm_string));
+    fn remove(&self, prompt: Prompt<'_>, llm_string: LlmString<'_>) {
+        self.cache.remove(self.key(prompt.0, llm_string.0));
     }
 
     /// Empty the cache.
@@ -76,8 +76,8 @@ impl ExactCache {
     }
 
     /// The normalised key of a prompt, as an int (for debugging and tests).
-    fn key_of(&self, prompt: &str, llm_string: &str) -> u128 {
-        self.key(prompt, llm_string)
+    fn key_of(&self, prompt: Prompt<'_>, llm_string: LlmString<'_>) -> u128 {
+        self.key(prompt.0, llm_string.0)
     }
 
     /// Entries are keyed under the namespace; setting a new one drops everything under the old.
@@ -106,14 +106,19 @@ impl ExactCache {
 
 /// The key langscale uses for (namespace, llm_string, prompt).
 #[pyfunction]
-fn cache_key(namespace: &str, llm_string: &str, prompt: &str) -> u128 {
-    cache::cache_key(namespace, llm_string, prompt)
+fn cache_key(
+    namespace: &Bound<'_, PyAny>,
+    llm_string: LlmString<'_>,
+    prompt: Prompt<'_>,
+) -> PyResult<u128> {
+    let namespace = args::text("namespace", namespace)?;
+    Ok(cache::cache_key(namespace, llm_string.0, prompt.0))
 }
 
 /// The prompt as it is hashed: volatile ids and metadata removed, tool-call ids renumbered.
 #[pyfunction]
-fn canonical_prompt(prompt: &str) -> String {
-    cache::canonical_prompt(prompt)
+fn canonical_prompt(prompt: Prompt<'_>) -> String {
+    cache::canonical_prompt(prompt.0)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
