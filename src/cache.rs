@@ -10,7 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::args;
+use crate::args::{self, LlmString, Prompt};
 use crate::errors::{config_error, CoreError};
 use crate::namespace::Namespace;
 use crate::store::RedisStore;
@@ -142,18 +142,18 @@ impl ExactCache {
     fn lookup<'py>(
         &self,
         py: Python<'py>,
-        prompt: &str,
-        llm_string: &str,
+        prompt: Prompt<'_>,
+        llm_string: LlmString<'_>,
     ) -> Option<Bound<'py, PyBytes>> {
         self.sync();
-        let key = self.key(prompt, llm_string);
+        let key = self.key(prompt.0, llm_string.0);
         self.cache.get(key).map(|value| PyBytes::new(py, &value))
     }
 
     /// Store bytes for this prompt, replacing what was there.
-    fn update(&self, prompt: &str, llm_string: &str, value: &[u8]) {
+    fn update(&self, prompt: Prompt<'_>, llm_string: LlmString<'_>, value: &[u8]) {
         self.sync();
-        let key = self.key(prompt, llm_string);
+        let key = self.key(prompt.0, llm_string.0);
         self.cache.insert(key, value.into());
     }
 
@@ -230,8 +230,8 @@ impl ExactCache {
     }
 
     /// Forget the entry for this prompt, if any.
-    fn remove(&self, prompt: &str, llm_string: &str) {
-        self.cache.remove(self.key(prompt, llm_string));
+    fn remove(&self, prompt: Prompt<'_>, llm_string: LlmString<'_>) {
+        self.cache.remove(self.key(prompt.0, llm_string.0));
     }
 
     /// Empty the cache; with a store, every process's entries under this namespace go too
@@ -247,8 +247,8 @@ impl ExactCache {
     }
 
     /// The normalised key of a prompt, as an int (for debugging and tests).
-    fn key_of(&self, prompt: &str, llm_string: &str) -> u128 {
-        self.key(prompt, llm_string)
+    fn key_of(&self, prompt: Prompt<'_>, llm_string: LlmString<'_>) -> u128 {
+        self.key(prompt.0, llm_string.0)
     }
 
     /// Entries are keyed under the namespace; setting a new one drops everything under the old.
@@ -298,14 +298,19 @@ impl ExactCache {
 
 /// The key langscale uses for (namespace, llm_string, prompt).
 #[pyfunction]
-fn cache_key(namespace: &str, llm_string: &str, prompt: &str) -> u128 {
-    cache::cache_key(namespace, llm_string, prompt)
+fn cache_key(
+    namespace: &Bound<'_, PyAny>,
+    llm_string: LlmString<'_>,
+    prompt: Prompt<'_>,
+) -> PyResult<u128> {
+    let namespace = args::text("namespace", namespace)?;
+    Ok(cache::cache_key(namespace, llm_string.0, prompt.0))
 }
 
 /// The prompt as it is hashed: volatile ids and metadata removed, tool-call ids renumbered.
 #[pyfunction]
-fn canonical_prompt(prompt: &str) -> String {
-    cache::canonical_prompt(prompt)
+fn canonical_prompt(prompt: Prompt<'_>) -> String {
+    cache::canonical_prompt(prompt.0)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

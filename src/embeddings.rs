@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use langscale_core::embed::{EmbedError, Embedder, MiniLm, MiniLmConfig};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::PyString;
 
-use crate::args;
+use crate::args::{self, Text};
 use crate::errors::{config_error, LangscaleError};
 
 /// A sentence-transformers BERT model (all-MiniLM-L6-v2) run by candle on the CPU.
@@ -33,29 +33,17 @@ fn embed_error(err: &EmbedError) -> PyErr {
     }
 }
 
-fn describe(value: &Bound<'_, PyAny>) -> String {
-    let repr = value
-        .repr()
-        .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string());
-    let mut short: String = repr.chars().take(80).collect();
-    if short.len() < repr.len() {
-        short.push_str("...");
+/// A model directory: a str or an os.PathLike.
+fn path(value: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+    if value.is_instance_of::<PyString>() {
+        return args::text("path", value).map(PathBuf::from);
     }
-    short
-}
-
-fn text_of(value: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
-    let text = value.cast::<PyString>().map_err(|_| {
+    value.extract::<PathBuf>().map_err(|_| {
         config_error(format!(
-            "{what} must be a str, got {} {}",
-            value
-                .get_type()
-                .name()
-                .map_or_else(|_| "?".to_owned(), |n| n.to_string()),
-            describe(value)
+            "path must be a str or an os.PathLike, got {}",
+            args::describe(value)
         ))
-    })?;
-    Ok(text.to_str()?.to_owned())
+    })
 }
 
 #[pymethods]
@@ -66,10 +54,11 @@ impl LocalEmbeddings {
     #[pyo3(signature = (path, batch_size=None, max_seq_length=None))]
     fn new(
         py: Python<'_>,
-        path: PathBuf,
+        path: &Bound<'_, PyAny>,
         batch_size: Option<&Bound<'_, PyAny>>,
         max_seq_length: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let path = self::path(path)?;
         let defaults = MiniLmConfig::default();
         let config = MiniLmConfig {
             batch_size: args::positive_count("batch_size", batch_size)?
@@ -114,36 +103,20 @@ impl LocalEmbeddings {
     }
 
     /// Token ids of a text as the model sees it (special tokens added, truncated).
-    fn tokenize(&self, py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
-        let text = text_of(text, "text")?;
-        py.detach(|| self.model.tokenize(&text))
+    fn tokenize(&self, py: Python<'_>, text: Text<'_>) -> PyResult<Vec<u32>> {
+        py.detach(|| self.model.tokenize(text.0))
             .map_err(|err| embed_error(&err))
     }
 
     /// The normalised embedding of one text.
-    fn embed_query(&self, py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Vec<f32>> {
-        let text = text_of(text, "text")?;
-        py.detach(|| self.model.embed(&text))
+    fn embed_query(&self, py: Python<'_>, text: Text<'_>) -> PyResult<Vec<f32>> {
+        py.detach(|| self.model.embed(text.0))
             .map_err(|err| embed_error(&err))
     }
 
     /// The normalised embeddings of a list (or tuple) of texts, batched, in order.
     fn embed_documents(&self, py: Python<'_>, texts: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<f32>>> {
-        let items: Vec<Bound<'_, PyAny>> = if let Ok(list) = texts.cast::<PyList>() {
-            list.iter().collect()
-        } else if let Ok(tuple) = texts.cast::<PyTuple>() {
-            tuple.iter().collect()
-        } else {
-            return Err(config_error(format!(
-                "texts must be a list of str, got {}",
-                describe(texts)
-            )));
-        };
-        let texts = items
-            .iter()
-            .enumerate()
-            .map(|(i, t)| text_of(t, &format!("texts[{i}]")))
-            .collect::<PyResult<Vec<String>>>()?;
+        let texts = args::texts("texts", texts)?;
         py.detach(|| {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             self.model.embed_batch(&refs)

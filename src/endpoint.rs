@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use langscale_core::provider::{
-    self, ChatRequest, ChatResponse, EndpointConfig, NativeDeployment,
+    self, ChatRequest, ChatResponse, EndpointConfig, FailedAttempt, NativeDeployment,
     ProviderError as CoreProviderError, RoutedEndpoints, RoutedError, RoutedStream, StreamDelta,
 };
 use langscale_core::route::RequestInfo;
@@ -102,18 +102,62 @@ fn provider_error(e: &CoreProviderError) -> PyErr {
 }
 
 fn routed_error(e: RoutedError) -> PyErr {
-    match e {
-        RoutedError::Provider { error, .. } => provider_error(&error),
-        RoutedError::Limit(e) => CoreError::from(e).into(),
-        RoutedError::Config(m) => config_error(m),
-        RoutedError::Failed(reason) => RouteFailed::new_err(reason.to_string()),
-    }
+    let (err, attempts) = match e {
+        RoutedError::Provider {
+            error, attempts, ..
+        } => (provider_error(&error), attempts),
+        RoutedError::Failed { reason, attempts } => {
+            (RouteFailed::new_err(reason.to_string()), attempts)
+        }
+        RoutedError::Limit(e) => return CoreError::from(e).into(),
+        RoutedError::Config(m) => return config_error(m),
+    };
+    Python::attach(|py| with_attempts(py, err, &attempts))
 }
 
-fn request(json: &str) -> PyResult<Arc<ChatRequest>> {
-    ChatRequest::from_json(json)
+/// `err` with an `attempts` attribute: `[(attempt, deployment, ProviderError), ...]`, every
+/// failed attempt of the request in order, for `langscale.scaled` to name each one.
+fn with_attempts(py: Python<'_>, err: PyErr, attempts: &[FailedAttempt]) -> PyErr {
+    let listed: Vec<(u32, usize, PyErr)> = attempts
+        .iter()
+        .map(|a| (a.attempt.0, a.deployment, provider_error(&a.error)))
+        .collect();
+    if let Err(e) = err.value(py).setattr("attempts", listed) {
+        return e;
+    }
+    err
+}
+
+args::text_arg! {
+    /// A chat request as one JSON object (built by `langscale.endpoint.request_json`).
+    RequestJson = "request_json";
+}
+
+fn request(json: RequestJson<'_>) -> PyResult<Arc<ChatRequest>> {
+    ChatRequest::from_json(json.0)
         .map(Arc::new)
         .map_err(config_error)
+}
+
+/// `[(name, value), ...]` header pairs.
+fn headers(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, String)>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(Vec::new());
+    };
+    args::items("headers", value)?
+        .iter()
+        .enumerate()
+        .map(|(i, pair)| match args::items("headers", pair)?.as_slice() {
+            [name, value] => Ok((
+                args::text(&format!("headers[{i}] name"), name)?.to_owned(),
+                args::secret_text(&format!("the value of headers[{i}]"), value)?.to_owned(),
+            )),
+            _ => Err(config_error(format!(
+                "headers[{i}] must be a (name, value) pair, got {}",
+                args::describe(pair)
+            ))),
+        })
+        .collect()
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -133,18 +177,25 @@ impl Endpoint {
     #[pyo3(signature = (base_url, model, *, api_key=None, timeout=None, connect_timeout=None, max_retries=None, params_json=None, headers=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        base_url: &str,
-        model: &str,
-        api_key: Option<String>,
+        base_url: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
+        api_key: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
         connect_timeout: Option<&Bound<'_, PyAny>>,
         max_retries: Option<&Bound<'_, PyAny>>,
-        params_json: Option<&str>,
-        headers: Option<Vec<(String, String)>>,
+        params_json: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let mut config = EndpointConfig::new(base_url, model);
-        config.api_key = api_key;
-        config.headers = headers.unwrap_or_default();
+        let mut config = EndpointConfig::new(
+            args::text("base_url", base_url)?,
+            args::text("model", model)?,
+        );
+        config.api_key = match api_key.filter(|k| !k.is_none()) {
+            Some(key) => Some(args::secret_text("api_key", key)?.to_owned()),
+            None => None,
+        };
+        config.headers = self::headers(headers)?;
+        let params_json = args::optional_text("params_json", params_json)?;
         if let Some(t) = args::seconds("timeout", timeout)? {
             config.timeout = t;
         }
@@ -186,7 +237,7 @@ impl Endpoint {
     fn chat(
         &self,
         py: Python<'_>,
-        request_json: &str,
+        request_json: RequestJson<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyResponse> {
         let (req, timeout) = (request(request_json)?, args::seconds("timeout", timeout)?);
@@ -201,7 +252,7 @@ impl Endpoint {
     fn achat<'py>(
         &self,
         py: Python<'py>,
-        request_json: &str,
+        request_json: RequestJson<'_>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (req, timeout) = (request(request_json)?, args::seconds("timeout", timeout)?);
@@ -220,7 +271,7 @@ impl Endpoint {
     fn stream(
         &self,
         py: Python<'_>,
-        request_json: &str,
+        request_json: RequestJson<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<ChatStream> {
         let (req, timeout) = (request(request_json)?, args::seconds("timeout", timeout)?);
@@ -235,7 +286,7 @@ impl Endpoint {
     fn astream<'py>(
         &self,
         py: Python<'py>,
-        request_json: &str,
+        request_json: RequestJson<'_>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (req, timeout) = (request(request_json)?, args::seconds("timeout", timeout)?);
@@ -366,14 +417,14 @@ impl NativeRouter {
     fn chat(
         &self,
         py: Python<'_>,
-        request_json: &str,
+        request_json: RequestJson<'_>,
         estimated_input_tokens: u64,
         tools: usize,
         turns: usize,
-        complexity_hint: Option<f64>,
+        complexity_hint: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyRouted> {
         let req = request(request_json)?;
-        let info = info(estimated_input_tokens, tools, turns, complexity_hint);
+        let info = info(estimated_input_tokens, tools, turns, complexity_hint)?;
         let inner = Arc::clone(&self.inner);
         py.detach(move || runtime().block_on(inner.chat(&req, info, estimated_input_tokens)))
             .map(|r| (r.deployment, response(r.value)))
@@ -385,14 +436,14 @@ impl NativeRouter {
     fn achat<'py>(
         &self,
         py: Python<'py>,
-        request_json: &str,
+        request_json: RequestJson<'_>,
         estimated_input_tokens: u64,
         tools: usize,
         turns: usize,
-        complexity_hint: Option<f64>,
+        complexity_hint: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = request(request_json)?;
-        let info = info(estimated_input_tokens, tools, turns, complexity_hint);
+        let info = info(estimated_input_tokens, tools, turns, complexity_hint)?;
         let inner = Arc::clone(&self.inner);
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             inner
@@ -408,14 +459,14 @@ impl NativeRouter {
     fn stream(
         &self,
         py: Python<'_>,
-        request_json: &str,
+        request_json: RequestJson<'_>,
         estimated_input_tokens: u64,
         tools: usize,
         turns: usize,
-        complexity_hint: Option<f64>,
+        complexity_hint: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(usize, ChatStream)> {
         let req = request(request_json)?;
-        let info = info(estimated_input_tokens, tools, turns, complexity_hint);
+        let info = info(estimated_input_tokens, tools, turns, complexity_hint)?;
         let inner = Arc::clone(&self.inner);
         py.detach(move || runtime().block_on(inner.stream(&req, info, estimated_input_tokens)))
             .map(|r| (r.deployment, ChatStream::new(Source::Routed(r.value))))
@@ -427,14 +478,14 @@ impl NativeRouter {
     fn astream<'py>(
         &self,
         py: Python<'py>,
-        request_json: &str,
+        request_json: RequestJson<'_>,
         estimated_input_tokens: u64,
         tools: usize,
         turns: usize,
-        complexity_hint: Option<f64>,
+        complexity_hint: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = request(request_json)?;
-        let info = info(estimated_input_tokens, tools, turns, complexity_hint);
+        let info = info(estimated_input_tokens, tools, turns, complexity_hint)?;
         let inner = Arc::clone(&self.inner);
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             inner
@@ -446,14 +497,19 @@ impl NativeRouter {
     }
 }
 
-fn info(tokens: u64, tools: usize, turns: usize, hint: Option<f64>) -> RequestInfo {
-    RequestInfo {
+fn info(
+    tokens: u64,
+    tools: usize,
+    turns: usize,
+    hint: Option<&Bound<'_, PyAny>>,
+) -> PyResult<RequestInfo> {
+    Ok(RequestInfo {
         estimated_input_tokens: tokens,
         tools,
         turns,
-        complexity_hint: hint.filter(|h| h.is_finite()),
+        complexity_hint: crate::route::complexity_hint(hint)?,
         ..RequestInfo::default()
-    }
+    })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -11,14 +11,29 @@ use pyo3::types::PyDict;
 use crate::args;
 use crate::errors::{config_error, CoreError};
 
-fn priority(value: &str) -> PyResult<Priority> {
-    value
-        .parse::<Priority>()
-        .map_err(|e| PyErr::from(CoreError::from(e)))
+/// `tokens=`: a non-negative int. None is refused, not read as 0.
+pub(crate) struct Tokens(pub u64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Tokens {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        args::required_count("tokens", &obj).map(Self)
+    }
 }
 
-fn tokens(value: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
-    Ok(args::count("tokens", value)?.unwrap_or(0))
+/// `priority=`: "high", "standard" or "batch".
+pub(crate) struct PriorityArg(pub Priority);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PriorityArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        args::text("priority", &obj)?
+            .parse::<Priority>()
+            .map(Self)
+            .map_err(|e| CoreError::from(e).into())
+    }
 }
 
 /// GCRA rate limiter over requests, tokens and concurrency, with priority-ordered waiting.
@@ -61,13 +76,12 @@ impl RateLimiter {
     }
 
     /// Admit now if possible, else return None; never waits.
-    #[pyo3(signature = (tokens=None, priority="standard"))]
-    fn try_acquire(
-        &self,
-        tokens: Option<&Bound<'_, PyAny>>,
-        priority: &str,
-    ) -> PyResult<Option<Permit>> {
-        let (tokens, priority) = (self::tokens(tokens)?, self::priority(priority)?);
+    #[pyo3(
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard)),
+        text_signature = "($self, tokens=0, priority='standard')"
+    )]
+    fn try_acquire(&self, tokens: Tokens, priority: PriorityArg) -> PyResult<Option<Permit>> {
+        let (tokens, priority) = (tokens.0, priority.0);
         let permit = self
             .limiter
             .try_acquire(tokens, priority)
@@ -76,15 +90,18 @@ impl RateLimiter {
     }
 
     /// Wait (releasing the GIL) until admitted; raises RateLimitTimeout after `timeout` seconds.
-    #[pyo3(signature = (tokens=None, priority="standard", timeout=None))]
+    #[pyo3(
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None),
+        text_signature = "($self, tokens=0, priority='standard', timeout=None)"
+    )]
     fn acquire(
         &self,
         py: Python<'_>,
-        tokens: Option<&Bound<'_, PyAny>>,
-        priority: &str,
+        tokens: Tokens,
+        priority: PriorityArg,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Permit> {
-        let (tokens, priority) = (self::tokens(tokens)?, self::priority(priority)?);
+        let (tokens, priority) = (tokens.0, priority.0);
         let timeout = args::seconds("timeout", timeout)?;
         if let Some(permit) = self
             .limiter
@@ -99,15 +116,18 @@ impl RateLimiter {
     }
 
     /// An awaitable of a Permit; cancelling it gives the place in the queue back.
-    #[pyo3(signature = (tokens=None, priority="standard", timeout=None))]
+    #[pyo3(
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None),
+        text_signature = "($self, tokens=0, priority='standard', timeout=None)"
+    )]
     fn acquire_async<'py>(
         &self,
         py: Python<'py>,
-        tokens: Option<&Bound<'py, PyAny>>,
-        priority: &str,
+        tokens: Tokens,
+        priority: PriorityArg,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (tokens, priority) = (self::tokens(tokens)?, self::priority(priority)?);
+        let (tokens, priority) = (tokens.0, priority.0);
         let timeout = args::seconds("timeout", timeout)?;
         let limiter = self.limiter.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -202,8 +222,7 @@ macro_rules! permit_methods {
             /// Reconcile with the tokens really used: refunds an overestimate, charges an
             /// underestimate.
             fn settle(&self, actual_tokens: &Bound<'_, PyAny>) -> PyResult<()> {
-                let actual =
-                    $crate::args::count("actual_tokens", Some(actual_tokens))?.unwrap_or(0);
+                let actual = $crate::args::required_count("actual_tokens", actual_tokens)?;
                 self.permit
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -4,9 +4,8 @@
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use pyo3::prelude::*;
-use pyo3::types::PyString;
 
-use crate::errors::config_error;
+use crate::args;
 
 #[derive(Debug, Default)]
 pub struct Namespace(RwLock<String>);
@@ -18,15 +17,7 @@ impl Namespace {
     }
 
     pub fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
-        match value.cast::<PyString>() {
-            Ok(s) => Ok(s.to_str()?.to_owned()),
-            Err(_) => Err(config_error(format!(
-                "namespace must be a string, got {}",
-                value
-                    .repr()
-                    .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string())
-            ))),
-        }
+        args::text("namespace", value).map(str::to_owned)
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, String> {

@@ -19,6 +19,91 @@ use crate::errors::config_error;
 /// (name, weight, priority, price_in_per_1k, price_out_per_1k, context_window, tags)
 type DeploymentSpec = (String, f64, i32, f64, f64, Option<u64>, Vec<String>);
 
+/// A deployment's settings, each converted by `args` and the whole checked by the core.
+fn deployment(
+    name: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    priority: Option<&Bound<'_, PyAny>>,
+    price_in: Option<&Bound<'_, PyAny>>,
+    price_out: Option<&Bound<'_, PyAny>>,
+    context_window: Option<&Bound<'_, PyAny>>,
+    tags: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Deployment> {
+    let d = Deployment {
+        name: args::text("name", name)?.to_owned(),
+        weight: args::number("weight", weight)?.unwrap_or(1.0),
+        priority: args::int32("priority", priority)?.unwrap_or(0),
+        price_in: args::number("price_in", price_in)?.unwrap_or(0.0),
+        price_out: args::number("price_out", price_out)?.unwrap_or(0.0),
+        context_window: args::count("context_window", context_window)?,
+        tags: tags.map_or(Ok(Vec::new()), |t| args::texts("tags", t))?,
+    };
+    d.validate().map_err(|e| config_error(e.to_string()))?;
+    Ok(d)
+}
+
+fn spec(d: Deployment) -> DeploymentSpec {
+    (
+        d.name,
+        d.weight,
+        d.priority,
+        d.price_in,
+        d.price_out,
+        d.context_window,
+        d.tags,
+    )
+}
+
+/// Check a deployment's settings: the same tuple back, or a ConfigError naming the bad one.
+#[pyfunction]
+#[pyo3(signature = (name, weight=None, priority=None, price_in=None, price_out=None, context_window=None, tags=None))]
+fn check_deployment(
+    name: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    priority: Option<&Bound<'_, PyAny>>,
+    price_in: Option<&Bound<'_, PyAny>>,
+    price_out: Option<&Bound<'_, PyAny>>,
+    context_window: Option<&Bound<'_, PyAny>>,
+    tags: Option<&Bound<'_, PyAny>>,
+) -> PyResult<DeploymentSpec> {
+    deployment(
+        name,
+        weight,
+        priority,
+        price_in,
+        price_out,
+        context_window,
+        tags,
+    )
+    .map(spec)
+}
+
+/// One spec tuple as `Router` takes it.
+fn from_spec(value: &Bound<'_, PyAny>) -> PyResult<Deployment> {
+    let fields = args::items("deployment", value)?;
+    let [name, weight, priority, price_in, price_out, context_window, tags] = fields.as_slice()
+    else {
+        return Err(config_error(format!(
+            "a deployment is (name, weight, priority, price_in, price_out, context_window, tags), got {}",
+            args::describe(value)
+        )));
+    };
+    deployment(
+        name,
+        Some(weight),
+        Some(priority),
+        Some(price_in),
+        Some(price_out),
+        Some(context_window),
+        Some(tags),
+    )
+}
+
+/// The score a `complexity` callable returned: a finite number, else a ConfigError naming it.
+pub(crate) fn complexity_hint(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
+    args::number("the complexity callable's result", value)
+}
+
 /// One step, uniformly: (kind, attempt, deployment, detail, seconds).
 /// kind: "call" (detail = first|retry|fallback|hedge, seconds = per-attempt timeout),
 /// "sleep" / "wait" (seconds), "done", "fail" (detail = message; attempt/deployment = the
@@ -57,6 +142,22 @@ fn strategy(
     })
 }
 
+/// A list of deployment indexes, or None.
+fn indexes(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<usize>>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    args::items(name, value)?
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let n = args::required_count(&format!("{name}[{i}]"), item)?;
+            usize::try_from(n).map_err(|_| config_error(format!("{name}[{i}] is too large: {n}")))
+        })
+        .collect::<PyResult<Vec<_>>>()
+        .map(Some)
+}
+
 fn error_kind(kind: &str, retry_after: Option<f64>) -> PyResult<ErrorKind> {
     let retry_after = retry_after
         .filter(|s| s.is_finite() && *s >= 0.0)
@@ -84,14 +185,14 @@ pub struct Router {
 #[pymethods]
 impl Router {
     #[new]
-    #[pyo3(signature = (deployments, strategy="priority", *, complexity_small=None, complexity_large=None, complexity_threshold=0.5, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None))]
+    #[pyo3(signature = (deployments, strategy=None, *, complexity_small=None, complexity_large=None, complexity_threshold=None, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        deployments: Vec<DeploymentSpec>,
-        strategy: &str,
-        complexity_small: Option<Vec<usize>>,
-        complexity_large: Option<Vec<usize>>,
-        complexity_threshold: f64,
+        deployments: &Bound<'_, PyAny>,
+        strategy: Option<&Bound<'_, PyAny>>,
+        complexity_small: Option<&Bound<'_, PyAny>>,
+        complexity_large: Option<&Bound<'_, PyAny>>,
+        complexity_threshold: Option<&Bound<'_, PyAny>>,
         max_attempts: Option<&Bound<'_, PyAny>>,
         backoff_base: Option<&Bound<'_, PyAny>>,
         backoff_cap: Option<&Bound<'_, PyAny>>,
@@ -102,22 +203,12 @@ impl Router {
         attempt_timeout: Option<&Bound<'_, PyAny>>,
         deadline: Option<&Bound<'_, PyAny>>,
         hedge_delay: Option<&Bound<'_, PyAny>>,
-        seed: Option<u64>,
+        seed: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let deployments = deployments
-            .into_iter()
-            .map(
-                |(name, weight, priority, price_in, price_out, context_window, tags)| Deployment {
-                    name,
-                    weight,
-                    priority,
-                    price_in,
-                    price_out,
-                    context_window,
-                    tags,
-                },
-            )
-            .collect();
+        let deployments = args::items("deployments", deployments)?
+            .iter()
+            .map(from_spec)
+            .collect::<PyResult<Vec<_>>>()?;
         let defaults = RouterConfig::default();
         let retry = RetryPolicy {
             max_attempts_per_deployment: args::positive_count("max_attempts", max_attempts)?
@@ -147,10 +238,10 @@ impl Router {
         };
         let config = RouterConfig {
             strategy: self::strategy(
-                strategy,
-                complexity_small,
-                complexity_large,
-                complexity_threshold,
+                args::optional_text("strategy", strategy)?.unwrap_or("priority"),
+                indexes("complexity_small", complexity_small)?,
+                indexes("complexity_large", complexity_large)?,
+                args::number("complexity_threshold", complexity_threshold)?.unwrap_or(0.5),
             )?,
             retry,
             budget,
@@ -158,7 +249,7 @@ impl Router {
             attempt_timeout: args::seconds("attempt_timeout", attempt_timeout)?,
             deadline: args::seconds("deadline", deadline)?,
             hedge_delay: args::seconds("hedge_delay", hedge_delay)?,
-            seed,
+            seed: args::count("seed", seed)?,
             ..defaults
         };
         let router = route::Router::new(deployments, config, Arc::new(SystemClock))
@@ -175,18 +266,18 @@ impl Router {
         estimated_input_tokens: u64,
         tools: usize,
         turns: usize,
-        complexity_hint: Option<f64>,
-    ) -> Execution {
+        complexity_hint: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Execution> {
         let info = RequestInfo {
             estimated_input_tokens,
             tools,
             turns,
-            complexity_hint: complexity_hint.filter(|h| h.is_finite()),
+            complexity_hint: self::complexity_hint(complexity_hint)?,
             ..RequestInfo::default()
         };
-        Execution {
+        Ok(Execution {
             execution: Mutex::new(self.router.start(info)),
-        }
+        })
     }
 
     /// Counters and latency per deployment, breaker states, request outcomes.
@@ -324,6 +415,7 @@ impl Execution {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Router>()?;
+    m.add_function(wrap_pyfunction!(check_deployment, m)?)?;
     m.add_class::<Execution>()?;
     Ok(())
 }

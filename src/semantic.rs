@@ -12,7 +12,7 @@ use langscale_core::store::IndexStream as CoreStream;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::args;
+use crate::args::{self, LlmString, Prompt, Text};
 use crate::errors::{config_error, CoreError, LangscaleError};
 use crate::namespace::Namespace;
 
@@ -84,27 +84,6 @@ fn found<'py>(py: Python<'py>, scoped: &cache::Scoped, outcome: Outcome) -> Foun
     }
 }
 
-fn threshold(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f32>> {
-    let Some(value) = value.filter(|v| !v.is_none()) else {
-        return Ok(None);
-    };
-    match value.extract::<f64>() {
-        Ok(t)
-            if t.is_finite()
-                && (-1.0..=1.0).contains(&t)
-                && !value.is_instance_of::<pyo3::types::PyBool>() =>
-        {
-            Ok(Some(t as f32))
-        }
-        _ => Err(config_error(format!(
-            "threshold must be a number between -1 and 1, got {}",
-            value
-                .repr()
-                .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string())
-        ))),
-    }
-}
-
 /// The Rust embedder behind a `LocalEmbeddings` passed as `embedder`.
 fn native_embedder(
     value: Option<&Bound<'_, PyAny>>,
@@ -118,9 +97,7 @@ fn native_embedder(
     }
     Err(config_error(format!(
         "embedder must be a langscale._core.LocalEmbeddings, got {}",
-        value
-            .repr()
-            .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string())
+        args::describe(value)
     )))
 }
 
@@ -175,13 +152,13 @@ impl SemanticCache {
 #[pymethods]
 impl SemanticCache {
     #[new]
-    #[pyo3(signature = (threshold=None, maxsize=None, ttl=None, guard=true, namespace=None, builtin=true, flat_max=None, candidates=None, embedder=None))]
+    #[pyo3(signature = (threshold=None, maxsize=None, ttl=None, guard=None, namespace=None, builtin=true, flat_max=None, candidates=None, embedder=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         threshold: Option<&Bound<'_, PyAny>>,
         maxsize: Option<&Bound<'_, PyAny>>,
         ttl: Option<&Bound<'_, PyAny>>,
-        guard: bool,
+        guard: Option<&Bound<'_, PyAny>>,
         namespace: Option<&Bound<'_, PyAny>>,
         builtin: bool,
         flat_max: Option<&Bound<'_, PyAny>>,
@@ -195,10 +172,11 @@ impl SemanticCache {
             .as_ref()
             .map_or(defaults.threshold, |e| e.default_threshold());
         let config = SemanticConfig {
-            threshold: self::threshold(threshold)?.unwrap_or(default_threshold),
+            threshold: args::number("threshold", threshold)?
+                .map_or(default_threshold, |t| t as f32),
             maxsize: args::positive_count("maxsize", maxsize)?.unwrap_or(defaults.maxsize),
             ttl: args::seconds("ttl", ttl)?,
-            guard,
+            guard: guard.map_or(Ok(true), |g| args::flag("guard", g))?,
             flat_max: args::positive_count("flat_max", flat_max)?.map_or(defaults.flat_max, |n| {
                 usize::try_from(n).unwrap_or(usize::MAX)
             }),
@@ -277,18 +255,18 @@ impl SemanticCache {
     }
 
     /// The text compared by similarity: the last user turn, or a plain prompt whole.
-    fn text_of(&self, prompt: &str) -> String {
-        cache::split_prompt("", "", prompt).text
+    fn text_of(&self, prompt: Prompt<'_>) -> String {
+        cache::split_prompt("", "", prompt.0).text
     }
 
     /// Exact layer only: what `lookup` returns for an exact hit, or None (not counted).
     fn lookup_exact<'py>(
         &self,
         py: Python<'py>,
-        prompt: &str,
-        llm_string: &str,
+        prompt: Prompt<'_>,
+        llm_string: LlmString<'_>,
     ) -> Option<Found<'py>> {
-        let scoped = self.split(prompt, llm_string);
+        let scoped = self.split(prompt.0, llm_string.0);
         self.cache
             .lookup_exact(&scoped)
             .map(|v| found(py, &scoped, Outcome::Exact(v)))
@@ -300,11 +278,11 @@ impl SemanticCache {
     fn lookup<'py>(
         &self,
         py: Python<'py>,
-        prompt: &str,
-        llm_string: &str,
+        prompt: Prompt<'_>,
+        llm_string: LlmString<'_>,
         vector: Option<Vec<f32>>,
     ) -> Found<'py> {
-        let scoped = self.split(prompt, llm_string);
+        let scoped = self.split(prompt.0, llm_string.0);
         // Embedding and the index walk take tens of microseconds: let other threads run.
         let outcome = py.detach(|| {
             let vector = self.vector_for(&scoped, vector);
@@ -319,15 +297,15 @@ impl SemanticCache {
     fn update(
         &self,
         py: Python<'_>,
-        prompt: &str,
-        llm_string: &str,
+        prompt: Prompt<'_>,
+        llm_string: LlmString<'_>,
         value: &[u8],
         vector: Option<Vec<f32>>,
     ) -> PyResult<()> {
         let (scoped, namespace) = {
             let namespace = self.namespace.read();
             (
-                cache::split_prompt(&namespace, llm_string, prompt),
+                cache::split_prompt(&namespace, llm_string.0, prompt.0),
                 namespace.clone(),
             )
         };
@@ -339,8 +317,8 @@ impl SemanticCache {
         if let Some(shared) = self.shared.get() {
             let event = SharedEvent::Entry(SharedEntry {
                 label: Label::new(&namespace, shared.tenant.as_deref()),
-                prompt: prompt.to_owned(),
-                llm_string: llm_string.to_owned(),
+                prompt: prompt.0.to_owned(),
+                llm_string: llm_string.0.to_owned(),
                 value: value.to_vec(),
                 expires_ms: shared::expiry_after(self.cache.config().ttl),
                 // Only a caller's vector travels: a receiver embeds with its own built-in.
@@ -352,22 +330,22 @@ impl SemanticCache {
     }
 
     /// A remembered embedding for this text, if any.
-    fn remembered_embedding(&self, text: &str) -> Option<Vec<f32>> {
-        self.cache.remembered_embedding(text).map(|v| v.to_vec())
+    fn remembered_embedding(&self, text: Text<'_>) -> Option<Vec<f32>> {
+        self.cache.remembered_embedding(text.0).map(|v| v.to_vec())
     }
 
     /// Check (finite, consistent dimension) and remember an embedding; returns it normalised.
-    fn remember_embedding(&self, text: &str, vector: Vec<f32>) -> PyResult<Vec<f32>> {
+    fn remember_embedding(&self, text: Text<'_>, vector: Vec<f32>) -> PyResult<Vec<f32>> {
         let checked = self
             .cache
-            .remember_embedding(text, &vector)
+            .remember_embedding(text.0, &vector)
             .map_err(CoreError::from)?;
         Ok(checked.to_vec())
     }
 
     /// The embedding of a text by this cache's own embedder (normalised).
-    fn embed(&self, py: Python<'_>, text: &str) -> PyResult<Vec<f32>> {
-        py.detach(|| self.cache.embed_builtin(text))
+    fn embed(&self, py: Python<'_>, text: Text<'_>) -> PyResult<Vec<f32>> {
+        py.detach(|| self.cache.embed_builtin(text.0))
             .map(|v| v.to_vec())
             .map_err(|err| LangscaleError::new_err(err.to_string()))
     }

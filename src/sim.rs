@@ -7,7 +7,15 @@ use langscale_core::sim::{ProviderStats, SimConfig, SimError, Simulator as CoreS
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::args;
 use crate::errors::{config_error, LangscaleError};
+
+args::text_arg! {
+    /// A simulator configuration, JSON or TOML text.
+    ConfigText = "config";
+    /// A simulated provider's name.
+    ProviderName = "name";
+}
 
 fn to_py(err: SimError) -> PyErr {
     match err {
@@ -76,16 +84,16 @@ impl Simulator {
     /// Start the providers of a JSON configuration (`{"provider": [{...}, ...]}`).
     #[new]
     #[pyo3(signature = (config_json, threads=2))]
-    fn new(py: Python<'_>, config_json: &str, threads: usize) -> PyResult<Self> {
-        let config = SimConfig::from_json(config_json).map_err(to_py)?;
+    fn new(py: Python<'_>, config_json: ConfigText<'_>, threads: usize) -> PyResult<Self> {
+        let config = SimConfig::from_json(config_json.0).map_err(to_py)?;
         Self::start(py, config, threads)
     }
 
     /// Start the providers of a TOML configuration (`[[provider]]` tables).
     #[staticmethod]
     #[pyo3(signature = (text, threads=2))]
-    fn from_toml(py: Python<'_>, text: &str, threads: usize) -> PyResult<Self> {
-        let config = SimConfig::from_toml(text).map_err(to_py)?;
+    fn from_toml(py: Python<'_>, text: ConfigText<'_>, threads: usize) -> PyResult<Self> {
+        let config = SimConfig::from_toml(text.0).map_err(to_py)?;
         Self::start(py, config, threads)
     }
 
@@ -95,24 +103,24 @@ impl Simulator {
     }
 
     /// Counters of one provider: requests, ok, rate_limited, server_errors, unavailable, ...
-    fn stats<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
+    fn stats<'py>(&self, py: Python<'py>, name: ProviderName<'_>) -> PyResult<Bound<'py, PyDict>> {
         let stats = self
-            .with(|s| s.stats(name))
-            .ok_or_else(|| config_error(format!("no simulated provider named {name:?}")))?;
+            .with(|s| s.stats(name.0))
+            .ok_or_else(|| config_error(format!("no simulated provider named {:?}", name.0)))?;
         stats_dict(py, &stats)
     }
 
     /// Per second since start: `(requests, ok, rate_limited, errors)`.
-    fn timeline(&self, name: &str) -> PyResult<Vec<(u64, u64, u64, u64)>> {
-        self.with(|s| s.timeline(name))
+    fn timeline(&self, name: ProviderName<'_>) -> PyResult<Vec<(u64, u64, u64, u64)>> {
+        self.with(|s| s.timeline(name.0))
             .map(|t| t.into_iter().map(|[a, b, c, d]| (a, b, c, d)).collect())
-            .ok_or_else(|| config_error(format!("no simulated provider named {name:?}")))
+            .ok_or_else(|| config_error(format!("no simulated provider named {:?}", name.0)))
     }
 
     /// Seconds since the provider started or was reset (the fault schedule's clock).
-    fn elapsed(&self, name: &str) -> PyResult<f64> {
-        self.with(|s| s.elapsed(name))
-            .ok_or_else(|| config_error(format!("no simulated provider named {name:?}")))
+    fn elapsed(&self, name: ProviderName<'_>) -> PyResult<f64> {
+        self.with(|s| s.elapsed(name.0))
+            .ok_or_else(|| config_error(format!("no simulated provider named {:?}", name.0)))
     }
 
     /// Zero counters, refill quotas, restart fault schedules.

@@ -15,7 +15,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::args;
 use crate::errors::{config_error, CoreError};
-use crate::limit::{permit_methods, py_bool};
+use crate::limit::{permit_methods, py_bool, PriorityArg, Tokens};
 use crate::route::Router;
 
 fn store_error(err: StoreError) -> PyErr {
@@ -35,27 +35,33 @@ fn log_event(event: &HealthEvent) {
 }
 
 fn urls(value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-    if let Ok(s) = value.cast::<PyString>() {
-        return Ok(s
-            .to_str()?
+    if value.is_instance_of::<PyString>() {
+        return Ok(args::text("url", value)?
             .split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .map(str::to_owned)
             .collect());
     }
-    if let Ok(list) = value.cast::<PyList>() {
-        return list
-            .iter()
-            .map(|item| {
-                item.extract::<String>()
-                    .map_err(|_| config_error(format!("url must be a string, got {item}")))
-            })
-            .collect();
+    args::texts("url", value)
+}
+
+args::text_arg! {
+    /// A Redis key.
+    Key = "key";
+}
+
+/// `value=`: bytes.
+struct Value(Vec<u8>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Value {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        args::optional_bytes("value", Some(&obj))?
+            .map(Self)
+            .ok_or_else(|| config_error("value must be bytes, got None"))
     }
-    Err(config_error(format!(
-        "url must be a redis URL string or a list of them, got {value}"
-    )))
 }
 
 /// A connection to Redis shared by caches, limiters and routers (one per process is enough).
@@ -67,23 +73,25 @@ pub struct RedisStore {
 #[pymethods]
 impl RedisStore {
     #[new]
-    #[pyo3(signature = (url, prefix="langscale", tenant=None, timeout=None, cluster=false, tls_ca=None))]
+    #[pyo3(signature = (url, prefix=None, tenant=None, timeout=None, cluster=None, tls_ca=None))]
     fn new(
         py: Python<'_>,
         url: &Bound<'_, PyAny>,
-        prefix: &str,
-        tenant: Option<String>,
+        prefix: Option<&Bound<'_, PyAny>>,
+        tenant: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
-        cluster: bool,
-        tls_ca: Option<Vec<u8>>,
+        cluster: Option<&Bound<'_, PyAny>>,
+        tls_ca: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let config = StoreConfig {
             urls: urls(url)?,
-            cluster,
-            prefix: prefix.to_owned(),
-            tenant,
+            cluster: cluster.map_or(Ok(false), |c| args::flag("cluster", c))?,
+            prefix: args::optional_text("prefix", prefix)?
+                .unwrap_or("langscale")
+                .to_owned(),
+            tenant: args::optional_text("tenant", tenant)?.map(str::to_owned),
             timeout: args::seconds("timeout", timeout)?.unwrap_or(Duration::from_millis(100)),
-            tls_ca,
+            tls_ca: args::optional_bytes("tls_ca", tls_ca)?,
         };
         let store = py.detach(|| Store::new(config)).map_err(store_error)?;
         store.set_listener(log_event);
@@ -107,12 +115,15 @@ impl RedisStore {
     }
 
     /// The full key for (tag, name): prefix, tenant, and a hash tag around the group.
-    fn key(&self, tag: &str, name: &str) -> String {
-        self.store.key(tag, name)
+    fn key(&self, tag: &Bound<'_, PyAny>, name: &Bound<'_, PyAny>) -> PyResult<String> {
+        Ok(self
+            .store
+            .key(args::text("tag", tag)?, args::text("name", name)?))
     }
 
     /// Bytes under a key, or None (also None when Redis is down or slow).
-    fn get<'py>(&self, py: Python<'py>, key: String) -> Option<Bound<'py, PyBytes>> {
+    fn get<'py>(&self, py: Python<'py>, key: Key<'_>) -> Option<Bound<'py, PyBytes>> {
+        let key = key.0.to_owned();
         let store = self.store.clone();
         let value = py.detach(|| self.store.block_on(async move { store.get(key).await }));
         value.ok().flatten().map(|v| PyBytes::new(py, &v))
@@ -123,11 +134,11 @@ impl RedisStore {
     fn set(
         &self,
         py: Python<'_>,
-        key: String,
-        value: Vec<u8>,
+        key: Key<'_>,
+        value: Value,
         ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let ttl = args::seconds("ttl", ttl)?;
+        let (key, value, ttl) = (key.0.to_owned(), value.0, args::seconds("ttl", ttl)?);
         let store = self.store.clone();
         let done = py.detach(|| {
             self.store
@@ -137,14 +148,16 @@ impl RedisStore {
     }
 
     /// Remove a key; False when Redis could not be reached.
-    fn delete(&self, py: Python<'_>, key: String) -> bool {
+    fn delete(&self, py: Python<'_>, key: Key<'_>) -> bool {
+        let key = key.0.to_owned();
         let store = self.store.clone();
         py.detach(|| self.store.block_on(async move { store.delete(key).await }))
             .is_ok()
     }
 
     /// `get` as an awaitable.
-    fn get_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+    fn get_async<'py>(&self, py: Python<'py>, key: Key<'_>) -> PyResult<Bound<'py, PyAny>> {
+        let key = key.0.to_owned();
         let store = self.store.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let value = store.get(key).await.ok().flatten();
@@ -157,11 +170,11 @@ impl RedisStore {
     fn set_async<'py>(
         &self,
         py: Python<'py>,
-        key: String,
-        value: Vec<u8>,
+        key: Key<'_>,
+        value: Value,
         ttl: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ttl = args::seconds("ttl", ttl)?;
+        let (key, value, ttl) = (key.0.to_owned(), value.0, args::seconds("ttl", ttl)?);
         let store = self.store.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             Ok(store.set(key, value, ttl).await.is_ok())
@@ -199,12 +212,6 @@ impl RedisStore {
     }
 }
 
-fn priority(value: &str) -> PyResult<Priority> {
-    value
-        .parse::<Priority>()
-        .map_err(|e| PyErr::from(CoreError::from(e)))
-}
-
 /// A rate limiter whose buckets, concurrency slots and waiting priorities live in Redis.
 #[pyclass(frozen, module = "langscale._core")]
 pub struct SharedRateLimiter {
@@ -219,7 +226,7 @@ impl SharedRateLimiter {
     #[allow(clippy::too_many_arguments)]
     fn new(
         store: &RedisStore,
-        name: &str,
+        name: args::Name<'_>,
         requests_per_second: Option<&Bound<'_, PyAny>>,
         requests_per_minute: Option<&Bound<'_, PyAny>>,
         tokens_per_minute: Option<&Bound<'_, PyAny>>,
@@ -231,6 +238,7 @@ impl SharedRateLimiter {
         local_share: Option<&Bound<'_, PyAny>>,
         slot_ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let name = name.0;
         if name.is_empty() || name.contains(['{', '}']) {
             return Err(config_error(format!(
                 "name must be a non-empty string without braces, got {name:?}"
@@ -268,15 +276,17 @@ impl SharedRateLimiter {
     }
 
     /// Admit now if possible (at most one round trip), else None.
-    #[pyo3(signature = (tokens=None, priority="standard"))]
+    #[pyo3(
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard)),
+        text_signature = "($self, tokens=0, priority='standard')"
+    )]
     fn try_acquire(
         &self,
         py: Python<'_>,
-        tokens: Option<&Bound<'_, PyAny>>,
-        priority: &str,
+        tokens: Tokens,
+        priority: PriorityArg,
     ) -> PyResult<Option<SharedPermit>> {
-        let tokens = args::count("tokens", tokens)?.unwrap_or(0);
-        let priority = self::priority(priority)?;
+        let (tokens, priority) = (tokens.0, priority.0);
         let permit = py
             .detach(|| self.limiter.try_acquire(tokens, priority))
             .map_err(CoreError::from)?;
@@ -284,16 +294,18 @@ impl SharedRateLimiter {
     }
 
     /// Wait (releasing the GIL) until admitted; raises RateLimitTimeout after `timeout` s.
-    #[pyo3(signature = (tokens=None, priority="standard", timeout=None))]
+    #[pyo3(
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None),
+        text_signature = "($self, tokens=0, priority='standard', timeout=None)"
+    )]
     fn acquire(
         &self,
         py: Python<'_>,
-        tokens: Option<&Bound<'_, PyAny>>,
-        priority: &str,
+        tokens: Tokens,
+        priority: PriorityArg,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<SharedPermit> {
-        let tokens = args::count("tokens", tokens)?.unwrap_or(0);
-        let priority = self::priority(priority)?;
+        let (tokens, priority) = (tokens.0, priority.0);
         let timeout = args::seconds("timeout", timeout)?;
         let permit = py.detach(|| {
             let permit = self.limiter.acquire_blocking(tokens, priority, timeout);
@@ -304,16 +316,18 @@ impl SharedRateLimiter {
     }
 
     /// An awaitable of a SharedPermit; cancelling it gives the place back.
-    #[pyo3(signature = (tokens=None, priority="standard", timeout=None))]
+    #[pyo3(
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None),
+        text_signature = "($self, tokens=0, priority='standard', timeout=None)"
+    )]
     fn acquire_async<'py>(
         &self,
         py: Python<'py>,
-        tokens: Option<&Bound<'py, PyAny>>,
-        priority: &str,
+        tokens: Tokens,
+        priority: PriorityArg,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let tokens = args::count("tokens", tokens)?.unwrap_or(0);
-        let priority = self::priority(priority)?;
+        let (tokens, priority) = (tokens.0, priority.0);
         let timeout = args::seconds("timeout", timeout)?;
         let limiter = self.limiter.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -400,7 +414,8 @@ pub struct SharedBreakers {
 #[pymethods]
 impl SharedBreakers {
     #[new]
-    fn new(store: &RedisStore, router: &Router, group: &str) -> PyResult<Self> {
+    fn new(store: &RedisStore, router: &Router, group: args::SharedName<'_>) -> PyResult<Self> {
+        let group = group.0;
         if group.is_empty() || group.contains(['{', '}']) {
             return Err(config_error(format!(
                 "the breaker group must be a non-empty string without braces, got {group:?}"
@@ -435,7 +450,8 @@ pub struct IndexStream {
 impl IndexStream {
     #[new]
     #[pyo3(signature = (store, name, maxlen=100_000))]
-    fn new(store: &RedisStore, name: &str, maxlen: u64) -> PyResult<Self> {
+    fn new(store: &RedisStore, name: args::SharedName<'_>, maxlen: u64) -> PyResult<Self> {
+        let name = name.0;
         if name.contains(['{', '}']) {
             return Err(config_error(format!(
                 "the stream name may not contain braces, got {name:?}"

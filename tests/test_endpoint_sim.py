@@ -138,3 +138,26 @@ def test_create_agent_runs_on_the_native_loop():
         assert out["messages"][2].content == "sunny in Paris"
         assert out["messages"][3].content
         assert s.stats("ok")["ok"] == 2
+
+
+@pytest.mark.parametrize("path", ["invoke", "ainvoke", "stream", "astream"])
+async def test_native_loop_failure_names_every_attempt(path):
+    from tests.test_scaled import attempt_notes, fail_through
+
+    providers = (
+        sim.Provider("down", faults=[sim.Fault(start=0, kind="down")]),
+        sim.Provider("broken", faults=[sim.Fault(start=0, kind="error")]),
+    )
+    with sim.serve(*providers) as s:
+        model = ScaledChatModel(
+            [ChatEndpoint(s.url(p.name), "sim-model") for p in providers], max_attempts=2, **FAST
+        )
+        assert model._native is not None
+        err = await fail_through(model, path)
+        # The deciding provider error, as LangChain's ModelError family.
+        assert isinstance(err, lc.ModelAPIError) and isinstance(err, langscale.ProviderError)
+        notes = attempt_notes(err)
+        assert len(notes) == 4, notes
+        assert all("deployment 0 (sim-model)" in n and "503" in n for n in notes[:2])
+        assert all("deployment 1 (sim-model)" in n and "500" in n for n in notes[2:])
+        assert s.stats("down")["requests"] == 2 and s.stats("broken")["requests"] == 2

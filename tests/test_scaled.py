@@ -13,6 +13,7 @@ from langchain_core.exceptions import (
     ContextOverflowError,
     ModelAPIError,
     ModelAuthenticationError,
+    ModelError,
     ModelRateLimitError,
 )
 from langchain_core.language_models import BaseChatModel
@@ -183,6 +184,57 @@ def test_everything_failing_raises_the_last_error():
     model = ScaledChatModel([a, b], max_attempts=2, **FAST)
     with pytest.raises(ModelAPIError):
         answer(model)
+
+
+def attempt_notes(err: BaseException) -> list[str]:
+    """The per-attempt notes langscale put on a failure, one per failed attempt."""
+    notes = getattr(err, "__notes__", [])
+    return [n for n in notes if n.startswith("langscale:   ")]
+
+
+async def fail_through(model: ScaledChatModel, path: str) -> BaseException:
+    prompt = [HumanMessage("x")]
+    try:
+        if path == "invoke":
+            model.invoke(prompt)
+        elif path == "ainvoke":
+            await model.ainvoke(prompt)
+        elif path == "stream":
+            list(model.stream(prompt))
+        else:
+            [c async for c in model.astream(prompt)]
+    except Exception as exc:
+        return exc
+    raise AssertionError("every deployment fails, yet the call succeeded")
+
+
+@pytest.mark.parametrize("path", ["invoke", "ainvoke", "stream", "astream", "hedged"])
+async def test_when_every_deployment_fails_the_error_names_every_attempt(path):
+    a = Model(label="a", fail_always=ModelAPIError("a is down"))
+    b = Model(label="b", fail_always=ModelAuthenticationError("b has no key"))
+    hedge = {"hedge_delay": 0.001} if path == "hedged" else {}
+    model = ScaledChatModel(
+        [Deployment(a, name="alpha"), Deployment(b, name="bee")], max_attempts=2, **FAST, **hedge
+    )
+    for _ in range(2):  # the same exception objects again: notes replaced, not stacked
+        err = await fail_through(model, "ainvoke" if path == "hedged" else path)
+        # The deciding attempt's own exception: LangChain code catches it by its type.
+        assert isinstance(err, ModelAuthenticationError)
+        notes = attempt_notes(err)
+        assert len(notes) == 3, notes  # a twice (retried), then b once (auth: fatal)
+        assert all("deployment 0 (alpha): ModelAPIError: a is down" in n for n in notes[:2])
+        assert "deployment 1 (bee): ModelAuthenticationError: b has no key" in notes[2]
+        assert f"{len(notes)} failed attempt(s)" in "\n".join(err.__notes__)
+
+
+def test_a_deadline_giving_up_keeps_the_model_error_and_its_notes():
+    primary = Model(label="primary", fail_always=ModelAPIError("500"))
+    model = ScaledChatModel(
+        [primary], max_attempts=1, deadline=0.05, backoff_base=0.2, backoff_cap=0.2
+    )
+    err = asyncio.run(fail_through(model, "invoke"))
+    assert isinstance(err, ModelError)
+    assert attempt_notes(err), err
 
 
 def test_breaker_opens_and_stops_calls_to_a_failing_deployment():
@@ -358,8 +410,9 @@ def test_scaled_model_error_when_no_deployment_is_available():
     for _ in range(2):
         with pytest.raises(ModelAPIError):
             answer(model)
-    with pytest.raises(ScaledModelError, match="no deployment is available"):
+    with pytest.raises(ScaledModelError, match="no deployment is available") as info:
         answer(model)
+    assert isinstance(info.value, ModelError)  # LangChain code catches it with the others
 
 
 def test_streams_use_the_cache_both_ways():

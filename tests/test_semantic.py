@@ -177,7 +177,7 @@ class BrokenEmbeddings(WordEmbeddings):
 @pytest.mark.parametrize("mode", ["raise", "nan", "dims"])
 def test_bad_embeddings_are_a_miss_with_a_warning_never_a_wrong_hit(mode, caplog):
     emb = BrokenEmbeddings(mode)
-    cache = SemanticCache(embeddings=emb, threshold=0.0)
+    cache = SemanticCache(embeddings=emb, threshold=0.01)
     for i in range(3):
         emb.calls = i
         cache.update(chat(f"question {i}"), "m", gen(f"answer {i}"))

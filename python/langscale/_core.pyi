@@ -32,6 +32,7 @@ __all__ = [
     "__version__",
     "cache_key",
     "canonical_prompt",
+    "check_deployment",
 ]
 
 __version__: str
@@ -54,14 +55,12 @@ class RateLimiter:
         token_burst: int | None = None,
         priority_aging: float | None = None,
     ) -> Self: ...
-    def try_acquire(
-        self, tokens: int | None = None, priority: str = "standard"
-    ) -> Permit | None: ...
+    def try_acquire(self, tokens: int = 0, priority: str = "standard") -> Permit | None: ...
     def acquire(
-        self, tokens: int | None = None, priority: str = "standard", timeout: float | None = None
+        self, tokens: int = 0, priority: str = "standard", timeout: float | None = None
     ) -> Permit: ...
     def acquire_async(
-        self, tokens: int | None = None, priority: str = "standard", timeout: float | None = None
+        self, tokens: int = 0, priority: str = "standard", timeout: float | None = None
     ) -> Awaitable[Permit]: ...
     @property
     def max_tokens(self) -> int | None: ...
@@ -128,7 +127,7 @@ class SemanticCache:
         threshold: float | None = None,
         maxsize: int | None = None,
         ttl: float | None = None,
-        guard: bool = True,
+        guard: bool | None = None,
         namespace: str | None = None,
         builtin: bool = True,
         flat_max: int | None = None,
@@ -182,16 +181,19 @@ class LocalEmbeddings:
 
 _Step = tuple[str, int | None, int | None, str | None, float | None]
 
+# (name, weight, priority, price_in, price_out, context_window, tags), as checked
+_DeploymentSpec = tuple[str, float, int, float, float, int | None, list[str]]
+
 @final
 class Router:
     def __new__(
         cls,
-        deployments: list[tuple[str, float, int, float, float, int | None, list[str]]],
-        strategy: str = "priority",
+        deployments: list[_DeploymentSpec],
+        strategy: str | None = None,
         *,
         complexity_small: list[int] | None = None,
         complexity_large: list[int] | None = None,
-        complexity_threshold: float = 0.5,
+        complexity_threshold: float | None = None,
         max_attempts: int | None = None,
         backoff_base: float | None = None,
         backoff_cap: float | None = None,
@@ -212,6 +214,16 @@ class Router:
         complexity_hint: float | None = None,
     ) -> Execution: ...
     def snapshot(self) -> dict[str, Any]: ...
+
+def check_deployment(
+    name: str,
+    weight: float | None = None,
+    priority: int | None = None,
+    price_in: float | None = None,
+    price_out: float | None = None,
+    context_window: int | None = None,
+    tags: list[str] | tuple[str, ...] | None = None,
+) -> _DeploymentSpec: ...
 
 @final
 class Execution:
@@ -330,10 +342,10 @@ class RedisStore:
     def __new__(
         cls,
         url: str | list[str],
-        prefix: str = "langscale",
+        prefix: str | None = None,
         tenant: str | None = None,
         timeout: float | None = None,
-        cluster: bool = False,
+        cluster: bool | None = None,
         tls_ca: bytes | None = None,
     ) -> Self: ...
     @property
@@ -368,14 +380,12 @@ class SharedRateLimiter:
         local_share: float | None = None,
         slot_ttl: float | None = None,
     ) -> Self: ...
-    def try_acquire(
-        self, tokens: int | None = None, priority: str = "standard"
-    ) -> SharedPermit | None: ...
+    def try_acquire(self, tokens: int = 0, priority: str = "standard") -> SharedPermit | None: ...
     def acquire(
-        self, tokens: int | None = None, priority: str = "standard", timeout: float | None = None
+        self, tokens: int = 0, priority: str = "standard", timeout: float | None = None
     ) -> SharedPermit: ...
     def acquire_async(
-        self, tokens: int | None = None, priority: str = "standard", timeout: float | None = None
+        self, tokens: int = 0, priority: str = "standard", timeout: float | None = None
     ) -> Awaitable[SharedPermit]: ...
     @property
     def max_tokens(self) -> int | None: ...

@@ -76,7 +76,13 @@ def model_dir(model: str = "all-MiniLM-L6-v2") -> Path:
 
 
 def _load(directory: Path, batch_size: int | None, max_seq_length: int | None) -> Any:
-    key = (os.path.realpath(directory), batch_size, max_seq_length)
+    try:
+        key = (os.path.realpath(directory), batch_size, max_seq_length)
+        hash(key)
+    except (TypeError, ValueError):
+        # A path that is not valid Unicode or a setting of the wrong type: the model's own
+        # checks name it (never loaded, so nothing to share).
+        return _native_class()(str(directory), batch_size, max_seq_length)
     with _loading:
         native = _loaded.get(key)
         if native is None:

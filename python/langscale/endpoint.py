@@ -199,8 +199,8 @@ def request_json(
         body["stop"] = stop
     try:
         return _dumps(body)
-    except TypeError as exc:
-        msg = f"a model argument cannot be sent as JSON: {exc}"
+    except TypeError as exc:  # orjson: not JSON data, or text that is not valid Unicode
+        msg = f"the request (messages, tools, model arguments) cannot be sent as JSON: {exc}"
         raise _core.ConfigError(msg) from None
 
 
@@ -475,11 +475,16 @@ def stream_chunks(
 
 
 def request_params_json(params: dict[str, Any]) -> str:
-    try:
-        return _dumps(params)
-    except TypeError as exc:
-        msg = f"model_kwargs must be JSON data: {exc}"
-        raise _core.ConfigError(msg) from None
+    """The model's parameters as JSON, strictly: NaN and infinities are refused (orjson would
+    send them as null), and so is text that is not valid Unicode; the error names the
+    parameter. Made once per model, so the stricter standard encoder costs nothing per call."""
+    for key, value in params.items():
+        try:
+            json.dumps({key: value}, allow_nan=False, ensure_ascii=False).encode()
+        except (TypeError, ValueError) as exc:
+            msg = f"model parameter {key!r} must be JSON data, got {value!r}: {exc}"
+            raise _core.ConfigError(msg) from None
+    return json.dumps(params, allow_nan=False, ensure_ascii=False)
 
 
 __all__ = [

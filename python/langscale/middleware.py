@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import math
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -55,7 +56,7 @@ class ScaledModelMiddleware(AgentMiddleware):
         **router_settings: Any,
     ) -> None:
         super().__init__()
-        self._fallbacks = list(fallbacks)
+        self._fallbacks = _iterable(fallbacks, "fallbacks")
         self._limits = limits
         self._cache = cache
         self._settings = router_settings
@@ -101,6 +102,14 @@ class _Placeholder(BaseChatModel):
         raise NotImplementedError
 
 
+def _iterable(value: Any, name: str) -> list[Any]:
+    try:
+        return list(value)
+    except TypeError:
+        msg = f"{name} must be a list, got {value!r}"
+        raise _core.ConfigError(msg) from None
+
+
 def _per_tool(value: Any, name: str) -> Any:
     return value.get(name) if isinstance(value, Mapping) else value
 
@@ -125,19 +134,23 @@ class ToolCallMiddleware(AgentMiddleware):
         cache_maxsize: int = 10_000,
     ) -> None:
         super().__init__()
+        names = _iterable(cacheable, "cacheable")
+        if isinstance(cacheable, str) or not all(isinstance(name, str) for name in names):
+            msg = f"cacheable must be a list of tool names, got {cacheable!r}"
+            raise _core.ConfigError(msg)
         self._timeout = timeout
         self._concurrency = max_concurrency
-        self._cacheable = frozenset(cacheable)
-        self._cache = (
-            _core.ExactCache(cache_maxsize, None, cache_ttl, "tools") if cacheable else None
-        )
+        self._cacheable = frozenset(names)
+        self._cache = _core.ExactCache(cache_maxsize, None, cache_ttl, "tools") if names else None
         self._bulkheads: dict[str, RateLimiter] = {}
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         for value in (timeout, max_concurrency):
             for v in value.values() if isinstance(value, Mapping) else [value]:
                 if v is not None and (
-                    isinstance(v, bool) or not isinstance(v, int | float) or v <= 0
+                    isinstance(v, bool)
+                    or not isinstance(v, int | float)
+                    or not 0 < v < math.inf  # also refuses NaN
                 ):
                     msg = f"timeout and max_concurrency must be positive numbers, got {v!r}"
                     raise _core.ConfigError(msg)

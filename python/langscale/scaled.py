@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
+from langchain_core import exceptions as lc
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -28,7 +29,7 @@ from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, ValidationError
 
 from langscale import _core
 from langscale import metrics as _metrics
@@ -46,13 +47,15 @@ from langscale.endpoint import (
 from langscale.limiter import RateLimiter
 
 
-class ScaledModelError(_core.LangscaleError):
+class ScaledModelError(_core.LangscaleError, lc.ModelError):
     """The router gave up and no deployment's own exception explains why (e.g. all breakers
-    open). Where a deployment raised, that exception is re-raised instead."""
+    open). Where a deployment raised, that exception is re-raised instead. Either way the
+    exception carries one note per failed attempt (``__notes__``), naming the deployment."""
 
 
 class Deployment:
-    """A chat model plus what the router needs to know about it."""
+    """A chat model plus what the router needs to know about it. Every setting is checked
+    here: a bad one raises ``ConfigError`` naming it."""
 
     def __init__(
         self,
@@ -70,32 +73,93 @@ class Deployment:
         if not isinstance(model, BaseChatModel):
             msg = f"a deployment needs a LangChain chat model, got {model!r}"
             raise _core.ConfigError(msg)
+        if limiter is not None and not isinstance(limiter, RateLimiter):
+            msg = f"limiter must be a langscale.RateLimiter, got {limiter!r}"
+            raise _core.ConfigError(msg)
+        if name is None:
+            found = getattr(model, "model_name", None) or getattr(model, "model", None)
+            name = str(found or type(model).__name__)
         self.model = model
-        self.name = name or getattr(model, "model_name", None) or getattr(model, "model", None)
-        self.name = str(self.name or type(model).__name__)
-        self.weight = weight
-        self.priority = priority
         self.limiter = limiter
-        self.price_in = price_in
-        self.price_out = price_out
-        self.context_window = context_window
-        self.tags = list(tags)
+        (
+            self.name,
+            self.weight,
+            self.priority,
+            self.price_in,
+            self.price_out,
+            self.context_window,
+            self.tags,
+        ) = _core.check_deployment(
+            name, weight, priority, price_in, price_out, context_window, tags
+        )
 
     def spec(self, index: int, names: set[str]) -> tuple:
         name = self.name if self.name not in names else f"{self.name}#{index}"
         names.add(name)
         return (
             name,
-            float(self.weight),
-            int(self.priority) if self.priority else index,
-            float(self.price_in),
-            float(self.price_out),
+            self.weight,
+            self.priority or index,
+            self.price_in,
+            self.price_out,
             self.context_window,
             self.tags,
         )
 
     def __repr__(self) -> str:
         return f"Deployment({self.name!r}, weight={self.weight}, priority={self.priority})"
+
+
+# -- when every attempt failed: one note per attempt on the exception raised -----------------
+
+_NOTE_PREFIX = "langscale: "
+
+
+def _with_attempts(
+    err: BaseException, attempts: list[tuple[int, BaseException]], deps: list[Deployment]
+) -> BaseException:
+    """``err`` with a note per failed attempt (``__notes__``, shown under the traceback), so
+    the one exception raised tells what every deployment answered. Notes a previous request
+    left on the same exception object are replaced, not stacked."""
+    notes = [n for n in getattr(err, "__notes__", ()) if not str(n).startswith(_NOTE_PREFIX)]
+    if attempts:
+        notes.append(f"{_NOTE_PREFIX}{len(attempts)} failed attempt(s):")
+        for i, (index, exc) in enumerate(attempts, 1):
+            where = f"deployment {index} ({deps[index].name})"
+            notes.append(f"{_NOTE_PREFIX}  {i}. {where}: {type(exc).__name__}: {exc}")
+    try:
+        err.__notes__ = notes  # what add_note() keeps (Python 3.11+), set as one list
+    except AttributeError:  # pragma: no cover - an exception type refusing attributes
+        pass
+    return err
+
+
+def _failure(
+    detail: str | None,
+    attempt: int | None,
+    errors: dict[int, tuple[int, BaseException]],
+    deps: list[Deployment],
+) -> BaseException:
+    """What to raise when the router gives up: the deciding attempt's own exception (the
+    type LangChain code catches), else a ScaledModelError caused by the last one; with a
+    note per failed attempt either way. ``errors``: attempt -> (deployment index, error)."""
+    attempts = [errors[a] for a in sorted(errors)]
+    if attempt is not None and attempt in errors:
+        err = errors[attempt][1]
+    else:
+        err = ScaledModelError(detail or "no deployment could serve the request")
+        if attempts:
+            err.__cause__ = attempts[-1][1]
+    return _with_attempts(err, attempts, deps)
+
+
+def _native_failure(exc: BaseException, deps: list[Deployment]) -> BaseException:
+    """The same for the native loop: its ProviderError or RouteFailed, with the attempts the
+    core lists as ``(attempt, deployment index, ProviderError)``."""
+    errors = {a: (i, provider_error(e)) for a, i, e in getattr(exc, "attempts", None) or ()}
+    if isinstance(exc, _core.RouteFailed):
+        return _failure(str(exc), None, errors, deps)
+    return _with_attempts(provider_error(exc), [errors[a] for a in sorted(errors)], deps)
 
 
 _POOL: concurrent.futures.ThreadPoolExecutor | None = None
@@ -204,7 +268,8 @@ class ScaledChatModel(BaseChatModel):
     seed: int | None = None
     complexity: Any = None
     """With strategy="complexity": a callable(messages) -> float in [0, 1] replacing the
-    built-in score (length, tools requested, conversation depth)."""
+    built-in score (length, tools requested, conversation depth); returning None keeps the
+    built-in score for that request, anything else not a finite number is a ConfigError."""
     complexity_small: list[int] | None = None
     """Deployment indexes for simple requests (default: the first deployment)."""
     complexity_large: list[int] | None = None
@@ -229,10 +294,18 @@ class ScaledChatModel(BaseChatModel):
     def __init__(self, deployments: Sequence[Any] | None = None, /, **kwargs: Any) -> None:
         if deployments is None:
             deployments = kwargs.pop("deployments", None)
+        if deployments is not None and (
+            not isinstance(deployments, Sequence) or isinstance(deployments, str)
+        ):
+            msg = f"deployments must be a list of chat models, got {deployments!r}"
+            raise _core.ConfigError(msg)
         if not deployments:
             msg = "ScaledChatModel needs at least one deployment (a chat model)"
             raise _core.ConfigError(msg)
-        super().__init__(deployments=list(deployments), **kwargs)
+        try:
+            super().__init__(deployments=list(deployments), **kwargs)
+        except ValidationError as exc:
+            raise _core.ConfigError(f"ScaledChatModel: {exc}") from None
         deps = [d if isinstance(d, Deployment) else Deployment(d) for d in self.deployments]
         if self.limits is not None and not isinstance(self.limits, RateLimiter):
             msg = f"limits must be a langscale.RateLimiter, got {self.limits!r}"
@@ -383,15 +456,19 @@ class ScaledChatModel(BaseChatModel):
         then BaseModel.__getattr__); on the per-call path read them from this dict."""
         return self.__pydantic_private__  # type: ignore[return-value]
 
+    def _complexity_hint(self, messages: list[BaseMessage]) -> Any:
+        """The user's score for this request, as returned: the core checks it is a number."""
+        if self.complexity is not None and self.strategy == "complexity":
+            return self.complexity(messages)
+        return None
+
     def _start(
         self, messages: list[BaseMessage], kwargs: dict[str, Any]
     ) -> tuple[Any, int, list[Deployment]]:
         """A new execution on the router, the token estimate, and the deployments."""
         private = self._private()
         estimate = _estimate_tokens(messages)
-        hint = None
-        if self.complexity is not None and self.strategy == "complexity":
-            hint = float(self.complexity(messages))
+        hint = self._complexity_hint(messages)
         execution = private["_router"].start(
             estimated_input_tokens=estimate,
             tools=len(kwargs.get("tools") or ()),
@@ -404,9 +481,7 @@ class ScaledChatModel(BaseChatModel):
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[str, int, int, int, float | None]:
         """The request JSON and routing info for the native loop."""
-        hint = None
-        if self.complexity is not None and self.strategy == "complexity":
-            hint = float(self.complexity(messages))
+        hint = self._complexity_hint(messages)
         body = request_json(messages, stop, kwargs)
         tools = len(kwargs.get("tools") or ())
         return body, _estimate_tokens(messages), tools, len(messages), hint
@@ -416,10 +491,9 @@ class ScaledChatModel(BaseChatModel):
     ) -> ChatResult:
         try:
             _, raw = native.chat(*self._native_args(messages, stop, kwargs))
-        except ProviderError as exc:
-            raise provider_error(exc) from None
-        except _core.RouteFailed as exc:
-            raise ScaledModelError(str(exc)) from None
+        except (ProviderError, _core.RouteFailed) as exc:
+            err = _native_failure(exc, self._private()["_deps"])
+            raise err from err.__cause__
         return chat_result(raw)
 
     async def _native_agenerate(
@@ -427,10 +501,9 @@ class ScaledChatModel(BaseChatModel):
     ) -> ChatResult:
         try:
             _, raw = await native.achat(*self._native_args(messages, stop, kwargs))
-        except ProviderError as exc:
-            raise provider_error(exc) from None
-        except _core.RouteFailed as exc:
-            raise ScaledModelError(str(exc)) from None
+        except (ProviderError, _core.RouteFailed) as exc:
+            err = _native_failure(exc, self._private()["_deps"])
+            raise err from err.__cause__
         return chat_result(raw)
 
     def _limiters(self, dep: Deployment) -> list[RateLimiter]:
@@ -447,7 +520,7 @@ class ScaledChatModel(BaseChatModel):
         if native is not None:
             return self._native_generate(native, messages, stop, kwargs)
         execution, estimate, deps = self._start(messages, kwargs)
-        errors: dict[int, BaseException] = {}
+        errors: dict[int, tuple[int, BaseException]] = {}
         results: dict[int, ChatResult] = {}
         while True:
             kind, attempt, index, detail, seconds = execution.next()
@@ -471,7 +544,7 @@ class ScaledChatModel(BaseChatModel):
                             for p in permits:
                                 p.settle(used_in + used_out or estimate)
                 except Exception as exc:
-                    errors[attempt] = exc
+                    errors[attempt] = (index, exc)
                     execution.report_failure(attempt, *classify(exc))
                     continue
                 results[attempt] = result
@@ -496,9 +569,9 @@ class ScaledChatModel(BaseChatModel):
         if native is not None:
             return await self._native_agenerate(native, messages, stop, kwargs)
         execution, estimate, deps = self._start(messages, kwargs)
-        errors: dict[int, BaseException] = {}
+        errors: dict[int, tuple[int, BaseException]] = {}
         results: dict[int, ChatResult] = {}
-        running: dict[asyncio.Task, tuple[int, float]] = {}
+        running: dict[asyncio.Task, tuple[int, int, float]] = {}
         # Without hedging one attempt at most is in flight: await it here, no Task and no
         # asyncio.wait (~30 us per call). The attempt timeout also carries the deadline.
         inline = self.hedge_delay is None
@@ -523,14 +596,14 @@ class ScaledChatModel(BaseChatModel):
                 return result, used_in, used_out
 
         def collect(task: asyncio.Task) -> None:
-            attempt, started = running.pop(task)
+            attempt, index, started = running.pop(task)
             exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
             if exc is None:
                 result, used_in, used_out = task.result()
                 results[attempt] = result
                 execution.report_success(attempt, time.perf_counter() - started, used_in, used_out)
             else:
-                errors[attempt] = exc
+                errors[attempt] = (index, exc)
                 execution.report_failure(attempt, *classify(exc))
 
         try:
@@ -542,7 +615,7 @@ class ScaledChatModel(BaseChatModel):
                     try:
                         result, used_in, used_out = await call(index, seconds)
                     except Exception as exc:
-                        errors[attempt] = exc
+                        errors[attempt] = (index, exc)
                         execution.report_failure(attempt, *classify(exc))
                         continue
                     results[attempt] = result
@@ -551,7 +624,7 @@ class ScaledChatModel(BaseChatModel):
                 elif kind == "call":
                     assert attempt is not None and index is not None
                     task = asyncio.ensure_future(call(index, seconds))
-                    running[task] = (attempt, time.perf_counter())
+                    running[task] = (attempt, index, time.perf_counter())
                 elif kind == "wait":
                     done, _ = await asyncio.wait(
                         running, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
@@ -569,11 +642,9 @@ class ScaledChatModel(BaseChatModel):
                 task.cancel()
 
     def _fail(
-        self, detail: str | None, attempt: int | None, errors: dict[int, BaseException]
+        self, detail: str | None, attempt: int | None, errors: dict[int, tuple[int, BaseException]]
     ) -> None:
-        if attempt is not None and attempt in errors:
-            raise errors[attempt]
-        raise ScaledModelError(detail or "no deployment could serve the request")
+        raise _failure(detail, attempt, errors, self._private()["_deps"])
 
     # -- streaming: fail over until the first chunk, then it is this deployment's stream --------
 
@@ -647,13 +718,12 @@ class ScaledChatModel(BaseChatModel):
                 _, stream = native.stream(*self._native_args(messages, stop, kwargs))
                 on_token = run_manager.on_llm_new_token if run_manager else None
                 yield from stream_chunks(stream, on_token)
-            except ProviderError as exc:
-                raise provider_error(exc) from None
-            except _core.RouteFailed as exc:
-                raise ScaledModelError(str(exc)) from None
+            except (ProviderError, _core.RouteFailed) as exc:
+                err = _native_failure(exc, self._private()["_deps"])
+                raise err from err.__cause__
             return
         execution, estimate, deps = self._start(messages, kwargs)
-        errors: dict[int, BaseException] = {}
+        errors: dict[int, tuple[int, BaseException]] = {}
         callbacks = _child(run_manager, CallbackManager)
         while True:
             kind, attempt, index, detail, seconds = execution.next()
@@ -673,7 +743,7 @@ class ScaledChatModel(BaseChatModel):
                     except StopIteration:
                         first = None
                     except Exception as exc:
-                        errors[attempt] = exc
+                        errors[attempt] = (index, exc)
                         execution.report_failure(attempt, *classify(exc))
                         continue
                     execution.report_success(attempt, time.perf_counter() - started, 0, 0)
@@ -705,13 +775,12 @@ class ScaledChatModel(BaseChatModel):
                     if run_manager:
                         await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-            except ProviderError as exc:
-                raise provider_error(exc) from None
-            except _core.RouteFailed as exc:
-                raise ScaledModelError(str(exc)) from None
+            except (ProviderError, _core.RouteFailed) as exc:
+                err = _native_failure(exc, self._private()["_deps"])
+                raise err from err.__cause__
             return
         execution, estimate, deps = self._start(messages, kwargs)
-        errors: dict[int, BaseException] = {}
+        errors: dict[int, tuple[int, BaseException]] = {}
         callbacks = _child(run_manager, AsyncCallbackManager)
         while True:
             kind, attempt, index, detail, seconds = execution.next()
@@ -732,7 +801,7 @@ class ScaledChatModel(BaseChatModel):
                     except StopAsyncIteration:
                         first = None
                     except Exception as exc:
-                        errors[attempt] = exc
+                        errors[attempt] = (index, exc)
                         execution.report_failure(attempt, *classify(exc))
                         continue
                     execution.report_success(attempt, time.perf_counter() - started, 0, 0)

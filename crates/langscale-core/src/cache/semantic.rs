@@ -24,7 +24,8 @@ use crate::embed::{EmbedError, Embedder};
 /// Settings of a semantic cache.
 #[derive(Debug, Clone)]
 pub struct SemanticConfig {
-    /// Cosine similarity at or above which a candidate may answer.
+    /// Cosine similarity at or above which a candidate may answer: above 0 and at most 1
+    /// (at 0 or below every stored question would answer every other).
     pub threshold: f32,
     pub maxsize: u64,
     pub ttl: Option<Duration>,
@@ -148,9 +149,9 @@ impl SemanticCache {
         config: SemanticConfig,
         embedder: Arc<dyn Embedder>,
     ) -> Result<Self, CacheError> {
-        if !config.threshold.is_finite() || !(-1.0..=1.0).contains(&config.threshold) {
+        if !(config.threshold > 0.0 && config.threshold <= 1.0) {
             return Err(CacheError::InvalidConfig(format!(
-                "threshold must be between -1 and 1, got {}",
+                "threshold must be above 0 and at most 1, got {}",
                 config.threshold
             )));
         }
@@ -550,7 +551,7 @@ mod tests {
     #[test]
     fn never_answers_across_scopes() {
         let c = cache(SemanticConfig {
-            threshold: 0.0,
+            threshold: f32::MIN_POSITIVE,
             ..Default::default()
         });
         let s = split_prompt("", "model-a", "hello there");
@@ -611,7 +612,7 @@ mod tests {
             .insert(&s, Some(&[f32::NAN, 0.0, 0.0]), b"v".as_slice().into())
             .is_err());
         assert!(matches!(c.lookup(&s, Some(&[1.0, 2.0])), Outcome::Exact(_)));
-        for threshold in [1.5, -1.1, f32::NAN] {
+        for threshold in [1.5, -1.1, 0.0, -0.0, f32::NAN, f32::INFINITY] {
             assert!(SemanticCache::new(SemanticConfig {
                 threshold,
                 ..Default::default()

@@ -104,6 +104,44 @@ fn display_url(url: &str) -> String {
     }
 }
 
+/// (parameter, what it must be, the check).
+type ParamCheck = (&'static str, &'static str, fn(&Value) -> bool);
+
+/// The sampling parameters every OpenAI-compatible server reads. Checked once at
+/// construction, so a bad one fails there and not as a 400 on every call. Other parameters
+/// pass as given; null means unset.
+const CHECKED_PARAMS: [ParamCheck; 7] = [
+    ("temperature", "a number >= 0", |v| {
+        v.as_f64().is_some_and(|t| t >= 0.0)
+    }),
+    ("top_p", "a number between 0 and 1", |v| {
+        v.as_f64().is_some_and(|p| (0.0..=1.0).contains(&p))
+    }),
+    ("frequency_penalty", "a number", Value::is_number),
+    ("presence_penalty", "a number", Value::is_number),
+    ("max_tokens", "a positive integer", |v| {
+        v.as_u64().is_some_and(|n| n > 0)
+    }),
+    ("max_completion_tokens", "a positive integer", |v| {
+        v.as_u64().is_some_and(|n| n > 0)
+    }),
+    ("seed", "an integer", |v| v.is_i64() || v.is_u64()),
+];
+
+fn check_defaults(defaults: &Map<String, Value>) -> Result<(), ProviderError> {
+    for (name, wanted, ok) in CHECKED_PARAMS {
+        match defaults.get(name) {
+            Some(value) if !value.is_null() && !ok(value) => {
+                return Err(ProviderError::Invalid(format!(
+                    "{name} must be {wanted}, got {value}"
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Endpoint {
     pub fn new(config: EndpointConfig) -> Result<Self, ProviderError> {
         let base = config.base_url.trim();
@@ -138,6 +176,7 @@ impl Endpoint {
                 return Err(ProviderError::Invalid(format!("{name} must be above 0 s")));
             }
         }
+        check_defaults(&config.defaults)?;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in &config.headers {

@@ -15,7 +15,9 @@ mod tests;
 
 pub use client::{ChatStream, Endpoint, EndpointConfig};
 pub use error::{ProviderError, RateLimitInfo};
-pub use routed::{NativeDeployment, Routed, RoutedEndpoints, RoutedError, RoutedStream};
+pub use routed::{
+    FailedAttempt, NativeDeployment, Routed, RoutedEndpoints, RoutedError, RoutedStream,
+};
 pub use types::{
     ChatRequest, ChatResponse, FunctionCall, Message, StreamDelta, ToolCall, ToolCallDelta, Usage,
 };

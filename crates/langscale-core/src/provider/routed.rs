@@ -2,7 +2,7 @@
 //! state machine decides, this drives it on tokio — limiter permits, calls with their
 //! timeouts, backoff sleeps, hedges — without leaving Rust between attempts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,18 +41,35 @@ pub struct Routed<T> {
     pub attempts: usize,
 }
 
-/// Why a routed request failed.
+/// One failed attempt of a routed request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedAttempt {
+    pub attempt: AttemptId,
+    pub deployment: usize,
+    pub error: ProviderError,
+}
+
+/// Failed attempts by attempt id: the order they were made in.
+type Failures = BTreeMap<AttemptId, FailedAttempt>;
+
+/// Why a routed request failed. `attempts` lists every failed attempt of the request in the
+/// order they were made, so the caller can tell what each deployment answered.
 #[derive(Debug, thiserror::Error)]
 pub enum RoutedError {
-    /// The error of the attempt that decided the outcome, as the provider gave it.
+    /// The error of the attempt that decided the outcome, as the provider gave it (it is
+    /// also in `attempts`).
     #[error("{error}")]
     Provider {
         deployment: usize,
         error: Box<ProviderError>,
+        attempts: Vec<FailedAttempt>,
     },
     /// The router gave up without an attempt's error to show (e.g. every breaker open).
-    #[error("{0}")]
-    Failed(FailReason),
+    #[error("{reason}")]
+    Failed {
+        reason: FailReason,
+        attempts: Vec<FailedAttempt>,
+    },
     /// A limiter refused the request outright (more tokens than its bucket holds).
     #[error("{0}")]
     Limit(LimitError),
@@ -66,7 +83,17 @@ enum AttemptError {
 }
 
 type AttemptFuture<'a> = Pin<
-    Box<dyn Future<Output = (AttemptId, Result<ChatResponse, AttemptError>, Duration)> + Send + 'a>,
+    Box<
+        dyn Future<
+                Output = (
+                    AttemptId,
+                    usize,
+                    Result<ChatResponse, AttemptError>,
+                    Duration,
+                ),
+            > + Send
+            + 'a,
+    >,
 >;
 
 impl RoutedEndpoints {
@@ -121,7 +148,7 @@ impl RoutedEndpoints {
         Box::pin(async move {
             let mut permits = match self.permits(d, tokens).await {
                 Ok(p) => p,
-                Err(e) => return (id, Err(AttemptError::Limit(e)), Duration::ZERO),
+                Err(e) => return (id, d, Err(AttemptError::Limit(e)), Duration::ZERO),
             };
             let started = Instant::now();
             let result = match self.endpoint(d) {
@@ -135,7 +162,7 @@ impl RoutedEndpoints {
                     p.settle(if used > 0 { used } else { tokens });
                 }
             }
-            (id, result.map_err(AttemptError::Provider), latency)
+            (id, d, result.map_err(AttemptError::Provider), latency)
         })
     }
 
@@ -149,7 +176,7 @@ impl RoutedEndpoints {
     ) -> Result<Routed<ChatResponse>, RoutedError> {
         let mut exec = self.router.start(info);
         let mut running = FuturesUnordered::new();
-        let mut errors: HashMap<AttemptId, ProviderError> = HashMap::new();
+        let mut errors = Failures::new();
         let mut results: HashMap<AttemptId, ChatResponse> = HashMap::new();
         loop {
             match exec.next() {
@@ -162,13 +189,13 @@ impl RoutedEndpoints {
                 Step::Wait(limit) => {
                     if running.is_empty() {
                         // The router only waits on calls in flight; never spin.
-                        return Err(RoutedError::Failed(FailReason::Exhausted { last: None }));
+                        return Err(failure(FailReason::Exhausted { last: None }, errors));
                     }
                     let finished = match limit {
                         Some(d) => tokio::time::timeout(d, running.next()).await.ok().flatten(),
                         None => running.next().await,
                     };
-                    let Some((attempt, result, latency)) = finished else {
+                    let Some((attempt, deployment, result, latency)) = finished else {
                         continue;
                     };
                     match result {
@@ -184,9 +211,16 @@ impl RoutedEndpoints {
                             );
                             results.insert(attempt, response);
                         }
-                        Err(AttemptError::Provider(e)) => {
-                            exec.report(attempt, Outcome::Failure(e.kind()));
-                            errors.insert(attempt, e);
+                        Err(AttemptError::Provider(error)) => {
+                            exec.report(attempt, Outcome::Failure(error.kind()));
+                            errors.insert(
+                                attempt,
+                                FailedAttempt {
+                                    attempt,
+                                    deployment,
+                                    error,
+                                },
+                            );
                         }
                         Err(AttemptError::Limit(e)) => return Err(RoutedError::Limit(e)),
                     }
@@ -197,16 +231,16 @@ impl RoutedEndpoints {
                     deployment,
                 } => {
                     let attempts = exec.attempts();
-                    return results
-                        .remove(&attempt)
-                        .map(|value| Routed {
+                    return match results.remove(&attempt) {
+                        Some(value) => Ok(Routed {
                             value,
                             deployment,
                             attempts,
-                        })
-                        .ok_or(RoutedError::Failed(FailReason::Exhausted { last: None }));
+                        }),
+                        None => Err(failure(FailReason::Exhausted { last: None }, errors)),
+                    };
                 }
-                Step::Fail(reason) => return Err(failure(reason, &mut errors)),
+                Step::Fail(reason) => return Err(failure(reason, errors)),
             }
         }
     }
@@ -220,7 +254,7 @@ impl RoutedEndpoints {
         tokens: u64,
     ) -> Result<Routed<RoutedStream>, RoutedError> {
         let mut exec = self.router.start(info);
-        let mut errors: HashMap<AttemptId, ProviderError> = HashMap::new();
+        let mut errors = Failures::new();
         loop {
             match exec.next() {
                 Step::Call {
@@ -259,17 +293,24 @@ impl RoutedEndpoints {
                                 attempts: exec.attempts(),
                             });
                         }
-                        Err(e) => {
-                            exec.report(attempt, Outcome::Failure(e.kind()));
-                            errors.insert(attempt, e);
+                        Err(error) => {
+                            exec.report(attempt, Outcome::Failure(error.kind()));
+                            errors.insert(
+                                attempt,
+                                FailedAttempt {
+                                    attempt,
+                                    deployment,
+                                    error,
+                                },
+                            );
                         }
                     }
                 }
                 Step::Sleep(d) | Step::Wait(Some(d)) => tokio::time::sleep(d).await,
                 Step::Wait(None) | Step::Done { .. } => {
-                    return Err(RoutedError::Failed(FailReason::Exhausted { last: None }))
+                    return Err(failure(FailReason::Exhausted { last: None }, errors))
                 }
-                Step::Fail(reason) => return Err(failure(reason, &mut errors)),
+                Step::Fail(reason) => return Err(failure(reason, errors)),
             }
         }
     }
@@ -288,16 +329,21 @@ async fn first_delta(
     }
 }
 
-fn failure(reason: FailReason, errors: &mut HashMap<AttemptId, ProviderError>) -> RoutedError {
-    match reason
+/// The error for a failed request: the deciding attempt's provider error where there is
+/// one, else the router's reason; with every failed attempt either way.
+fn failure(reason: FailReason, errors: Failures) -> RoutedError {
+    let deciding = reason
         .last_error()
-        .and_then(|last| errors.remove(&last.attempt).map(|e| (last.deployment, e)))
-    {
+        .and_then(|last| errors.get(&last.attempt))
+        .map(|a| (a.deployment, Box::new(a.error.clone())));
+    let attempts = errors.into_values().collect();
+    match deciding {
         Some((deployment, error)) => RoutedError::Provider {
             deployment,
-            error: Box::new(error),
+            error,
+            attempts,
         },
-        None => RoutedError::Failed(reason),
+        None => RoutedError::Failed { reason, attempts },
     }
 }
 

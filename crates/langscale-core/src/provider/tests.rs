@@ -573,11 +573,63 @@ async fn routed_gives_the_fatal_error_of_the_provider() {
         .chat(&conversation(), RequestInfo::default(), 10)
         .await
         .unwrap_err();
-    let RoutedError::Provider { deployment, error } = e else {
+    let RoutedError::Provider {
+        deployment,
+        error,
+        attempts,
+    } = e
+    else {
         panic!("{e}")
     };
     assert_eq!((deployment, error.kind()), (0, ErrorKind::Auth));
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].error, *error);
     assert!(healthy.requests.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn routed_failure_lists_every_attempt_of_every_deployment() {
+    let broken = Server::start(|_| Reply::json(500, &json!({"error": {"message": "down"}}))).await;
+    let limited =
+        Server::start(|_| Reply::json(429, &json!({"error": {"message": "quota"}}))).await;
+    let r = routed(&[&broken.url, &limited.url], fast_retries());
+    let e = r
+        .chat(&conversation(), RequestInfo::default(), 10)
+        .await
+        .unwrap_err();
+    let chat_attempts = match e {
+        RoutedError::Provider { attempts, .. } | RoutedError::Failed { attempts, .. } => attempts,
+        other => panic!("{other}"),
+    };
+    let seen: Vec<(usize, ErrorKind)> = chat_attempts
+        .iter()
+        .map(|a| (a.deployment, a.error.kind()))
+        .collect();
+    let limited = ErrorKind::RateLimited { retry_after: None };
+    assert_eq!(
+        seen,
+        [
+            (0, ErrorKind::Server),
+            (0, ErrorKind::Server),
+            (1, limited),
+            (1, limited)
+        ],
+        "each deployment twice (retried)"
+    );
+    assert!(chat_attempts
+        .windows(2)
+        .all(|w| w[0].attempt < w[1].attempt));
+    // The same for a stream that never opens.
+    let broken = Server::start(|_| Reply::json(503, &json!({"error": {"message": "x"}}))).await;
+    let r = routed(&[&broken.url, &broken.url], fast_retries());
+    let Err(e) = r.stream(&conversation(), RequestInfo::default(), 10).await else {
+        panic!("a stream from broken deployments opened")
+    };
+    let RoutedError::Provider { attempts, .. } = e else {
+        panic!("{e}")
+    };
+    let deployments: Vec<usize> = attempts.iter().map(|a| a.deployment).collect();
+    assert_eq!(deployments, [0, 0, 1, 1]);
 }
 
 #[tokio::test]
@@ -657,4 +709,121 @@ async fn routed_hedges_a_slow_call() {
     assert_eq!(out.value.content, "hedge");
     assert!(started.elapsed() < Duration::from_secs(6));
     assert_eq!(r.router().snapshot().deployments[1].hedges, 1);
+}
+
+// --- input from Python: refused with a message, never a panic ---------------------------------
+
+#[test]
+fn bad_sampling_parameters_are_refused_at_construction() {
+    for (key, value) in [
+        ("temperature", json!(-1)),
+        ("temperature", json!("hot")),
+        ("top_p", json!(2)),
+        ("max_tokens", json!(-5)),
+        ("max_tokens", json!(0)),
+        ("max_completion_tokens", json!(1.5)),
+        ("seed", json!(1.5)),
+        ("presence_penalty", json!("x")),
+    ] {
+        let mut config = EndpointConfig::new("http://127.0.0.1:1/v1", "m");
+        config.defaults.insert(key.to_owned(), value.clone());
+        let err = Endpoint::new(config).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.contains(key) && err.contains(&value.to_string()),
+            "{err}"
+        );
+    }
+    let mut config = EndpointConfig::new("http://127.0.0.1:1/v1", "m");
+    for (key, value) in [
+        ("temperature", json!(0.7)),
+        ("top_p", json!(1)),
+        ("max_tokens", json!(5)),
+        ("seed", json!(-3)),
+        ("frequency_penalty", json!(-1.5)),
+        ("response_format", json!({"type": "json_object"})),
+        ("stop", Value::Null),
+    ] {
+        config.defaults.insert(key.to_owned(), value);
+    }
+    assert!(Endpoint::new(config).is_ok());
+}
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn endpoint_settings(
+            base_url in prop_oneof![".{0,40}", Just("http://127.0.0.1:1/v1".to_owned())],
+            model in ".{0,12}",
+            key in ".{0,12}",
+            header in (".{0,8}", ".{0,8}"),
+            params in proptest::collection::vec(
+                (prop_oneof![
+                    Just("temperature".to_owned()),
+                    Just("top_p".to_owned()),
+                    Just("max_tokens".to_owned()),
+                    Just("seed".to_owned()),
+                    ".{0,6}",
+                ], value()),
+                0..4,
+            ),
+        ) {
+            let mut config = EndpointConfig::new(base_url, model);
+            config.api_key = Some(key);
+            config.headers = vec![header];
+            config.defaults = params.into_iter().collect();
+            let _ = Endpoint::new(config);
+        }
+
+        #[test]
+        fn request_json(text in ".{0,200}") {
+            let _ = ChatRequest::from_json(&text);
+            let _ = ChatRequest::from_json(&format!("{{\"messages\": {text}}}"));
+        }
+
+        #[test]
+        fn deployment_settings(
+            name in ".{0,8}",
+            weight in any::<f64>(),
+            priority in any::<i32>(),
+            price_in in any::<f64>(),
+            price_out in any::<f64>(),
+            context_window in proptest::option::of(any::<u64>()),
+        ) {
+            let d = route::Deployment {
+                name,
+                weight,
+                priority,
+                price_in,
+                price_out,
+                context_window,
+                tags: Vec::new(),
+            };
+            let valid = d.validate().is_ok();
+            prop_assert_eq!(
+                valid,
+                !d.name.is_empty()
+                    && weight.is_finite() && weight > 0.0
+                    && price_in.is_finite() && price_in >= 0.0
+                    && price_out.is_finite() && price_out >= 0.0
+                    && context_window != Some(0)
+            );
+        }
+    }
 }

@@ -43,7 +43,8 @@ impl Deployment {
         (self.price_in * input_tokens as f64 + self.price_out * output_tokens as f64) / 1000.0
     }
 
-    pub(crate) fn validate(&self) -> Result<(), RouteError> {
+    /// Every setting in range, else an error naming the deployment and the setting.
+    pub fn validate(&self) -> Result<(), RouteError> {
         let name = &self.name;
         if name.is_empty() {
             return Err(RouteError::Config(
