@@ -77,7 +77,15 @@ def model_dir(model: str = "all-MiniLM-L6-v2") -> Path:
 
 def _load(directory: Path, batch_size: int | None, max_seq_length: int | None) -> Any:
     try:
-        key = (os.path.realpath(directory), batch_size, max_seq_length)
+        # The types are part of the key: True == 1 and 8.0 == 8 must not find a model loaded
+        # with a valid setting (the model's own checks refuse them).
+        key = (
+            os.path.realpath(directory),
+            type(batch_size),
+            batch_size,
+            type(max_seq_length),
+            max_seq_length,
+        )
         hash(key)
     except (TypeError, ValueError):
         # A path that is not valid Unicode or a setting of the wrong type: the model's own
