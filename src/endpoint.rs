@@ -17,7 +17,6 @@ use pyo3::prelude::*;
 
 use crate::args;
 use crate::errors::{config_error, CoreError, LangscaleError};
-use crate::limit::RateLimiter;
 use crate::route::Router;
 
 create_exception!(
@@ -311,7 +310,7 @@ impl Endpoint {
 
 enum Source {
     Plain(provider::ChatStream),
-    Routed(RoutedStream),
+    Routed(Box<RoutedStream>),
 }
 
 impl Source {
@@ -381,30 +380,19 @@ type PyRouted = (usize, PyResponse);
 
 #[pymethods]
 impl NativeRouter {
+    /// `endpoints` line up with the router's deployments; the router's limits apply.
     #[new]
-    #[pyo3(signature = (router, endpoints, limiters, shared=None))]
-    fn new(
-        router: PyRef<'_, Router>,
-        endpoints: Vec<PyRef<'_, Endpoint>>,
-        limiters: Vec<Option<PyRef<'_, RateLimiter>>>,
-        shared: Option<PyRef<'_, RateLimiter>>,
-    ) -> PyResult<Self> {
-        if limiters.len() != endpoints.len() {
-            return Err(config_error(format!(
-                "{} endpoints but {} limiters",
-                endpoints.len(),
-                limiters.len()
-            )));
-        }
+    fn new(router: PyRef<'_, Router>, endpoints: Vec<PyRef<'_, Endpoint>>) -> PyResult<Self> {
+        let own = &router.limits.own;
         let deployments = endpoints
             .iter()
-            .zip(&limiters)
-            .map(|(e, l)| NativeDeployment {
+            .enumerate()
+            .map(|(i, e)| NativeDeployment {
                 endpoint: Arc::clone(&e.inner),
-                limiter: l.as_ref().map(|l| l.limiter.clone()),
+                limiter: own.get(i).cloned().flatten(),
             })
             .collect();
-        let shared = shared.map(|l| l.limiter.clone());
+        let shared = router.limits.shared.clone();
         let inner = RoutedEndpoints::new(Arc::clone(&router.router), deployments, shared)
             .map_err(routed_error)?;
         Ok(Self {
@@ -469,7 +457,12 @@ impl NativeRouter {
         let info = info(estimated_input_tokens, tools, turns, complexity_hint)?;
         let inner = Arc::clone(&self.inner);
         py.detach(move || runtime().block_on(inner.stream(&req, info, estimated_input_tokens)))
-            .map(|r| (r.deployment, ChatStream::new(Source::Routed(r.value))))
+            .map(|r| {
+                (
+                    r.deployment,
+                    ChatStream::new(Source::Routed(Box::new(r.value))),
+                )
+            })
             .map_err(routed_error)
     }
 
@@ -491,7 +484,12 @@ impl NativeRouter {
             inner
                 .stream(&req, info, estimated_input_tokens)
                 .await
-                .map(|r| (r.deployment, ChatStream::new(Source::Routed(r.value))))
+                .map(|r| {
+                    (
+                        r.deployment,
+                        ChatStream::new(Source::Routed(Box::new(r.value))),
+                    )
+                })
                 .map_err(routed_error)
         })
     }

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use langscale_core::limit::{Limiter, LimiterConfig, Permit as CorePermit, Priority};
+use langscale_core::limit::{AnyLimiter, Limiter, LimiterConfig, Permit as CorePermit, Priority};
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -192,6 +192,25 @@ impl Permit {
 }
 
 /// `True` or `False`, as Python writes them.
+/// A limiter of either kind (`_core.RateLimiter` or `_core.SharedRateLimiter`, or a
+/// `langscale.RateLimiter` wrapping one): every path accepts both.
+pub(crate) fn any_limiter(name: &str, value: &Bound<'_, PyAny>) -> PyResult<AnyLimiter> {
+    let inner = match value.getattr("_core") {
+        Ok(core) => core,
+        Err(_) => value.clone(),
+    };
+    if let Ok(local) = inner.cast::<RateLimiter>() {
+        return Ok(AnyLimiter::Local(local.get().limiter.clone()));
+    }
+    if let Ok(shared) = inner.cast::<crate::store::SharedRateLimiter>() {
+        return Ok(AnyLimiter::Shared(shared.get().limiter.clone()));
+    }
+    Err(config_error(format!(
+        "{name} must be a langscale.RateLimiter, got {}",
+        args::describe(value)
+    )))
+}
+
 pub(crate) fn py_bool(value: bool) -> &'static str {
     if value {
         "True"

@@ -1,20 +1,24 @@
-//! Python face of the core router: `_core.Router` decides, `_core.Execution` is one request's
-//! state machine. Python performs the model calls and sleeps the steps say; every decision
-//! (which deployment, retry or fail over, backoff, breaker, budget) is made in the core.
+//! Python face of the core router: `_core.Router` decides, `_core.Run` is one request. Python's
+//! two drivers (sync and asyncio, for plain and streamed answers) make the model calls and
+//! sleeps a run says; every decision (which deployment, permits and what a refusal means,
+//! latency, retry or fail over, backoff, breaker, budget, what an error means) is the core's.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use langscale_core::clock::SystemClock;
+use langscale_core::limit::AnyLimiter;
+use langscale_core::route::classify::{self, ErrorFacts};
 use langscale_core::route::{
-    self, AttemptId, BreakerConfig, Deployment, ErrorKind, Outcome, RequestInfo, RetryBudgetConfig,
-    RetryPolicy, RouterConfig, Step, Strategy,
+    self, Action, AttemptId, BreakerConfig, Deployment, ErrorKind, Limits, RequestInfo,
+    RetryBudgetConfig, RetryPolicy, RouterConfig, Strategy,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::args;
-use crate::errors::config_error;
+use crate::errors::{config_error, CoreError};
+use crate::limit::any_limiter;
 
 /// (name, weight, priority, price_in_per_1k, price_out_per_1k, context_window, tags)
 type DeploymentSpec = (String, f64, i32, f64, f64, Option<u64>, Vec<String>);
@@ -104,18 +108,6 @@ pub(crate) fn complexity_hint(value: Option<&Bound<'_, PyAny>>) -> PyResult<Opti
     args::number("the complexity callable's result", value)
 }
 
-/// One step, uniformly: (kind, attempt, deployment, detail, seconds).
-/// kind: "call" (detail = first|retry|fallback|hedge, seconds = per-attempt timeout),
-/// "sleep" / "wait" (seconds), "done", "fail" (detail = message; attempt/deployment = the
-/// attempt whose error to re-raise, if any).
-type PyStep = (
-    &'static str,
-    Option<u32>,
-    Option<usize>,
-    Option<String>,
-    Option<f64>,
-);
-
 fn strategy(
     name: &str,
     small: Option<Vec<usize>>,
@@ -158,38 +150,90 @@ fn indexes(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<
         .map(Some)
 }
 
-fn error_kind(kind: &str, retry_after: Option<f64>) -> PyResult<ErrorKind> {
-    let retry_after = retry_after
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
-    Ok(match kind {
-        "rate_limited" => ErrorKind::RateLimited { retry_after },
-        "server" => ErrorKind::Server,
-        "timeout" => ErrorKind::Timeout,
-        "connection" => ErrorKind::Connection,
-        "context_overflow" => ErrorKind::ContextOverflow,
-        "auth" => ErrorKind::Auth,
-        "invalid_request" => ErrorKind::InvalidRequest,
-        "other_retryable" => ErrorKind::Other { retryable: true },
-        "other" => ErrorKind::Other { retryable: false },
-        other => return Err(config_error(format!("unknown error kind {other:?}"))),
+/// The router's kind for a failure, from what Python found on the exception (class names
+/// most derived first, HTTP status, headers, a parsed Retry-After, provider code, message,
+/// `is_retryable`). The one classifier: the native path uses the same function.
+#[allow(clippy::too_many_arguments)]
+fn classify_facts(
+    classes: &[String],
+    status: Option<i64>,
+    headers: &[(String, String)],
+    retry_after: Option<f64>,
+    code: Option<&str>,
+    message: &str,
+    retryable: bool,
+) -> ErrorKind {
+    let classes: Vec<&str> = classes.iter().map(String::as_str).collect();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    classify::classify(&ErrorFacts {
+        classes: &classes,
+        status: status.and_then(|s| u16::try_from(s).ok()),
+        headers: &headers,
+        retry_after: retry_after
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+        code,
+        message,
+        retryable,
     })
+}
+
+/// `(kind, retry_after seconds)` for an exception's facts: see `Run.failed`.
+#[pyfunction]
+#[pyo3(signature = (classes, status=None, headers=Vec::new(), retry_after=None, code=None, message=String::new(), retryable=false))]
+fn classify_error(
+    classes: Vec<String>,
+    status: Option<i64>,
+    headers: Vec<(String, String)>,
+    retry_after: Option<f64>,
+    code: Option<String>,
+    message: String,
+    retryable: bool,
+) -> (&'static str, Option<f64>) {
+    let kind = classify_facts(
+        &classes,
+        status,
+        &headers,
+        retry_after,
+        code.as_deref(),
+        &message,
+        retryable,
+    );
+    let after = match kind {
+        ErrorKind::RateLimited { retry_after } => retry_after.map(|d| d.as_secs_f64()),
+        _ => None,
+    };
+    (kind_name(kind), after)
+}
+
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Other { retryable: true } => "other_retryable",
+        other => other.as_str(),
+    }
 }
 
 /// Routes requests across deployments; shared by every request of a ScaledChatModel.
 #[pyclass(frozen, module = "langscale._core")]
 pub struct Router {
     pub(crate) router: Arc<route::Router>,
+    /// Permits every request takes: `limits` for the whole model, then the deployment's own.
+    pub(crate) limits: Limits,
 }
 
 #[pymethods]
 impl Router {
     #[new]
-    #[pyo3(signature = (deployments, strategy=None, *, complexity_small=None, complexity_large=None, complexity_threshold=None, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None))]
+    #[pyo3(signature = (deployments, strategy=None, *, limits=None, limiters=None, complexity_small=None, complexity_large=None, complexity_threshold=None, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         deployments: &Bound<'_, PyAny>,
         strategy: Option<&Bound<'_, PyAny>>,
+        limits: Option<&Bound<'_, PyAny>>,
+        limiters: Option<&Bound<'_, PyAny>>,
         complexity_small: Option<&Bound<'_, PyAny>>,
         complexity_large: Option<&Bound<'_, PyAny>>,
         complexity_threshold: Option<&Bound<'_, PyAny>>,
@@ -252,14 +296,40 @@ impl Router {
             seed: args::count("seed", seed)?,
             ..defaults
         };
+        let shared = match limits {
+            Some(l) if !l.is_none() => Some(any_limiter("limits", l)?),
+            _ => None,
+        };
+        let own = match limiters {
+            Some(l) if !l.is_none() => args::items("limiters", l)?
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    if l.is_none() {
+                        Ok(None)
+                    } else {
+                        any_limiter(&format!("limiters[{i}]"), l).map(Some)
+                    }
+                })
+                .collect::<PyResult<Vec<Option<AnyLimiter>>>>()?,
+            _ => Vec::new(),
+        };
+        if own.len() > deployments.len() {
+            return Err(config_error(format!(
+                "{} limiters for {} deployments",
+                own.len(),
+                deployments.len()
+            )));
+        }
         let router = route::Router::new(deployments, config, Arc::new(SystemClock))
             .map_err(|e| config_error(e.to_string()))?;
         Ok(Self {
             router: Arc::new(router),
+            limits: Limits { shared, own },
         })
     }
 
-    /// Start one request.
+    /// Start one request; `estimated_input_tokens` is what the limiters are charged first.
     #[pyo3(signature = (estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
     fn start(
         &self,
@@ -267,7 +337,7 @@ impl Router {
         tools: usize,
         turns: usize,
         complexity_hint: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Execution> {
+    ) -> PyResult<Run> {
         let info = RequestInfo {
             estimated_input_tokens,
             tools,
@@ -275,8 +345,13 @@ impl Router {
             complexity_hint: self::complexity_hint(complexity_hint)?,
             ..RequestInfo::default()
         };
-        Ok(Execution {
-            execution: Mutex::new(self.router.start(info)),
+        let exec = self.router.start(info);
+        Ok(Run {
+            run: Arc::new(Mutex::new(route::Run::new(
+                exec,
+                self.limits.clone(),
+                estimated_input_tokens,
+            ))),
         })
     }
 
@@ -311,6 +386,7 @@ impl Router {
             e.set_item("auth", dep.errors.auth)?;
             e.set_item("invalid_request", dep.errors.invalid_request)?;
             e.set_item("other", dep.errors.other)?;
+            e.set_item("limited", dep.errors.limited)?;
             x.set_item("errors", e)?;
             x.set_item("retries", dep.retries)?;
             x.set_item("fallbacks", dep.fallbacks)?;
@@ -339,83 +415,153 @@ impl Router {
     }
 }
 
-/// One request's decisions. Ask `next()`, do what it says, `report_*` the outcome.
+/// A step for Python's drivers: (kind, attempt, deployment, value). `kind` is "call" (value:
+/// the attempt's timeout), "acquire" (call `acquire`/`aacquire`), "wait" or "sleep" (value:
+/// seconds, None for as long as it takes), "done", or "fail" (value: the reason; raise the
+/// attempt's own error where there is one).
+type PyAction = (&'static str, Option<u32>, Option<usize>, Option<Py<PyAny>>);
+
+/// One request: ask `next()`, do what it says, report each call with `succeeded`/`failed`.
 #[pyclass(frozen, module = "langscale._core")]
-pub struct Execution {
-    execution: Mutex<route::Execution>,
+pub struct Run {
+    run: Arc<Mutex<route::Run>>,
+}
+
+impl Run {
+    fn lock(&self) -> std::sync::MutexGuard<'_, route::Run> {
+        self.run.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn seconds(py: Python<'_>, d: Option<Duration>) -> PyResult<Option<Py<PyAny>>> {
+    d.map(|d| Ok(d.as_secs_f64().into_pyobject(py)?.into_any().unbind()))
+        .transpose()
 }
 
 #[pymethods]
-impl Execution {
-    /// The next step: (kind, attempt, deployment, detail, seconds).
-    fn next(&self) -> PyStep {
-        let step = self
-            .execution
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .next();
-        match step {
-            Step::Call {
+impl Run {
+    fn next(&self, py: Python<'_>) -> PyResult<PyAction> {
+        let action = self.lock().next();
+        Ok(match action {
+            Action::Call {
                 attempt,
                 deployment,
-                kind,
                 timeout,
+                ..
             } => (
                 "call",
                 Some(attempt.0),
                 Some(deployment),
-                Some(kind.as_str().to_owned()),
-                timeout.map(|t| t.as_secs_f64()),
+                seconds(py, timeout)?,
             ),
-            Step::Wait(d) => ("wait", None, None, None, d.map(|d| d.as_secs_f64())),
-            Step::Sleep(d) => ("sleep", None, None, None, Some(d.as_secs_f64())),
-            Step::Done {
+            // acquire()/aacquire() take the same request from the run.
+            Action::Acquire(_) => ("acquire", None, None, None),
+            Action::Wait(d) => ("wait", None, None, seconds(py, d)?),
+            Action::Sleep(d) => ("sleep", None, None, seconds(py, Some(d))?),
+            Action::Done {
                 attempt,
                 deployment,
-            } => ("done", Some(attempt.0), Some(deployment), None, None),
-            Step::Fail(reason) => {
+            } => ("done", Some(attempt.0), Some(deployment), None),
+            Action::Fail(reason) => {
                 let last = reason.last_error();
+                let run = self.lock();
+                if let Some(refusal) = last.and_then(|e| run.refusal(e.attempt)) {
+                    return Err(CoreError::from(refusal.clone()).into());
+                }
+                let detail = reason.to_string().into_pyobject(py)?.into_any().unbind();
                 (
                     "fail",
                     last.map(|e| e.attempt.0),
                     last.map(|e| e.deployment),
-                    Some(reason.to_string()),
-                    None,
+                    Some(detail),
                 )
             }
-        }
+        })
     }
 
-    /// The attempt succeeded after `latency` seconds with this usage.
-    #[pyo3(signature = (attempt, latency, input_tokens=0, output_tokens=0))]
-    fn report_success(&self, attempt: u32, latency: f64, input_tokens: u64, output_tokens: u64) {
-        let latency = Duration::try_from_secs_f64(latency.max(0.0)).unwrap_or(Duration::ZERO);
-        let outcome = Outcome::Success {
-            latency,
-            input_tokens,
-            output_tokens,
-        };
-        self.execution
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .report(AttemptId(attempt), outcome);
-    }
-
-    /// The attempt failed with an error of this kind (see ErrorKind), maybe with Retry-After.
-    #[pyo3(signature = (attempt, kind, retry_after=None))]
-    fn report_failure(&self, attempt: u32, kind: &str, retry_after: Option<f64>) -> PyResult<()> {
-        let kind = error_kind(kind, retry_after)?;
-        self.execution
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .report(AttemptId(attempt), Outcome::Failure(kind));
+    /// Wait for the permits of the next call (GIL released), then ask `next()` again.
+    fn acquire(&self, py: Python<'_>) -> PyResult<()> {
+        let request = self.permit_request()?;
+        let granted = py.detach(move || request.acquire_blocking());
+        self.lock().permitted(granted);
         Ok(())
+    }
+
+    /// The same, awaitable; cancelling it gives the place back.
+    fn aacquire<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let request = self.permit_request()?;
+        let run = Arc::clone(&self.run);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let granted = request.acquire().await;
+            run.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .permitted(granted);
+            Ok(())
+        })
+    }
+
+    /// The call succeeded (a stream: its first chunk came) with this usage.
+    #[pyo3(signature = (attempt, input_tokens=0, output_tokens=0))]
+    fn succeeded(&self, attempt: u32, input_tokens: u64, output_tokens: u64) {
+        self.lock()
+            .succeeded(AttemptId(attempt), input_tokens, output_tokens);
+    }
+
+    /// The call failed; what Python found on the exception (see `classify_error`). Returns the
+    /// kind it was given.
+    #[pyo3(signature = (attempt, classes, status=None, headers=Vec::new(), retry_after=None, code=None, message=String::new(), retryable=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn failed(
+        &self,
+        attempt: u32,
+        classes: Vec<String>,
+        status: Option<i64>,
+        headers: Vec<(String, String)>,
+        retry_after: Option<f64>,
+        code: Option<String>,
+        message: String,
+        retryable: bool,
+    ) -> &'static str {
+        let kind = classify_facts(
+            &classes,
+            status,
+            &headers,
+            retry_after,
+            code.as_deref(),
+            &message,
+            retryable,
+        );
+        self.lock().failed(AttemptId(attempt), kind);
+        kind_name(kind)
+    }
+
+    /// The real usage of a streamed answer, once read: settles the permits still held.
+    fn settle(&self, used_tokens: u64) {
+        self.lock().settle(used_tokens);
+    }
+
+    /// Every limiter refusal of this request: (attempt, deployment, exception).
+    fn refusals(&self) -> Vec<(u32, usize, PyErr)> {
+        self.lock()
+            .refusals()
+            .iter()
+            .map(|(a, d, e)| (a.0, *d, CoreError::from(e.clone()).into()))
+            .collect()
+    }
+}
+
+impl Run {
+    fn permit_request(&self) -> PyResult<route::PermitRequest> {
+        self.lock().pending_permits().ok_or_else(|| {
+            config_error("acquire() is only for a run whose next step is \"acquire\"")
+        })
     }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Router>()?;
     m.add_function(wrap_pyfunction!(check_deployment, m)?)?;
-    m.add_class::<Execution>()?;
+    m.add_class::<Run>()?;
+    m.add_function(wrap_pyfunction!(classify_error, m)?)?;
     Ok(())
 }

@@ -5,10 +5,12 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use langscale_core::limit::{LimiterConfig, Priority};
+use langscale_core::limit::{
+    LimiterConfig, Priority, SharedLimiter, SharedLimiterConfig, SharedPermit as CorePermit,
+};
+use langscale_core::route::SharedBreakers as CoreBreakers;
 use langscale_core::store::{
-    HealthEvent, IndexStream as CoreStream, SharedBreakers as CoreBreakers, SharedLimiter,
-    SharedLimiterConfig, SharedPermit as CorePermit, Store, StoreConfig, StoreError,
+    HealthEvent, IndexStream as CoreStream, Store, StoreConfig, StoreError,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -215,7 +217,7 @@ impl RedisStore {
 /// A rate limiter whose buckets, concurrency slots and waiting priorities live in Redis.
 #[pyclass(frozen, module = "langscale._core")]
 pub struct SharedRateLimiter {
-    limiter: SharedLimiter,
+    pub(crate) limiter: SharedLimiter,
     store: Store,
 }
 

@@ -11,7 +11,6 @@ __all__ = [
     "ConfigError",
     "Endpoint",
     "ExactCache",
-    "Execution",
     "IndexStream",
     "LangscaleError",
     "LocalEmbeddings",
@@ -24,6 +23,7 @@ __all__ = [
     "RedisStore",
     "RouteFailed",
     "Router",
+    "Run",
     "SemanticCache",
     "SharedBreakers",
     "SharedPermit",
@@ -33,6 +33,7 @@ __all__ = [
     "cache_key",
     "canonical_prompt",
     "check_deployment",
+    "classify_error",
 ]
 
 __version__: str
@@ -179,9 +180,9 @@ class LocalEmbeddings:
     def embed_query(self, text: str) -> list[float]: ...
     def embed_documents(self, texts: list[str] | tuple[str, ...]) -> list[list[float]]: ...
 
-_Step = tuple[str, int | None, int | None, str | None, float | None]
 
 # (name, weight, priority, price_in, price_out, context_window, tags), as checked
+_AnyLimiter = RateLimiter | SharedRateLimiter | Any  # or a langscale.RateLimiter
 _DeploymentSpec = tuple[str, float, int, float, float, int | None, list[str]]
 
 @final
@@ -191,6 +192,8 @@ class Router:
         deployments: list[_DeploymentSpec],
         strategy: str | None = None,
         *,
+        limits: _AnyLimiter | None = None,
+        limiters: list[_AnyLimiter | None] | None = None,
         complexity_small: list[int] | None = None,
         complexity_large: list[int] | None = None,
         complexity_threshold: float | None = None,
@@ -212,7 +215,7 @@ class Router:
         tools: int = 0,
         turns: int = 0,
         complexity_hint: float | None = None,
-    ) -> Execution: ...
+    ) -> Run: ...
     def snapshot(self) -> dict[str, Any]: ...
 
 def check_deployment(
@@ -225,13 +228,38 @@ def check_deployment(
     tags: list[str] | tuple[str, ...] | None = None,
 ) -> _DeploymentSpec: ...
 
+# (kind, attempt, deployment, value): value is seconds for call/wait/sleep, the reason for fail
+_Action = tuple[str, int | None, int | None, float | str | None]
+
 @final
-class Execution:
-    def next(self) -> _Step: ...
-    def report_success(
-        self, attempt: int, latency: float, input_tokens: int = 0, output_tokens: int = 0
-    ) -> None: ...
-    def report_failure(self, attempt: int, kind: str, retry_after: float | None = None) -> None: ...
+class Run:
+    def next(self) -> _Action: ...
+    def acquire(self) -> None: ...
+    def aacquire(self) -> Awaitable[None]: ...
+    def succeeded(self, attempt: int, input_tokens: int = 0, output_tokens: int = 0) -> None: ...
+    def failed(
+        self,
+        attempt: int,
+        classes: list[str],
+        status: int | None = None,
+        headers: list[tuple[str, str]] = ...,
+        retry_after: float | None = None,
+        code: str | None = None,
+        message: str = ...,
+        retryable: bool = False,
+    ) -> str: ...
+    def settle(self, used_tokens: int) -> None: ...
+    def refusals(self) -> list[tuple[int, int, BaseException]]: ...
+
+def classify_error(
+    classes: list[str],
+    status: int | None = None,
+    headers: list[tuple[str, str]] = ...,
+    retry_after: float | None = None,
+    code: str | None = None,
+    message: str = ...,
+    retryable: bool = False,
+) -> tuple[str, float | None]: ...
 
 # (id, model, content, [(id, name, arguments)], finish_reason, (input, output, total) | None)
 _Response = tuple[
@@ -283,8 +311,6 @@ class NativeRouter:
         cls,
         router: Router,
         endpoints: list[Endpoint],
-        limiters: list[RateLimiter | None],
-        shared: RateLimiter | None = None,
     ) -> Self: ...
     def chat(
         self,

@@ -5,14 +5,8 @@ deployment, whether to retry or fail over, how long to back off, and keeps the b
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
 from langchain_core import exceptions as lc
@@ -34,7 +28,7 @@ from pydantic import ConfigDict, PrivateAttr, ValidationError
 from langscale import _core
 from langscale import metrics as _metrics
 from langscale import store as _store
-from langscale._classify import classify
+from langscale._drive import adrive, drive
 from langscale.endpoint import (
     ChatEndpoint,
     ProviderError,
@@ -63,7 +57,7 @@ class Deployment:
         *,
         name: str | None = None,
         weight: float = 1.0,
-        priority: int = 0,
+        priority: int | None = None,
         limiter: RateLimiter | None = None,
         price_in: float = 0.0,
         price_out: float = 0.0,
@@ -92,6 +86,8 @@ class Deployment:
         ) = _core.check_deployment(
             name, weight, priority, price_in, price_out, context_window, tags
         )
+        if priority is None:
+            self.priority = None  # its place in the list
 
     def spec(self, index: int, names: set[str]) -> tuple:
         name = self.name if self.name not in names else f"{self.name}#{index}"
@@ -99,7 +95,7 @@ class Deployment:
         return (
             name,
             self.weight,
-            self.priority or index,
+            self.priority if self.priority is not None else index,
             self.price_in,
             self.price_out,
             self.context_window,
@@ -160,19 +156,6 @@ def _native_failure(exc: BaseException, deps: list[Deployment]) -> BaseException
     if isinstance(exc, _core.RouteFailed):
         return _failure(str(exc), None, errors, deps)
     return _with_attempts(provider_error(exc), [errors[a] for a in sorted(errors)], deps)
-
-
-_POOL: concurrent.futures.ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _timeout_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """Worker threads for sync calls with an attempt timeout, made on first use."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="langscale-attempt")
-        return _POOL
 
 
 def _child(run_manager: Any, cls: type) -> Any:
@@ -315,6 +298,8 @@ class ScaledChatModel(BaseChatModel):
         self._router = _core.Router(
             [d.spec(i, names) for i, d in enumerate(deps)],
             self.strategy,
+            limits=self.limits,
+            limiters=[d.limiter for d in deps],
             max_attempts=self.max_attempts,
             backoff_base=self.backoff_base,
             backoff_cap=self.backoff_cap,
@@ -339,12 +324,7 @@ class ScaledChatModel(BaseChatModel):
             msg = f"complexity must be a callable(messages) -> float, got {self.complexity!r}"
             raise _core.ConfigError(msg)
         if self.native and all(_native_capable(d.model) for d in deps):
-            self._native = _core.NativeRouter(
-                self._router,
-                [d.model._endpoint for d in deps],
-                [d.limiter._core if d.limiter is not None else None for d in deps],
-                self.limits._core if self.limits is not None else None,
-            )
+            self._native = _core.NativeRouter(self._router, [d.model._endpoint for d in deps])
         _metrics.track(self)
 
     @property
@@ -413,20 +393,7 @@ class ScaledChatModel(BaseChatModel):
         stop: list[str] | None,
         run_manager: CallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
-        timeout: float | None = None,
     ) -> ChatResult:
-        if timeout is not None:
-            # A sync call cannot be interrupted: run it on a worker thread and stop waiting
-            # for it after the attempt's timeout (the thread finishes on its own).
-            context = contextvars.copy_context()
-            future = _timeout_pool().submit(
-                context.run, self._call, dep, messages, stop, run_manager, kwargs
-            )
-            try:
-                return future.result(timeout=timeout)
-            except concurrent.futures.TimeoutError:
-                msg = f"attempt on {dep.name!r} timed out after {timeout:g} s"
-                raise TimeoutError(msg) from None
         model, call_kwargs = self._target(dep.model, kwargs)
         if _direct(model, run_manager, call_kwargs, async_api=False):
             return model._generate(messages, stop=stop, **call_kwargs)
@@ -462,20 +429,19 @@ class ScaledChatModel(BaseChatModel):
             return self.complexity(messages)
         return None
 
-    def _start(
-        self, messages: list[BaseMessage], kwargs: dict[str, Any]
-    ) -> tuple[Any, int, list[Deployment]]:
-        """A new execution on the router, the token estimate, and the deployments."""
-        private = self._private()
-        estimate = _estimate_tokens(messages)
-        hint = self._complexity_hint(messages)
-        execution = private["_router"].start(
-            estimated_input_tokens=estimate,
+    def _start(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> Any:
+        """A new run on the router (its limiters charged the token estimate first)."""
+        return self._private()["_router"].start(
+            estimated_input_tokens=_estimate_tokens(messages),
             tools=len(kwargs.get("tools") or ()),
             turns=len(messages),
-            complexity_hint=hint,
+            complexity_hint=self._complexity_hint(messages),
         )
-        return execution, estimate, private["_deps"]
+
+    def _failure(
+        self, detail: str | None, attempt: int | None, errors: dict[int, tuple[int, BaseException]]
+    ) -> BaseException:
+        return _failure(detail, attempt, errors, self._private()["_deps"])
 
     def _native_args(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -506,9 +472,6 @@ class ScaledChatModel(BaseChatModel):
             raise err from err.__cause__
         return chat_result(raw)
 
-    def _limiters(self, dep: Deployment) -> list[RateLimiter]:
-        return [lim for lim in (self.limits, dep.limiter) if lim is not None]
-
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -519,44 +482,14 @@ class ScaledChatModel(BaseChatModel):
         native = self._private()["_native"]
         if native is not None:
             return self._native_generate(native, messages, stop, kwargs)
-        execution, estimate, deps = self._start(messages, kwargs)
-        errors: dict[int, tuple[int, BaseException]] = {}
-        results: dict[int, ChatResult] = {}
-        while True:
-            kind, attempt, index, detail, seconds = execution.next()
-            if kind == "call":
-                assert attempt is not None and index is not None
-                dep = deps[index]
-                limiters = self._limiters(dep)
-                started = time.perf_counter()
-                try:
-                    if not limiters:
-                        result = self._call(dep, messages, stop, run_manager, kwargs, seconds)
-                        used_in, used_out = _usage(result)
-                    else:
-                        with ExitStack() as stack:
-                            permits = [
-                                stack.enter_context(lim.acquire(tokens=estimate))
-                                for lim in limiters
-                            ]
-                            result = self._call(dep, messages, stop, run_manager, kwargs, seconds)
-                            used_in, used_out = _usage(result)
-                            for p in permits:
-                                p.settle(used_in + used_out or estimate)
-                except Exception as exc:
-                    errors[attempt] = (index, exc)
-                    execution.report_failure(attempt, *classify(exc))
-                    continue
-                results[attempt] = result
-                execution.report_success(attempt, time.perf_counter() - started, used_in, used_out)
-            elif kind == "sleep":
-                time.sleep(seconds or 0.0)
-            elif kind == "wait":  # only with calls in flight, which the sync path never leaves
-                time.sleep(seconds or 0.0)
-            elif kind == "done":
-                return results[attempt]  # type: ignore[index]
-            else:
-                self._fail(detail, attempt, errors)
+        deps = self._private()["_deps"]
+
+        def call(index: int) -> tuple[ChatResult, int, int]:
+            result = self._call(deps[index], messages, stop, run_manager, kwargs)
+            return (result, *_usage(result))
+
+        run = self._start(messages, kwargs)
+        return drive(run, call, self._failure, hedged=self.hedge_delay is not None)
 
     async def _agenerate(
         self,
@@ -568,83 +501,14 @@ class ScaledChatModel(BaseChatModel):
         native = self._private()["_native"]
         if native is not None:
             return await self._native_agenerate(native, messages, stop, kwargs)
-        execution, estimate, deps = self._start(messages, kwargs)
-        errors: dict[int, tuple[int, BaseException]] = {}
-        results: dict[int, ChatResult] = {}
-        running: dict[asyncio.Task, tuple[int, int, float]] = {}
-        # Without hedging one attempt at most is in flight: await it here, no Task and no
-        # asyncio.wait (~30 us per call). The attempt timeout also carries the deadline.
-        inline = self.hedge_delay is None
+        deps = self._private()["_deps"]
 
-        async def call(index: int, timeout: float | None) -> tuple[ChatResult, int, int]:
-            dep = deps[index]
-            limiters = self._limiters(dep)
-            if not limiters:
-                pending = self._acall(dep, messages, stop, run_manager, kwargs)
-                result = await asyncio.wait_for(pending, timeout) if timeout else await pending
-                return (result, *_usage(result))
-            async with AsyncExitStack() as stack:
-                permits = [
-                    await stack.enter_async_context(await lim.aacquire(tokens=estimate))
-                    for lim in limiters
-                ]
-                pending = self._acall(dep, messages, stop, run_manager, kwargs)
-                result = await asyncio.wait_for(pending, timeout) if timeout else await pending
-                used_in, used_out = _usage(result)
-                for p in permits:
-                    p.settle(used_in + used_out or estimate)
-                return result, used_in, used_out
+        async def call(index: int) -> tuple[ChatResult, int, int]:
+            result = await self._acall(deps[index], messages, stop, run_manager, kwargs)
+            return (result, *_usage(result))
 
-        def collect(task: asyncio.Task) -> None:
-            attempt, index, started = running.pop(task)
-            exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-            if exc is None:
-                result, used_in, used_out = task.result()
-                results[attempt] = result
-                execution.report_success(attempt, time.perf_counter() - started, used_in, used_out)
-            else:
-                errors[attempt] = (index, exc)
-                execution.report_failure(attempt, *classify(exc))
-
-        try:
-            while True:
-                kind, attempt, index, detail, seconds = execution.next()
-                if kind == "call" and inline:
-                    assert attempt is not None and index is not None
-                    started = time.perf_counter()
-                    try:
-                        result, used_in, used_out = await call(index, seconds)
-                    except Exception as exc:
-                        errors[attempt] = (index, exc)
-                        execution.report_failure(attempt, *classify(exc))
-                        continue
-                    results[attempt] = result
-                    elapsed = time.perf_counter() - started
-                    execution.report_success(attempt, elapsed, used_in, used_out)
-                elif kind == "call":
-                    assert attempt is not None and index is not None
-                    task = asyncio.ensure_future(call(index, seconds))
-                    running[task] = (attempt, index, time.perf_counter())
-                elif kind == "wait":
-                    done, _ = await asyncio.wait(
-                        running, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    for task in done:
-                        collect(task)
-                elif kind == "sleep":
-                    await asyncio.sleep(seconds or 0.0)
-                elif kind == "done":
-                    return results[attempt]  # type: ignore[index]
-                else:
-                    self._fail(detail, attempt, errors)
-        finally:
-            for task in running:
-                task.cancel()
-
-    def _fail(
-        self, detail: str | None, attempt: int | None, errors: dict[int, tuple[int, BaseException]]
-    ) -> None:
-        raise _failure(detail, attempt, errors, self._private()["_deps"])
+        run = self._start(messages, kwargs)
+        return await adrive(run, call, self._failure, hedged=self.hedge_delay is not None)
 
     # -- streaming: fail over until the first chunk, then it is this deployment's stream --------
 
@@ -722,42 +586,26 @@ class ScaledChatModel(BaseChatModel):
                 err = _native_failure(exc, self._private()["_deps"])
                 raise err from err.__cause__
             return
-        execution, estimate, deps = self._start(messages, kwargs)
-        errors: dict[int, tuple[int, BaseException]] = {}
+        deps = self._private()["_deps"]
         callbacks = _child(run_manager, CallbackManager)
-        while True:
-            kind, attempt, index, detail, seconds = execution.next()
-            if kind == "call":
-                assert attempt is not None and index is not None
-                started = time.perf_counter()
-                dep = deps[index]
-                with ExitStack() as stack:
-                    for lim in self._limiters(dep):
-                        stack.enter_context(lim.acquire(tokens=estimate))
-                    model, call_kwargs = self._target(dep.model, kwargs)
-                    stream = model.stream(
-                        messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs
-                    )
-                    try:
-                        first = next(iter(stream))
-                    except StopIteration:
-                        first = None
-                    except Exception as exc:
-                        errors[attempt] = (index, exc)
-                        execution.report_failure(attempt, *classify(exc))
-                        continue
-                    execution.report_success(attempt, time.perf_counter() - started, 0, 0)
-                    if first is not None:
-                        yield _chunk(first, run_manager)
-                        for piece in stream:
-                            yield _chunk(piece, run_manager)
-                    return
-            elif kind in ("sleep", "wait"):
-                time.sleep(seconds or 0.0)
-            elif kind == "done":
-                return
-            else:
-                self._fail(detail, attempt, errors)
+
+        def call(index: int) -> tuple[tuple[Any, Iterator[Any]], int, int]:
+            model, call_kwargs = self._target(deps[index].model, kwargs)
+            stream = iter(
+                model.stream(messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs)
+            )
+            return (next(stream, None), stream), 0, 0
+
+        run = self._start(messages, kwargs)
+        first, rest = drive(run, call, self._failure, hedged=self.hedge_delay is not None)
+        if first is None:
+            return
+        total = first
+        yield _chunk(first, run_manager)
+        for piece in rest:
+            total += piece
+            yield _chunk(piece, run_manager)
+        run.settle(_stream_usage(total))
 
     async def _astream_routed(
         self,
@@ -779,43 +627,36 @@ class ScaledChatModel(BaseChatModel):
                 err = _native_failure(exc, self._private()["_deps"])
                 raise err from err.__cause__
             return
-        execution, estimate, deps = self._start(messages, kwargs)
-        errors: dict[int, tuple[int, BaseException]] = {}
+        deps = self._private()["_deps"]
         callbacks = _child(run_manager, AsyncCallbackManager)
-        while True:
-            kind, attempt, index, detail, seconds = execution.next()
-            if kind == "call":
-                assert attempt is not None and index is not None
-                started = time.perf_counter()
-                dep = deps[index]
-                async with AsyncExitStack() as stack:
-                    for lim in self._limiters(dep):
-                        await stack.enter_async_context(await lim.aacquire(tokens=estimate))
-                    model, call_kwargs = self._target(dep.model, kwargs)
-                    stream = model.astream(
-                        messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs
-                    )
-                    iterator = stream.__aiter__()
-                    try:
-                        first = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        first = None
-                    except Exception as exc:
-                        errors[attempt] = (index, exc)
-                        execution.report_failure(attempt, *classify(exc))
-                        continue
-                    execution.report_success(attempt, time.perf_counter() - started, 0, 0)
-                    if first is not None:
-                        yield await _achunk(first, run_manager)
-                        async for piece in iterator:
-                            yield await _achunk(piece, run_manager)
-                    return
-            elif kind in ("sleep", "wait"):
-                await asyncio.sleep(seconds or 0.0)
-            elif kind == "done":
-                return
-            else:
-                self._fail(detail, attempt, errors)
+
+        async def call(index: int) -> tuple[tuple[Any, AsyncIterator[Any]], int, int]:
+            model, call_kwargs = self._target(deps[index].model, kwargs)
+            stream = model.astream(
+                messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs
+            ).__aiter__()
+            try:
+                first = await stream.__anext__()
+            except StopAsyncIteration:
+                first = None
+            return (first, stream), 0, 0
+
+        run = self._start(messages, kwargs)
+        first, rest = await adrive(run, call, self._failure, hedged=self.hedge_delay is not None)
+        if first is None:
+            return
+        total = first
+        yield await _achunk(first, run_manager)
+        async for piece in rest:
+            total += piece
+            yield await _achunk(piece, run_manager)
+        run.settle(_stream_usage(total))
+
+
+def _stream_usage(total: Any) -> int:
+    """Tokens a finished stream used, from its usage metadata (0 when it sent none)."""
+    usage = getattr(total, "usage_metadata", None) or {}
+    return int(usage.get("total_tokens", 0) or 0)
 
 
 def _replay(generations: list[Any]) -> Iterator[AIMessageChunk]:

@@ -1,11 +1,15 @@
 //! Rate limiting: GCRA buckets for requests and tokens, a concurrency cap, and a wait queue
 //! that wakes waiters exactly when their turn is due, in priority order.
 
+mod any;
 mod gcra;
 mod limiter;
+mod shared;
 
+pub use any::{AnyLimiter, AnyPermit};
 pub use gcra::Gcra;
 pub use limiter::{Limiter, LimiterConfig, LimiterStats, Permit, Poll, Priority, Ticket};
+pub use shared::{SharedLimiter, SharedLimiterConfig, SharedPermit, SharedStats};
 
 /// What can go wrong when limiting.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -6,48 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 
+use crate::route::classify::{self, RateLimitReset};
 use crate::route::ErrorKind;
 
 /// The provider's rate-limit headers (`x-ratelimit-*`), where sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RateLimitInfo {
-    pub limit_requests: Option<u64>,
-    pub remaining_requests: Option<u64>,
-    pub reset_requests: Option<Duration>,
-    pub limit_tokens: Option<u64>,
-    pub remaining_tokens: Option<u64>,
-    pub reset_tokens: Option<Duration>,
-}
-
-impl RateLimitInfo {
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
-        let number = |name: &str| header(headers, name).and_then(|v| v.trim().parse().ok());
-        let reset = |name: &str| header(headers, name).and_then(parse_reset);
-        Self {
-            limit_requests: number("x-ratelimit-limit-requests"),
-            remaining_requests: number("x-ratelimit-remaining-requests"),
-            reset_requests: reset("x-ratelimit-reset-requests"),
-            limit_tokens: number("x-ratelimit-limit-tokens"),
-            remaining_tokens: number("x-ratelimit-remaining-tokens"),
-            reset_tokens: reset("x-ratelimit-reset-tokens"),
-        }
-    }
-
-    /// When the exhausted limit resets: the later of the two resets whose remaining is 0,
-    /// else the later of any reset.
-    fn retry_after(&self) -> Option<Duration> {
-        let exhausted = [
-            (self.remaining_requests, self.reset_requests),
-            (self.remaining_tokens, self.reset_tokens),
-        ];
-        let at_zero = exhausted
-            .iter()
-            .filter(|(left, _)| *left == Some(0))
-            .filter_map(|(_, reset)| *reset)
-            .max();
-        at_zero.or_else(|| exhausted.iter().filter_map(|(_, reset)| *reset).max())
-    }
-}
+pub type RateLimitInfo = RateLimitReset;
 
 /// A failed call.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -127,19 +90,13 @@ impl ProviderError {
     ) -> Self {
         let (message, code) = error_text(body);
         let message = mask(&message, secret);
-        let rate_limits = Box::new(RateLimitInfo::from_headers(headers));
-        let retry_after = retry_after(headers, SystemTime::now()).or_else(|| {
-            if status == 429 {
-                rate_limits.retry_after()
-            } else {
-                None
-            }
-        });
-        let kind = if is_context_overflow(status, code.as_deref(), &message) {
-            ErrorKind::ContextOverflow
-        } else {
-            ErrorKind::from_http_status(status, retry_after)
-        };
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+            .collect();
+        let rate_limits = Box::new(RateLimitReset::from_headers(&pairs));
+        let retry_after = classify::retry_after(&pairs, Some(status), SystemTime::now());
+        let kind = classify::from_status(status, code.as_deref(), &message, retry_after);
         Self::Status {
             url: url.to_owned(),
             status,
@@ -181,66 +138,6 @@ impl ProviderError {
             message,
         }
     }
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// `retry-after-ms`, then `Retry-After` in seconds (fractions allowed) or as an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Duration::try_from_secs_f64(ms / 1000.0).ok();
-        }
-    }
-    let value = header(headers, "retry-after")?.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0)
-            .then(|| Duration::try_from_secs_f64(seconds).ok())
-            .flatten();
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// OpenAI's reset format: `1s`, `6m0s`, `20ms`, `1h2m3.5s`; also a bare number of seconds.
-pub(crate) fn parse_reset(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0)
-            .then(|| Duration::try_from_secs_f64(seconds).ok())
-            .flatten();
-    }
-    let mut total = 0.0f64;
-    let mut rest = value;
-    let mut any = false;
-    while !rest.is_empty() {
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest.get(..end)?.parse().ok()?;
-        rest = rest.get(end..)?;
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match rest.get(..unit_end)? {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            "us" | "µs" => 0.000_001,
-            "ns" => 0.000_000_001,
-            _ => return None,
-        };
-        rest = rest.get(unit_end..)?;
-        total += number * scale;
-        any = true;
-    }
-    if !any || !total.is_finite() {
-        return None;
-    }
-    Duration::try_from_secs_f64(total).ok()
 }
 
 /// The provider's message and code from `{"error": {"message", "code", "type"}}`, else the
@@ -290,28 +187,6 @@ fn mask(text: &str, secret: Option<&str>) -> String {
     }
 }
 
-const CONTEXT_WORDS: [&str; 5] = [
-    "context length",
-    "context window",
-    "maximum context",
-    "too many tokens",
-    "context_length_exceeded",
-];
-
-fn is_context_overflow(status: u16, code: Option<&str>, message: &str) -> bool {
-    if status == 413 {
-        return true;
-    }
-    if !(400..500).contains(&status) || status == 429 {
-        return false;
-    }
-    if code.is_some_and(|c| c == "context_length_exceeded" || c == "string_above_max_length") {
-        return true;
-    }
-    let lower = message.to_lowercase();
-    CONTEXT_WORDS.iter().any(|w| lower.contains(w))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -328,43 +203,6 @@ mod tests {
             );
         }
         h
-    }
-
-    #[test]
-    fn retry_after_in_seconds_ms_and_http_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let h = headers(&[("retry-after", "2.5")]);
-        assert_eq!(retry_after(&h, now), Some(Duration::from_millis(2500)));
-        let h = headers(&[("retry-after", "7"), ("retry-after-ms", "120")]);
-        assert_eq!(retry_after(&h, now), Some(Duration::from_millis(120)));
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        let h = headers(&[("retry-after", &date)]);
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        let h = headers(&[("retry-after", &past)]);
-        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
-        for bad in ["soon", "-3", "NaN", "1e400"] {
-            assert_eq!(
-                retry_after(&headers(&[("retry-after", bad)]), now),
-                None,
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn reset_durations_in_openai_format() {
-        assert_eq!(parse_reset("1s"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));
-        assert_eq!(parse_reset("20ms"), Some(Duration::from_millis(20)));
-        assert_eq!(
-            parse_reset("1h2m3.5s"),
-            Some(Duration::from_millis(3_723_500))
-        );
-        assert_eq!(parse_reset("0.25"), Some(Duration::from_millis(250)));
-        for bad in ["", "s", "5x", "1..2s", "-1s"] {
-            assert_eq!(parse_reset(bad), None, "{bad}");
-        }
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! The whole executor loop for deployments that are all native endpoints: the router's
-//! state machine decides, this drives it on tokio — limiter permits, calls with their
-//! timeouts, backoff sleeps, hedges — without leaving Rust between attempts.
+//! The native driver: for deployments that are all native endpoints, one loop on tokio does
+//! what the request's [`Run`] says — permits, calls with their timeouts, backoff sleeps,
+//! hedges — for plain and streamed answers alike, without leaving Rust between attempts.
+//! Every decision is the run's; this file is I/O.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
@@ -14,23 +14,23 @@ use futures_util::StreamExt;
 use super::client::{ChatStream, Endpoint};
 use super::error::ProviderError;
 use super::types::{ChatRequest, ChatResponse, StreamDelta};
-use crate::limit::{LimitError, Limiter, Permit, Priority};
-use crate::route::{AttemptId, FailReason, Outcome, RequestInfo, Router, Step};
+use crate::limit::{AnyLimiter, LimitError};
+use crate::route::{Action, AttemptId, FailReason, Limits, RequestInfo, Router, Run};
 
 /// One deployment: its endpoint and its own limiter, if any.
 #[derive(Debug, Clone)]
 pub struct NativeDeployment {
     pub endpoint: Arc<Endpoint>,
-    pub limiter: Option<Limiter>,
+    pub limiter: Option<AnyLimiter>,
 }
 
 /// A router over native endpoints; one per logical model, shared by every request.
 #[derive(Debug)]
 pub struct RoutedEndpoints {
     router: Arc<Router>,
-    deployments: Vec<NativeDeployment>,
-    /// Limits for the whole model, acquired before the deployment's own.
-    shared: Option<Limiter>,
+    endpoints: Vec<Arc<Endpoint>>,
+    /// Limits for the whole model, then each deployment's own.
+    limits: Limits,
 }
 
 /// A routed result and where it came from.
@@ -77,31 +77,12 @@ pub enum RoutedError {
     Config(String),
 }
 
-enum AttemptError {
-    Provider(ProviderError),
-    Limit(LimitError),
-}
-
-type AttemptFuture<'a> = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    AttemptId,
-                    usize,
-                    Result<ChatResponse, AttemptError>,
-                    Duration,
-                ),
-            > + Send
-            + 'a,
-    >,
->;
-
 impl RoutedEndpoints {
-    /// `deployments` line up with the router's, by index.
+    /// `deployments` line up with the router's, by index; `shared` limits the whole model.
     pub fn new(
         router: Arc<Router>,
         deployments: Vec<NativeDeployment>,
-        shared: Option<Limiter>,
+        shared: Option<AnyLimiter>,
     ) -> Result<Self, RoutedError> {
         let expected = router.snapshot().deployments.len();
         if deployments.len() != expected {
@@ -110,10 +91,14 @@ impl RoutedEndpoints {
                 deployments.len()
             )));
         }
+        let (endpoints, own) = deployments
+            .into_iter()
+            .map(|d| (d.endpoint, d.limiter))
+            .unzip();
         Ok(Self {
             router,
-            deployments,
-            shared,
+            endpoints,
+            limits: Limits { shared, own },
         })
     }
 
@@ -121,49 +106,98 @@ impl RoutedEndpoints {
         &self.router
     }
 
-    async fn permits(&self, d: usize, tokens: u64) -> Result<Vec<Permit>, LimitError> {
-        let own = self.deployments.get(d).and_then(|x| x.limiter.as_ref());
-        let mut permits = Vec::new();
-        for limiter in [self.shared.as_ref(), own].into_iter().flatten() {
-            permits.push(limiter.acquire(tokens, Priority::Standard, None).await?);
-        }
-        Ok(permits)
-    }
-
     fn endpoint(&self, d: usize) -> Result<&Arc<Endpoint>, ProviderError> {
-        self.deployments
+        self.endpoints
             .get(d)
-            .map(|x| &x.endpoint)
             .ok_or_else(|| ProviderError::Invalid(format!("no deployment {d}")))
     }
 
-    fn attempt<'a>(
+    /// The loop: `call` makes one attempt on a deployment within its timeout; `usage` reads
+    /// (input, output) tokens off a success. Returns the winning value and its run (which
+    /// holds the permits while a stream is read).
+    async fn drive<'a, T, F, Fut>(
         &'a self,
-        id: AttemptId,
-        d: usize,
-        req: &'a ChatRequest,
-        timeout: Option<Duration>,
+        info: RequestInfo,
         tokens: u64,
-    ) -> AttemptFuture<'a> {
-        Box::pin(async move {
-            let mut permits = match self.permits(d, tokens).await {
-                Ok(p) => p,
-                Err(e) => return (id, d, Err(AttemptError::Limit(e)), Duration::ZERO),
-            };
-            let started = Instant::now();
-            let result = match self.endpoint(d) {
-                Ok(endpoint) => endpoint.chat(req, timeout).await,
-                Err(e) => Err(e),
-            };
-            let latency = started.elapsed();
-            if let Ok(response) = &result {
-                let used = response.usage.map_or(0, |u| u.total_tokens);
-                for p in &mut permits {
-                    p.settle(if used > 0 { used } else { tokens });
+        call: F,
+        usage: fn(&T) -> (u64, u64),
+    ) -> Result<(Routed<T>, Run), RoutedError>
+    where
+        F: Fn(Arc<Endpoint>, Option<Duration>) -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>> + 'a,
+    {
+        let mut run = Run::new(self.router.start(info), self.limits.clone(), tokens);
+        let mut running = FuturesUnordered::new();
+        let mut errors = Failures::new();
+        let mut results: HashMap<AttemptId, T> = HashMap::new();
+        loop {
+            match run.next() {
+                Action::Call {
+                    attempt,
+                    deployment,
+                    timeout,
+                    ..
+                } => {
+                    let pending = self
+                        .endpoint(deployment)
+                        .map(|e| call(Arc::clone(e), timeout));
+                    running.push(async move {
+                        let result = match pending {
+                            Ok(fut) => fut.await,
+                            Err(e) => Err(e),
+                        };
+                        (attempt, deployment, result)
+                    });
                 }
+                Action::Acquire(request) => run.permitted(request.acquire().await),
+                Action::Wait(limit) => {
+                    let finished = match limit {
+                        Some(d) => tokio::time::timeout(d, running.next()).await.ok().flatten(),
+                        None => running.next().await,
+                    };
+                    let Some((attempt, deployment, result)) = finished else {
+                        continue;
+                    };
+                    match result {
+                        Ok(value) => {
+                            let (input, output) = usage(&value);
+                            run.succeeded(attempt, input, output);
+                            results.insert(attempt, value);
+                        }
+                        Err(error) => {
+                            run.failed(attempt, error.kind());
+                            errors.insert(
+                                attempt,
+                                FailedAttempt {
+                                    attempt,
+                                    deployment,
+                                    error,
+                                },
+                            );
+                        }
+                    }
+                }
+                Action::Sleep(d) => tokio::time::sleep(d).await,
+                Action::Done {
+                    attempt,
+                    deployment,
+                } => {
+                    let attempts = run.execution().attempts();
+                    return match results.remove(&attempt) {
+                        Some(value) => Ok((
+                            Routed {
+                                value,
+                                deployment,
+                                attempts,
+                            },
+                            run,
+                        )),
+                        None => Err(failure(FailReason::Exhausted { last: None }, errors, &run)),
+                    };
+                }
+                Action::Fail(reason) => return Err(failure(reason, errors, &run)),
             }
-            (id, d, result.map_err(AttemptError::Provider), latency)
-        })
+        }
     }
 
     /// One completion, routed: retries, fallbacks, cool-downs, breakers and hedges as the
@@ -174,75 +208,10 @@ impl RoutedEndpoints {
         info: RequestInfo,
         tokens: u64,
     ) -> Result<Routed<ChatResponse>, RoutedError> {
-        let mut exec = self.router.start(info);
-        let mut running = FuturesUnordered::new();
-        let mut errors = Failures::new();
-        let mut results: HashMap<AttemptId, ChatResponse> = HashMap::new();
-        loop {
-            match exec.next() {
-                Step::Call {
-                    attempt,
-                    deployment,
-                    timeout,
-                    ..
-                } => running.push(self.attempt(attempt, deployment, req, timeout, tokens)),
-                Step::Wait(limit) => {
-                    if running.is_empty() {
-                        // The router only waits on calls in flight; never spin.
-                        return Err(failure(FailReason::Exhausted { last: None }, errors));
-                    }
-                    let finished = match limit {
-                        Some(d) => tokio::time::timeout(d, running.next()).await.ok().flatten(),
-                        None => running.next().await,
-                    };
-                    let Some((attempt, deployment, result, latency)) = finished else {
-                        continue;
-                    };
-                    match result {
-                        Ok(response) => {
-                            let usage = response.usage.unwrap_or_default();
-                            exec.report(
-                                attempt,
-                                Outcome::Success {
-                                    latency,
-                                    input_tokens: usage.prompt_tokens,
-                                    output_tokens: usage.completion_tokens,
-                                },
-                            );
-                            results.insert(attempt, response);
-                        }
-                        Err(AttemptError::Provider(error)) => {
-                            exec.report(attempt, Outcome::Failure(error.kind()));
-                            errors.insert(
-                                attempt,
-                                FailedAttempt {
-                                    attempt,
-                                    deployment,
-                                    error,
-                                },
-                            );
-                        }
-                        Err(AttemptError::Limit(e)) => return Err(RoutedError::Limit(e)),
-                    }
-                }
-                Step::Sleep(d) => tokio::time::sleep(d).await,
-                Step::Done {
-                    attempt,
-                    deployment,
-                } => {
-                    let attempts = exec.attempts();
-                    return match results.remove(&attempt) {
-                        Some(value) => Ok(Routed {
-                            value,
-                            deployment,
-                            attempts,
-                        }),
-                        None => Err(failure(FailReason::Exhausted { last: None }, errors)),
-                    };
-                }
-                Step::Fail(reason) => return Err(failure(reason, errors)),
-            }
-        }
+        let call =
+            |endpoint: Arc<Endpoint>, timeout| async move { endpoint.chat(req, timeout).await };
+        let (routed, _run) = self.drive(info, tokens, call, chat_usage).await?;
+        Ok(routed)
     }
 
     /// A stream, routed: fails over until the first delta arrives, then it is that
@@ -253,67 +222,22 @@ impl RoutedEndpoints {
         info: RequestInfo,
         tokens: u64,
     ) -> Result<Routed<RoutedStream>, RoutedError> {
-        let mut exec = self.router.start(info);
-        let mut errors = Failures::new();
-        loop {
-            match exec.next() {
-                Step::Call {
-                    attempt,
-                    deployment,
-                    timeout,
-                    ..
-                } => {
-                    let permits = self
-                        .permits(deployment, tokens)
-                        .await
-                        .map_err(RoutedError::Limit)?;
-                    let started = Instant::now();
-                    let opened = match self.endpoint(deployment) {
-                        Ok(endpoint) => first_delta(endpoint, req, timeout).await,
-                        Err(e) => Err(e),
-                    };
-                    match opened {
-                        Ok((stream, first)) => {
-                            let latency = started.elapsed();
-                            exec.report(
-                                attempt,
-                                Outcome::Success {
-                                    latency,
-                                    input_tokens: 0,
-                                    output_tokens: 0,
-                                },
-                            );
-                            return Ok(Routed {
-                                value: RoutedStream {
-                                    first,
-                                    stream,
-                                    _permits: permits,
-                                },
-                                deployment,
-                                attempts: exec.attempts(),
-                            });
-                        }
-                        Err(error) => {
-                            exec.report(attempt, Outcome::Failure(error.kind()));
-                            errors.insert(
-                                attempt,
-                                FailedAttempt {
-                                    attempt,
-                                    deployment,
-                                    error,
-                                },
-                            );
-                        }
-                    }
-                }
-                Step::Sleep(d) | Step::Wait(Some(d)) => tokio::time::sleep(d).await,
-                Step::Wait(None) | Step::Done { .. } => {
-                    return Err(failure(FailReason::Exhausted { last: None }, errors))
-                }
-                Step::Fail(reason) => return Err(failure(reason, errors)),
-            }
-        }
+        let call = |endpoint: Arc<Endpoint>, timeout| async move {
+            first_delta(&endpoint, req, timeout).await
+        };
+        let (routed, run) = self.drive(info, tokens, call, |_| (0, 0)).await?;
+        let (stream, first) = routed.value;
+        Ok(Routed {
+            value: RoutedStream { first, stream, run },
+            deployment: routed.deployment,
+            attempts: routed.attempts,
+        })
     }
+}
+
+fn chat_usage(response: &ChatResponse) -> (u64, u64) {
+    let usage = response.usage.unwrap_or_default();
+    (usage.prompt_tokens, usage.completion_tokens)
 }
 
 async fn first_delta(
@@ -329,9 +253,15 @@ async fn first_delta(
     }
 }
 
-/// The error for a failed request: the deciding attempt's provider error where there is
-/// one, else the router's reason; with every failed attempt either way.
-fn failure(reason: FailReason, errors: Failures) -> RoutedError {
+/// The error for a failed request: the deciding attempt's provider error or limiter refusal
+/// where there is one, else the router's reason; with every failed attempt either way.
+fn failure(reason: FailReason, errors: Failures, run: &Run) -> RoutedError {
+    if let Some(refusal) = reason
+        .last_error()
+        .and_then(|last| run.refusal(last.attempt))
+    {
+        return RoutedError::Limit(refusal.clone());
+    }
     let deciding = reason
         .last_error()
         .and_then(|last| errors.get(&last.attempt))
@@ -353,14 +283,22 @@ fn failure(reason: FailReason, errors: Failures) -> RoutedError {
 pub struct RoutedStream {
     first: Option<StreamDelta>,
     stream: ChatStream,
-    _permits: Vec<Permit>,
+    /// Holds the permits while the stream is read; settled with its usage at the end.
+    run: Run,
 }
 
 impl RoutedStream {
     pub async fn next(&mut self) -> Option<Result<StreamDelta, ProviderError>> {
-        if let Some(first) = self.first.take() {
-            return Some(Ok(first));
+        let next = match self.first.take() {
+            Some(first) => Some(Ok(first)),
+            None => self.stream.next().await,
+        };
+        if let Some(Ok(StreamDelta {
+            usage: Some(usage), ..
+        })) = &next
+        {
+            self.run.settle(usage.total_tokens);
         }
-        self.stream.next().await
+        next
     }
 }

@@ -63,6 +63,13 @@ pub enum ErrorKind {
     Other {
         retryable: bool,
     },
+    /// One of our own limiters refused the call (its wait would pass the deadline, or the
+    /// request holds more tokens than the bucket): not the deployment's fault, so its breaker
+    /// does not count it; this request goes elsewhere, or fails at once when the refusing
+    /// limiter is the one every deployment shares.
+    Limited {
+        every_deployment: bool,
+    },
 }
 
 impl ErrorKind {
@@ -76,22 +83,13 @@ impl ErrorKind {
             Self::Auth => "auth",
             Self::InvalidRequest => "invalid_request",
             Self::Other { .. } => "other",
+            Self::Limited { .. } => "limited",
         }
     }
 
-    /// Classify an HTTP status, for providers whose exceptions carry only that (and maybe a
-    /// Retry-After header).
+    /// Classify an HTTP status (the table in `classify`).
     pub fn from_http_status(status: u16, retry_after: Option<Duration>) -> Self {
-        match status {
-            429 => Self::RateLimited { retry_after },
-            408 => Self::Timeout,
-            401 | 403 => Self::Auth,
-            413 => Self::ContextOverflow,
-            400 | 404 | 405 | 415 | 422 => Self::InvalidRequest,
-            409 | 425 => Self::Other { retryable: true },
-            500..=599 => Self::Server,
-            _ => Self::Other { retryable: false },
-        }
+        super::classify::from_status(status, None, "", retry_after)
     }
 
     /// Whether this outcome says the deployment is unhealthy (counts against its breaker).
@@ -397,6 +395,17 @@ impl Execution {
         &self.info
     }
 
+    /// Time left before the request's deadline, if it has one.
+    pub fn time_left(&self) -> Option<Duration> {
+        let now = self.router.clock.now_nanos();
+        self.deadline
+            .map(|(end, _)| Duration::from_nanos(end.saturating_sub(now)))
+    }
+
+    pub(crate) fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
     fn live(&self) -> usize {
         self.attempts.iter().filter(|a| a.live).count()
     }
@@ -419,7 +428,11 @@ impl Execution {
         self.last = Some(err);
         self.pending = Pending::at(now);
         match err.error {
-            ErrorKind::Auth | ErrorKind::InvalidRequest => {
+            ErrorKind::Auth
+            | ErrorKind::InvalidRequest
+            | ErrorKind::Limited {
+                every_deployment: true,
+            } => {
                 self.fail(FailReason::Fatal(err));
             }
             ErrorKind::RateLimited { retry_after } => {
@@ -435,7 +448,10 @@ impl Execution {
                     self.window_above = Some(self.window_above.map_or(w, |x| x.max(w)));
                 }
             }
-            ErrorKind::Other { retryable: false } => self.exclude(d),
+            ErrorKind::Other { retryable: false }
+            | ErrorKind::Limited {
+                every_deployment: false,
+            } => self.exclude(d),
             ErrorKind::Server
             | ErrorKind::Timeout
             | ErrorKind::Connection

@@ -24,9 +24,12 @@
 mod backoff;
 mod breaker;
 mod budget;
+pub mod classify;
 mod deployment;
 mod execution;
 mod router;
+mod run;
+mod shared_breaker;
 mod stats;
 mod strategy;
 
@@ -43,6 +46,8 @@ pub use execution::{
     AttemptError, AttemptId, AttemptKind, ErrorKind, Execution, FailReason, Outcome, Step,
 };
 pub use router::{DeploymentSnapshot, FailureCounts, Router, RouterConfig, RouterSnapshot};
+pub use run::{Action, Granted, Limits, PermitRequest, Run};
+pub use shared_breaker::{SharedBreakers, BREAKER_POLL};
 pub use stats::{ErrorCounts, LatencySummary};
 pub use strategy::Strategy;
 

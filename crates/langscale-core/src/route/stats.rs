@@ -17,6 +17,7 @@ pub struct ErrorCounts {
     pub auth: u64,
     pub invalid_request: u64,
     pub other: u64,
+    pub limited: u64,
 }
 
 impl ErrorCounts {
@@ -30,6 +31,7 @@ impl ErrorCounts {
             self.auth,
             self.invalid_request,
             self.other,
+            self.limited,
         ]
         .iter()
         .fold(0u64, |a, b| a.saturating_add(*b))
@@ -148,7 +150,7 @@ impl LatencyHistogram {
 pub(crate) struct DeploymentStats {
     pub(crate) requests: AtomicU64,
     pub(crate) successes: AtomicU64,
-    errors: [AtomicU64; 8],
+    errors: [AtomicU64; 9],
     pub(crate) retries: AtomicU64,
     pub(crate) fallbacks: AtomicU64,
     pub(crate) hedges: AtomicU64,
@@ -203,6 +205,7 @@ impl DeploymentStats {
             ErrorKind::Auth => 5,
             ErrorKind::InvalidRequest => 6,
             ErrorKind::Other { .. } => 7,
+            ErrorKind::Limited { .. } => 8,
         };
         if let Some(c) = self.errors.get(slot) {
             c.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +213,7 @@ impl DeploymentStats {
     }
 
     pub(crate) fn errors(&self) -> ErrorCounts {
-        let [rate_limited, server, timeout, connection, context_overflow, auth, invalid_request, other] =
+        let [rate_limited, server, timeout, connection, context_overflow, auth, invalid_request, other, limited] =
             self.errors.each_ref().map(|c| c.load(Ordering::Relaxed));
         ErrorCounts {
             rate_limited,
@@ -221,6 +224,7 @@ impl DeploymentStats {
             auth,
             invalid_request,
             other,
+            limited,
         }
     }
 }

@@ -7,10 +7,8 @@
 //! plain threads (blocking helpers) and from any async runtime (the futures are spawned here
 //! and awaited through their join handles).
 
-mod breaker;
 mod conn;
 mod epoch;
-mod limiter;
 mod stream;
 
 use std::future::Future;
@@ -18,9 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-pub use breaker::SharedBreakers;
 pub use epoch::Epoch;
-pub use limiter::{SharedLimiter, SharedLimiterConfig, SharedPermit, SharedStats};
 pub use stream::{IndexEvent, IndexStream};
 
 use conn::Conn;
@@ -116,6 +112,21 @@ type Listener = Arc<dyn Fn(&HealthEvent) + Send + Sync>;
 
 /// The process-wide runtime every Redis future runs on. Never dropped: dropping a runtime from
 /// inside another async context panics, and a store may be dropped anywhere.
+/// An id no other process or call shares (connection identities, stream origins).
+pub(crate) fn unique_id() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!(
+        "{}:{}:{}",
+        std::process::id(),
+        nanos,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(seed.as_bytes()))
+}
+
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {

@@ -44,7 +44,7 @@ pub struct IndexStream {
 impl IndexStream {
     pub fn start(store: Store, name: &str, maxlen: u64) -> Self {
         let key = store.key(&format!("semantic:{name}"), "log");
-        let origin = super::limiter::unique_id();
+        let origin = super::unique_id();
         let inner = Arc::new(Inner {
             store,
             key,

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::limit::{LimiterConfig, Priority};
+use crate::limit::{LimiterConfig, Priority, SharedLimiter, SharedLimiterConfig};
 
 struct Server {
     child: Child,

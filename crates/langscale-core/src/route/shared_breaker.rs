@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::Store;
-use crate::route::Router;
+use super::Router;
+use crate::store::Store;
 
 /// How often breaker state is exchanged.
 pub const BREAKER_POLL: Duration = Duration::from_millis(200);
@@ -41,7 +41,7 @@ impl SharedBreakers {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let (task_stop, task_counters) = (Arc::clone(&stop), Arc::clone(&counters));
-        super::runtime().spawn(async move {
+        crate::store::runtime().spawn(async move {
             // Until (unix ms) this process last published for each deployment.
             let mut published = vec![0u64; keys.len()];
             while !task_stop.load(Ordering::Relaxed) {

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::{Lua, Store, StoreError};
-use crate::limit::{LimitError, Limiter, LimiterConfig, Permit, Priority};
+use super::{LimitError, Limiter, LimiterConfig, Permit, Priority};
+use crate::store::{unique_id, Lua, Store, StoreError};
 
 const TAKE: &str = r"
 local t = redis.call('TIME')
@@ -278,20 +278,6 @@ pub struct SharedPermit {
     released: bool,
 }
 
-pub(super) fn unique_id() -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let seed = format!(
-        "{}:{}:{}",
-        std::process::id(),
-        nanos,
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(seed.as_bytes()))
-}
-
 fn default_burst(rate_per_second: f64) -> u64 {
     (rate_per_second * 0.02).ceil().max(1.0) as u64
 }
@@ -475,8 +461,8 @@ impl SharedLimiter {
         }
         let inner = Arc::clone(&self.inner);
         // The wait runs on the store's runtime; dropping this future cancels it there too.
-        let task =
-            super::runtime().spawn(async move { inner.wait(tokens, priority, timeout).await });
+        let task = crate::store::runtime()
+            .spawn(async move { inner.wait(tokens, priority, timeout).await });
         let abort = AbortOnDrop(task.abort_handle());
         let result = task.await;
         drop(abort);
@@ -496,7 +482,7 @@ impl SharedLimiter {
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let inner = Arc::clone(&self.inner);
-        let task = super::runtime().spawn(async move {
+        let task = crate::store::runtime().spawn(async move {
             let _ = tx.send(inner.wait(tokens, priority, timeout).await);
         });
         let _abort = AbortOnDrop(task.abort_handle());
@@ -892,7 +878,7 @@ impl Drop for WaitingGuard<'_> {
 /// Every `min(1 s, slot_ttl / 3)`: count live workers (for the local share) and renew the
 /// concurrency slots this process holds. Ends when the limiter is dropped.
 fn start_heartbeat(weak: Weak<Inner>) {
-    super::runtime().spawn(async move {
+    crate::store::runtime().spawn(async move {
         loop {
             let Some(inner) = weak.upgrade() else {
                 return;

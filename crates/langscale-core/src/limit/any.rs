@@ -1,0 +1,88 @@
+//! One limiter interface: a limit held in this process or shared through Redis, taken the same
+//! way (try now, wait in async code, wait blocking), so every caller accepts either.
+
+use std::time::Duration;
+
+use super::{LimitError, Limiter, Permit, Priority, SharedLimiter, SharedPermit};
+
+/// A limiter of either kind. Cloning shares the same limit.
+#[derive(Debug, Clone)]
+pub enum AnyLimiter {
+    Local(Limiter),
+    Shared(SharedLimiter),
+}
+
+/// A permit of either kind: released when dropped, settled with the real usage.
+#[derive(Debug)]
+pub enum AnyPermit {
+    Local(Permit),
+    Shared(SharedPermit),
+}
+
+impl From<Limiter> for AnyLimiter {
+    fn from(l: Limiter) -> Self {
+        Self::Local(l)
+    }
+}
+
+impl From<SharedLimiter> for AnyLimiter {
+    fn from(l: SharedLimiter) -> Self {
+        Self::Shared(l)
+    }
+}
+
+impl AnyLimiter {
+    /// A permit if one is free now, without waiting.
+    pub fn try_acquire(
+        &self,
+        tokens: u64,
+        priority: Priority,
+    ) -> Result<Option<AnyPermit>, LimitError> {
+        Ok(match self {
+            Self::Local(l) => l.try_acquire(tokens, priority)?.map(AnyPermit::Local),
+            Self::Shared(l) => l.try_acquire(tokens, priority)?.map(AnyPermit::Shared),
+        })
+    }
+
+    pub async fn acquire(
+        &self,
+        tokens: u64,
+        priority: Priority,
+        timeout: Option<Duration>,
+    ) -> Result<AnyPermit, LimitError> {
+        Ok(match self {
+            Self::Local(l) => AnyPermit::Local(l.acquire(tokens, priority, timeout).await?),
+            Self::Shared(l) => AnyPermit::Shared(l.acquire(tokens, priority, timeout).await?),
+        })
+    }
+
+    /// Waits on the calling thread (never from async code).
+    pub fn acquire_blocking(
+        &self,
+        tokens: u64,
+        priority: Priority,
+        timeout: Option<Duration>,
+    ) -> Result<AnyPermit, LimitError> {
+        Ok(match self {
+            Self::Local(l) => AnyPermit::Local(l.acquire_blocking(tokens, priority, timeout)?),
+            Self::Shared(l) => AnyPermit::Shared(l.acquire_blocking(tokens, priority, timeout)?),
+        })
+    }
+
+    pub fn max_tokens(&self) -> Option<u64> {
+        match self {
+            Self::Local(l) => l.max_tokens(),
+            Self::Shared(l) => l.max_tokens(),
+        }
+    }
+}
+
+impl AnyPermit {
+    /// Charge the real usage instead of the estimate.
+    pub fn settle(&mut self, actual_tokens: u64) {
+        match self {
+            Self::Local(p) => p.settle(actual_tokens),
+            Self::Shared(p) => p.settle(actual_tokens),
+        }
+    }
+}

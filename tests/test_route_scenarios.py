@@ -1,0 +1,275 @@
+"""One table of failure scenarios, run on every path of ``ScaledChatModel``: ``invoke``,
+``ainvoke``, ``stream`` and ``astream``, each over native ``ChatEndpoint``s (the loop in Rust)
+and over the same endpoints called as LangChain chat models (``native=False``). Every path
+must try the same deployments in the same order, end with the same answer or the same kind
+of error, and leave the same counters: there is one executor, so there is one behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import langscale
+import langscale._classify
+from langscale import ChatEndpoint, Deployment, ScaledChatModel
+from tests.test_endpoint import FakeProvider, Reply, answer
+
+FAST = {"backoff_base": 0.001, "backoff_cap": 0.005, "seed": 1}
+PATHS = ["invoke", "ainvoke", "stream", "astream"]
+MODES = ["native", "python"]
+
+
+def status(code: int, headers: dict[str, str] | None = None, message: str = "") -> Reply:
+    return code, headers or {}, {"error": {"message": message or f"HTTP {code}"}}
+
+
+def reset() -> Reply:
+    raise ConnectionResetError("scripted connection reset")
+
+
+def hang(seconds: float = 3.0) -> Callable[[dict[str, Any]], Reply]:
+    def slow(body: dict[str, Any]) -> Reply:
+        time.sleep(seconds)
+        return answer(body)
+
+    return slow
+
+
+def cut_after_first_chunk(body: dict[str, Any]) -> Reply:
+    """A stream that sends one delta, then something that is not an event."""
+    code, headers, events = answer(body)
+    if not isinstance(events, list):
+        return code, headers, events
+    return code, headers, [events[0], "not a chunk"]
+
+
+@dataclass
+class Scenario:
+    """``scripts[name]``: what that deployment answers, one entry per call (the last repeats).
+    ``tried``: the deployments called, in order; ``answer``: the text the caller gets, or
+    ``error``: the router's kind for the exception raised."""
+
+    name: str
+    scripts: dict[str, list[Callable[[dict[str, Any]], Reply]]]
+    tried: list[str]
+    answer: str | None = None
+    error: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    windows: dict[str, int] = field(default_factory=dict)
+    limiters: dict[str, Callable[[], langscale.RateLimiter]] = field(default_factory=dict)
+    prompt: str = "hi"
+    warmup: int = 0
+    paths: list[str] = field(default_factory=lambda: PATHS)
+
+
+def ok(body: dict[str, Any]) -> Reply:
+    return answer(body)
+
+
+SCENARIOS = [
+    Scenario(
+        "429 with Retry-After, then success elsewhere",
+        {"a": [lambda _: status(429, {"retry-after": "30"})], "b": [ok]},
+        tried=["a", "b"],
+        answer="echo: hi",
+    ),
+    Scenario(
+        "500 then a retry of the same deployment",
+        {"a": [lambda _: status(500), ok], "b": [ok]},
+        tried=["a", "a"],
+        answer="echo: hi",
+    ),
+    Scenario(
+        "a timeout moves on",
+        {"a": [hang()], "b": [ok]},
+        tried=["a", "b"],
+        answer="echo: hi",
+        options={"attempt_timeout": 0.3, "max_attempts": 1},
+    ),
+    Scenario(
+        "a connection reset is retried, then fails over",
+        {"a": [lambda _: reset()], "b": [ok]},
+        tried=["a", "a", "b"],
+        answer="echo: hi",
+        options={"max_attempts": 2},
+    ),
+    Scenario(
+        "401 fails at once",
+        {"a": [lambda _: status(401)], "b": [ok]},
+        tried=["a"],
+        error="auth",
+    ),
+    Scenario(
+        "context overflow goes to a larger window",
+        {
+            "a": [lambda _: status(400, message="maximum context length is 10 tokens")],
+            "b": [ok],
+            "c": [ok],
+        },
+        tried=["a", "c"],
+        answer="echo: hi",
+        windows={"a": 100, "b": 50, "c": 1000},
+    ),
+    Scenario(
+        "a request larger than a deployment's limiter goes elsewhere",
+        {"a": [ok], "b": [ok]},
+        tried=["b"],
+        answer="echo: " + "long " * 40,
+        limiters={"a": lambda: langscale.RateLimiter(tokens_per_minute=20, token_burst=20)},
+        prompt="long " * 40,
+    ),
+    Scenario(
+        "every deployment down",
+        {"a": [lambda _: status(503)], "b": [lambda _: status(500)]},
+        tried=["a", "a", "b", "b"],
+        error="server",
+        options={"max_attempts": 2},
+    ),
+    Scenario(
+        "an open breaker is skipped",
+        {"a": [lambda _: status(500)], "b": [ok]},
+        tried=["b"],
+        answer="echo: hi",
+        options={
+            "max_attempts": 1,
+            "breaker_min_requests": 2,
+            "breaker_failure_rate": 0.5,
+            "breaker_open_for": 60.0,
+        },
+        warmup=2,
+    ),
+    Scenario(
+        "a hedge wins",
+        {"a": [hang(1.5)], "b": [ok]},
+        tried=["a", "b"],
+        answer="echo: hi",
+        options={"hedge_delay": 0.1, "max_attempts": 1},
+    ),
+    Scenario(
+        "a stream failing after its first chunk is not failed over",
+        {"a": [cut_after_first_chunk], "b": [ok]},
+        tried=["a"],
+        error="server",
+        paths=["stream", "astream"],
+    ),
+]
+
+
+class Deployments:
+    """One scripted provider per deployment, logging the order they are called in."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.log: list[str] = []
+        self.calls: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.providers = {
+            name: FakeProvider(self._script(name, steps))
+            for name, steps in scenario.scripts.items()
+        }
+
+    def _script(self, name: str, steps: list[Callable[[dict[str, Any]], Reply]]):
+        def script(body: dict[str, Any]) -> Reply:
+            with self.lock:
+                self.log.append(name)
+                n = self.calls.get(name, 0)
+                self.calls[name] = n + 1
+            return steps[min(n, len(steps) - 1)](body)
+
+        return script
+
+    def reset(self) -> None:
+        """Each deployment starts its script again (for the next path)."""
+        with self.lock:
+            self.log.clear()
+            self.calls.clear()
+
+    def close(self) -> None:
+        for p in self.providers.values():
+            p.close()
+
+
+def build(scenario: Scenario, deps: Deployments, mode: str) -> ScaledChatModel:
+    models = []
+    for name, p in deps.providers.items():
+        limiter = scenario.limiters[name]() if name in scenario.limiters else None
+        models.append(
+            Deployment(
+                ChatEndpoint(p.url, "fake-1"),
+                name=name,
+                context_window=scenario.windows.get(name),
+                limiter=limiter,
+            )
+        )
+    model = ScaledChatModel(models, native=mode == "native", **{**FAST, **scenario.options})
+    assert (model._native is not None) == (mode == "native")
+    return model
+
+
+def run(model: ScaledChatModel, path: str, prompt: str) -> str:
+    if path == "invoke":
+        return str(model.invoke(prompt).content)
+    if path == "ainvoke":
+        return str(asyncio.run(model.ainvoke(prompt)).content)
+    if path == "stream":
+        return "".join(str(c.content) for c in model.stream(prompt))
+
+    async def collect() -> str:
+        return "".join([str(c.content) async for c in model.astream(prompt)])
+
+    return asyncio.run(collect())
+
+
+COUNTERS = ("requests", "successes", "errors", "retries", "fallbacks", "hedges")
+
+
+def counters(model: ScaledChatModel) -> dict[str, Any]:
+    stats = model.stats()
+    return {
+        "successes": stats["successes"],
+        "failures": {k: v for k, v in stats["failures"].items() if k != "abandoned"},
+        "deployments": [{k: d[k] for k in COUNTERS} for d in stats["deployments"]],
+    }
+
+
+def outcome(
+    scenario: Scenario, deps: Deployments, mode: str, path: str
+) -> tuple[list[str], str, dict[str, Any]]:
+    deps.reset()
+    model = build(scenario, deps, mode)
+    for _ in range(scenario.warmup):
+        run(model, "invoke", scenario.prompt)
+    before = len(deps.log)
+    try:
+        result = "answer: " + run(model, path, scenario.prompt)
+    except Exception as exc:  # the kind the router gives it is what must agree
+        result = "error: " + langscale._classify.classify(exc)[0]
+    return deps.log[before:], result, counters(model)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_every_path_behaves_the_same(scenario: Scenario) -> None:
+    expected = (
+        f"answer: {scenario.answer}" if scenario.answer is not None else f"error: {scenario.error}"
+    )
+    seen = {}
+    failures = []
+    deps = Deployments(scenario)
+    try:
+        runs = [(mode, path) for mode in MODES for path in scenario.paths]
+        outcomes = [(mode, path, *outcome(scenario, deps, mode, path)) for mode, path in runs]
+    finally:
+        deps.close()
+    for mode, path, tried, result, counted in outcomes:
+        if (tried, result) != (scenario.tried, expected):
+            failures.append((mode, path, tried, result))
+        seen[f"{mode} {path}"] = counted
+    assert not failures, failures
+    first = next(iter(seen.values()))
+    for where, counted in seen.items():
+        assert counted == first, f"{where} counted differently"
