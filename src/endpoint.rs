@@ -7,30 +7,16 @@
 use std::sync::Arc;
 
 use langscale_core::provider::{
-    self, ChatRequest, ChatResponse, EndpointConfig, FailedAttempt, NativeDeployment,
-    ProviderError as CoreProviderError, RoutedEndpoints, RoutedError, RoutedStream, StreamDelta,
+    self, ChatRequest, ChatResponse, EndpointConfig, NativeDeployment,
+    ProviderError as CoreProviderError, RoutedEndpoints, RoutedStream, StreamDelta,
 };
 use langscale_core::route::RequestInfo;
-use pyo3::create_exception;
 use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration};
 use pyo3::prelude::*;
 
 use crate::args;
-use crate::errors::{config_error, CoreError, LangscaleError};
+use crate::errors::{config_error, provider_error, routed_error};
 use crate::route::Router;
-
-create_exception!(
-    langscale,
-    ProviderError,
-    LangscaleError,
-    "A provider call failed. args: (message, kind, status, retry_after, code)."
-);
-create_exception!(
-    langscale,
-    RouteFailed,
-    LangscaleError,
-    "The router gave up without a provider error to show (e.g. every breaker open)."
-);
 
 /// (id, model, content, [(id, name, arguments)], finish_reason, (input, output, total))
 type PyResponse = (
@@ -80,51 +66,6 @@ fn delta(d: StreamDelta) -> PyDelta {
         d.model,
         d.id,
     )
-}
-
-fn provider_error(e: &CoreProviderError) -> PyErr {
-    let kind = match e.kind() {
-        langscale_core::route::ErrorKind::Other { retryable: true } => "other_retryable",
-        k => k.as_str(),
-    };
-    let message = match e {
-        CoreProviderError::Invalid(m) => return config_error(m.clone()),
-        _ => e.to_string(),
-    };
-    ProviderError::new_err((
-        message,
-        kind,
-        e.status(),
-        e.retry_after().map(|d| d.as_secs_f64()),
-        e.code().map(str::to_owned),
-    ))
-}
-
-fn routed_error(e: RoutedError) -> PyErr {
-    let (err, attempts) = match e {
-        RoutedError::Provider {
-            error, attempts, ..
-        } => (provider_error(&error), attempts),
-        RoutedError::Failed { reason, attempts } => {
-            (RouteFailed::new_err(reason.to_string()), attempts)
-        }
-        RoutedError::Limit(e) => return CoreError::from(e).into(),
-        RoutedError::Config(m) => return config_error(m),
-    };
-    Python::attach(|py| with_attempts(py, err, &attempts))
-}
-
-/// `err` with an `attempts` attribute: `[(attempt, deployment, ProviderError), ...]`, every
-/// failed attempt of the request in order, for `langscale.scaled` to name each one.
-fn with_attempts(py: Python<'_>, err: PyErr, attempts: &[FailedAttempt]) -> PyErr {
-    let listed: Vec<(u32, usize, PyErr)> = attempts
-        .iter()
-        .map(|a| (a.attempt.0, a.deployment, provider_error(&a.error)))
-        .collect();
-    if let Err(e) = err.value(py).setattr("attempts", listed) {
-        return e;
-    }
-    err
 }
 
 args::text_arg! {
@@ -511,9 +452,6 @@ fn info(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    m.add("ProviderError", py.get_type::<ProviderError>())?;
-    m.add("RouteFailed", py.get_type::<RouteFailed>())?;
     m.add_class::<Endpoint>()?;
     m.add_class::<ChatStream>()?;
     m.add_class::<NativeRouter>()?;

@@ -21,7 +21,7 @@ use crate::limit::{permit_methods, py_bool, PriorityArg, Tokens};
 use crate::route::Router;
 
 fn store_error(err: StoreError) -> PyErr {
-    config_error(err.to_string())
+    CoreError::from(err).into()
 }
 
 fn log_event(event: &HealthEvent) {

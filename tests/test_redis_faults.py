@@ -189,3 +189,21 @@ def test_tls_rediss(redis_prefix):
             assert not untrusted.up
         finally:
             server.kill()
+
+
+def test_an_unreachable_redis_is_not_a_config_error():
+    """A Redis outage degrades (local limits, L1 cache): it is never reported as a bad
+    setting. Only a setting that can never work is a ConfigError."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = langscale.RedisStore(f"redis://127.0.0.1:{port}", timeout=0.2)
+    limiter = langscale.RateLimiter(requests_per_second=100, store=store, name="down")
+    with limiter.acquire(tokens=1) as permit:
+        assert permit.local, "admitted from the local share while Redis is down"
+    with pytest.raises(langscale.ConfigError):
+        langscale.RedisStore(f"redis://127.0.0.1:{port}", timeout=0)
+    assert issubclass(langscale.StoreError, langscale.LangscaleError)
+    assert not issubclass(langscale.StoreError, langscale.ConfigError)

@@ -105,3 +105,27 @@ def test_breaker_opened_in_one_process_is_seen_in_another(redis_server, redis_pr
     time.sleep(0.5)
     assert model.invoke("hi").content == "fallback"
     assert primary.calls == 0
+
+
+def test_a_redis_backed_limiter_works_on_native_endpoints(redis_server, redis_prefix):
+    from tests.test_endpoint import FakeProvider
+
+    provider = FakeProvider()
+    try:
+        store = langscale.RedisStore(redis_server.url, prefix=redis_prefix)
+        # One request at a time between every process naming this limit.
+        shared = langscale.RateLimiter(max_concurrency=1, store=store, name="native")
+        wide = langscale.RateLimiter(max_concurrency=1, store=store, name="model")
+        for native in (True, False):
+            model = ScaledChatModel(
+                [Deployment(langscale.ChatEndpoint(provider.url, "fake-1"), limiter=shared)],
+                limits=wide,
+                native=native,
+            )
+            assert (model._native is not None) == native
+            before = shared.stats()["acquired"]
+            assert model.invoke("hi").content == "echo: hi"
+            assert shared.stats()["acquired"] == before + 1
+            assert wide.stats()["acquired"] >= 1
+    finally:
+        provider.close()

@@ -273,3 +273,125 @@ def test_every_path_behaves_the_same(scenario: Scenario) -> None:
     first = next(iter(seen.values()))
     for where, counted in seen.items():
         assert counted == first, f"{where} counted differently"
+
+
+# -- one decision each, on every path ----------------------------------------------------------
+
+
+def test_priority_zero_wins_over_one() -> None:
+    first, second = FakeProvider(), FakeProvider()
+    try:
+        for native in (True, False):
+            model = ScaledChatModel(
+                [
+                    Deployment(ChatEndpoint(first.url, "fake-1"), name="a", priority=1),
+                    Deployment(ChatEndpoint(second.url, "fake-1"), name="b", priority=0),
+                ],
+                native=native,
+            )
+            before = len(second.bodies)
+            assert model.invoke("hi").content == "echo: hi"
+            assert len(second.bodies) == before + 1, "priority 0 is tried first"
+        assert not first.bodies
+    finally:
+        first.close()
+        second.close()
+
+
+class StatusError(Exception):
+    """What provider SDKs raise: a status code and the response's headers."""
+
+    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+        self.headers = headers or {}
+
+
+@pytest.mark.parametrize("code", [408, 409, 413, 425, 429, 500, 503, 504])
+def test_one_classifier_for_python_exceptions_and_native_answers(code: int) -> None:
+    provider = FakeProvider(lambda _: status(code, {"retry-after": "0"}))
+    try:
+        model = ScaledChatModel([ChatEndpoint(provider.url, "fake-1")], max_attempts=1, **FAST)
+        with pytest.raises(Exception):  # noqa: B017 - the kind is what is compared
+            model.invoke("hi")
+        errors = model.stats()["deployments"][0]["errors"]
+        native = [kind for kind, n in errors.items() if n]
+    finally:
+        provider.close()
+    kind, _ = langscale._classify.classify(StatusError(code, {"Retry-After": "0"}))
+    assert native == [kind.removesuffix("_retryable")], code
+
+
+def test_retry_after_comes_from_headers_the_same_way() -> None:
+    kind, after = langscale._classify.classify(StatusError(429, {"retry-after-ms": "1500"}))
+    assert (kind, after) == ("rate_limited", 1.5)
+    kind, after = langscale._classify.classify(
+        StatusError(429, {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s"})
+    )
+    assert (kind, after) == ("rate_limited", 360.0)
+
+
+def test_chat_openai_retries_are_off_and_the_router_sees_its_429() -> None:
+    lc_openai = pytest.importorskip("langchain_openai")
+    limited = FakeProvider(lambda _: status(429, {"retry-after": "0"}))
+    healthy = FakeProvider()
+    try:
+        openai_model = lc_openai.ChatOpenAI(
+            model="fake-1", api_key="sk-test", base_url=limited.url, max_retries=2
+        )
+        model = ScaledChatModel(
+            [openai_model, ChatEndpoint(healthy.url, "fake-1")], max_attempts=1, **FAST
+        )
+        assert model.invoke("hi").content == "echo: hi"
+        assert len(limited.bodies) == 1, "one provider call per router attempt"
+        assert model.stats()["deployments"][0]["errors"]["rate_limited"] == 1
+        assert openai_model.max_retries == 2, "the user's model is not changed"
+        kept = Deployment(openai_model, own_retries=True)
+        assert kept.model is openai_model
+    finally:
+        limited.close()
+        healthy.close()
+
+
+def test_each_attempt_is_a_child_run_on_the_native_path_too() -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Attempts(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.started: list[tuple[Any, Any]] = []
+            self.ended: list[str] = []
+
+        def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None, **kw):
+            if parent_run_id is not None:
+                meta = kw.get("metadata") or {}
+                self.started.append(
+                    (meta.get("langscale_deployment"), meta.get("langscale_attempt"))
+                )
+
+        def on_llm_end(self, response, *, run_id, parent_run_id=None, **kw):
+            if parent_run_id is not None:
+                self.ended.append("ok")
+
+        def on_llm_error(self, error, *, run_id, parent_run_id=None, **kw):
+            if parent_run_id is not None:
+                self.ended.append(type(error).__name__)
+
+    broken = FakeProvider(lambda _: status(503))
+    healthy = FakeProvider()
+    try:
+        model = ScaledChatModel(
+            [
+                Deployment(ChatEndpoint(broken.url, "fake-1"), name="a"),
+                Deployment(ChatEndpoint(healthy.url, "fake-1"), name="b"),
+            ],
+            max_attempts=1,
+            **FAST,
+        )
+        assert model._native is not None
+        seen = Attempts()
+        assert model.invoke("hi", config={"callbacks": [seen]}).content == "echo: hi"
+        assert seen.started == [("a", 0), ("b", 1)]
+        assert seen.ended[-1] == "ok" and len(seen.ended) == 2 and seen.ended[0] != "ok"
+    finally:
+        broken.close()
+        healthy.close()

@@ -14,6 +14,7 @@ from langscale._core import (
     RateLimitTimeout,
     RedisStore,
     SharedPermit,
+    StoreError,
     __version__,
 )
 from langscale.cache import ExactCache
@@ -39,5 +40,6 @@ __all__ = [
     "ScaledModelError",
     "SemanticCache",
     "SharedPermit",
+    "StoreError",
     "__version__",
 ]

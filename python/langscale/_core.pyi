@@ -28,6 +28,7 @@ __all__ = [
     "SharedBreakers",
     "SharedPermit",
     "SharedRateLimiter",
+    "StoreError",
     "Simulator",
     "__version__",
     "cache_key",
@@ -43,6 +44,7 @@ class ConfigError(LangscaleError): ...
 class RateLimitTimeout(LangscaleError): ...
 class ProviderError(LangscaleError): ...
 class RouteFailed(LangscaleError): ...
+class StoreError(LangscaleError): ...
 
 @final
 class RateLimiter:
@@ -180,9 +182,9 @@ class LocalEmbeddings:
     def embed_query(self, text: str) -> list[float]: ...
     def embed_documents(self, texts: list[str] | tuple[str, ...]) -> list[list[float]]: ...
 
-
 # (name, weight, priority, price_in, price_out, context_window, tags), as checked
-_AnyLimiter = RateLimiter | SharedRateLimiter | Any  # or a langscale.RateLimiter
+# RateLimiter, SharedRateLimiter, or a langscale.RateLimiter wrapping either
+_AnyLimiter = Any
 _DeploymentSpec = tuple[str, float, int, float, float, int | None, list[str]]
 
 @final

@@ -4,8 +4,8 @@ and they do exactly that I/O. Which deployment, permits and what a refusal means
 retries, fallbacks, hedges, backoff, breakers and what an error means are the core's
 (``route/run.rs``); the native driver (``provider/routed.rs``) does the same over tokio.
 
-``call(index)`` makes one attempt on deployment ``index`` and returns ``(value, input_tokens,
-output_tokens)`` or raises; the drivers enforce the attempt's timeout around it.
+``call(index, attempt)`` makes attempt number ``attempt`` on deployment ``index`` and returns
+``(value, input_tokens, output_tokens)`` or raises; the drivers enforce the attempt's timeout.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _give_up(
     return fail(detail, attempt, errors)
 
 
-def drive(run: Any, call: Callable[[int], Attempt[T]], fail: Fail, *, hedged: bool) -> T:
+def drive(run: Any, call: Callable[[int, int], Attempt[T]], fail: Fail, *, hedged: bool) -> T:
     """Run on this thread. An attempt with no timeout and no hedge to race is called inline;
     otherwise it runs on a worker thread while this one waits (a sync call cannot be
     interrupted: past its timeout it is abandoned and finishes on its own)."""
@@ -88,7 +88,7 @@ def drive(run: Any, call: Callable[[int], Attempt[T]], fail: Fail, *, hedged: bo
         if kind == "call":
             if value is None and not hedged:
                 try:
-                    out, used_in, used_out = call(index)
+                    out, used_in, used_out = call(index, attempt)
                 except Exception as exc:
                     _failed(run, errors, attempt, index, exc)
                     continue
@@ -96,7 +96,7 @@ def drive(run: Any, call: Callable[[int], Attempt[T]], fail: Fail, *, hedged: bo
                 run.succeeded(attempt, used_in, used_out)
             else:
                 context = contextvars.copy_context()
-                future = _pool().submit(context.run, call, index)
+                future = _pool().submit(context.run, call, index, attempt)
                 ends = time.monotonic() + value if value is not None else None
                 running[future] = (attempt, index, ends, value)
         elif kind == "wait":
@@ -122,7 +122,7 @@ def drive(run: Any, call: Callable[[int], Attempt[T]], fail: Fail, *, hedged: bo
 
 
 async def adrive(
-    run: Any, call: Callable[[int], Awaitable[Attempt[T]]], fail: Fail, *, hedged: bool
+    run: Any, call: Callable[[int, int], Awaitable[Attempt[T]]], fail: Fail, *, hedged: bool
 ) -> T:
     """Run on the event loop. Without a hedge to race, the attempt is awaited here (no Task,
     ~30 us less per call); with one, attempts are tasks and the loser is cancelled."""
@@ -130,11 +130,11 @@ async def adrive(
     results: dict[int, T] = {}
     running: dict[asyncio.Task, tuple[int, int]] = {}
 
-    async def attempt_within(index: int, timeout: float | None) -> Attempt[T]:
+    async def attempt_within(index: int, attempt: int, timeout: float | None) -> Attempt[T]:
         if timeout is None:
-            return await call(index)
+            return await call(index, attempt)
         try:
-            return await asyncio.wait_for(call(index), timeout)
+            return await asyncio.wait_for(call(index, attempt), timeout)
         except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11
             raise _timed_out(index, timeout) from None
 
@@ -153,14 +153,14 @@ async def adrive(
             kind, attempt, index, value = run.next()
             if kind == "call" and not hedged:
                 try:
-                    out, used_in, used_out = await attempt_within(index, value)
+                    out, used_in, used_out = await attempt_within(index, attempt, value)
                 except Exception as exc:
                     _failed(run, errors, attempt, index, exc)
                     continue
                 results[attempt] = out
                 run.succeeded(attempt, used_in, used_out)
             elif kind == "call":
-                task = asyncio.ensure_future(attempt_within(index, value))
+                task = asyncio.ensure_future(attempt_within(index, attempt, value))
                 running[task] = (attempt, index)
             elif kind == "wait":
                 done, _ = await asyncio.wait(

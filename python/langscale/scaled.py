@@ -6,6 +6,8 @@ deployment, whether to retry or fail over, how long to back off, and keeps the b
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -63,9 +65,13 @@ class Deployment:
         price_out: float = 0.0,
         context_window: int | None = None,
         tags: Sequence[str] = (),
+        own_retries: bool = False,
     ) -> None:
         if not isinstance(model, BaseChatModel):
             msg = f"a deployment needs a LangChain chat model, got {model!r}"
+            raise _core.ConfigError(msg)
+        if not isinstance(own_retries, bool):
+            msg = f"own_retries must be True or False, got {own_retries!r}"
             raise _core.ConfigError(msg)
         if limiter is not None and not isinstance(limiter, RateLimiter):
             msg = f"limiter must be a langscale.RateLimiter, got {limiter!r}"
@@ -73,7 +79,8 @@ class Deployment:
         if name is None:
             found = getattr(model, "model_name", None) or getattr(model, "model", None)
             name = str(found or type(model).__name__)
-        self.model = model
+        self.model = model if own_retries else _without_retries(model)
+        self.own_retries = own_retries
         self.limiter = limiter
         (
             self.name,
@@ -104,6 +111,44 @@ class Deployment:
 
     def __repr__(self) -> str:
         return f"Deployment({self.name!r}, weight={self.weight}, priority={self.priority})"
+
+
+# -- the router owns retries ---------------------------------------------------------------
+
+_LOG = logging.getLogger("langscale.scaled")
+_TOLD: set[str] = set()
+_TOLD_LOCK = threading.Lock()
+
+
+def _without_retries(model: BaseChatModel) -> BaseChatModel:
+    """The model with its own retries off (``max_retries=0``), so that every attempt the
+    router makes is one provider call and the router sees each 429 it routes around. The
+    model is built again from the settings it was given (its SDK client takes max_retries
+    when it is made); a model without ``max_retries``, or with it at 0, is used as it is.
+    ``Deployment(model, own_retries=True)`` keeps the model's own retries."""
+    fields = type(model).model_fields
+    if "max_retries" not in fields or getattr(model, "max_retries", None) == 0:
+        return model
+    given = {
+        name: getattr(model, name)
+        for name in model.model_fields_set
+        if name in fields and not fields[name].exclude and name != "max_retries"
+    }
+    try:
+        copy = type(model)(**given, max_retries=0)
+    except Exception:  # a model that cannot be rebuilt from its own settings
+        copy = model.model_copy(update={"max_retries": 0})
+    name = type(model).__name__
+    with _TOLD_LOCK:
+        first = name not in _TOLD
+        _TOLD.add(name)
+    if first:
+        _LOG.info(
+            "%s: its own retries are off (max_retries=0); the router retries and fails over. "
+            "Deployment(model, own_retries=True) keeps them.",
+            name,
+        )
+    return copy
 
 
 # -- when every attempt failed: one note per attempt on the exception raised -----------------
@@ -158,19 +203,31 @@ def _native_failure(exc: BaseException, deps: list[Deployment]) -> BaseException
     return _with_attempts(provider_error(exc), [errors[a] for a in sorted(errors)], deps)
 
 
-def _child(run_manager: Any, cls: type) -> Any:
-    """Callbacks for an inner model call, nested under this run so tracing sees it."""
+def _child(run_manager: Any, cls: type, attempt: int | None = None, dep: Any = None) -> Any:
+    """Callbacks for an inner model call, nested under this run so tracing sees each attempt
+    as a child run, named by its deployment and attempt number (its outcome is the child
+    run's own end or error)."""
     if run_manager is None:
         return None
+    metadata = dict(run_manager.inheritable_metadata or {})
+    if attempt is not None:
+        metadata["langscale_attempt"] = attempt
+        metadata["langscale_deployment"] = dep.name if dep is not None else None
     return cls(
         handlers=run_manager.inheritable_handlers,
         inheritable_handlers=run_manager.inheritable_handlers,
         parent_run_id=run_manager.run_id,
         tags=run_manager.inheritable_tags,
         inheritable_tags=run_manager.inheritable_tags,
-        metadata=run_manager.inheritable_metadata,
+        metadata=metadata,
         inheritable_metadata=run_manager.inheritable_metadata,
     )
+
+
+def _traced(run_manager: Any) -> bool:
+    """Someone listens to this run: each attempt then goes through the Python driver as a
+    child run of its own (the native loop makes no callbacks). Same decisions either way."""
+    return run_manager is not None and bool(run_manager.handlers)
 
 
 # Kwargs that BaseChatModel.generate turns into tracing metadata; never a model parameter.
@@ -393,11 +450,12 @@ class ScaledChatModel(BaseChatModel):
         stop: list[str] | None,
         run_manager: CallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
+        attempt: int | None = None,
     ) -> ChatResult:
         model, call_kwargs = self._target(dep.model, kwargs)
         if _direct(model, run_manager, call_kwargs, async_api=False):
             return model._generate(messages, stop=stop, **call_kwargs)
-        callbacks = _child(run_manager, CallbackManager)
+        callbacks = _child(run_manager, CallbackManager, attempt, dep)
         out = model.generate([messages], stop=stop, callbacks=callbacks, **call_kwargs)
         return ChatResult(generations=out.generations[0], llm_output=out.llm_output)  # type: ignore[arg-type]
 
@@ -408,11 +466,12 @@ class ScaledChatModel(BaseChatModel):
         stop: list[str] | None,
         run_manager: AsyncCallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
+        attempt: int | None = None,
     ) -> ChatResult:
         model, call_kwargs = self._target(dep.model, kwargs)
         if _direct(model, run_manager, call_kwargs, async_api=True):
             return await model._agenerate(messages, stop=stop, **call_kwargs)
-        callbacks = _child(run_manager, AsyncCallbackManager)
+        callbacks = _child(run_manager, AsyncCallbackManager, attempt, dep)
         out = await model.agenerate([messages], stop=stop, callbacks=callbacks, **call_kwargs)
         return ChatResult(generations=out.generations[0], llm_output=out.llm_output)  # type: ignore[arg-type]
 
@@ -480,12 +539,12 @@ class ScaledChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         native = self._private()["_native"]
-        if native is not None:
+        if native is not None and not _traced(run_manager):
             return self._native_generate(native, messages, stop, kwargs)
         deps = self._private()["_deps"]
 
-        def call(index: int) -> tuple[ChatResult, int, int]:
-            result = self._call(deps[index], messages, stop, run_manager, kwargs)
+        def call(index: int, attempt: int) -> tuple[ChatResult, int, int]:
+            result = self._call(deps[index], messages, stop, run_manager, kwargs, attempt)
             return (result, *_usage(result))
 
         run = self._start(messages, kwargs)
@@ -499,12 +558,12 @@ class ScaledChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         native = self._private()["_native"]
-        if native is not None:
+        if native is not None and not _traced(run_manager):
             return await self._native_agenerate(native, messages, stop, kwargs)
         deps = self._private()["_deps"]
 
-        async def call(index: int) -> tuple[ChatResult, int, int]:
-            result = await self._acall(deps[index], messages, stop, run_manager, kwargs)
+        async def call(index: int, attempt: int) -> tuple[ChatResult, int, int]:
+            result = await self._acall(deps[index], messages, stop, run_manager, kwargs, attempt)
             return (result, *_usage(result))
 
         run = self._start(messages, kwargs)
@@ -577,7 +636,7 @@ class ScaledChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         native = self._private()["_native"]
-        if native is not None:
+        if native is not None and not _traced(run_manager):
             try:
                 _, stream = native.stream(*self._native_args(messages, stop, kwargs))
                 on_token = run_manager.on_llm_new_token if run_manager else None
@@ -587,9 +646,9 @@ class ScaledChatModel(BaseChatModel):
                 raise err from err.__cause__
             return
         deps = self._private()["_deps"]
-        callbacks = _child(run_manager, CallbackManager)
 
-        def call(index: int) -> tuple[tuple[Any, Iterator[Any]], int, int]:
+        def call(index: int, attempt: int) -> tuple[tuple[Any, Iterator[Any]], int, int]:
+            callbacks = _child(run_manager, CallbackManager, attempt, deps[index])
             model, call_kwargs = self._target(deps[index].model, kwargs)
             stream = iter(
                 model.stream(messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs)
@@ -615,7 +674,7 @@ class ScaledChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         native = self._private()["_native"]
-        if native is not None:
+        if native is not None and not _traced(run_manager):
             try:
                 _, stream = await native.astream(*self._native_args(messages, stop, kwargs))
                 async for delta in stream:
@@ -628,9 +687,9 @@ class ScaledChatModel(BaseChatModel):
                 raise err from err.__cause__
             return
         deps = self._private()["_deps"]
-        callbacks = _child(run_manager, AsyncCallbackManager)
 
-        async def call(index: int) -> tuple[tuple[Any, AsyncIterator[Any]], int, int]:
+        async def call(index: int, attempt: int) -> tuple[tuple[Any, AsyncIterator[Any]], int, int]:
+            callbacks = _child(run_manager, AsyncCallbackManager, attempt, deps[index])
             model, call_kwargs = self._target(deps[index].model, kwargs)
             stream = model.astream(
                 messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs
