@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use langscale_core::provider::{
     self, ChatRequest, ChatResponse, EndpointConfig, NativeDeployment,
-    ProviderError as CoreProviderError, RoutedEndpoints, RoutedStream, StreamDelta,
+    ProviderError as CoreProviderError, RoutedEndpoints, RoutedError, RoutedStream, StreamDelta,
 };
 use langscale_core::route::RequestInfo;
 use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration};
@@ -181,8 +181,8 @@ impl Endpoint {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyResponse> {
         let (req, timeout) = (request(request_json)?, args::seconds("timeout", timeout)?);
-        let (inner, retries) = (Arc::clone(&self.inner), self.max_retries);
-        py.detach(move || runtime().block_on(inner.chat_retrying(&req, timeout, retries)))
+        let call = self.call(&req, timeout)?;
+        py.detach(move || runtime().block_on(call))
             .map(response)
             .map_err(|e| provider_error(&e))
     }
@@ -196,13 +196,9 @@ impl Endpoint {
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (req, timeout) = (request(request_json)?, args::seconds("timeout", timeout)?);
-        let (inner, retries) = (Arc::clone(&self.inner), self.max_retries);
+        let call = self.call(&req, timeout)?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            inner
-                .chat_retrying(&req, timeout, retries)
-                .await
-                .map(response)
-                .map_err(|e| provider_error(&e))
+            call.await.map(response).map_err(|e| provider_error(&e))
         })
     }
 
@@ -246,6 +242,34 @@ impl Endpoint {
             self.inner.url(),
             self.inner.model()
         )
+    }
+}
+
+impl Endpoint {
+    /// One completion: a plain call, or with `max_retries`, through the router's one loop.
+    fn call(
+        &self,
+        req: &Arc<ChatRequest>,
+        timeout: Option<std::time::Duration>,
+    ) -> PyResult<impl std::future::Future<Output = Result<ChatResponse, CoreProviderError>>> {
+        let (inner, req) = (Arc::clone(&self.inner), Arc::clone(req));
+        let routed = match self.max_retries {
+            0 => None,
+            n => Some(RoutedEndpoints::retrying(Arc::clone(&inner), n).map_err(routed_error)?),
+        };
+        Ok(async move {
+            match routed {
+                None => inner.chat(&req, timeout).await,
+                Some(routed) => routed
+                    .chat(&req, RequestInfo::default(), 0)
+                    .await
+                    .map(|r| r.value)
+                    .map_err(|e| match e {
+                        RoutedError::Provider { error, .. } => *error,
+                        other => CoreProviderError::Invalid(other.to_string()),
+                    }),
+            }
+        })
     }
 }
 

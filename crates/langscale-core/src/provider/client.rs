@@ -13,7 +13,6 @@ use serde_json::{Map, Value};
 use super::error::ProviderError;
 use super::sse::SseParser;
 use super::types::{ChatRequest, ChatResponse, StreamDelta, WireCompletion};
-use crate::route::{ErrorKind, RetryPolicy};
 
 /// How to reach an endpoint. `Debug` never shows the API key.
 #[derive(Clone)]
@@ -316,35 +315,6 @@ impl Endpoint {
             .unwrap_or_else(|_| Err(self.timed_out(limit)))
     }
 
-    /// [`Endpoint::chat`], retried up to `max_retries` times after a rate limit, server
-    /// error, timeout or broken connection: after the provider's Retry-After where it sent
-    /// one, else a full-jitter backoff (up to 0.5 s, doubling, at most 8 s).
-    pub async fn chat_retrying(
-        &self,
-        req: &ChatRequest,
-        timeout: Option<Duration>,
-        max_retries: u32,
-    ) -> Result<ChatResponse, ProviderError> {
-        let policy = RetryPolicy {
-            max_attempts_per_deployment: max_retries.saturating_add(1),
-            backoff_base: Duration::from_millis(500),
-            backoff_cap: Duration::from_secs(8),
-        };
-        let mut retry = 0u32;
-        loop {
-            match self.chat(req, timeout).await {
-                Err(e) if retry < max_retries && retryable(e.kind()) => {
-                    retry += 1;
-                    let wait = e
-                        .retry_after()
-                        .unwrap_or_else(|| jitter(policy.backoff_ceiling(retry)));
-                    tokio::time::sleep(wait).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Open a stream: returns once the provider accepted the request (an error status is
     /// returned here, classified); then read it with [`ChatStream::next`].
     pub async fn stream(
@@ -468,33 +438,3 @@ impl ChatStream {
     }
 }
 
-fn retryable(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::RateLimited { .. }
-            | ErrorKind::Server
-            | ErrorKind::Timeout
-            | ErrorKind::Connection
-            | ErrorKind::Other { retryable: true }
-    )
-}
-
-/// A wait drawn uniformly from `[0, ceiling]` (xorshift over the clock and a counter: clients
-/// that failed together spread out; no cryptographic quality needed).
-fn jitter(ceiling: Duration) -> Duration {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-    let clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos().into());
-    let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ clock;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    let ceiling = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(if ceiling == 0 {
-        0
-    } else {
-        x % ceiling.saturating_add(1)
-    })
-}

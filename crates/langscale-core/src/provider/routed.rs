@@ -14,8 +14,12 @@ use futures_util::StreamExt;
 use super::client::{ChatStream, Endpoint};
 use super::error::ProviderError;
 use super::types::{ChatRequest, ChatResponse, StreamDelta};
+use crate::clock::SystemClock;
 use crate::limit::{AnyLimiter, LimitError};
-use crate::route::{Action, AttemptId, FailReason, Limits, RequestInfo, Router, Run};
+use crate::route::{
+    Action, AttemptId, BreakerConfig, Deployment, FailReason, Limits, RequestInfo,
+    RetryBudgetConfig, RetryPolicy, Router, RouterConfig, Run,
+};
 
 /// One deployment: its endpoint and its own limiter, if any.
 #[derive(Debug, Clone)]
@@ -100,6 +104,38 @@ impl RoutedEndpoints {
             endpoints,
             limits: Limits { shared, own },
         })
+    }
+
+    /// One endpoint retried by the router's rules (the same loop as every routed call): up to
+    /// `max_retries` more attempts after a rate limit (after its Retry-After), a server error,
+    /// a timeout or a broken connection, with full-jitter backoff from 0.5 s up to 8 s. No
+    /// breaker and no retry budget: the caller asked for exactly these retries.
+    pub fn retrying(endpoint: Arc<Endpoint>, max_retries: u32) -> Result<Self, RoutedError> {
+        let config = RouterConfig {
+            retry: RetryPolicy {
+                max_attempts_per_deployment: max_retries.saturating_add(1),
+                backoff_base: Duration::from_millis(500),
+                backoff_cap: Duration::from_secs(8),
+            },
+            breaker: BreakerConfig {
+                minimum_requests: u32::MAX,
+                ..BreakerConfig::default()
+            },
+            budget: RetryBudgetConfig {
+                ratio: f64::from(max_retries.max(1)),
+                min_per_second: f64::from(max_retries.max(1)),
+                ..RetryBudgetConfig::default()
+            },
+            ..RouterConfig::default()
+        };
+        let deployment = Deployment::new(endpoint.model().to_owned());
+        let router = Router::new(vec![deployment], config, Arc::new(SystemClock))
+            .map_err(|e| RoutedError::Config(e.to_string()))?;
+        let native = NativeDeployment {
+            endpoint,
+            limiter: None,
+        };
+        Self::new(Arc::new(router), vec![native], None)
     }
 
     pub fn router(&self) -> &Arc<Router> {

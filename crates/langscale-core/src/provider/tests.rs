@@ -477,7 +477,7 @@ async fn a_stream_that_stalls_times_out_and_an_error_event_is_an_error() {
 }
 
 #[tokio::test]
-async fn chat_retrying_honours_retry_after_then_succeeds() {
+async fn retries_honour_retry_after_then_succeed() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
     let server = Server::start(move |_| {
@@ -488,11 +488,14 @@ async fn chat_retrying_honours_retry_after_then_succeeds() {
         }
     })
     .await;
-    let ep = endpoint(&server.url);
-    assert!(ep.chat_retrying(&conversation(), None, 1).await.is_err());
+    let ep = Arc::new(endpoint(&server.url));
+    let once = RoutedEndpoints::retrying(Arc::clone(&ep), 1).unwrap();
+    let info = RequestInfo::default;
+    assert!(once.chat(&conversation(), info(), 0).await.is_err());
     calls.store(0, Ordering::SeqCst);
     let started = std::time::Instant::now();
-    let ok = ep.chat_retrying(&conversation(), None, 2).await.unwrap();
+    let twice = RoutedEndpoints::retrying(ep, 2).unwrap();
+    let ok = twice.chat(&conversation(), info(), 0).await.unwrap().value;
     assert_eq!(ok.content, "finally");
     assert!(started.elapsed() >= Duration::from_millis(100));
 }
