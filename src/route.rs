@@ -227,7 +227,7 @@ pub struct Router {
 #[pymethods]
 impl Router {
     #[new]
-    #[pyo3(signature = (deployments, strategy=None, *, limits=None, limiters=None, complexity_small=None, complexity_large=None, complexity_threshold=None, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None))]
+    #[pyo3(signature = (deployments, strategy=None, *, limits=None, limiters=None, complexity_small=None, complexity_large=None, complexity_threshold=None, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None, failover_price_ratio=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         deployments: &Bound<'_, PyAny>,
@@ -248,6 +248,7 @@ impl Router {
         deadline: Option<&Bound<'_, PyAny>>,
         hedge_delay: Option<&Bound<'_, PyAny>>,
         seed: Option<&Bound<'_, PyAny>>,
+        failover_price_ratio: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let deployments = args::items("deployments", deployments)?
             .iter()
@@ -294,6 +295,7 @@ impl Router {
             deadline: args::seconds("deadline", deadline)?,
             hedge_delay: args::seconds("hedge_delay", hedge_delay)?,
             seed: args::count("seed", seed)?,
+            failover_price_ratio: args::number("failover_price_ratio", failover_price_ratio)?,
             ..defaults
         };
         let shared = match limits {

@@ -62,6 +62,7 @@ class Scenario:
     error: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     windows: dict[str, int] = field(default_factory=dict)
+    prices: dict[str, float] = field(default_factory=dict)
     limiters: dict[str, Callable[[], langscale.RateLimiter]] = field(default_factory=dict)
     prompt: str = "hi"
     warmup: int = 0
@@ -152,6 +153,22 @@ SCENARIOS = [
         options={"hedge_delay": 0.1, "max_attempts": 1},
     ),
     Scenario(
+        "with time to spare, the cheap deployment is waited for",
+        {"a": [lambda _: status(429, {"retry-after": "0.2"}), ok], "b": [ok]},
+        tried=["a", "a"],
+        answer="echo: hi",
+        options={"deadline": 10.0, "failover_price_ratio": 2.0},
+        prices={"a": 1.0, "b": 16.0},
+    ),
+    Scenario(
+        "without time to spare, the pricier deployment answers",
+        {"a": [lambda _: status(429, {"retry-after": "30"}), ok], "b": [ok]},
+        tried=["a", "b"],
+        answer="echo: hi",
+        options={"deadline": 10.0, "failover_price_ratio": 2.0},
+        prices={"a": 1.0, "b": 16.0},
+    ),
+    Scenario(
         "a stream failing after its first chunk is not failed over",
         {"a": [cut_after_first_chunk], "b": [ok]},
         tried=["a"],
@@ -203,6 +220,8 @@ def build(scenario: Scenario, deps: Deployments, mode: str) -> ScaledChatModel:
                 ChatEndpoint(p.url, "fake-1"),
                 name=name,
                 context_window=scenario.windows.get(name),
+                price_in=scenario.prices.get(name, 0.0),
+                price_out=scenario.prices.get(name, 0.0),
                 limiter=limiter,
             )
         )

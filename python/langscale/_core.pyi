@@ -210,6 +210,7 @@ class Router:
         deadline: float | None = None,
         hedge_delay: float | None = None,
         seed: int | None = None,
+        failover_price_ratio: float | None = None,
     ) -> Self: ...
     def start(
         self,

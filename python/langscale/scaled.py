@@ -306,6 +306,10 @@ class ScaledChatModel(BaseChatModel):
     deadline: float | None = None
     hedge_delay: float | None = None
     seed: int | None = None
+    failover_price_ratio: float | None = None
+    """Cost-aware fail-over: a request with a ``deadline`` waits for a cooling-down or
+    breaker-held deployment rather than fail over to one whose expected cost is more than this
+    many times higher, when it is back before the deadline. None: fail over at once."""
     complexity: Any = None
     """With strategy="complexity": a callable(messages) -> float in [0, 1] replacing the
     built-in score (length, tools requested, conversation depth); returning None keeps the
@@ -368,6 +372,7 @@ class ScaledChatModel(BaseChatModel):
             deadline=self.deadline,
             hedge_delay=self.hedge_delay,
             seed=self.seed,
+            failover_price_ratio=self.failover_price_ratio,
             complexity_small=self.complexity_small if self.complexity_small is not None else [0],
             complexity_large=self.complexity_large
             if self.complexity_large is not None

@@ -509,12 +509,81 @@ impl Execution {
                 }
             }
         }
-        for d in self.candidates() {
+        let candidates = self.candidates();
+        // Those that cannot take a call now, and when they can.
+        let later: Vec<(usize, u64)> = candidates
+            .iter()
+            .filter_map(|&d| self.available_at(d, now).map(|at| (d, at)))
+            .collect();
+        for d in candidates {
+            if later.iter().any(|&(w, _)| w == d) {
+                continue;
+            }
+            let cheaper = later
+                .iter()
+                .filter(|&&(w, at)| self.worth_waiting(w, d, at))
+                .min_by_key(|&&(_, at)| at);
+            if let Some(&(cheap, at)) = cheaper {
+                self.pending = Pending {
+                    not_before: at,
+                    prefer: Some(cheap),
+                    paid: false,
+                };
+                return Step::Sleep(Duration::from_nanos(at.saturating_sub(now)));
+            }
             if let Some(step) = self.claim(d, now, false, false) {
                 return step;
             }
         }
         self.wait_or_fail(now)
+    }
+
+    /// When `d` can take a call, if not now: the end of its cool-down, or when its open
+    /// breaker lets a probe through.
+    fn available_at(&self, d: usize, now: u64) -> Option<u64> {
+        let state = self.router.state(d)?;
+        if let Some(until) = state.cooling_until(now) {
+            return Some(until);
+        }
+        let mut breaker = state.breaker();
+        if breaker.would_admit(now) {
+            None
+        } else {
+            Some(breaker.open_until().unwrap_or(u64::MAX))
+        }
+    }
+
+    /// Cost-aware fail-over: wait for `cheap` (back at `at`) rather than call `pricey` now,
+    /// when it is back before the deadline and `pricey` would cost more than the configured
+    /// ratio times as much for this request.
+    fn worth_waiting(&self, cheap: usize, pricey: usize, at: u64) -> bool {
+        let Some(ratio) = self.router.config.failover_price_ratio else {
+            return false;
+        };
+        let Some((end, _)) = self.deadline else {
+            return false;
+        };
+        // Room for the call itself after the wait: its moving-average latency, if known.
+        let latency = self
+            .router
+            .state(cheap)
+            .and_then(|s| s.ewma_secs())
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .map_or(0, nanos);
+        if at.saturating_add(latency) >= end {
+            return false;
+        }
+        let tokens = (
+            self.info.estimated_input_tokens,
+            self.router.config.default_output_tokens,
+        );
+        let cost = |d: usize| {
+            self.router
+                .deployments
+                .get(d)
+                .map_or(0.0, |x| x.cost(tokens.0, tokens.1))
+        };
+        cost(pricey) > ratio * cost(cheap)
     }
 
     fn while_in_flight(&mut self, now: u64) -> Step {

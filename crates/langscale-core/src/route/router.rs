@@ -38,6 +38,11 @@ pub struct RouterConfig {
     pub default_output_tokens: u64,
     /// Seed for backoff jitter; `None` seeds from the clock and process id.
     pub seed: Option<u64>,
+    /// Cost-aware fail-over: when the preferred deployment is cooling down or its breaker is
+    /// open, a request with a deadline waits for it instead of failing over to one whose
+    /// expected cost for this request is more than this many times higher, as long as it is
+    /// back before the deadline. `None`: fail over at once, whatever the price.
+    pub failover_price_ratio: Option<f64>,
 }
 
 impl Default for RouterConfig {
@@ -54,6 +59,7 @@ impl Default for RouterConfig {
             hedge_delay: None,
             ewma_alpha: 0.3,
             default_output_tokens: 256,
+            failover_price_ratio: None,
             seed: None,
         }
     }
@@ -79,6 +85,13 @@ impl RouterConfig {
             if limit.is_some_and(|d| d.is_zero()) {
                 return Err(RouteError::Config(format!(
                     "{name} must be longer than 0 s, or unset for no limit"
+                )));
+            }
+        }
+        if let Some(r) = self.failover_price_ratio {
+            if !(r.is_finite() && r >= 1.0) {
+                return Err(RouteError::Config(format!(
+                    "failover_price_ratio must be a finite number >= 1, got {r}"
                 )));
             }
         }

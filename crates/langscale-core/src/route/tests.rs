@@ -1212,3 +1212,76 @@ fn many_threads_share_one_router_and_in_flight_returns_to_zero() {
     let answered: u64 = snap.deployments.iter().map(|d| d.successes).sum();
     assert_eq!(answered, snap.successes);
 }
+
+// --- cost-aware fail-over --------------------------------------------------------------------
+
+fn priced(prices: &[f64]) -> Vec<Deployment> {
+    prices
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| Deployment {
+            price_in: p,
+            price_out: p,
+            ..Deployment::new(format!("d{i}"))
+        })
+        .collect()
+}
+
+fn cost_aware(deadline: Duration) -> RouterConfig {
+    RouterConfig {
+        failover_price_ratio: Some(2.0),
+        deadline: Some(deadline),
+        ..config()
+    }
+}
+
+#[test]
+fn a_request_with_time_waits_for_the_cheap_deployment_instead_of_paying_more() {
+    let (r, clock) = router(priced(&[1.0, 16.0]), cost_aware(10 * SEC));
+    let mut e = r.start(RequestInfo::default());
+    let (a, d, _) = expect_call(e.next());
+    assert_eq!(d, 0);
+    e.report(a, rate_limited(Some(2 * SEC)));
+    // Back in 2 s, well inside the 10 s budget, and 16x cheaper: wait for it.
+    assert_eq!(e.next(), Step::Sleep(2 * SEC));
+    clock.advance(2 * SEC);
+    let (_, d, _) = expect_call(e.next());
+    assert_eq!(d, 0);
+}
+
+#[test]
+fn without_the_time_or_with_a_small_price_gap_it_fails_over_at_once() {
+    // The cool-down outlasts the deadline.
+    let (r, _) = router(priced(&[1.0, 16.0]), cost_aware(SEC));
+    let mut e = r.start(RequestInfo::default());
+    let (a, _, _) = expect_call(e.next());
+    e.report(a, rate_limited(Some(2 * SEC)));
+    assert_eq!(expect_call(e.next()).1, 1);
+    // The fallback costs less than twice as much.
+    let (r, _) = router(priced(&[1.0, 1.5]), cost_aware(10 * SEC));
+    let mut e = r.start(RequestInfo::default());
+    let (a, _, _) = expect_call(e.next());
+    e.report(a, rate_limited(Some(2 * SEC)));
+    assert_eq!(expect_call(e.next()).1, 1);
+    // Price-blind (no ratio set): today's behaviour.
+    let config = RouterConfig {
+        deadline: Some(10 * SEC),
+        ..config()
+    };
+    let (r, _) = router(priced(&[1.0, 16.0]), config);
+    let mut e = r.start(RequestInfo::default());
+    let (a, _, _) = expect_call(e.next());
+    e.report(a, rate_limited(Some(2 * SEC)));
+    assert_eq!(expect_call(e.next()).1, 1);
+}
+
+#[test]
+fn a_bad_price_ratio_is_refused() {
+    for bad in [0.5, f64::NAN, f64::INFINITY] {
+        let config = RouterConfig {
+            failover_price_ratio: Some(bad),
+            ..config()
+        };
+        assert!(Router::new(named(2), config, Arc::new(FakeClock::new())).is_err());
+    }
+}
