@@ -414,3 +414,43 @@ def test_each_attempt_is_a_child_run_on_the_native_path_too() -> None:
     finally:
         broken.close()
         healthy.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_permits_not_free_now_are_waited_for_on_threads_and_coroutines(mode: str) -> None:
+    """One call at a time through a model-wide limit: later requests wait for the permit
+    (``acquire`` on threads, ``aacquire`` on the event loop) and all get their answer."""
+    import concurrent.futures
+
+    busy = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def slow(body: dict[str, Any]) -> Reply:
+        with lock:
+            busy["now"] += 1
+            busy["most"] = max(busy["most"], busy["now"])
+        time.sleep(0.05)
+        with lock:
+            busy["now"] -= 1
+        return answer(body)
+
+    provider = FakeProvider(slow)
+    try:
+        model = ScaledChatModel(
+            [ChatEndpoint(provider.url, "fake-1")],
+            limits=langscale.RateLimiter(max_concurrency=1),
+            native=mode == "native",
+        )
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            texts = list(pool.map(lambda i: model.invoke(f"t{i}").content, range(4)))
+        assert texts == [f"echo: t{i}" for i in range(4)]
+
+        async def many() -> list[str]:
+            got = await asyncio.gather(*(model.ainvoke(f"a{i}") for i in range(4)))
+            return [str(m.content) for m in got]
+
+        assert asyncio.run(many()) == [f"echo: a{i}" for i in range(4)]
+        assert busy["most"] == 1
+        assert model.stats()["successes"] == 8
+    finally:
+        provider.close()
