@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use redis::streams::StreamReadReply;
 use redis::Value;
+use tokio::sync::mpsc;
 
 use super::Store;
 
@@ -39,6 +40,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct IndexStream {
     inner: Arc<Inner>,
+    /// To the one writer task: events go to Redis in the order they were published.
+    outbox: mpsc::UnboundedSender<IndexEvent>,
 }
 
 impl IndexStream {
@@ -55,6 +58,23 @@ impl IndexStream {
             rewind: AtomicBool::new(false),
             received: AtomicU64::new(0),
             published: AtomicU64::new(0),
+        });
+        let (outbox, mut pending) = mpsc::unbounded_channel::<IndexEvent>();
+        let writer = Arc::clone(&inner);
+        // One writer: what one process publishes reaches the stream in order (a deletion never
+        // overtakes the insert it undoes). What is queued is sent as one pipeline.
+        super::runtime().spawn(async move {
+            const BATCH: usize = 256;
+            let mut batch = Vec::with_capacity(BATCH);
+            // Ends once the stream is dropped and what it published is sent.
+            while pending.recv_many(&mut batch, BATCH).await > 0 {
+                let inner = &writer;
+                let mut pipe = redis::pipe();
+                for fields in batch.drain(..) {
+                    pipe.add_command(inner.xadd(&fields)).ignore();
+                }
+                let _ = inner.store.pipeline::<Value>(pipe).await;
+            }
         });
         let weak = Arc::downgrade(&inner);
         super::runtime().spawn(async move {
@@ -74,27 +94,13 @@ impl IndexStream {
                 }
             }
         });
-        Self { inner }
+        Self { inner, outbox }
     }
 
     /// Append an event (fire and forget: a lost event costs other processes a miss only).
     pub fn publish(&self, fields: IndexEvent) {
-        let inner = Arc::clone(&self.inner);
         self.inner.published.fetch_add(1, Ordering::Relaxed);
-        self.inner.store.spawn(async move {
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(&inner.key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(inner.maxlen)
-                .arg("*")
-                .arg("o")
-                .arg(&inner.origin);
-            for (field, value) in &fields {
-                cmd.arg(field).arg(value.as_slice());
-            }
-            inner.store.query::<Value>(cmd).await
-        });
+        let _ = self.outbox.send(fields);
     }
 
     /// Up to `max` events other processes appended, in order, not handed out before.
@@ -141,6 +147,21 @@ impl Drop for IndexStream {
 }
 
 impl Inner {
+    fn xadd(&self, fields: &IndexEvent) -> redis::Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.maxlen)
+            .arg("*")
+            .arg("o")
+            .arg(&self.origin);
+        for (field, value) in fields {
+            cmd.arg(field).arg(value.as_slice());
+        }
+        cmd
+    }
+
     /// Read the next batch; true when the batch was full (read again at once).
     async fn poll(&self, last: &mut String) -> bool {
         const COUNT: usize = 1000;
