@@ -542,6 +542,14 @@ impl Run {
         self.lock().settle(used_tokens);
     }
 
+    /// Seconds `attempt` waited before it went out (backoff, cool-downs, a hedge's delay,
+    /// permits); None for an attempt that never went out.
+    fn waited(&self, attempt: u32) -> Option<f64> {
+        self.lock()
+            .waited(AttemptId(attempt))
+            .map(|d| d.as_secs_f64())
+    }
+
     /// Every limiter refusal of this request: (attempt, deployment, exception).
     fn refusals(&self) -> Vec<(u32, usize, PyErr)> {
         self.lock()

@@ -378,6 +378,7 @@ def test_each_attempt_is_a_child_run_on_the_native_path_too() -> None:
     class Attempts(BaseCallbackHandler):
         def __init__(self) -> None:
             self.started: list[tuple[Any, Any]] = []
+            self.waited: list[Any] = []
             self.ended: list[str] = []
 
         def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None, **kw):
@@ -386,6 +387,7 @@ def test_each_attempt_is_a_child_run_on_the_native_path_too() -> None:
                 self.started.append(
                     (meta.get("langscale_deployment"), meta.get("langscale_attempt"))
                 )
+                self.waited.append(meta.get("langscale_waited_s"))
 
         def on_llm_end(self, response, *, run_id, parent_run_id=None, **kw):
             if parent_run_id is not None:
@@ -410,6 +412,7 @@ def test_each_attempt_is_a_child_run_on_the_native_path_too() -> None:
         seen = Attempts()
         assert model.invoke("hi", config={"callbacks": [seen]}).content == "echo: hi"
         assert seen.started == [("a", 0), ("b", 1)]
+        assert all(isinstance(w, float) and 0 <= w < 5 for w in seen.waited), seen.waited
         assert seen.ended[-1] == "ok" and len(seen.ended) == 2 and seen.ended[0] != "ok"
     finally:
         broken.close()

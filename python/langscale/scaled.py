@@ -203,16 +203,19 @@ def _native_failure(exc: BaseException, deps: list[Deployment]) -> BaseException
     return _with_attempts(provider_error(exc), [errors[a] for a in sorted(errors)], deps)
 
 
-def _child(run_manager: Any, cls: type, attempt: int | None = None, dep: Any = None) -> Any:
+def _child(
+    run_manager: Any, cls: type, attempt: int | None = None, dep: Any = None, run: Any = None
+) -> Any:
     """Callbacks for an inner model call, nested under this run so tracing sees each attempt
-    as a child run, named by its deployment and attempt number (its outcome is the child
-    run's own end or error)."""
+    as a child run, named by its deployment and attempt number, with the seconds it waited
+    before it went out (its outcome is the child run's own end or error)."""
     if run_manager is None:
         return None
     metadata = dict(run_manager.inheritable_metadata or {})
     if attempt is not None:
         metadata["langscale_attempt"] = attempt
         metadata["langscale_deployment"] = dep.name if dep is not None else None
+        metadata["langscale_waited_s"] = run.waited(attempt) if run is not None else None
     return cls(
         handlers=run_manager.inheritable_handlers,
         inheritable_handlers=run_manager.inheritable_handlers,
@@ -456,11 +459,12 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
         attempt: int | None = None,
+        run: Any = None,
     ) -> ChatResult:
         model, call_kwargs = self._target(dep.model, kwargs)
         if _direct(model, run_manager, call_kwargs, async_api=False):
             return model._generate(messages, stop=stop, **call_kwargs)
-        callbacks = _child(run_manager, CallbackManager, attempt, dep)
+        callbacks = _child(run_manager, CallbackManager, attempt, dep, run)
         out = model.generate([messages], stop=stop, callbacks=callbacks, **call_kwargs)
         return ChatResult(generations=out.generations[0], llm_output=out.llm_output)  # type: ignore[arg-type]
 
@@ -472,11 +476,12 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
         attempt: int | None = None,
+        run: Any = None,
     ) -> ChatResult:
         model, call_kwargs = self._target(dep.model, kwargs)
         if _direct(model, run_manager, call_kwargs, async_api=True):
             return await model._agenerate(messages, stop=stop, **call_kwargs)
-        callbacks = _child(run_manager, AsyncCallbackManager, attempt, dep)
+        callbacks = _child(run_manager, AsyncCallbackManager, attempt, dep, run)
         out = await model.agenerate([messages], stop=stop, callbacks=callbacks, **call_kwargs)
         return ChatResult(generations=out.generations[0], llm_output=out.llm_output)  # type: ignore[arg-type]
 
@@ -549,7 +554,7 @@ class ScaledChatModel(BaseChatModel):
         deps = self._private()["_deps"]
 
         def call(index: int, attempt: int) -> tuple[ChatResult, int, int]:
-            result = self._call(deps[index], messages, stop, run_manager, kwargs, attempt)
+            result = self._call(deps[index], messages, stop, run_manager, kwargs, attempt, run)
             return (result, *_usage(result))
 
         run = self._start(messages, kwargs)
@@ -568,7 +573,9 @@ class ScaledChatModel(BaseChatModel):
         deps = self._private()["_deps"]
 
         async def call(index: int, attempt: int) -> tuple[ChatResult, int, int]:
-            result = await self._acall(deps[index], messages, stop, run_manager, kwargs, attempt)
+            result = await self._acall(
+                deps[index], messages, stop, run_manager, kwargs, attempt, run
+            )
             return (result, *_usage(result))
 
         run = self._start(messages, kwargs)
@@ -653,7 +660,7 @@ class ScaledChatModel(BaseChatModel):
         deps = self._private()["_deps"]
 
         def call(index: int, attempt: int) -> tuple[tuple[Any, Iterator[Any]], int, int]:
-            callbacks = _child(run_manager, CallbackManager, attempt, deps[index])
+            callbacks = _child(run_manager, CallbackManager, attempt, deps[index], run)
             model, call_kwargs = self._target(deps[index].model, kwargs)
             stream = iter(
                 model.stream(messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs)
@@ -694,7 +701,7 @@ class ScaledChatModel(BaseChatModel):
         deps = self._private()["_deps"]
 
         async def call(index: int, attempt: int) -> tuple[tuple[Any, AsyncIterator[Any]], int, int]:
-            callbacks = _child(run_manager, AsyncCallbackManager, attempt, deps[index])
+            callbacks = _child(run_manager, AsyncCallbackManager, attempt, deps[index], run)
             model, call_kwargs = self._target(deps[index].model, kwargs)
             stream = model.astream(
                 messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs

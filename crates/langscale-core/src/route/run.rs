@@ -142,12 +142,20 @@ pub struct Run {
     permits: HashMap<AttemptId, Vec<AnyPermit>>,
     started: HashMap<AttemptId, u64>,
     refusals: Vec<(AttemptId, usize, LimitError)>,
+    /// When the run began or its last attempt went out or ended (clock nanos).
+    mark: u64,
+    /// How long each attempt waited before it went out (backoff, cool-downs, hedge delay,
+    /// permits): from `mark` to its call.
+    waits: HashMap<AttemptId, Duration>,
 }
 
 impl Run {
     /// `tokens`: the estimate each limiter is charged before a call.
     pub fn new(exec: Execution, limits: Limits, tokens: u64) -> Self {
+        let mark = exec.router().clock.now_nanos();
         Self {
+            mark,
+            waits: HashMap::new(),
             exec,
             limits,
             tokens,
@@ -254,6 +262,7 @@ impl Run {
 
     /// The call failed with this kind of error; its permits are released.
     pub fn failed(&mut self, attempt: AttemptId, kind: ErrorKind) {
+        self.mark = self.exec.router().clock.now_nanos();
         self.started.remove(&attempt);
         self.permits.remove(&attempt);
         self.exec.report(attempt, Outcome::Failure(kind));
@@ -286,6 +295,12 @@ impl Run {
             .map(|(_, _, e)| e)
     }
 
+    /// How long `attempt` waited before it went out: since the run began or the attempt
+    /// before it went out or ended (backoff, cool-downs, a hedge's delay, permits).
+    pub fn waited(&self, attempt: AttemptId) -> Option<Duration> {
+        self.waits.get(&attempt).copied()
+    }
+
     /// Every limiter refusal of this request: (attempt, deployment, error).
     pub fn refusals(&self) -> &[(AttemptId, usize, LimitError)] {
         &self.refusals
@@ -294,6 +309,11 @@ impl Run {
     fn call(&mut self, ready: Ready, permits: Vec<AnyPermit>) -> Action {
         let now = self.exec.router().clock.now_nanos();
         self.started.insert(ready.attempt, now);
+        self.waits.insert(
+            ready.attempt,
+            Duration::from_nanos(now.saturating_sub(self.mark)),
+        );
+        self.mark = now;
         if !permits.is_empty() {
             self.permits.insert(ready.attempt, permits);
         }
@@ -340,6 +360,7 @@ impl Run {
 
     fn elapsed(&mut self, attempt: AttemptId) -> Duration {
         let now = self.exec.router().clock.now_nanos();
+        self.mark = now;
         self.started.remove(&attempt).map_or(Duration::ZERO, |t| {
             Duration::from_nanos(now.saturating_sub(t))
         })
@@ -492,6 +513,29 @@ mod tests {
         assert!(matches!(r.next(), Action::Fail(_)));
         // The permit went back with the failure.
         assert!(one.try_acquire(0, Priority::Standard).unwrap().is_some());
+    }
+
+    #[test]
+    fn each_attempt_knows_how_long_it_waited_before_it_went_out() {
+        let (router, clock) = setup(1, RouterConfig::default());
+        let mut r = run(&router, Limits::default(), 0);
+        clock.advance(Duration::from_millis(3));
+        let (first, _) = call(r.next());
+        assert_eq!(r.waited(first), Some(Duration::from_millis(3)));
+        clock.advance(Duration::from_millis(40));
+        r.failed(first, ErrorKind::Server);
+        let Action::Sleep(backoff) = r.next() else {
+            panic!("a retry after a 5xx backs off first")
+        };
+        clock.advance(backoff);
+        let (second, _) = call(r.next());
+        assert_ne!(first, second);
+        assert_eq!(
+            r.waited(second),
+            Some(backoff),
+            "the call's own 40 ms is not a wait"
+        );
+        assert_eq!(r.waited(AttemptId(u32::MAX)), None);
     }
 
     #[test]
