@@ -35,8 +35,9 @@ lint: install
 	$(VENV)/bin/ruff check $(PY_DIRS)
 	$(VENV)/bin/ruff format --check $(PY_DIRS)
 
+# --lib --tests: not the examples (clippy --all-targets already checks that they compile)
 test-rust:
-	cargo test -p langscale-core
+	cargo test -p langscale-core --lib --tests
 
 test-python: install build-dev
 	$(PY) -m pytest -q
@@ -59,3 +60,25 @@ clean:
 bench-load: install build-release
 	$(PY) benches/bench_load.py
 	cargo run --release -q -p langscale-core --example native_load
+
+## docs: the documentation site into site/ (MkDocs + Material, API reference by mkdocstrings);
+## --strict: a broken link or an exported name without a docstring fails
+.PHONY: docs wheel wheel-check
+docs: $(PY)
+	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]))' > $(VENV)/requirements-docs.txt
+	$(PY) -m pip install -q -r $(VENV)/requirements-docs.txt
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
+
+## wheel: a release abi3 wheel into dist/ (one wheel for every CPython >= 3.10; installs
+## without Rust)
+wheel: $(PY)
+	$(VENV)/bin/maturin build --release --out dist
+
+## wheel-check: a (debug) wheel installs into a fresh virtualenv without compiling, and imports
+WHEEL_CHECK := $(VENV)/wheel-check
+wheel-check: $(PY)
+	rm -rf $(WHEEL_CHECK)
+	$(VENV)/bin/maturin build -q --out $(WHEEL_CHECK)/dist
+	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
+	$(WHEEL_CHECK)/venv/bin/pip install -q --only-binary=:all: $(WHEEL_CHECK)/dist/*.whl
+	cd $(WHEEL_CHECK) && venv/bin/python -c 'import langscale; langscale.RateLimiter(requests_per_second=10); print("wheel ok: langscale", langscale.__version__, langscale._core.__file__)'

@@ -2,21 +2,18 @@
 on the same local ``redis-server``, the cost of a shared limiter admission with and without
 leasing, the rate leasing delivers, and Redis round trips per request.
 
-Starts its own ``redis-server`` on a free loopback port (Debian's package); without it, or
+Starts its own ``redis-server`` on a free loopback port (Debian's package) through
+``tests/redis_server.py``, as the tests do; without it, or
 without ``langchain-redis`` (the ``bench`` extra), the rows that need them say so.
 """
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import tempfile
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from pathlib import Path
 
 from _common import Case, Row, Settings, compare, time_items
 from bench_cache import answer, llm_string, prompt_template, prompts
@@ -39,45 +36,13 @@ def cases(settings: Settings) -> list[Case]:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        msg = "redis-server is not installed (apt-get install redis-server)"
-        raise RuntimeError(msg)
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as d:
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", d],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}"
-        finally:
-            proc.kill()
-            proc.wait()
-
-
 def _with_server(run, settings: Settings) -> list[Row]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests import redis_server  # the same servers as the tests' fixtures
+
     try:
-        with _server() as url:
-            return run(url, settings)
+        with redis_server.running() as server:
+            return run(server.url, settings)
     except RuntimeError as err:
         return [Row(GROUP_CACHE, f"skipped: {err}", "ns/call", 0.0, None)]
 

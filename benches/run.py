@@ -1,6 +1,7 @@
 """Run the benchmarks (``make bench``): langscale beside LangChain, in the same process and run.
 
-Prints a table (Markdown, ready for the README) and writes ``bench-results/results.json``.
+Prints a table (Markdown), writes ``bench-results/results.json`` and renders it into
+``docs/benchmarks/results.md`` (``report.py``; generated, not edited by hand).
 ``--quick`` is a smoke run with short durations; ``--only limiter|cache|semantic`` runs one module.
 """
 
@@ -23,6 +24,7 @@ import bench_limiter
 import bench_redis
 import bench_scaled
 import bench_semantic
+import report
 from _common import Case, Row, Settings
 
 from langscale import _core
@@ -42,13 +44,15 @@ RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.js
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     settings = Settings(quick=args.quick)
+    load = os.getloadavg()  # recorded with the figures: other work on the machine skews them
     names = [args.only] if args.only else list(MODULES)
     rows: list[Row] = []
     for name in names:
         rows += _run_cases(name, MODULES[name].cases(settings))
     print(render(rows))
-    _write(rows, settings)
+    _write(rows, settings, names, load)
     print(f"\nwrote {RESULTS}")
+    report.main([str(RESULTS)])
     return 0
 
 
@@ -119,12 +123,15 @@ def _target(row: Row) -> str:
 # --- results.json ----------------------------------------------------------------------
 
 
-def _write(rows: list[Row], settings: Settings) -> None:
+def _write(
+    rows: list[Row], settings: Settings, names: list[str], load: tuple[float, float, float]
+) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quick": settings.quick,
-        "machine": _machine(),
+        "modules": names,
+        "machine": {**_machine(), "load_average": [round(x, 2) for x in load]},
         "rows": [{**asdict(row), "ratio": row.ratio} for row in rows],
     }
     RESULTS.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

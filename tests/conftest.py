@@ -20,6 +20,17 @@ from tests.redis_fixtures import (  # noqa: F401
     redis_server,
 )
 
+REDIS_FIXTURES = {"redis_server", "redis_cluster", "killable_redis"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``redis`` every test that starts or uses a redis-server (the fixtures above, or a
+    ``test_redis_*`` module), so ``pytest -m "not redis and not slow"`` is the quick set."""
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if uses & REDIS_FIXTURES or item.path.name.startswith("test_redis_"):
+            item.add_marker(pytest.mark.redis)
+
 
 class ToolCallingFakeModel(BaseChatModel):
     """Asks for the `get_weather` tool once, then answers from the tool's result.

@@ -1,5 +1,7 @@
 """Redis servers for the tests: a single server, a 3-node cluster, and a server a test can kill
-and restart, each on free loopback ports, started from the Debian ``redis-server``.
+and restart, each on free loopback ports, started from the Debian ``redis-server`` through
+``tests/redis_server.py`` (which the benches use too). Tests that use one are marked
+``redis`` (``conftest.py``).
 
 Without ``redis-server`` the tests that need one are skipped locally; in CI (``CI=true``) they
 fail instead, so a missing package can never pass for green.
@@ -8,8 +10,6 @@ fail instead, so a missing package can never pass for green.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-REDIS_SERVER = shutil.which("redis-server")
-REDIS_CLI = shutil.which("redis-cli")
+from tests.redis_server import REDIS_CLI, REDIS_SERVER, Cluster, Server, cluster_port, free_port
+
+__all__ = ["Cluster", "Server", "cluster_port", "free_port", "require_redis"]
 
 
 def require_redis() -> None:
@@ -29,93 +30,6 @@ def require_redis() -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail("redis-server and redis-cli are required in CI (apt-get install redis-server)")
     pytest.skip("redis-server is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free as well."""
-    while True:
-        port = free_port()
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-
-
-def _ping(port: int, extra: list[str] | None = None) -> bool:
-    assert REDIS_CLI is not None
-    try:
-        out = subprocess.run(
-            [REDIS_CLI, "-p", str(port), *(extra or []), "PING"],
-            capture_output=True,
-            text=True,
-            timeout=2,
-        )
-    except subprocess.TimeoutExpired:
-        return False
-    return "PONG" in out.stdout
-
-
-class Server:
-    """One redis-server process on a fixed port; ``kill`` and ``start`` keep the port."""
-
-    def __init__(self, directory: Path, port: int | None = None, args: list[str] | None = None):
-        self.directory = directory
-        self.port = port or free_port()
-        self.args = args or []
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def start(self, ping_args: list[str] | None = None) -> None:
-        assert REDIS_SERVER is not None
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                *self.args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not _ping(self.port, ping_args):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} did not start")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def cli(self, *args: str) -> str:
-        assert REDIS_CLI is not None
-        out = subprocess.run(
-            [REDIS_CLI, "-p", str(self.port), *args], capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip()
 
 
 @pytest.fixture(scope="session")
@@ -143,15 +57,6 @@ def killable_redis() -> Iterator[Server]:
         server.start()
         yield server
         server.kill()
-
-
-class Cluster:
-    def __init__(self, nodes: list[Server]):
-        self.nodes = nodes
-
-    @property
-    def urls(self) -> list[str]:
-        return [n.url for n in self.nodes]
 
 
 @pytest.fixture(scope="session")

@@ -433,6 +433,7 @@ def minilm() -> LocalEmbeddings | None:
 
 @SETTINGS
 @given(path=JUNK, batch_size=JUNK, max_seq_length=JUNK, text=st.one_of(TEXT, JUNK), texts=JUNK)
+@pytest.mark.slow
 def test_local_embeddings(minilm, path, batch_size, max_seq_length, text, texts):
     clean(LocalEmbeddings, path=path if path is not None else "/nonexistent")
     clean(LocalEmbeddings, batch_size=batch_size, max_seq_length=max_seq_length)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from langscale import demo
 
 
@@ -27,6 +29,7 @@ def test_workload_mixes_the_kinds_of_traffic_and_adds_up():
     assert demo.workload(200, seconds=5.0, seed=3) == sessions, "deterministic"
 
 
+@pytest.mark.slow
 def test_demo_runs_small_and_langscale_wins(tmp_path):
     out, page = tmp_path / "demo.json", tmp_path / "report.html"
     result = subprocess.run(
@@ -63,6 +66,10 @@ def test_demo_runs_small_and_langscale_wins(tmp_path):
     assert scaled["provider_calls"] < plain["provider_calls"]
     assert scaled["cache"]["exact_hits"] > 0
     assert scaled["cache"]["semantic_hits"] > 0
+    # the plain side is LangChain at its best: its own cache answers the exact repeats
+    assert plain["cache"]["exact_hits"] > 0
+    assert "InMemoryCache" in plain["setup"] and "InMemoryCache" in result.stdout
+    assert "failover_price_ratio" in scaled["setup"]
     assert plain["provider_calls"] == sum(plain["provider_calls_by_provider"].values())
     for run in (plain, scaled):
         lat = run["latency_ms"]

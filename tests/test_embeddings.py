@@ -19,6 +19,8 @@ import langscale
 from langscale import LocalEmbeddings, SemanticCache
 from langscale.embeddings import model_dir
 
+pytestmark = pytest.mark.slow  # loads the MiniLM model
+
 REFERENCE = json.loads(
     (Path(__file__).parent / "fixtures" / "minilm_reference.json").read_text(encoding="utf-8")
 )

@@ -25,6 +25,8 @@ sys.path.insert(0, str(ROOT / "benches"))
 import bench_embeddings  # noqa: E402
 import bench_semantic  # noqa: E402  (the one evaluation harness, shared with make bench)
 
+pytestmark = pytest.mark.slow  # labelled sets through both embedders, MiniLM included
+
 
 def load(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import langscale
 
 
+@pytest.mark.slow
 def test_stub_matches_the_built_module():
     result = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "langscale._core"],

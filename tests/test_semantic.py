@@ -214,6 +214,7 @@ def test_maxsize_bounds_entries():
     assert cache.stats()["entries"] <= 50
 
 
+@pytest.mark.slow
 def test_concurrent_threads_and_tasks_insert_and_look_up():
     cache = SemanticCache(maxsize=2000, flat_max=64)
     errors: list[BaseException] = []

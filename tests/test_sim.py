@@ -291,6 +291,7 @@ async def test_chat_openai_async_and_embeddings():
         assert s.stats("default")["embedding_requests"] == 1
 
 
+@pytest.mark.slow
 def test_cli_sim_serves_a_toml_config(tmp_path):
     import subprocess
     import sys

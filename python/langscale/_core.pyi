@@ -39,12 +39,23 @@ __all__ = [
 
 __version__: str
 
-class LangscaleError(Exception): ...
-class ConfigError(LangscaleError): ...
-class RateLimitTimeout(LangscaleError): ...
-class ProviderError(LangscaleError): ...
+class LangscaleError(Exception):
+    """Base of every exception langscale raises."""
+
+class ConfigError(LangscaleError):
+    """A bad setting or argument; the message names it."""
+
+class RateLimitTimeout(LangscaleError):
+    """A limiter wait ran past its ``timeout``."""
+
+class ProviderError(LangscaleError):
+    """A provider answered with an error (``ChatEndpoint``); raised as a langchain-core
+    ``ModelError`` subclass too."""
+
 class RouteFailed(LangscaleError): ...
-class StoreError(LangscaleError): ...
+
+class StoreError(LangscaleError):
+    """Redis could not be reached or refused a call."""
 
 @final
 class RateLimiter:
@@ -71,6 +82,9 @@ class RateLimiter:
 
 @final
 class Permit:
+    """An admission by a ``RateLimiter``: ``settle(actual_tokens)`` corrects the token
+    estimate, ``release()`` (or leaving the ``with`` block) frees its concurrency slot."""
+
     def settle(self, actual_tokens: int) -> None: ...
     def release(self) -> None: ...
     @property
@@ -369,6 +383,9 @@ class Simulator:
 
 @final
 class RedisStore:
+    """One connection to Redis (or Redis Cluster) shared by caches, limiters and routers:
+    ``RedisStore(url, prefix=, tenant=, timeout=, cluster=, tls_ca=)``."""
+
     def __new__(
         cls,
         url: str | list[str],
@@ -423,6 +440,9 @@ class SharedRateLimiter:
 
 @final
 class SharedPermit:
+    """An admission by a Redis-backed limiter; used like ``Permit``. ``local`` tells an
+    admission by this process's local share (Redis down)."""
+
     def settle(self, actual_tokens: int) -> None: ...
     def release(self) -> None: ...
     @property
