@@ -25,6 +25,7 @@ __all__ = [
     "Router",
     "Run",
     "SemanticCache",
+    "SplitPrompt",
     "SharedBreakers",
     "SharedPermit",
     "SharedRateLimiter",
