@@ -38,6 +38,22 @@ struct Shared {
     tenant: Option<String>,
 }
 
+/// A prompt split once (exact key, scope key, the text compared by similarity), for a lookup
+/// that goes through several calls (exact layer, then an embedding in Python, then the index).
+#[pyclass(frozen, module = "langscale._core")]
+pub struct SplitPrompt {
+    scoped: cache::Scoped,
+}
+
+#[pymethods]
+impl SplitPrompt {
+    /// The text compared by similarity: the last user turn, or a plain prompt whole.
+    #[getter]
+    fn text(&self) -> String {
+        self.scoped.text.clone()
+    }
+}
+
 /// Exact + semantic cache: exact layer, per-scope vector index, guard.
 #[pyclass(frozen, module = "langscale._core")]
 pub struct SemanticCache {
@@ -152,7 +168,7 @@ impl SemanticCache {
 #[pymethods]
 impl SemanticCache {
     #[new]
-    #[pyo3(signature = (threshold=None, maxsize=None, ttl=None, guard=None, namespace=None, builtin=true, flat_max=None, candidates=None, embedder=None))]
+    #[pyo3(signature = (threshold=None, maxsize=None, ttl=None, guard=None, namespace=None, builtin=true, flat_max=None, candidates=None, embedder=None, surface_threshold=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         threshold: Option<&Bound<'_, PyAny>>,
@@ -164,6 +180,7 @@ impl SemanticCache {
         flat_max: Option<&Bound<'_, PyAny>>,
         candidates: Option<&Bound<'_, PyAny>>,
         embedder: Option<&Bound<'_, PyAny>>,
+        surface_threshold: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let defaults = SemanticConfig::default();
         let embedder = native_embedder(embedder)?;
@@ -184,6 +201,10 @@ impl SemanticCache {
                 .map_or(defaults.candidates, |n| {
                     usize::try_from(n).unwrap_or(usize::MAX).min(1024)
                 }),
+            // Hybrid only beside another embedder: the built-in one is the surface already.
+            surface_threshold: args::number("surface_threshold", surface_threshold)?
+                .filter(|_| has_embedder)
+                .map(|t| t as f32),
             ..defaults
         };
         let cache = match embedder {
@@ -254,9 +275,46 @@ impl SemanticCache {
         self.cache.config().threshold
     }
 
+    /// The n-gram threshold of a hybrid cache (None: the embedder's similarity alone).
+    #[getter]
+    fn surface_threshold(&self) -> Option<f32> {
+        self.cache.config().surface_threshold
+    }
+
     /// The text compared by similarity: the last user turn, or a plain prompt whole.
     fn text_of(&self, prompt: Prompt<'_>) -> String {
         cache::split_prompt("", "", prompt.0).text
+    }
+
+    /// Split `prompt` once for `lookup_exact_split` and `lookup_split` (under this cache's
+    /// namespace now).
+    fn split_prompt(&self, prompt: Prompt<'_>, llm_string: LlmString<'_>) -> SplitPrompt {
+        SplitPrompt {
+            scoped: self.split(prompt.0, llm_string.0),
+        }
+    }
+
+    /// `lookup_exact` for a prompt split by `split_prompt`.
+    fn lookup_exact_split<'py>(&self, py: Python<'py>, split: &SplitPrompt) -> Option<Found<'py>> {
+        self.cache
+            .lookup_exact(&split.scoped)
+            .map(|v| found(py, &split.scoped, Outcome::Exact(v)))
+    }
+
+    /// `lookup` for a prompt split by `split_prompt`.
+    #[pyo3(signature = (split, vector=None))]
+    fn lookup_split<'py>(
+        &self,
+        py: Python<'py>,
+        split: &SplitPrompt,
+        vector: Option<Vec<f32>>,
+    ) -> Found<'py> {
+        let scoped = &split.scoped;
+        let outcome = py.detach(|| {
+            let vector = self.vector_for(scoped, vector);
+            self.cache.lookup(scoped, vector.as_deref())
+        });
+        found(py, scoped, outcome)
     }
 
     /// Exact layer only: what `lookup` returns for an exact hit, or None (not counted).
@@ -395,5 +453,6 @@ impl SemanticCache {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SemanticCache>()?;
+    m.add_class::<SplitPrompt>()?;
     Ok(())
 }

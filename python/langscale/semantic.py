@@ -48,6 +48,13 @@ class SemanticCache(BaseCache):
     is a cosine similarity above 0 and at most 1 (1: only identical embeddings answer; near 0
     nearly anything would, so 0 and below are refused). Embeddings are remembered by text
     hash. ``cacheable(prompt, llm_string, generations)`` may veto storing.
+
+    With ``"minilm"`` (or a ``LocalEmbeddings``) the cache is a hybrid: each entry is also
+    indexed by the built-in n-grams, and a candidate answers when either its model similarity
+    reaches ``threshold`` or its n-gram similarity reaches ``surface_threshold`` (default: the
+    built-in embedder's threshold), and the guard agrees. The n-grams catch retyped questions
+    the model scores low; the model catches rewordings. ``surface_threshold=1.0`` leaves the
+    model alone (only texts equal after folding clear it).
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class SemanticCache(BaseCache):
         store: _core.RedisStore | None = None,
         redis_url: str | None = None,
         shared_name: str = "default",
+        surface_threshold: float | None = None,
     ) -> None:
         if isinstance(embeddings, str):
             try:
@@ -84,6 +92,8 @@ class SemanticCache(BaseCache):
         if threshold is None and native is None:
             msg = "threshold is required with custom embeddings (similarity scales differ)"
             raise _core.ConfigError(msg)
+        if surface_threshold is None and native is not None:
+            surface_threshold = DEFAULT_THRESHOLD
         self._core = _core.SemanticCache(
             threshold,
             maxsize,
@@ -94,6 +104,7 @@ class SemanticCache(BaseCache):
             flat_max,
             candidates,
             native,
+            surface_threshold,
         )
         # A LocalEmbeddings is called from Rust: the Python layer treats it as built in.
         self._embeddings = None if native is not None else embeddings
@@ -184,32 +195,36 @@ class SemanticCache(BaseCache):
         self._apply_shared()
         if self._embeddings is None:
             return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string))
-        exact = self._core.lookup_exact(prompt, llm_string)
+        # The prompt is parsed once for the exact layer, the text and the index.
+        split = self._core.split_prompt(prompt, llm_string)
+        exact = self._core.lookup_exact_split(split)
         if exact is not None:
             return self._answer(prompt, llm_string, exact)
-        vector = self._embed(self._core.text_of(prompt))
+        vector = self._embed(split.text)
         # without a usable vector this is an exact lookup only (and counted as a miss)
-        return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string, vector))
+        return self._answer(prompt, llm_string, self._core.lookup_split(split, vector))
 
     async def alookup_with_info(
         self, prompt: str, llm_string: str
     ) -> tuple[list[Generation] | None, LookupInfo]:
         if self._native is not None:
             self._apply_shared()
-            exact = self._core.lookup_exact(prompt, llm_string)
+            split = self._core.split_prompt(prompt, llm_string)
+            exact = self._core.lookup_exact_split(split)
             if exact is not None:
                 return self._answer(prompt, llm_string, exact)
             # The model takes milliseconds per text: keep it off the event loop.
-            found = await asyncio.to_thread(self._core.lookup, prompt, llm_string)
+            found = await asyncio.to_thread(self._core.lookup_split, split)
             return self._answer(prompt, llm_string, found)
         if self._embeddings is None:
             return self.lookup_with_info(prompt, llm_string)
         self._apply_shared()
-        exact = self._core.lookup_exact(prompt, llm_string)
+        split = self._core.split_prompt(prompt, llm_string)
+        exact = self._core.lookup_exact_split(split)
         if exact is not None:
             return self._answer(prompt, llm_string, exact)
-        vector = await self._aembed(self._core.text_of(prompt))
-        return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string, vector))
+        vector = await self._aembed(split.text)
+        return self._answer(prompt, llm_string, self._core.lookup_split(split, vector))
 
     def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
         return self.lookup_with_info(prompt, llm_string)[0]

@@ -1,8 +1,12 @@
 //! The built-in embedder of the semantic cache: hashed word and character n-grams, no model, no
-//! network. It owns the text normalisation (accent folding, contractions, light stemming) that the
-//! guard in `guard.rs` reuses, so both see the same words.
+//! network. Its words come from `text` (folding, contractions, stemming, word lists), the
+//! same the guard reads.
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::text::{
+    expand_contraction, filler_phrases, fold, spans, stem, FILLER, REQUEST_VERBS, STOPWORDS,
+};
 
 /// Seed of the feature hash; changing it changes every stored vector.
 const HASH_SEED: u64 = 0x6c61_6e67_7363_616c;
@@ -24,46 +28,6 @@ const W_DELETIONS: f32 = 0.5;
 const W_STOP: f32 = 0.25;
 const W_REQUEST: f32 = 0.5;
 const W_CONTENT: f32 = 1.0;
-
-/// Words that carry no question content when typed as courtesy.
-const FILLER: &[&str] = &[
-    "please", "pls", "plz", "pleas", "hey", "hi", "hello", "thanks", "thank", "thx", "kindly",
-    "um", "uh", "hmm", "ok", "okay", "dear", "cheers",
-];
-
-/// Multi-word courtesy phrases dropped before weighting ("can you tell me how ...").
-const FILLER_PHRASES: &[&[&str]] = &[
-    &["quick", "question"],
-    &["thank", "you"],
-    &["can", "you", "tell", "me"],
-    &["could", "you", "tell", "me"],
-    &["would", "you", "tell", "me"],
-    &["can", "you", "please", "tell", "me"],
-    &["could", "you", "please", "tell", "me"],
-    &["i", "want", "to", "know"],
-    &["i", "would", "like", "to", "know"],
-    &["i", "wonder"],
-    &["i", "was", "wondering"],
-    &["i", "am", "wondering"],
-    &["just", "wondering"],
-    &["do", "you", "know"],
-];
-
-/// Function words: they shape a question but rarely decide what it asks.
-const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "of", "to", "in", "on", "at", "for", "from", "by", "with", "about", "as",
-    "into", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "i",
-    "me", "my", "you", "your", "we", "our", "us", "it", "its", "this", "that", "these", "those",
-    "there", "what", "which", "who", "whom", "how", "when", "where", "why", "can", "could",
-    "would", "should", "will", "shall", "might", "must", "have", "has", "had", "and", "or", "if",
-    "so", "than", "then", "any", "some", "just", "also", "very", "really", "way", "like", "get",
-    "here", "s",
-];
-
-/// Verbs that frame a request ("tell me", "give me", "show me") rather than its subject.
-const REQUEST_VERBS: &[&str] = &[
-    "tell", "give", "show", "explain", "describe", "know", "need", "want", "help", "find",
-];
 
 /// Hashed word and character n-gram embedder: deterministic, offline, microseconds per text.
 ///
@@ -194,22 +158,12 @@ fn push_deletions(word: &str, total: f32, out: &mut Vec<(u64, f32)>) {
     }
 }
 
-/// Courtesy that carries no question content ("please", "hey").
-pub(crate) fn is_filler(word: &str) -> bool {
-    FILLER.contains(&word)
-}
-
-/// Courtesy, function words and request verbs: what a question is framed with, not about.
-pub(crate) fn is_function_word(word: &str) -> bool {
-    FILLER.contains(&word) || STOPWORDS.contains(&word) || REQUEST_VERBS.contains(&word)
-}
-
 fn word_weight(word: &str) -> f32 {
-    if FILLER.contains(&word) {
+    if FILLER.contains(word) {
         0.0
-    } else if STOPWORDS.contains(&word) {
+    } else if STOPWORDS.contains(word) {
         W_STOP
-    } else if REQUEST_VERBS.contains(&word) {
+    } else if REQUEST_VERBS.contains(word) {
         W_REQUEST
     } else {
         W_CONTENT
@@ -283,7 +237,7 @@ fn drop_filler_phrases(words: Vec<(String, bool)>) -> Vec<(String, bool)> {
     let mut out = Vec::with_capacity(words.len());
     let mut i = 0;
     'outer: while i < words.len() {
-        for phrase in FILLER_PHRASES {
+        for phrase in filler_phrases() {
             let end = i + phrase.len();
             if end <= words.len()
                 && words[i..end]
@@ -299,65 +253,6 @@ fn drop_filler_phrases(words: Vec<(String, bool)>) -> Vec<(String, bool)> {
         i += 1;
     }
     out
-}
-
-// ---------------------------------------------------------------------------------------------
-// Text normalisation shared with the guard.
-// ---------------------------------------------------------------------------------------------
-
-/// Lowercase `c` and fold common Latin accents to ASCII ("É" -> "e", "ß" -> "ss"), appending to
-/// `out`. Combining marks are dropped, so precomposed and decomposed text agree.
-fn push_folded(c: char, out: &mut String) {
-    if is_combining_mark(c) {
-        return;
-    }
-    let folded: Option<&str> = match c {
-        'À'..='Å' | 'à'..='å' | 'Ā' | 'ā' | 'Ă' | 'ă' | 'Ą' | 'ą' => Some("a"),
-        'Æ' | 'æ' => Some("ae"),
-        'Ç' | 'ç' | 'Ć' | 'ć' | 'Č' | 'č' => Some("c"),
-        'È'..='Ë' | 'è'..='ë' | 'Ē' | 'ē' | 'Ė' | 'ė' | 'Ę' | 'ę' | 'Ě' | 'ě' => {
-            Some("e")
-        }
-        'Ì'..='Ï' | 'ì'..='ï' | 'Ī' | 'ī' | 'Į' | 'į' | 'İ' | 'ı' => Some("i"),
-        'Ð' | 'ð' | 'Ď' | 'ď' | 'Đ' | 'đ' => Some("d"),
-        'Ñ' | 'ñ' | 'Ń' | 'ń' | 'Ň' | 'ň' => Some("n"),
-        'Ò'..='Ö' | 'Ø' | 'ò'..='ö' | 'ø' | 'Ō' | 'ō' | 'Ő' | 'ő' => Some("o"),
-        'Œ' | 'œ' => Some("oe"),
-        'Ù'..='Ü' | 'ù'..='ü' | 'Ū' | 'ū' | 'Ů' | 'ů' | 'Ű' | 'ű' => Some("u"),
-        'Ý' | 'ý' | 'ÿ' | 'Ÿ' => Some("y"),
-        'ß' => Some("ss"),
-        'Þ' | 'þ' => Some("th"),
-        'Ł' | 'ł' => Some("l"),
-        'Ś' | 'ś' | 'Š' | 'š' | 'Ş' | 'ş' => Some("s"),
-        'Ź' | 'ź' | 'Ż' | 'ż' | 'Ž' | 'ž' => Some("z"),
-        'Ř' | 'ř' => Some("r"),
-        'Ť' | 'ť' => Some("t"),
-        'Ğ' | 'ğ' => Some("g"),
-        // Typographic apostrophes and dashes read as their ASCII forms.
-        '\u{2019}' | '\u{2018}' | '\u{02bc}' => Some("'"),
-        '\u{2010}' | '\u{2011}' => Some("-"),
-        _ => None,
-    };
-    match folded {
-        Some(s) => out.push_str(s),
-        None => out.extend(c.to_lowercase()),
-    }
-}
-
-fn is_combining_mark(c: char) -> bool {
-    matches!(c,
-        '\u{0300}'..='\u{036f}'
-        | '\u{1ab0}'..='\u{1aff}'
-        | '\u{1dc0}'..='\u{1dff}'
-        | '\u{20d0}'..='\u{20ff}'
-        | '\u{fe20}'..='\u{fe2f}'
-        | '\u{fe00}'..='\u{fe0f}'
-        | '\u{200d}')
-}
-
-/// A character that can sit inside a word.
-fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || is_combining_mark(c)
 }
 
 /// Lowercased, folded words of `text`, with contractions expanded ("don't" -> "do not",
@@ -391,193 +286,6 @@ fn marked_words(text: &str) -> Vec<(String, bool)> {
         }));
     }
     out
-}
-
-/// A token of the original text, before lowercasing, with what separated it from the previous one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Span {
-    /// The token as typed (digit-group commas removed): word characters joined by inner `-`,
-    /// `.`, `'`, `_`, with a trailing `+`/`#` run kept ("C++", "F#").
-    pub text: String,
-    /// The characters between the previous token (or the start) and this one.
-    pub lead: String,
-}
-
-/// Split `text` into [`Span`]s; text after the last word comes as a final span with empty text.
-pub(crate) fn spans(text: &str) -> Vec<Span> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = Vec::new();
-    let mut lead = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        if !is_word_char(chars[i]) {
-            lead.push(chars[i]);
-            i += 1;
-            continue;
-        }
-        let mut tok = String::new();
-        while i < chars.len() {
-            let c = chars[i];
-            if is_word_char(c) {
-                tok.push(c);
-                i += 1;
-                continue;
-            }
-            let next_is_word = chars.get(i + 1).is_some_and(|&n| is_word_char(n));
-            let joiner = matches!(
-                c,
-                '-' | '.' | '\'' | '_' | '\u{2019}' | '\u{2010}' | '\u{2011}'
-            );
-            let digit_group = c == ','
-                && tok.chars().last().is_some_and(|p| p.is_ascii_digit())
-                && chars
-                    .get(i + 1..i + 4)
-                    .is_some_and(|g| g.iter().all(char::is_ascii_digit))
-                && !chars.get(i + 4).is_some_and(char::is_ascii_digit);
-            if (joiner && next_is_word) || digit_group {
-                if c != ',' {
-                    tok.push(c);
-                }
-                i += 1;
-                continue;
-            }
-            if matches!(c, '+' | '#') {
-                while i < chars.len() && matches!(chars[i], '+' | '#') {
-                    tok.push(chars[i]);
-                    i += 1;
-                }
-            }
-            break;
-        }
-        out.push(Span {
-            text: tok,
-            lead: std::mem::take(&mut lead),
-        });
-    }
-    if !lead.is_empty() {
-        // What follows the last word ("5%", "Paris?") as a span without text.
-        out.push(Span {
-            text: String::new(),
-            lead,
-        });
-    }
-    out
-}
-
-/// Lowercase and accent-fold a whole token.
-pub(crate) fn fold(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        push_folded(c, &mut out);
-    }
-    out
-}
-
-fn expand_contraction(tok: &str, out: &mut Vec<String>) {
-    const SPELLED: &[(&str, &str, &str)] = &[
-        ("can't", "can", "not"),
-        ("cant", "can", "not"),
-        ("cannot", "can", "not"),
-        ("won't", "will", "not"),
-        ("shan't", "shall", "not"),
-        ("ain't", "is", "not"),
-        ("dont", "do", "not"),
-        ("doesnt", "does", "not"),
-        ("didnt", "did", "not"),
-        ("isnt", "is", "not"),
-        ("arent", "are", "not"),
-        ("wasnt", "was", "not"),
-        ("werent", "were", "not"),
-        ("shouldnt", "should", "not"),
-        ("couldnt", "could", "not"),
-        ("wouldnt", "would", "not"),
-        ("havent", "have", "not"),
-        ("hasnt", "has", "not"),
-        ("hadnt", "had", "not"),
-        ("whats", "what", ""),
-        ("hows", "how", ""),
-        ("wheres", "where", ""),
-        ("thats", "that", ""),
-        ("im", "i", "am"),
-    ];
-    if let Some(&(_, a, b)) = SPELLED.iter().find(|(t, _, _)| *t == tok) {
-        out.push(a.to_owned());
-        if !b.is_empty() {
-            out.push(b.to_owned());
-        }
-        return;
-    }
-    if let Some(stem) = tok.strip_suffix("n't") {
-        if !stem.is_empty() {
-            out.push(stem.to_owned());
-        }
-        out.push("not".to_owned());
-        return;
-    }
-    const SUFFIXES: &[(&str, &str)] = &[
-        ("'s", ""),
-        ("'re", "are"),
-        ("'ve", "have"),
-        ("'ll", "will"),
-        ("'d", "would"),
-        ("'m", "am"),
-    ];
-    for (suffix, expansion) in SUFFIXES {
-        if let Some(stem) = tok.strip_suffix(suffix) {
-            if !stem.is_empty() {
-                out.push(stem.to_owned());
-                if !expansion.is_empty() {
-                    out.push((*expansion).to_owned());
-                }
-                return;
-            }
-        }
-    }
-    // Leftover apostrophes ("o'brien", "rock'n'roll") join the parts.
-    if tok.contains('\'') {
-        out.push(tok.replace('\'', ""));
-    } else {
-        out.push(tok.to_owned());
-    }
-}
-
-/// A light English stemmer: plural, "-ing", "-ed" and a final "e", so "reverse", "reversing" and
-/// "reversed" meet. Words with digits or symbols are left alone.
-pub(crate) fn stem(word: &str) -> String {
-    if !word.chars().all(char::is_alphabetic) || word.chars().count() <= 3 {
-        return word.to_owned();
-    }
-    let mut w: Vec<char> = word.chars().collect();
-    let ends = |w: &[char], s: &str| -> bool {
-        let s: Vec<char> = s.chars().collect();
-        w.len() > s.len() + 2 && w.ends_with(&s)
-    };
-    if ends(&w, "ies") {
-        w.truncate(w.len() - 3);
-        w.push('y');
-    } else if ends(&w, "sses") {
-        w.truncate(w.len() - 2);
-    } else if ends(&w, "s") && !ends(&w, "ss") && !ends(&w, "us") && !ends(&w, "is") {
-        w.truncate(w.len() - 1);
-    }
-    let mut stripped = false;
-    if ends(&w, "ing") && w.len() > 5 {
-        w.truncate(w.len() - 3);
-        stripped = true;
-    } else if ends(&w, "ed") && w.len() > 5 {
-        w.truncate(w.len() - 2);
-        stripped = true;
-    }
-    if stripped {
-        let n = w.len();
-        if n >= 2 && w[n - 1] == w[n - 2] && !matches!(w[n - 1], 'l' | 's' | 'z') {
-            w.pop();
-        }
-    }
-    if w.len() > 4 && w.last() == Some(&'e') {
-        w.pop();
-    }
-    w.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -138,6 +138,18 @@ impl<'a> Tree<'a> {
 /// The parsed prompt and its messages when it is a JSON array of objects, `None` for
 /// anything else.
 fn parse_messages(prompt: &str) -> Option<(Tree<'_>, Span)> {
+    let (tree, items) = parse_array(prompt)?;
+    all_objects(&tree, items).then_some((tree, items))
+}
+
+fn all_objects(tree: &Tree<'_>, items: Span) -> bool {
+    tree.children(items)
+        .iter()
+        .all(|(_, m)| matches!(m, Node::Object(_)))
+}
+
+/// The prompt parsed when it is a JSON array (of anything), `None` otherwise.
+fn parse_array(prompt: &str) -> Option<(Tree<'_>, Span)> {
     let mut parser = Parser {
         text: prompt,
         pos: 0,
@@ -157,15 +169,153 @@ fn parse_messages(prompt: &str) -> Option<(Tree<'_>, Span)> {
     if parser.pos != prompt.len() {
         return None;
     }
-    let Node::Array(messages) = root else {
+    let Node::Array(items) = root else {
         return None;
     };
-    let tree = parser.tree;
-    let all_objects = tree
-        .children(messages)
+    Some((parser.tree, items))
+}
+
+// ---------------------------------------------------------------------------------------------
+// One parse for the semantic cache: the exact key, the last user turn and the scope key.
+
+/// A prompt read once for the semantic cache (see `scope.rs`).
+pub(crate) struct ReadPrompt<'a> {
+    prompt: &'a str,
+    /// The parsed prompt if it is a JSON array.
+    array: Option<(Tree<'a>, Span)>,
+}
+
+/// Where the last human turn's text is, and the text.
+pub(crate) struct HumanTurn {
+    /// Position of the message in the list.
+    index: usize,
+    pub(crate) text: String,
+}
+
+impl<'a> ReadPrompt<'a> {
+    pub(crate) fn new(prompt: &'a str) -> Self {
+        Self {
+            prompt,
+            array: parse_array(prompt),
+        }
+    }
+
+    /// [`cache_key`] of this prompt, without parsing it again.
+    pub(crate) fn key(&self, namespace: &str, llm_string: &str) -> CacheKey {
+        self.key_blanking(namespace, llm_string, None)
+    }
+
+    /// The key of the prompt with `turn`'s text blanked (every non-text block kept).
+    pub(crate) fn scope_key(
+        &self,
+        namespace: &str,
+        llm_string: &str,
+        turn: &HumanTurn,
+    ) -> CacheKey {
+        self.key_blanking(namespace, llm_string, Some(turn.index))
+    }
+
+    fn key_blanking(&self, namespace: &str, llm_string: &str, blank: Option<usize>) -> CacheKey {
+        let mut bytes =
+            Vec::with_capacity(16 + namespace.len() + llm_string.len() + self.prompt.len());
+        put_framed(&mut bytes, namespace);
+        put_framed(&mut bytes, llm_string);
+        match &self.array {
+            Some((tree, items)) if all_objects(tree, *items) => {
+                let mut canonical = Canonicaliser::new(tree, &mut bytes);
+                canonical.blank = blank;
+                canonical.messages(*items);
+            }
+            _ => bytes.extend_from_slice(self.prompt.as_bytes()),
+        }
+        xxh3_128(&bytes)
+    }
+
+    /// A JSON list of LangChain-serialised messages (objects with "lc" and "kwargs").
+    pub(crate) fn is_message_list(&self) -> bool {
+        let Some((tree, items)) = &self.array else {
+            return false;
+        };
+        let list = tree.children(*items);
+        !list.is_empty()
+            && list.iter().all(|(_, m)| {
+                member(tree, *m, "\"lc\"").is_some() && member(tree, *m, "\"kwargs\"").is_some()
+            })
+    }
+
+    /// The last human turn with its text (a string, or the text blocks of a list joined by
+    /// newlines); None when there is none or its content is neither.
+    pub(crate) fn last_human(&self) -> Option<HumanTurn> {
+        let (tree, items) = self.array.as_ref()?;
+        let list = tree.children(*items);
+        let index = list.iter().rposition(|(_, m)| is_human(tree, *m))?;
+        let (_, message) = list.get(index)?;
+        let kwargs = member(tree, *message, "\"kwargs\"")?;
+        let text = match member(tree, kwargs, "\"content\"")? {
+            Node::Str(token) => decode(token)?,
+            Node::Array(blocks) => {
+                let mut parts = Vec::new();
+                for (_, block) in tree.children(blocks) {
+                    match *block {
+                        Node::Str(token) => parts.push(decode(token)?),
+                        Node::Object(_) if is_text_block(tree, *block) => {
+                            if let Some(Node::Str(token)) = member(tree, *block, "\"text\"") {
+                                parts.push(decode(token)?);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                parts.join("\n")
+            }
+            _ => return None,
+        };
+        Some(HumanTurn { index, text })
+    }
+}
+
+/// The value of an object's member `key` (a key token, quotes included; the last one if the
+/// key is repeated, as a JSON object reader keeps it).
+fn member<'a>(tree: &Tree<'a>, node: Node<'a>, key: &str) -> Option<Node<'a>> {
+    let Node::Object(members) = node else {
+        return None;
+    };
+    tree.children(members)
         .iter()
-        .all(|(_, m)| matches!(m, Node::Object(_)));
-    all_objects.then_some((tree, messages))
+        .rev()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
+}
+
+/// A string token's text, escapes decoded; None for an escape that does not decode.
+fn decode(token: &str) -> Option<String> {
+    if token.contains('\\') {
+        return serde_json::from_str::<String>(token).ok();
+    }
+    token
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .map(str::to_owned)
+}
+
+fn str_is(node: Option<Node<'_>>, text: &str) -> bool {
+    matches!(node, Some(Node::Str(token)) if decode(token).is_some_and(|t| t == text))
+}
+
+fn is_human(tree: &Tree<'_>, message: Node<'_>) -> bool {
+    let by_type = member(tree, message, "\"kwargs\"")
+        .is_some_and(|kwargs| str_is(member(tree, kwargs, "\"type\""), "human"));
+    let by_class = match member(tree, message, "\"id\"") {
+        Some(Node::Array(path)) => tree.children(path).last().is_some_and(|(_, name)| {
+            str_is(Some(*name), "HumanMessage") || str_is(Some(*name), "HumanMessageChunk")
+        }),
+        _ => false,
+    };
+    by_type || by_class
+}
+
+fn is_text_block(tree: &Tree<'_>, block: Node<'_>) -> bool {
+    str_is(member(tree, block, "\"type\""), "text")
 }
 
 /// A strict (RFC 8259) JSON reader: any deviation makes the prompt "not JSON".
@@ -410,6 +560,8 @@ struct Canonicaliser<'a, 't, 's, S> {
     tree: &'t Tree<'a>,
     sink: &'s mut S,
     ids: IdNumbers<'a>,
+    /// The message whose text content is written blank (the semantic cache's scope).
+    blank: Option<usize>,
 }
 
 impl<'a, 't, 's, S: Sink> Canonicaliser<'a, 't, 's, S> {
@@ -418,6 +570,7 @@ impl<'a, 't, 's, S: Sink> Canonicaliser<'a, 't, 's, S> {
             tree,
             sink,
             ids: IdNumbers::default(),
+            blank: None,
         }
     }
 
@@ -428,12 +581,12 @@ impl<'a, 't, 's, S: Sink> Canonicaliser<'a, 't, 's, S> {
             if i > 0 {
                 self.sink.put(b",");
             }
-            self.message(*message);
+            self.message(*message, self.blank == Some(i));
         }
         self.sink.put(b"]");
     }
 
-    fn message(&mut self, message: Node<'a>) {
+    fn message(&mut self, message: Node<'a>, blank: bool) {
         let Node::Object(members) = message else {
             self.value(message, false);
             return;
@@ -446,7 +599,7 @@ impl<'a, 't, 's, S: Sink> Canonicaliser<'a, 't, 's, S> {
             }
             self.key(key);
             if *key == "\"kwargs\"" {
-                self.kwargs(*value);
+                self.kwargs(*value, blank);
             } else {
                 self.value(*value, false);
             }
@@ -454,7 +607,7 @@ impl<'a, 't, 's, S: Sink> Canonicaliser<'a, 't, 's, S> {
         self.sink.put(b"}");
     }
 
-    fn kwargs(&mut self, kwargs: Node<'a>) {
+    fn kwargs(&mut self, kwargs: Node<'a>, blank: bool) {
         let Node::Object(members) = kwargs else {
             self.value(kwargs, true);
             return;
@@ -470,7 +623,12 @@ impl<'a, 't, 's, S: Sink> Canonicaliser<'a, 't, 's, S> {
                 self.sink.put(b",");
             }
             first = false;
-            self.member(key, *value, true);
+            if blank && *key == "\"content\"" {
+                self.key(key);
+                self.blank_content(*value);
+            } else {
+                self.member(key, *value, true);
+            }
         }
         self.sink.put(b"}");
     }
@@ -514,6 +672,44 @@ impl<'a, 't, 's, S: Sink> Canonicaliser<'a, 't, 's, S> {
             // named `id` must keep its value, or two different calls would share a key.
             _ if DATA_KEYS.contains(&key) => self.value(value, false),
             _ => self.value(value, renumber),
+        }
+    }
+
+    /// Message content with its text taken out: strings and text blocks' `text` written as
+    /// `""`, every other block kept.
+    fn blank_content(&mut self, content: Node<'a>) {
+        let tree = self.tree;
+        match content {
+            Node::Str(_) => self.sink.put(b"\"\""),
+            Node::Array(blocks) => {
+                self.sink.put(b"[");
+                for (i, (_, block)) in tree.children(blocks).iter().enumerate() {
+                    if i > 0 {
+                        self.sink.put(b",");
+                    }
+                    match *block {
+                        Node::Str(_) => self.sink.put(b"\"\""),
+                        Node::Object(members) if is_text_block(tree, *block) => {
+                            self.sink.put(b"{");
+                            for (j, (key, value)) in tree.children(members).iter().enumerate() {
+                                if j > 0 {
+                                    self.sink.put(b",");
+                                }
+                                if *key == "\"text\"" && matches!(value, Node::Str(_)) {
+                                    self.key(key);
+                                    self.sink.put(b"\"\"");
+                                } else {
+                                    self.member(key, *value, true);
+                                }
+                            }
+                            self.sink.put(b"}");
+                        }
+                        other => self.value(other, true),
+                    }
+                }
+                self.sink.put(b"]");
+            }
+            other => self.value(other, true),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod key;
 pub mod scope;
 pub mod semantic;
 pub mod shared;
+pub(crate) mod text;
 
 pub use exact::{CacheError, CacheStats, ExactCache, ExactCacheConfig};
 pub use key::{cache_key, canonical_prompt, CacheKey};

@@ -3,9 +3,7 @@
 //! is only possible between prompts that agree on model, parameters, system prompt, earlier
 //! turns, tools and namespace.
 
-use serde_json::Value;
-
-use super::key::{cache_key, CacheKey};
+use super::key::{cache_key, CacheKey, ReadPrompt};
 
 /// A prompt split for the semantic cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,18 +19,20 @@ pub struct Scoped {
 const PLAIN_SCOPE: &str = "\u{0}langscale:plain-prompt";
 const CHAT_SCOPE: &str = "\u{0}langscale:chat-scope";
 
-/// Split `prompt` (LangChain `dumps(messages)` JSON, or a plain string prompt).
+/// Split `prompt` (LangChain `dumps(messages)` JSON, or a plain string prompt). The prompt is
+/// parsed once, by the exact cache's JSON reader (`key.rs`), for both keys and the text.
 pub fn split_prompt(namespace: &str, llm_string: &str, prompt: &str) -> Scoped {
-    let exact = cache_key(namespace, llm_string, prompt);
-    if let Some((scoped_prompt, text)) = split_chat(prompt) {
-        let scope = cache_key(
-            namespace,
-            &format!("{llm_string}{CHAT_SCOPE}"),
-            &scoped_prompt,
-        );
-        return Scoped { exact, scope, text };
+    let read = ReadPrompt::new(prompt);
+    let exact = read.key(namespace, llm_string);
+    if let Some(turn) = read.last_human() {
+        let scope = read.scope_key(namespace, &format!("{llm_string}{CHAT_SCOPE}"), &turn);
+        return Scoped {
+            exact,
+            scope,
+            text: turn.text,
+        };
     }
-    if is_message_list(prompt) {
+    if read.is_message_list() {
         // A chat prompt with no user turn has nothing to compare by similarity: it gets a
         // scope of its own, so only the very same prompt can answer it.
         return Scoped {
@@ -46,71 +46,6 @@ pub fn split_prompt(namespace: &str, llm_string: &str, prompt: &str) -> Scoped {
         exact,
         scope,
         text: prompt.to_owned(),
-    }
-}
-
-/// A JSON list of LangChain-serialised messages (objects with "lc" and "kwargs").
-fn is_message_list(prompt: &str) -> bool {
-    prompt.trim_start().starts_with('[')
-        && serde_json::from_str::<Value>(prompt).ok().is_some_and(|v| {
-            v.as_array().is_some_and(|list| {
-                !list.is_empty()
-                    && list
-                        .iter()
-                        .all(|m| m.get("lc").is_some() && m.get("kwargs").is_some())
-            })
-        })
-}
-
-fn is_human(message: &Value) -> bool {
-    let by_type = message.pointer("/kwargs/type").and_then(Value::as_str) == Some("human");
-    let by_class = message
-        .get("id")
-        .and_then(Value::as_array)
-        .and_then(|path| path.last())
-        .and_then(Value::as_str)
-        .is_some_and(|name| name == "HumanMessage" || name == "HumanMessageChunk");
-    by_type || by_class
-}
-
-/// The prompt with the last human turn's text blanked, and that text; None for a prompt that
-/// is not a LangChain message list with a human turn.
-fn split_chat(prompt: &str) -> Option<(String, String)> {
-    if !prompt.trim_start().starts_with('[') {
-        return None;
-    }
-    let mut messages: Value = serde_json::from_str(prompt).ok()?;
-    let list = messages.as_array_mut()?;
-    let last_human = list.iter_mut().rev().find(|m| is_human(m))?;
-    let content = last_human.pointer_mut("/kwargs/content")?;
-    let text = take_text(content)?;
-    let scoped = serde_json::to_string(&messages).ok()?;
-    Some((scoped, text))
-}
-
-/// Take the text out of message content (a string or a list of blocks), leaving every
-/// non-text block in place so images and files stay part of the scope.
-fn take_text(content: &mut Value) -> Option<String> {
-    match content {
-        Value::String(s) => Some(std::mem::take(s)),
-        Value::Array(blocks) => {
-            let mut parts = Vec::new();
-            for block in blocks.iter_mut() {
-                match block {
-                    Value::String(s) => parts.push(std::mem::take(s)),
-                    Value::Object(map)
-                        if map.get("type").and_then(Value::as_str) == Some("text") =>
-                    {
-                        if let Some(Value::String(s)) = map.get_mut("text") {
-                            parts.push(std::mem::take(s));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Some(parts.join("\n"))
-        }
-        _ => None,
     }
 }
 

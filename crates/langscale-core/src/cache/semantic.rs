@@ -38,6 +38,12 @@ pub struct SemanticConfig {
     /// Bound on remembered embeddings (by text hash).
     pub embedding_cache: u64,
     pub graph: GraphParams,
+    /// Hybrid matching for a cache with another embedder (MiniLM): each entry is also indexed
+    /// by the built-in n-gram embedding, and a candidate whose n-gram similarity reaches this
+    /// threshold may answer too (the guard still decides). The n-grams catch retyped
+    /// questions a sentence model scores low; the model catches rewordings. None: the
+    /// embedder's similarity alone. Ignored with the built-in embedder.
+    pub surface_threshold: Option<f32>,
 }
 
 impl Default for SemanticConfig {
@@ -51,6 +57,7 @@ impl Default for SemanticConfig {
             candidates: 8,
             embedding_cache: 10_000,
             graph: GraphParams::default(),
+            surface_threshold: None,
         }
     }
 }
@@ -110,8 +117,12 @@ pub struct SemanticCache {
     config: SemanticConfig,
     entries: moka::sync::Cache<CacheKey, Arc<Entry>>,
     scopes: Arc<Scopes>,
+    /// The n-gram indexes of a hybrid cache, by scope.
+    surface_scopes: Arc<Scopes>,
     dim: AtomicUsize,
     embedder: Arc<dyn Embedder>,
+    /// The built-in embedder of a hybrid cache (see [`SemanticConfig::surface_threshold`]).
+    surface: Option<HashEmbedder>,
     embeddings: moka::sync::Cache<u64, Arc<[f32]>>,
     exact_hits: AtomicU64,
     semantic_hits: AtomicU64,
@@ -165,8 +176,16 @@ impl SemanticCache {
                 "candidates must be at least 1, got 0".into(),
             ));
         }
+        if let Some(t) = config.surface_threshold {
+            if !(t > 0.0 && t <= 1.0) {
+                return Err(CacheError::InvalidConfig(format!(
+                    "surface_threshold must be above 0 and at most 1, got {t}"
+                )));
+            }
+        }
         let scopes: Arc<Scopes> = Arc::default();
-        let listener_scopes = Arc::clone(&scopes);
+        let surface_scopes: Arc<Scopes> = Arc::default();
+        let listener_scopes = [Arc::clone(&scopes), Arc::clone(&surface_scopes)];
         let mut builder = moka::sync::Cache::builder()
             .max_capacity(config.maxsize)
             .eviction_policy(EvictionPolicy::lru())
@@ -175,8 +194,9 @@ impl SemanticCache {
                 if cause == RemovalCause::Replaced {
                     return;
                 }
-                let scope = read(&listener_scopes).get(&entry.scope).cloned();
-                if let Some(scope) = scope {
+                for listener_scopes in &listener_scopes {
+                    let scope = read(listener_scopes).get(&entry.scope).cloned();
+                    let Some(scope) = scope else { continue };
                     let emptied = {
                         let mut index = write(&scope);
                         index.remove(*key);
@@ -185,7 +205,7 @@ impl SemanticCache {
                     // An emptied scope is dropped, so memory stays bounded by `maxsize`
                     // however many scopes (conversations, system prompts) come and go.
                     if emptied {
-                        let mut scopes = write(&listener_scopes);
+                        let mut scopes = write(listener_scopes);
                         if scopes.get(&entry.scope).is_some_and(|s| read(s).is_empty()) {
                             scopes.remove(&entry.scope);
                         }
@@ -204,8 +224,10 @@ impl SemanticCache {
             entries: builder.build(),
             embeddings: moka::sync::Cache::new(config.embedding_cache.max(1)),
             scopes,
+            surface_scopes,
             dim: AtomicUsize::new(0),
             embedder,
+            surface: config.surface_threshold.map(|_| HashEmbedder::default()),
             exact_hits: AtomicU64::new(0),
             semantic_hits: AtomicU64::new(0),
             guard_rejections: AtomicU64::new(0),
@@ -291,12 +313,13 @@ impl SemanticCache {
         if let Some(value) = self.lookup_exact(scoped) {
             return Outcome::Exact(value);
         }
-        let outcome = match vector {
-            Some(vector) => self.search(scoped, vector),
-            None => Outcome::Miss {
+        let outcome = if vector.is_some() || self.surface.is_some() {
+            self.search(scoped, vector)
+        } else {
+            Outcome::Miss {
                 rejected: None,
                 best_similarity: None,
-            },
+            }
         };
         match &outcome {
             Outcome::Semantic { .. } => self.semantic_hits.fetch_add(1, Ordering::Relaxed),
@@ -311,21 +334,42 @@ impl SemanticCache {
         outcome
     }
 
-    fn search(&self, scoped: &Scoped, vector: &[f32]) -> Outcome {
-        let miss = Outcome::Miss {
-            rejected: None,
-            best_similarity: None,
+    fn search(&self, scoped: &Scoped, vector: Option<&[f32]>) -> Outcome {
+        let mut candidates = match vector.map(|v| self.check_vector(v)) {
+            Some(Ok(query)) => {
+                self.candidates(&self.scopes, scoped.scope, &query, self.config.threshold)
+            }
+            _ => Vec::new(),
         };
-        let Ok(query) = self.check_vector(vector) else {
-            return miss;
-        };
-        let Some(scope) = read(&self.scopes).get(&scoped.scope).cloned() else {
-            return miss;
-        };
-        // Search under the scope's read lock, then release it before touching `entries`,
-        // whose eviction listener takes the scope's write lock.
-        let candidates = read(&scope).search(&query, self.config.candidates, self.config.threshold);
+        if let (Some(surface), Some(threshold)) = (&self.surface, self.config.surface_threshold) {
+            // Hybrid: the n-gram neighbours too, ranked with the model's by how far each
+            // clears its own threshold.
+            let query = surface.embed(&scoped.text);
+            let mut found = self.candidates(&self.surface_scopes, scoped.scope, &query, threshold);
+            let margin = |(_, s): &(CacheKey, f32), t: f32| s - t;
+            candidates.sort_by(|a, b| {
+                margin(b, self.config.threshold).total_cmp(&margin(a, self.config.threshold))
+            });
+            found.retain(|(key, _)| !candidates.iter().any(|(k, _)| k == key));
+            let model = std::mem::take(&mut candidates);
+            let (mut m, mut n) = (model.into_iter().peekable(), found.into_iter().peekable());
+            while let (Some(a), Some(b)) = (m.peek(), n.peek()) {
+                if margin(a, self.config.threshold) >= margin(b, threshold) {
+                    candidates.extend(m.next());
+                } else {
+                    candidates.extend(n.next());
+                }
+            }
+            candidates.extend(m);
+            candidates.extend(n);
+        }
         let best_similarity = candidates.first().map(|c| c.1);
+        if candidates.is_empty() {
+            return Outcome::Miss {
+                rejected: None,
+                best_similarity: None,
+            };
+        }
         let signature = self.config.guard.then(|| Signature::of(&scoped.text));
         let mut rejected = None;
         for (key, similarity) in candidates {
@@ -352,6 +396,23 @@ impl SemanticCache {
             rejected,
             best_similarity,
         }
+    }
+
+    /// The nearest entries of `scope`'s index at or above `threshold`.
+    fn candidates(
+        &self,
+        scopes: &Scopes,
+        scope: CacheKey,
+        query: &[f32],
+        threshold: f32,
+    ) -> Vec<(CacheKey, f32)> {
+        let Some(index) = read(scopes).get(&scope).cloned() else {
+            return Vec::new();
+        };
+        // Search under the scope's read lock, then release it before touching `entries`,
+        // whose eviction listener takes the scope's write lock.
+        let found = read(&index).search(query, self.config.candidates, threshold);
+        found
     }
 
     /// Store `value` for this prompt; `vector` is the embedding of `scoped.text` (None stores
@@ -383,13 +444,24 @@ impl SemanticCache {
             expires_ms,
         };
         self.entries.insert(scoped.exact, Arc::new(entry));
-        let Some(vector) = vector else { return Ok(()) };
+        if let Some(surface) = &self.surface {
+            let surface_vector = surface.embed(&scoped.text);
+            self.index(&self.surface_scopes, scoped, &surface_vector);
+        }
+        if let Some(vector) = vector {
+            self.index(&self.scopes, scoped, &vector);
+        }
+        Ok(())
+    }
+
+    /// Index `vector` under the entry's key in its scope's index in `scopes`.
+    fn index(&self, scopes: &Scopes, scoped: &Scoped, vector: &[f32]) {
         // A scope emptied by evictions may be dropped between taking it and indexing into
         // it; then index into the scope the map holds now.
         loop {
-            let scope = self.scope_for(scoped.scope, vector.len());
-            write(&scope).insert(scoped.exact, &vector);
-            let current = read(&self.scopes)
+            let scope = self.scope_for(scopes, scoped.scope, vector.len());
+            write(&scope).insert(scoped.exact, vector);
+            let current = read(scopes)
                 .get(&scoped.scope)
                 .is_some_and(|s| Arc::ptr_eq(s, &scope));
             if !self.entries.contains_key(&scoped.exact) {
@@ -401,15 +473,14 @@ impl SemanticCache {
                 break;
             }
         }
-        Ok(())
     }
 
-    /// The index of `scope`, created if it does not exist.
-    fn scope_for(&self, scope: CacheKey, dim: usize) -> Arc<RwLock<ScopeIndex>> {
-        if let Some(existing) = read(&self.scopes).get(&scope).cloned() {
+    /// The index of `scope` in `scopes`, created if it does not exist.
+    fn scope_for(&self, scopes: &Scopes, scope: CacheKey, dim: usize) -> Arc<RwLock<ScopeIndex>> {
+        if let Some(existing) = read(scopes).get(&scope).cloned() {
             return existing;
         }
-        let mut scopes = write(&self.scopes);
+        let mut scopes = write(scopes);
         let (flat_max, graph) = (self.config.flat_max, self.config.graph);
         Arc::clone(
             scopes
@@ -442,6 +513,7 @@ impl SemanticCache {
         self.entries.invalidate_all();
         self.entries.run_pending_tasks();
         write(&self.scopes).clear();
+        write(&self.surface_scopes).clear();
     }
 
     pub fn stats(&self) -> SemanticStats {
