@@ -7,6 +7,8 @@ from typing import Any, final
 from typing_extensions import Self
 
 __all__ = [
+    "BudgetExceeded",
+    "Budgets",
     "ChatStream",
     "ConfigError",
     "Endpoint",
@@ -42,6 +44,25 @@ __version__: str
 class LangscaleError(Exception): ...
 class ConfigError(LangscaleError): ...
 class RateLimitTimeout(LangscaleError): ...
+
+class BudgetExceeded(LangscaleError):
+    tenant: str | None
+    user: str | None
+    level: str
+    budget: str
+    spent: float
+    limit: float
+    resets_in: float | None
+
+@final
+class Budgets:
+    def __new__(cls, config: str) -> Self: ...
+    def update(self, config: str) -> None: ...
+    def saved(
+        self, tenant: str | None = None, user: str | None = None, usd: float = 0.0, tokens: int = 0
+    ) -> None: ...
+    def report(self) -> dict[str, Any]: ...
+
 class ProviderError(LangscaleError): ...
 class RouteFailed(LangscaleError): ...
 class StoreError(LangscaleError): ...
@@ -211,6 +232,7 @@ class Router:
         hedge_delay: float | None = None,
         seed: int | None = None,
         failover_price_ratio: float | None = None,
+        budgets: Budgets | None = None,
     ) -> Self: ...
     def start(
         self,
@@ -218,6 +240,9 @@ class Router:
         tools: int = 0,
         turns: int = 0,
         complexity_hint: float | None = None,
+        tenant: str | None = None,
+        user: str | None = None,
+        output_tokens: int | None = None,
     ) -> Run: ...
     def snapshot(self) -> dict[str, Any]: ...
 
@@ -252,6 +277,7 @@ class Run:
         retryable: bool = False,
     ) -> str: ...
     def settle(self, used_tokens: int) -> None: ...
+    def settle_usage(self, input_tokens: int, output_tokens: int) -> None: ...
     def refusals(self) -> list[tuple[int, int, BaseException]]: ...
 
 def classify_error(

@@ -91,6 +91,24 @@ def from_config(config: Mapping[str, Any] | None) -> Identity:
     return NOBODY
 
 
+def into_metadata(config: Any) -> Any:
+    """A RunnableConfig with the tenant and user its ``configurable`` names copied into its
+    ``metadata`` (where LangChain hands them to the run's callbacks and to us); unchanged
+    when it names none."""
+    if not isinstance(config, Mapping):
+        return config
+    found = _from_mapping(config.get("configurable"))
+    if found == NOBODY:
+        return config
+    t_key, u_key = _KEYS
+    metadata = dict(config.get("metadata") or {})
+    if found.tenant is not None:
+        metadata.setdefault(t_key, found.tenant)
+    if found.user is not None:
+        metadata.setdefault(u_key, found.user)
+    return {**config, "metadata": metadata}
+
+
 def _langchain_config() -> Mapping[str, Any] | None:
     """The RunnableConfig LangChain set for the runnable now running (inside a chain)."""
     try:
@@ -157,6 +175,7 @@ __all__ = [
     "bound",
     "current",
     "from_config",
+    "into_metadata",
     "keys",
     "of_run",
     "scope_for",
