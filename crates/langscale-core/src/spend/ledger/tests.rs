@@ -231,3 +231,23 @@ fn a_reservation_dropped_releases_and_settled_once_counts_once() {
     assert!((t.counters.usd - 0.3).abs() < 1e-9);
     assert_eq!(report.in_flight, 0);
 }
+
+/// `cargo test -p langscale-core --release bench_a_budget_check -- --ignored --nocapture`:
+/// the cost of one reserve + settle against a tenant with a USD budget and a rate.
+#[test]
+#[ignore = "a measurement, not a test"]
+fn bench_a_budget_check() {
+    let mut level = usd_per_day(1e12, OnOver::Raise);
+    level.requests_per_minute = Some(1e12);
+    let ledger = Ledger::system(tenants(level)).unwrap();
+    let who = acme();
+    let n = 1_000_000u32;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        let id = ledger.reserve(&who, cost(0.001), false).unwrap();
+        ledger.settle(id, &who, cost(0.001));
+    }
+    let per = started.elapsed() / n;
+    println!("reserve + settle: {per:?} per call (3 levels, 2 meters at tenant and user)");
+    assert!(per > Duration::ZERO);
+}
