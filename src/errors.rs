@@ -47,6 +47,28 @@ create_exception!(
     "Redis could not serve a call: down, timed out, unreachable, or it answered an error."
 );
 
+create_exception!(
+    langscale,
+    BudgetExceeded,
+    LangscaleError,
+    "A tenant, user or global budget refused the call. Attributes: tenant, user, level, budget, spent, limit, resets_in (seconds, or None)."
+);
+
+fn budget_exceeded(e: &langscale_core::spend::Exceeded) -> PyErr {
+    let err = BudgetExceeded::new_err(e.to_string());
+    Python::attach(|py| {
+        let value = err.value(py);
+        let _ = value.setattr("tenant", e.tenant.clone());
+        let _ = value.setattr("user", e.user.clone());
+        let _ = value.setattr("level", e.level.as_str());
+        let _ = value.setattr("budget", e.budget.clone());
+        let _ = value.setattr("spent", e.spent);
+        let _ = value.setattr("limit", e.limit);
+        let _ = value.setattr("resets_in", e.resets_in.map(|d| d.as_secs_f64()));
+    });
+    err
+}
+
 pub fn config_error(message: impl Into<String>) -> PyErr {
     ConfigError::new_err(message.into())
 }
@@ -64,6 +86,7 @@ impl From<LimitError> for CoreError {
         CoreError(match err {
             LimitError::Config(_) => ConfigError::new_err(err.to_string()),
             LimitError::Timeout(_) => RateLimitTimeout::new_err(err.to_string()),
+            LimitError::Budget(e) => budget_exceeded(&e),
         })
     }
 }
@@ -133,6 +156,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LangscaleError", py.get_type::<LangscaleError>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("RateLimitTimeout", py.get_type::<RateLimitTimeout>())?;
+    m.add("BudgetExceeded", py.get_type::<BudgetExceeded>())?;
     m.add("ProviderError", py.get_type::<ProviderError>())?;
     m.add("RouteFailed", py.get_type::<RouteFailed>())?;
     m.add("StoreError", py.get_type::<StoreError>())?;

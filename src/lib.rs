@@ -12,6 +12,7 @@ mod namespace;
 mod route;
 mod semantic;
 mod sim;
+mod spend;
 mod store;
 
 use pyo3::prelude::*;
@@ -27,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     endpoint::register(m)?;
     sim::register(m)?;
     store::register(m)?;
+    spend::register(m)?;
     #[cfg(feature = "minilm")]
     embeddings::register(m)?;
     Ok(())

@@ -222,12 +222,14 @@ pub struct Router {
     pub(crate) router: Arc<route::Router>,
     /// Permits every request takes: `limits` for the whole model, then the deployment's own.
     pub(crate) limits: Limits,
+    /// Tenant budgets every request reserves from, if any.
+    budgets: Option<langscale_core::spend::Budgets>,
 }
 
 #[pymethods]
 impl Router {
     #[new]
-    #[pyo3(signature = (deployments, strategy=None, *, limits=None, limiters=None, complexity_small=None, complexity_large=None, complexity_threshold=None, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None, failover_price_ratio=None))]
+    #[pyo3(signature = (deployments, strategy=None, *, limits=None, limiters=None, complexity_small=None, complexity_large=None, complexity_threshold=None, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None, failover_price_ratio=None, budgets=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         deployments: &Bound<'_, PyAny>,
@@ -249,7 +251,23 @@ impl Router {
         hedge_delay: Option<&Bound<'_, PyAny>>,
         seed: Option<&Bound<'_, PyAny>>,
         failover_price_ratio: Option<&Bound<'_, PyAny>>,
+        budgets: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let budgets = match budgets {
+            Some(b) if !b.is_none() => Some(
+                b.cast::<crate::spend::Budgets>()
+                    .map_err(|_| {
+                        config_error(format!(
+                            "budgets must be a langscale.Budgets, got {}",
+                            args::describe(b)
+                        ))
+                    })?
+                    .get()
+                    .budgets
+                    .clone(),
+            ),
+            _ => None,
+        };
         let deployments = args::items("deployments", deployments)?
             .iter()
             .map(from_spec)
@@ -328,18 +346,30 @@ impl Router {
         Ok(Self {
             router: Arc::new(router),
             limits: Limits { shared, own },
+            budgets,
         })
     }
 
     /// Start one request; `estimated_input_tokens` is what the limiters are charged first.
-    #[pyo3(signature = (estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
+    /// With budgets, every call reserves for `tenant`/`user` (its input estimate plus
+    /// `output_tokens`, else the budgets' output estimate) and settles with the real usage.
+    #[pyo3(signature = (estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None))]
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
         estimated_input_tokens: u64,
         tools: usize,
         turns: usize,
         complexity_hint: Option<&Bound<'_, PyAny>>,
+        tenant: Option<&str>,
+        user: Option<&str>,
+        output_tokens: Option<u64>,
     ) -> PyResult<Run> {
+        let spend = self.budgets.as_ref().map(|b| route::Spend {
+            budgets: b.clone(),
+            who: langscale_core::spend::Who::new(tenant, user),
+            output_tokens,
+        });
         let info = RequestInfo {
             estimated_input_tokens,
             tools,
@@ -349,11 +379,10 @@ impl Router {
         };
         let exec = self.router.start(info);
         Ok(Run {
-            run: Arc::new(Mutex::new(route::Run::new(
-                exec,
-                self.limits.clone(),
-                estimated_input_tokens,
-            ))),
+            run: Arc::new(Mutex::new(
+                route::Run::new(exec, self.limits.clone(), estimated_input_tokens)
+                    .with_spend(spend),
+            )),
         })
     }
 
@@ -548,6 +577,12 @@ impl Run {
         self.lock()
             .waited(AttemptId(attempt))
             .map(|d| d.as_secs_f64())
+    }
+
+    /// The same with input and output apart (a stream's final usage, or what a stream cut
+    /// short received): the budgets are charged at the deployment's prices.
+    fn settle_usage(&self, input_tokens: u64, output_tokens: u64) {
+        self.lock().settle_usage(input_tokens, output_tokens);
     }
 
     /// Every limiter refusal of this request: (attempt, deployment, exception).

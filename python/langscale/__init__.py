@@ -7,7 +7,10 @@ Rust-backed drop-ins for LangChain's interfaces: ``RateLimiter`` (a ``BaseRateLi
 
 from langscale import metrics as metrics  # langscale.metrics.prometheus(), serve()
 from langscale import sim as sim  # simulated providers: langscale.sim.serve
+
+# Tenants: identity, budgets (issue 16)
 from langscale._core import (
+    BudgetExceeded,
     ConfigError,
     LangscaleError,
     Permit,
@@ -17,14 +20,19 @@ from langscale._core import (
     StoreError,
     __version__,
 )
+from langscale.budgets import Budgets
 from langscale.cache import ExactCache
 from langscale.embeddings import LocalEmbeddings
 from langscale.endpoint import ChatEndpoint, ProviderError
+from langscale.identity import tenant
 from langscale.limiter import RateLimiter
 from langscale.scaled import Deployment, ScaledChatModel, ScaledModelError
 from langscale.semantic import SemanticCache
 
 __all__ = [
+    "BudgetExceeded",
+    "Budgets",
+    "tenant",
     "ChatEndpoint",
     "ConfigError",
     "Deployment",

@@ -7,6 +7,8 @@ from typing import Any, final
 from typing_extensions import Self
 
 __all__ = [
+    "BudgetExceeded",
+    "Budgets",
     "ChatStream",
     "ConfigError",
     "Endpoint",
@@ -48,6 +50,27 @@ class ConfigError(LangscaleError):
 
 class RateLimitTimeout(LangscaleError):
     """A limiter wait ran past its ``timeout``."""
+
+class BudgetExceeded(LangscaleError):
+    """A tenant or user is over a limit or budget whose policy is to raise; names the tenant,
+    level, budget, spent, limit and when it resets."""
+
+    tenant: str | None
+    user: str | None
+    level: str
+    budget: str
+    spent: float
+    limit: float
+    resets_in: float | None
+
+@final
+class Budgets:
+    def __new__(cls, config: str) -> Self: ...
+    def update(self, config: str) -> None: ...
+    def saved(
+        self, tenant: str | None = None, user: str | None = None, usd: float = 0.0, tokens: int = 0
+    ) -> None: ...
+    def report(self) -> dict[str, Any]: ...
 
 class ProviderError(LangscaleError):
     """A provider answered with an error (``ChatEndpoint``); raised as a langchain-core
@@ -237,6 +260,7 @@ class Router:
         hedge_delay: float | None = None,
         seed: int | None = None,
         failover_price_ratio: float | None = None,
+        budgets: Budgets | None = None,
     ) -> Self: ...
     def start(
         self,
@@ -244,6 +268,9 @@ class Router:
         tools: int = 0,
         turns: int = 0,
         complexity_hint: float | None = None,
+        tenant: str | None = None,
+        user: str | None = None,
+        output_tokens: int | None = None,
     ) -> Run: ...
     def snapshot(self) -> dict[str, Any]: ...
 
@@ -279,6 +306,7 @@ class Run:
     ) -> str: ...
     def settle(self, used_tokens: int) -> None: ...
     def waited(self, attempt: int) -> float | None: ...
+    def settle_usage(self, input_tokens: int, output_tokens: int) -> None: ...
     def refusals(self) -> list[tuple[int, int, BaseException]]: ...
 
 def classify_error(

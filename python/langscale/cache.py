@@ -15,6 +15,7 @@ from langchain_core.caches import BaseCache
 from langchain_core.outputs import Generation
 
 from langscale import _codec, _core
+from langscale import identity as _tenant
 from langscale import metrics as _metrics
 from langscale import store as _store
 
@@ -39,8 +40,11 @@ class ExactCache(BaseCache):
         *,
         store: _core.RedisStore | None = None,
         redis_url: str | None = None,
+        share_tenants: bool = False,
     ) -> None:
         self._core = _core.ExactCache(maxsize, max_bytes, ttl, namespace)
+        # Each tenant (langscale.tenant / RunnableConfig) has its own entries unless shared.
+        self._scope = _tenant.scope_for(share_tenants)
         _metrics.track(self)
         # L2: entries shared through Redis (same JSON data, same TTL); an L2 hit fills L1.
         self._store = _store.resolve(store, redis_url)
@@ -76,6 +80,7 @@ class ExactCache(BaseCache):
         return found if self._core.l2_fill(prompt, llm_string, sealed) else None
 
     def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
+        llm_string = self._scope(llm_string)
         raw = self._core.lookup(prompt, llm_string)
         if raw is None:
             if self._store is None:
@@ -93,6 +98,7 @@ class ExactCache(BaseCache):
             return None
 
     def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        llm_string = self._scope(llm_string)
         raw = self._encode(return_val)
         if raw is None:
             return
@@ -109,6 +115,7 @@ class ExactCache(BaseCache):
     # The work is microseconds and never blocks, so the async trio runs inline rather than
     # in an executor thread as BaseCache's defaults do.
     async def alookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
+        llm_string = self._scope(llm_string)
         if self._store is None:
             return self.lookup(prompt, llm_string)
         raw = self._core.lookup(prompt, llm_string)
@@ -119,6 +126,7 @@ class ExactCache(BaseCache):
         return self._from_l2(prompt, llm_string, sealed)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        llm_string = self._scope(llm_string)
         if self._store is None:
             self.update(prompt, llm_string, return_val)
             return

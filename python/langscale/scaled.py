@@ -28,9 +28,11 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, PrivateAttr, ValidationError
 
 from langscale import _core
+from langscale import identity as _identity
 from langscale import metrics as _metrics
 from langscale import store as _store
 from langscale._drive import adrive, drive
+from langscale.budgets import Budgets
 from langscale.endpoint import (
     ChatEndpoint,
     ProviderError,
@@ -327,6 +329,11 @@ class ScaledChatModel(BaseChatModel):
     of its own), run the whole loop in Rust: limits, calls, retries, fallbacks, breakers,
     backoff and timeouts, without returning to Python between attempts."""
 
+    budgets: Any = None
+    """A ``langscale.Budgets``: every call reserves its estimated cost for the tenant (from
+    the RunnableConfig or ``langscale.tenant(...)``) first and settles its real cost after.
+    Runs the Python driver (the native loop does not reserve yet)."""
+
     store: Any = None
     """A ``langscale.RedisStore`` (or ``redis_url=``): breakers shared with every process that
     uses the same ``shared_name`` and deployment names."""
@@ -357,6 +364,9 @@ class ScaledChatModel(BaseChatModel):
         if self.limits is not None and not isinstance(self.limits, RateLimiter):
             msg = f"limits must be a langscale.RateLimiter, got {self.limits!r}"
             raise _core.ConfigError(msg)
+        if self.budgets is not None and not isinstance(self.budgets, Budgets):
+            msg = f"budgets must be a langscale.Budgets, got {self.budgets!r}"
+            raise _core.ConfigError(msg)
         names: set[str] = set()
         self._deps = deps
         self._router = _core.Router(
@@ -376,6 +386,7 @@ class ScaledChatModel(BaseChatModel):
             hedge_delay=self.hedge_delay,
             seed=self.seed,
             failover_price_ratio=self.failover_price_ratio,
+            budgets=self.budgets._core if self.budgets is not None else None,
             complexity_small=self.complexity_small if self.complexity_small is not None else [0],
             complexity_large=self.complexity_large
             if self.complexity_large is not None
@@ -388,7 +399,7 @@ class ScaledChatModel(BaseChatModel):
         if self.complexity is not None and not callable(self.complexity):
             msg = f"complexity must be a callable(messages) -> float, got {self.complexity!r}"
             raise _core.ConfigError(msg)
-        if self.native and all(_native_capable(d.model) for d in deps):
+        if self.native and self.budgets is None and all(_native_capable(d.model) for d in deps):
             self._native = _core.NativeRouter(self._router, [d.model._endpoint for d in deps])
         _metrics.track(self)
 
@@ -498,14 +509,57 @@ class ScaledChatModel(BaseChatModel):
             return self.complexity(messages)
         return None
 
-    def _start(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> Any:
-        """A new run on the router (its limiters charged the token estimate first)."""
+    def _start(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any], run_manager: Any = None
+    ) -> Any:
+        """A new run on the router (its limiters charged the token estimate first), for the
+        tenant the run's config or ``langscale.tenant(...)`` names."""
+        who = _identity.of_run(run_manager)
         return self._private()["_router"].start(
             estimated_input_tokens=_estimate_tokens(messages),
             tools=len(kwargs.get("tools") or ()),
             turns=len(messages),
             complexity_hint=self._complexity_hint(messages),
+            tenant=who.tenant,
+            user=who.user,
+            output_tokens=_max_tokens(kwargs),
         )
+
+    # LangChain passes a call's ``metadata`` to its run but not ``configurable``: a tenant
+    # named there is copied into the metadata, where the run (and we) see it.
+    def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        return super().invoke(input, _identity.into_metadata(config), **kwargs)
+
+    async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        return await super().ainvoke(input, _identity.into_metadata(config), **kwargs)
+
+    def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Iterator[Any]:
+        return super().stream(input, _identity.into_metadata(config), **kwargs)
+
+    def astream(self, input: Any, config: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
+        return super().astream(input, _identity.into_metadata(config), **kwargs)
+
+    # The cache LangChain consults before _generate gets no config: the run's tenant is
+    # made current around it, so a lookup never answers one tenant with another's entry.
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        with _identity.bound(_identity.of_run(run_manager)):
+            return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        with _identity.bound(_identity.of_run(run_manager)):
+            return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
 
     def _failure(
         self, detail: str | None, attempt: int | None, errors: dict[int, tuple[int, BaseException]]
@@ -557,7 +611,7 @@ class ScaledChatModel(BaseChatModel):
             result = self._call(deps[index], messages, stop, run_manager, kwargs, attempt, run)
             return (result, *_usage(result))
 
-        run = self._start(messages, kwargs)
+        run = self._start(messages, kwargs, run_manager)
         return drive(run, call, self._failure, hedged=self.hedge_delay is not None)
 
     async def _agenerate(
@@ -578,7 +632,7 @@ class ScaledChatModel(BaseChatModel):
             )
             return (result, *_usage(result))
 
-        run = self._start(messages, kwargs)
+        run = self._start(messages, kwargs, run_manager)
         return await adrive(run, call, self._failure, hedged=self.hedge_delay is not None)
 
     # -- streaming: fail over until the first chunk, then it is this deployment's stream --------
@@ -607,8 +661,10 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        who = _identity.of_run(run_manager)
         cache, key = self._stream_cache(messages, stop, kwargs)
-        cached = cache.lookup(*key) if cache is not None else None
+        with _identity.bound(who):
+            cached = cache.lookup(*key) if cache is not None else None
         if isinstance(cached, list) and cached:
             for message in _replay(cached):
                 yield _chunk(message, run_manager)
@@ -618,7 +674,8 @@ class ScaledChatModel(BaseChatModel):
             total = chunk if total is None else total + chunk
             yield chunk
         if cache is not None and total is not None:
-            cache.update(*key, [_completed(total)])
+            with _identity.bound(who):
+                cache.update(*key, [_completed(total)])
 
     async def _astream(
         self,
@@ -627,8 +684,10 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        who = _identity.of_run(run_manager)
         cache, key = self._stream_cache(messages, stop, kwargs)
-        cached = await cache.alookup(*key) if cache is not None else None
+        with _identity.bound(who):
+            cached = await cache.alookup(*key) if cache is not None else None
         if isinstance(cached, list) and cached:
             for message in _replay(cached):
                 yield await _achunk(message, run_manager)
@@ -638,7 +697,8 @@ class ScaledChatModel(BaseChatModel):
             total = chunk if total is None else total + chunk
             yield chunk
         if cache is not None and total is not None:
-            await cache.aupdate(*key, [_completed(total)])
+            with _identity.bound(who):
+                await cache.aupdate(*key, [_completed(total)])
 
     def _stream_routed(
         self,
@@ -667,16 +727,19 @@ class ScaledChatModel(BaseChatModel):
             )
             return (next(stream, None), stream), 0, 0
 
-        run = self._start(messages, kwargs)
+        run = self._start(messages, kwargs, run_manager)
         first, rest = drive(run, call, self._failure, hedged=self.hedge_delay is not None)
         if first is None:
             return
         total = first
-        yield _chunk(first, run_manager)
-        for piece in rest:
-            total += piece
-            yield _chunk(piece, run_manager)
-        run.settle(_stream_usage(total))
+        try:
+            yield _chunk(first, run_manager)
+            for piece in rest:
+                total += piece
+                yield _chunk(piece, run_manager)
+        finally:
+            # The final chunk's usage; a stream cut short is charged for what it received.
+            run.settle_usage(*_stream_usage(total, messages))
 
     async def _astream_routed(
         self,
@@ -712,22 +775,41 @@ class ScaledChatModel(BaseChatModel):
                 first = None
             return (first, stream), 0, 0
 
-        run = self._start(messages, kwargs)
+        run = self._start(messages, kwargs, run_manager)
         first, rest = await adrive(run, call, self._failure, hedged=self.hedge_delay is not None)
         if first is None:
             return
         total = first
-        yield await _achunk(first, run_manager)
-        async for piece in rest:
-            total += piece
-            yield await _achunk(piece, run_manager)
-        run.settle(_stream_usage(total))
+        try:
+            yield await _achunk(first, run_manager)
+            async for piece in rest:
+                total += piece
+                yield await _achunk(piece, run_manager)
+        finally:
+            run.settle_usage(*_stream_usage(total, messages))
 
 
-def _stream_usage(total: Any) -> int:
-    """Tokens a finished stream used, from its usage metadata (0 when it sent none)."""
+def _stream_usage(total: Any, messages: Sequence[BaseMessage]) -> tuple[int, int]:
+    """(input, output) tokens a stream used: its usage metadata (the final chunk's), else
+    (cut short, or a provider that sends none) the prompt's estimate and what was received."""
     usage = getattr(total, "usage_metadata", None) or {}
-    return int(usage.get("total_tokens", 0) or 0)
+    used_in, used_out = (
+        int(usage.get("input_tokens", 0) or 0),
+        int(usage.get("output_tokens", 0) or 0),
+    )
+    if used_in or used_out:
+        return used_in, used_out
+    text = getattr(total, "text", "") or ""
+    return _estimate_tokens(messages), (len(text) + 3) // 4
+
+
+def _max_tokens(kwargs: dict[str, Any]) -> int | None:
+    """The call's ``max_tokens`` (what a budget reserves for output), if set."""
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = kwargs.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _replay(generations: list[Any]) -> Iterator[AIMessageChunk]:

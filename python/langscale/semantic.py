@@ -20,6 +20,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.outputs import Generation
 
 from langscale import _codec, _core
+from langscale import identity as _tenant
 from langscale import metrics as _metrics
 from langscale import store as _store
 from langscale.embeddings import LocalEmbeddings
@@ -73,7 +74,10 @@ class SemanticCache(BaseCache):
         redis_url: str | None = None,
         shared_name: str = "default",
         surface_threshold: float | None = None,
+        share_tenants: bool = False,
     ) -> None:
+        # Each tenant (langscale.tenant / RunnableConfig) has its own scopes unless shared.
+        self._scope = _tenant.scope_for(share_tenants)
         if isinstance(embeddings, str):
             try:
                 embeddings = LocalEmbeddings(embeddings)
@@ -192,6 +196,7 @@ class SemanticCache(BaseCache):
         self, prompt: str, llm_string: str
     ) -> tuple[list[Generation] | None, LookupInfo]:
         """``lookup`` plus how it was answered (for logging: kind, similarity, matched text)."""
+        llm_string = self._scope(llm_string)
         self._apply_shared()
         if self._embeddings is None:
             return self._answer(prompt, llm_string, self._core.lookup(prompt, llm_string))
@@ -207,6 +212,7 @@ class SemanticCache(BaseCache):
     async def alookup_with_info(
         self, prompt: str, llm_string: str
     ) -> tuple[list[Generation] | None, LookupInfo]:
+        llm_string = self._scope(llm_string)
         if self._native is not None:
             self._apply_shared()
             split = self._core.split_prompt(prompt, llm_string)
@@ -248,6 +254,7 @@ class SemanticCache(BaseCache):
             return None
 
     def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        llm_string = self._scope(llm_string)
         raw = self._encode(prompt, llm_string, return_val)
         if raw is None:
             return
@@ -255,6 +262,7 @@ class SemanticCache(BaseCache):
         self._core.update(prompt, llm_string, raw, vector)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        llm_string = self._scope(llm_string)
         raw = self._encode(prompt, llm_string, return_val)
         if raw is None:
             return

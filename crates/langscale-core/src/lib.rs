@@ -12,4 +12,5 @@ pub mod provider;
 pub mod route;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod spend;
 pub mod store;

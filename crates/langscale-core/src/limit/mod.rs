@@ -20,4 +20,7 @@ pub enum LimitError {
     /// The wait exceeded the caller's timeout.
     #[error("rate limit wait exceeded the timeout of {0:.3} s")]
     Timeout(f64),
+    /// A tenant, user or global budget refused the call (`spend`).
+    #[error("{0}")]
+    Budget(Box<crate::spend::Exceeded>),
 }

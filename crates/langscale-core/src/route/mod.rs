@@ -46,7 +46,7 @@ pub use execution::{
     AttemptError, AttemptId, AttemptKind, ErrorKind, Execution, FailReason, Outcome, Step,
 };
 pub use router::{DeploymentSnapshot, FailureCounts, Router, RouterConfig, RouterSnapshot};
-pub use run::{Action, Granted, Limits, PermitRequest, Run};
+pub use run::{Action, Granted, Limits, PermitRequest, Run, Spend};
 pub use shared_breaker::{SharedBreakers, BREAKER_POLL};
 pub use stats::{ErrorCounts, LatencySummary};
 pub use strategy::Strategy;

@@ -5,11 +5,133 @@
 //! I/O an [`Action`] names: call, acquire, wait, sleep. The native loop (tokio), Python's
 //! sync loop and Python's asyncio loop are such drivers, for plain and streamed answers.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use super::execution::{AttemptId, AttemptKind, ErrorKind, Execution, FailReason, Outcome, Step};
+use super::Router;
 use crate::limit::{AnyLimiter, AnyPermit, LimitError, Priority};
+use crate::spend::{Budgets, Cost, Refusal, Reservation, Who};
+
+/// A request's tenant budgets: who it is for and how many output tokens each call reserves
+/// (its `max_tokens`, else the budgets' configured estimate).
+#[derive(Debug, Clone)]
+pub struct Spend {
+    pub budgets: Budgets,
+    pub who: Who,
+    pub output_tokens: Option<u64>,
+}
+
+impl Spend {
+    fn output(&self) -> u64 {
+        self.output_tokens
+            .unwrap_or_else(|| self.budgets.config().output_estimate)
+    }
+}
+
+/// What one call on deployment `d` reserves, and whether that deployment serves a degraded
+/// level (tagged cheaper).
+#[derive(Debug, Clone)]
+struct BudgetAsk {
+    spend: Spend,
+    cost: Cost,
+    cheap: bool,
+}
+
+impl BudgetAsk {
+    fn new(router: &Router, spend: &Spend, d: usize, input: u64) -> Self {
+        let output = spend.output();
+        let (usd, cheap) = router.deployments().get(d).map_or((0.0, false), |dep| {
+            let tag = &spend.budgets.config().degrade_tag;
+            (dep.cost(input, output), dep.tags.iter().any(|t| t == tag))
+        });
+        Self {
+            spend: spend.clone(),
+            cost: Cost {
+                requests: 1,
+                tokens: input.saturating_add(output),
+                usd,
+            },
+            cheap,
+        }
+    }
+
+    fn try_reserve(&self) -> Result<Option<Reservation>, (LimitError, bool)> {
+        match self
+            .spend
+            .budgets
+            .reserve(&self.spend.who, self.cost, self.cheap)
+        {
+            Ok(r) => Ok(Some(r)),
+            Err(Refusal::Wait { .. }) => Ok(None),
+            // Another deployment (a cheaper one) may still serve.
+            Err(r @ Refusal::Degrade(_)) => Err((r.into_error(), false)),
+            Err(r) => Err((r.into_error(), true)),
+        }
+    }
+
+    /// Wait for room while the level's policy allows (and the request's deadline).
+    fn deadline(
+        &self,
+        started: Instant,
+        wait: Duration,
+        request_left: Option<Duration>,
+    ) -> Instant {
+        let limit = request_left.map_or(wait, |left| left.min(wait));
+        started.checked_add(limit).unwrap_or(started)
+    }
+
+    async fn reserve(&self, request_left: Option<Duration>) -> Result<Reservation, LimitError> {
+        let started = Instant::now();
+        loop {
+            match self.next_wait(started, request_left) {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(nap)) => tokio::time::sleep(nap).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn reserve_blocking(&self, request_left: Option<Duration>) -> Result<Reservation, LimitError> {
+        let started = Instant::now();
+        loop {
+            match self.next_wait(started, request_left) {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(nap)) => std::thread::sleep(nap),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One try: the reservation, how long to nap before the next, or the refusal to raise.
+    fn next_wait(
+        &self,
+        started: Instant,
+        request_left: Option<Duration>,
+    ) -> Result<Result<Reservation, Duration>, LimitError> {
+        match self
+            .spend
+            .budgets
+            .reserve(&self.spend.who, self.cost, self.cheap)
+        {
+            Ok(r) => Ok(Ok(r)),
+            Err(Refusal::Wait {
+                exceeded,
+                retry_after,
+                timeout,
+            }) => {
+                let until = self.deadline(started, timeout, request_left);
+                let now = Instant::now();
+                if now >= until || now + retry_after > until {
+                    return Err(LimitError::Budget(exceeded));
+                }
+                // Room may come sooner (a call in flight settling below its estimate).
+                Ok(Err(retry_after.min(Duration::from_millis(100))))
+            }
+            Err(r) => Err(r.into_error()),
+        }
+    }
+}
 
 /// The limiters a request takes permits from: one for the whole model (every deployment
 /// shares it), then the deployment's own.
@@ -70,6 +192,8 @@ pub struct PermitRequest {
     limiters: Vec<(AnyLimiter, bool)>,
     tokens: u64,
     timeout: Option<Duration>,
+    /// A tenant budget to wait for first.
+    budget: Option<BudgetAsk>,
 }
 
 /// The permits, or which limiter refused and why.
@@ -77,10 +201,24 @@ pub struct PermitRequest {
 pub struct Granted {
     attempt: AttemptId,
     result: Result<Vec<AnyPermit>, (LimitError, bool)>,
+    reservation: Option<Reservation>,
 }
 
 impl PermitRequest {
     pub async fn acquire(self) -> Granted {
+        let reservation = match &self.budget {
+            Some(ask) => match ask.reserve(self.timeout).await {
+                Ok(r) => Some(r),
+                Err(e) => return self.refused(e, true),
+            },
+            None => None,
+        };
+        let mut granted = self.acquire_permits().await;
+        granted.reservation = reservation;
+        granted
+    }
+
+    async fn acquire_permits(&self) -> Granted {
         let mut permits = Vec::with_capacity(self.limiters.len());
         for (limiter, shared) in &self.limiters {
             match limiter
@@ -94,11 +232,19 @@ impl PermitRequest {
         Granted {
             attempt: self.attempt,
             result: Ok(permits),
+            reservation: None,
         }
     }
 
     /// The same on the calling thread (never from async code).
     pub fn acquire_blocking(self) -> Granted {
+        let reservation = match &self.budget {
+            Some(ask) => match ask.reserve_blocking(self.timeout) {
+                Ok(r) => Some(r),
+                Err(e) => return self.refused(e, true),
+            },
+            None => None,
+        };
         let mut permits = Vec::with_capacity(self.limiters.len());
         for (limiter, shared) in &self.limiters {
             match limiter.acquire_blocking(self.tokens, Priority::Standard, self.timeout) {
@@ -109,6 +255,7 @@ impl PermitRequest {
         Granted {
             attempt: self.attempt,
             result: Ok(permits),
+            reservation,
         }
     }
 
@@ -116,6 +263,7 @@ impl PermitRequest {
         Granted {
             attempt: self.attempt,
             result: Err((error, shared)),
+            reservation: None,
         }
     }
 }
@@ -137,8 +285,8 @@ pub struct Run {
     tokens: u64,
     /// A call decided on, waiting for its permits.
     waiting: Option<Ready>,
-    /// Its permits, once granted.
-    granted: Option<Vec<AnyPermit>>,
+    /// Its permits (and budget reservation), once granted.
+    granted: Option<Held>,
     permits: HashMap<AttemptId, Vec<AnyPermit>>,
     started: HashMap<AttemptId, u64>,
     refusals: Vec<(AttemptId, usize, LimitError)>,
@@ -147,6 +295,18 @@ pub struct Run {
     /// How long each attempt waited before it went out (backoff, cool-downs, hedge delay,
     /// permits): from `mark` to its call.
     waits: HashMap<AttemptId, Duration>,
+    spend: Option<Spend>,
+    /// Budget reservations by attempt, with the deployment (for its prices).
+    holds: HashMap<AttemptId, (usize, Reservation)>,
+    /// Attempts that answered: a reservation still held when the run ends was used.
+    answered: HashSet<AttemptId>,
+}
+
+/// What a call holds while it runs.
+#[derive(Debug, Default)]
+struct Held {
+    permits: Vec<AnyPermit>,
+    reservation: Option<Reservation>,
 }
 
 impl Run {
@@ -164,7 +324,17 @@ impl Run {
             permits: HashMap::new(),
             started: HashMap::new(),
             refusals: Vec::new(),
+            spend: None,
+            holds: HashMap::new(),
+            answered: HashSet::new(),
         }
+    }
+
+    /// Reserve from tenant budgets before every call (settled with the real usage).
+    #[must_use]
+    pub fn with_spend(mut self, spend: Option<Spend>) -> Self {
+        self.spend = spend;
+        self
     }
 
     pub fn execution(&self) -> &Execution {
@@ -176,9 +346,9 @@ impl Run {
     pub fn next(&mut self) -> Action {
         loop {
             if let Some(ready) = self.waiting {
-                if let Some(permits) = self.granted.take() {
+                if let Some(held) = self.granted.take() {
                     self.waiting = None;
-                    return self.call(ready, permits);
+                    return self.call(ready, held);
                 }
                 return Action::Acquire(self.permit_request(ready));
             }
@@ -196,7 +366,7 @@ impl Run {
                         timeout,
                     };
                     match self.try_permits(deployment) {
-                        Ok(Some(permits)) => return self.call(ready, permits),
+                        Ok(Some(held)) => return self.call(ready, held),
                         Ok(None) => self.waiting = Some(ready),
                         Err((error, shared)) => self.refuse(attempt, deployment, error, shared),
                     }
@@ -230,7 +400,12 @@ impl Run {
             return; // stale: the permits drop here
         };
         match granted.result {
-            Ok(permits) => self.granted = Some(permits),
+            Ok(permits) => {
+                self.granted = Some(Held {
+                    permits,
+                    reservation: granted.reservation,
+                });
+            }
             Err((error, shared)) => {
                 self.waiting = None;
                 self.refuse(ready.attempt, ready.deployment, error, shared);
@@ -243,11 +418,15 @@ impl Run {
     /// them while it is read).
     pub fn succeeded(&mut self, attempt: AttemptId, input_tokens: u64, output_tokens: u64) {
         let latency = self.elapsed(attempt);
+        self.answered.insert(attempt);
+        let used = input_tokens.saturating_add(output_tokens);
         if let Some(permits) = self.permits.get_mut(&attempt) {
-            let used = input_tokens.saturating_add(output_tokens);
             if used > 0 {
                 permits.iter_mut().for_each(|p| p.settle(used));
             }
+        }
+        if used > 0 {
+            self.settle_hold(attempt, input_tokens, output_tokens);
         }
         self.exec.report(
             attempt,
@@ -265,6 +444,7 @@ impl Run {
         self.mark = self.exec.router().clock.now_nanos();
         self.started.remove(&attempt);
         self.permits.remove(&attempt);
+        self.holds.remove(&attempt); // released: a failed call is not charged
         self.exec.report(attempt, Outcome::Failure(kind));
     }
 
@@ -273,9 +453,40 @@ impl Run {
         if used_tokens == 0 {
             return;
         }
-        for permits in self.permits.values_mut() {
-            permits.iter_mut().for_each(|p| p.settle(used_tokens));
+        let input = self.tokens.min(used_tokens);
+        self.settle_usage(input, used_tokens - input);
+    }
+
+    /// The same with input and output apart (priced apart): a stream's final usage, or for
+    /// a stream cut short, what it received.
+    pub fn settle_usage(&mut self, input_tokens: u64, output_tokens: u64) {
+        let used = input_tokens.saturating_add(output_tokens);
+        if used > 0 {
+            for permits in self.permits.values_mut() {
+                permits.iter_mut().for_each(|p| p.settle(used));
+            }
         }
+        let answered: Vec<AttemptId> = self.holds.keys().copied().collect();
+        for attempt in answered {
+            self.settle_hold(attempt, input_tokens, output_tokens);
+        }
+    }
+
+    fn settle_hold(&mut self, attempt: AttemptId, input: u64, output: u64) {
+        let Some((d, reservation)) = self.holds.remove(&attempt) else {
+            return;
+        };
+        let usd = self
+            .exec
+            .router()
+            .deployments()
+            .get(d)
+            .map_or(0.0, |dep| dep.cost(input, output));
+        reservation.settle(Cost {
+            requests: 1,
+            tokens: input.saturating_add(output),
+            usd,
+        });
     }
 
     /// The permits the next call waits for, when the last action was [`Action::Acquire`]
@@ -306,7 +517,7 @@ impl Run {
         &self.refusals
     }
 
-    fn call(&mut self, ready: Ready, permits: Vec<AnyPermit>) -> Action {
+    fn call(&mut self, ready: Ready, held: Held) -> Action {
         let now = self.exec.router().clock.now_nanos();
         self.started.insert(ready.attempt, now);
         self.waits.insert(
@@ -314,8 +525,11 @@ impl Run {
             Duration::from_nanos(now.saturating_sub(self.mark)),
         );
         self.mark = now;
-        if !permits.is_empty() {
-            self.permits.insert(ready.attempt, permits);
+        if !held.permits.is_empty() {
+            self.permits.insert(ready.attempt, held.permits);
+        }
+        if let Some(r) = held.reservation {
+            self.holds.insert(ready.attempt, (ready.deployment, r));
         }
         Action::Call {
             attempt: ready.attempt,
@@ -325,7 +539,20 @@ impl Run {
         }
     }
 
-    fn try_permits(&self, d: usize) -> Result<Option<Vec<AnyPermit>>, (LimitError, bool)> {
+    fn budget_ask(&self, d: usize) -> Option<BudgetAsk> {
+        let spend = self.spend.as_ref()?;
+        Some(BudgetAsk::new(self.exec.router(), spend, d, self.tokens))
+    }
+
+    /// The budget reservation first (all levels at once), then the limiters' permits.
+    fn try_permits(&self, d: usize) -> Result<Option<Held>, (LimitError, bool)> {
+        let reservation = match self.budget_ask(d) {
+            Some(ask) => match ask.try_reserve()? {
+                Some(r) => Some(r),
+                None => return Ok(None),
+            },
+            None => None,
+        };
         let limiters = self.limits.for_deployment(d);
         let mut permits = Vec::with_capacity(limiters.len());
         for (limiter, shared) in &limiters {
@@ -335,7 +562,10 @@ impl Run {
                 Err(e) => return Err((e, *shared)),
             }
         }
-        Ok(Some(permits))
+        Ok(Some(Held {
+            permits,
+            reservation,
+        }))
     }
 
     fn permit_request(&self, ready: Ready) -> PermitRequest {
@@ -345,6 +575,7 @@ impl Run {
             tokens: self.tokens,
             // A permit is worth waiting for until the request's deadline, not longer.
             timeout: self.exec.time_left(),
+            budget: self.budget_ask(ready.deployment),
         }
     }
 
@@ -369,13 +600,28 @@ impl Run {
     fn release_others(&mut self, winner: AttemptId) {
         self.permits.retain(|a, _| *a == winner);
         self.started.retain(|a, _| *a == winner);
+        self.holds.retain(|a, _| *a == winner);
     }
 
     fn release_all(&mut self) {
         self.permits.clear();
         self.started.clear();
+        self.holds.clear();
         self.waiting = None;
         self.granted = None;
+    }
+}
+
+impl Drop for Run {
+    /// A reservation still held by an attempt that answered was used but never told how
+    /// much (no usage reported): it is charged its estimate. Others are released.
+    fn drop(&mut self) {
+        for (attempt, (_, reservation)) in self.holds.drain() {
+            if self.answered.contains(&attempt) {
+                let estimate = reservation.estimate();
+                reservation.settle(estimate);
+            }
+        }
     }
 }
 
@@ -388,6 +634,7 @@ mod tests {
     use crate::clock::{Clock, FakeClock};
     use crate::limit::{Limiter, LimiterConfig};
     use crate::route::{Deployment, RequestInfo, Router, RouterConfig};
+    use crate::spend::OnOver;
 
     fn setup(n: usize, config: RouterConfig) -> (Arc<Router>, Arc<FakeClock>) {
         let clock = Arc::new(FakeClock::new());
@@ -548,5 +795,121 @@ mod tests {
         let mut r = run(&router, Limits::default(), 0);
         let _ = call(r.next());
         assert!(matches!(r.next(), Action::Wait(Some(_))));
+    }
+
+    fn budgets(clock: &Arc<FakeClock>, usd: f64, on_over: OnOver) -> Budgets {
+        use crate::spend::{BudgetCap, LevelConfig, SpendConfig, Window};
+        let level = LevelConfig {
+            budgets: vec![BudgetCap {
+                usd: Some(usd),
+                tokens: None,
+                window: Window::Day,
+                calendar: false,
+            }],
+            on_over,
+            ..LevelConfig::default()
+        };
+        let config = SpendConfig {
+            tenant_default: Some(level),
+            ..SpendConfig::default()
+        };
+        let clock: Arc<dyn Clock> = clock.clone();
+        Budgets::local(config, clock).unwrap()
+    }
+
+    fn priced(tags: &[&[&str]], clock: &Arc<FakeClock>) -> Arc<Router> {
+        let deployments = tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Deployment {
+                price_in: 10.0 / (i as f64 + 1.0),
+                price_out: 10.0 / (i as f64 + 1.0),
+                tags: t.iter().map(|s| (*s).to_owned()).collect(),
+                ..Deployment::new(format!("d{i}"))
+            })
+            .collect();
+        let clock: Arc<dyn Clock> = clock.clone();
+        Arc::new(Router::new(deployments, RouterConfig::default(), clock).unwrap())
+    }
+
+    fn spend(budgets: &Budgets) -> Option<Spend> {
+        Some(Spend {
+            budgets: budgets.clone(),
+            who: Who::new(Some("acme"), None),
+            output_tokens: Some(100),
+        })
+    }
+
+    #[test]
+    fn a_call_reserves_then_settles_its_real_cost() {
+        let clock = Arc::new(FakeClock::new());
+        let router = priced(&[&[]], &clock);
+        let b = budgets(&clock, 10.0, OnOver::Raise);
+        let mut r = run(&router, Limits::default(), 100).with_spend(spend(&b));
+        let (a, _) = call(r.next());
+        assert_eq!(b.report().in_flight, 1);
+        r.succeeded(a, 100, 50);
+        assert!(matches!(r.next(), Action::Done { .. }));
+        drop(r);
+        let report = b.report();
+        assert_eq!(report.in_flight, 0);
+        let t = report.levels.iter().find(|l| l.key == "t:acme").unwrap();
+        // 150 tokens at $10 per 1k.
+        assert!((t.counters.usd - 1.5).abs() < 1e-9, "{t:?}");
+    }
+
+    #[test]
+    fn over_budget_fails_the_request_with_the_budget_refusal() {
+        let clock = Arc::new(FakeClock::new());
+        let router = priced(&[&[], &[]], &clock);
+        // One call costs $2 at d0's price: over a $1 budget.
+        let b = budgets(&clock, 1.0, OnOver::Raise);
+        let mut r = run(&router, Limits::default(), 100).with_spend(spend(&b));
+        let Action::Fail(reason) = r.next() else {
+            panic!("expected a failure")
+        };
+        let last = reason.last_error().unwrap();
+        let Some(LimitError::Budget(e)) = r.refusal(last.attempt) else {
+            panic!("expected a budget refusal")
+        };
+        assert_eq!(e.tenant.as_deref(), Some("acme"));
+        assert_eq!(router.snapshot().deployments[1].requests, 0);
+    }
+
+    #[test]
+    fn degrade_routes_to_the_deployment_tagged_cheap() {
+        let clock = Arc::new(FakeClock::new());
+        let router = priced(&[&[], &["cheap"]], &clock);
+        let b = budgets(&clock, 1.0, OnOver::Degrade);
+        let mut r = run(&router, Limits::default(), 100).with_spend(spend(&b));
+        let (a, d) = call(r.next());
+        assert_eq!(d, 1, "only the cheap deployment may serve");
+        r.succeeded(a, 10, 10);
+        assert!(matches!(r.next(), Action::Done { deployment: 1, .. }));
+    }
+
+    #[test]
+    fn a_failed_call_is_not_charged_and_an_unreported_answer_is_charged_its_estimate() {
+        let clock = Arc::new(FakeClock::new());
+        let router = priced(&[&[]], &clock);
+        let b = budgets(&clock, 100.0, OnOver::Raise);
+        let mut r = run(&router, Limits::default(), 100).with_spend(spend(&b));
+        let (a, _) = call(r.next());
+        r.failed(a, ErrorKind::InvalidRequest);
+        assert!(matches!(r.next(), Action::Fail(_)));
+        drop(r);
+        let usd = |b: &Budgets| {
+            b.report()
+                .levels
+                .iter()
+                .find(|l| l.key == "t:acme")
+                .map_or(0.0, |l| l.counters.usd)
+        };
+        assert!(usd(&b).abs() < 1e-12);
+        let mut r = run(&router, Limits::default(), 100).with_spend(spend(&b));
+        let (a, _) = call(r.next());
+        r.succeeded(a, 0, 0); // a stream's first chunk: usage comes later
+        drop(r); // ...or never: the estimate (200 tokens at $10/1k) is charged
+        assert!((usd(&b) - 2.0).abs() < 1e-9);
     }
 }
