@@ -4,6 +4,7 @@
 //! metadata normalised away; `exact` stores serialized results under those keys; `shared`
 //! is what travels between processes (labelled with namespace and tenant).
 
+pub mod coalesce;
 pub mod embed;
 pub mod exact;
 pub mod guard;
