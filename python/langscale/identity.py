@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+from langchain_core.runnables.config import var_child_runnable_config
+
 from langscale import _core
 
 
@@ -111,10 +113,6 @@ def into_metadata(config: Any) -> Any:
 
 def _langchain_config() -> Mapping[str, Any] | None:
     """The RunnableConfig LangChain set for the runnable now running (inside a chain)."""
-    try:
-        from langchain_core.runnables.config import var_child_runnable_config
-    except ImportError:  # pragma: no cover - langchain-core always has it
-        return None
     return var_child_runnable_config.get()
 
 
