@@ -2,7 +2,10 @@
 
 Measures the cost of one admission when the rate never binds (ns per ``acquire`` and per
 awaited ``aacquire``), and the rate each actually achieves against a configured one when
-8 threads or 200 asyncio tasks all want more than it allows.
+8 threads or 200 asyncio tasks all want more than it allows. And fairness between tenants:
+the p95 latency of a light tenant while a heavy one sends 20x its traffic into one limit,
+against its p95 alone, against langscale with no tenants named (one FIFO queue) and against
+LangChain's limiter shared by both.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def cases(settings: Settings) -> list[Case]:
     out = [
         Case("acquire cost", lambda: _acquire_cost(settings)),
         Case("aacquire cost", lambda: _aacquire_cost(settings)),
+        Case("fair queuing: light tenant beside a 20x heavy one", lambda: _fairness(settings)),
     ]
     for stagger in (0.0, POLL_PERIOD):
         for rate in RATES:
@@ -273,3 +277,95 @@ def _rate_row(name: str, configured: float, stagger: float, achieved: dict[str, 
             "langchain_steady_rate": theirs.steady_rate,
         },
     )
+
+
+# --- fairness between tenants -------------------------------------------------------------
+
+FAIR_RATE = 100.0  # the shared provider limit, requests per second
+LIGHT_RATE = 5.0  # the light tenant's requests per second
+HEAVY_FACTOR = 20  # the heavy tenant sends 20x that: together they ask more than the limit
+CALL_SECONDS = 0.05  # what each admitted call then takes
+FAIR_TARGET = 1.5
+
+
+async def _tenant_traffic(
+    acquire: Callable[[str], object], seconds: float, heavy: bool
+) -> list[float]:
+    """Open-loop arrivals for `seconds`: the light tenant's latencies (wait + call), in ms."""
+    light_ms: list[float] = []
+    tasks: list[asyncio.Task] = []
+
+    async def one(tenant: str) -> None:
+        started = time.perf_counter()
+        await acquire(tenant)  # type: ignore[misc]
+        await asyncio.sleep(CALL_SECONDS)
+        if tenant == "light":
+            light_ms.append((time.perf_counter() - started) * 1e3)
+
+    async def arrivals(tenant: str, rate: float) -> None:
+        loop = asyncio.get_running_loop()
+        start, sent = loop.time(), 0
+        while loop.time() - start < seconds:
+            tasks.append(asyncio.create_task(one(tenant)))
+            sent += 1
+            await asyncio.sleep(max(0.0, start + sent / rate - loop.time()))
+
+    senders = [arrivals("light", LIGHT_RATE)]
+    if heavy:
+        senders.append(arrivals("heavy", LIGHT_RATE * HEAVY_FACTOR))
+    await asyncio.gather(*senders)
+    for t in tasks:
+        t.cancel()  # the heavy backlog left over is not measured
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return light_ms
+
+
+def _fair_p95(side: str, seconds: float, heavy: bool) -> float:
+    if side == "langchain":
+        lc = InMemoryRateLimiter(
+            requests_per_second=FAIR_RATE, check_every_n_seconds=0.01, max_bucket_size=1
+        )
+
+        async def acquire(tenant: str) -> None:
+            await lc.aacquire()
+    else:
+        ls = langscale.RateLimiter(requests_per_second=FAIR_RATE, burst=1)
+        named = side == "fair"
+
+        async def acquire(tenant: str) -> None:
+            await ls.aacquire(tenant=tenant if named else None, timeout=60)
+
+    latencies = asyncio.run(_tenant_traffic(acquire, seconds, heavy))
+    return _quantile_ms(latencies, 0.95)
+
+
+def _quantile_ms(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def _fairness(settings: Settings) -> list[Row]:
+    seconds = settings.pick(6.0, 2.0)
+    alone = _fair_p95("fair", seconds, heavy=False)
+    fair = _fair_p95("fair", seconds, heavy=True)
+    fifo = _fair_p95("fifo", seconds, heavy=True)
+    langchain = _fair_p95("langchain", seconds, heavy=True)
+    group = (
+        f"limiter: light tenant p95 latency (ms), {LIGHT_RATE:g}/s beside a tenant sending "
+        f"{HEAVY_FACTOR}x that into one {FAIR_RATE:g}/s limit, calls {CALL_SECONDS * 1e3:g} ms"
+    )
+    detail = {"alone_ms": alone, "fair_ms": fair, "fifo_ms": fifo, "langchain_ms": langchain}
+    return [
+        Row(
+            group,
+            "with tenants vs alone (langscale both)",
+            "ms",
+            fair,
+            alone,
+            target=f"within {FAIR_TARGET:g}x of alone",
+            met=fair <= FAIR_TARGET * alone,
+            extra=detail,
+        ),
+        Row(group, "with tenants vs no tenants named (one FIFO queue)", "ms", fair, fifo),
+        Row(group, "langscale with tenants vs InMemoryRateLimiter", "ms", fair, langchain),
+    ]

@@ -76,6 +76,29 @@ text_arg! {
     SharedName = "shared_name";
 }
 
+/// A mapping of tenant name to a positive weight (`{"acme": 2, "free": 0.5}`).
+pub fn tenant_weights(
+    name: &str,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<std::collections::HashMap<String, f64>> {
+    let mut out = std::collections::HashMap::new();
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(out);
+    };
+    let mapping = value.cast::<pyo3::types::PyDict>().map_err(|_| {
+        config_error(format!(
+            "{name} must be a dict of tenant name to weight, got {}",
+            describe(value)
+        ))
+    })?;
+    for (tenant, weight) in mapping.iter() {
+        let tenant = text(&format!("a tenant in {name}"), &tenant)?.to_owned();
+        let weight = positive_number(&format!("{name}[{tenant:?}]"), Some(&weight))?.unwrap_or(1.0);
+        out.insert(tenant, weight);
+    }
+    Ok(out)
+}
+
 /// `text` for a secret (an API key, a header value): a bad one is described, never shown.
 pub fn secret_text<'a>(name: &str, value: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
     text(name, value).map_err(|_| {

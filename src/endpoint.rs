@@ -366,7 +366,8 @@ impl NativeRouter {
     }
 
     /// One routed completion (blocking, GIL released): (deployment, response).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None))]
+    #[allow(clippy::too_many_arguments)]
     fn chat(
         &self,
         py: Python<'_>,
@@ -375,9 +376,16 @@ impl NativeRouter {
         tools: usize,
         turns: usize,
         complexity_hint: Option<&Bound<'_, PyAny>>,
+        tenant: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyRouted> {
         let req = request(request_json)?;
-        let info = info(estimated_input_tokens, tools, turns, complexity_hint)?;
+        let info = info(
+            estimated_input_tokens,
+            tools,
+            turns,
+            complexity_hint,
+            tenant,
+        )?;
         let inner = Arc::clone(&self.inner);
         py.detach(move || runtime().block_on(inner.chat(&req, info, estimated_input_tokens)))
             .map(|r| (r.deployment, response(r.value)))
@@ -385,7 +393,8 @@ impl NativeRouter {
     }
 
     /// An awaitable of one routed completion: (deployment, response).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None))]
+    #[allow(clippy::too_many_arguments)]
     fn achat<'py>(
         &self,
         py: Python<'py>,
@@ -394,9 +403,16 @@ impl NativeRouter {
         tools: usize,
         turns: usize,
         complexity_hint: Option<&Bound<'py, PyAny>>,
+        tenant: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = request(request_json)?;
-        let info = info(estimated_input_tokens, tools, turns, complexity_hint)?;
+        let info = info(
+            estimated_input_tokens,
+            tools,
+            turns,
+            complexity_hint,
+            tenant,
+        )?;
         let inner = Arc::clone(&self.inner);
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             inner
@@ -408,7 +424,8 @@ impl NativeRouter {
     }
 
     /// A routed stream (blocking until a deployment sent its first delta).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None))]
+    #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
         py: Python<'_>,
@@ -417,9 +434,16 @@ impl NativeRouter {
         tools: usize,
         turns: usize,
         complexity_hint: Option<&Bound<'_, PyAny>>,
+        tenant: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(usize, ChatStream)> {
         let req = request(request_json)?;
-        let info = info(estimated_input_tokens, tools, turns, complexity_hint)?;
+        let info = info(
+            estimated_input_tokens,
+            tools,
+            turns,
+            complexity_hint,
+            tenant,
+        )?;
         let inner = Arc::clone(&self.inner);
         py.detach(move || runtime().block_on(inner.stream(&req, info, estimated_input_tokens)))
             .map(|r| {
@@ -432,7 +456,8 @@ impl NativeRouter {
     }
 
     /// An awaitable of a routed stream: (deployment, stream).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None))]
+    #[allow(clippy::too_many_arguments)]
     fn astream<'py>(
         &self,
         py: Python<'py>,
@@ -441,9 +466,16 @@ impl NativeRouter {
         tools: usize,
         turns: usize,
         complexity_hint: Option<&Bound<'py, PyAny>>,
+        tenant: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = request(request_json)?;
-        let info = info(estimated_input_tokens, tools, turns, complexity_hint)?;
+        let info = info(
+            estimated_input_tokens,
+            tools,
+            turns,
+            complexity_hint,
+            tenant,
+        )?;
         let inner = Arc::clone(&self.inner);
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             inner
@@ -465,12 +497,14 @@ fn info(
     tools: usize,
     turns: usize,
     hint: Option<&Bound<'_, PyAny>>,
+    tenant: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<RequestInfo> {
     Ok(RequestInfo {
         estimated_input_tokens: tokens,
         tools,
         turns,
         complexity_hint: crate::route::complexity_hint(hint)?,
+        tenant: crate::args::optional_text("tenant", tenant)?.map(Arc::from),
         ..RequestInfo::default()
     })
 }

@@ -3,7 +3,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use langscale_core::limit::{AnyLimiter, Limiter, LimiterConfig, Permit as CorePermit, Priority};
+use langscale_core::limit::{
+    AnyLimiter, Ask, Limiter, LimiterConfig, Permit as CorePermit, Priority,
+};
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -45,7 +47,8 @@ pub struct RateLimiter {
 #[pymethods]
 impl RateLimiter {
     #[new]
-    #[pyo3(signature = (requests_per_second=None, requests_per_minute=None, tokens_per_minute=None, max_concurrency=None, burst=None, token_burst=None, priority_aging=None))]
+    #[pyo3(signature = (requests_per_second=None, requests_per_minute=None, tokens_per_minute=None, max_concurrency=None, burst=None, token_burst=None, priority_aging=None, tenant_weights=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         requests_per_second: Option<&Bound<'_, PyAny>>,
         requests_per_minute: Option<&Bound<'_, PyAny>>,
@@ -54,6 +57,7 @@ impl RateLimiter {
         burst: Option<&Bound<'_, PyAny>>,
         token_burst: Option<&Bound<'_, PyAny>>,
         priority_aging: Option<&Bound<'_, PyAny>>,
+        tenant_weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let max_concurrency = args::positive_count("max_concurrency", max_concurrency)?
             .map(|n| {
@@ -70,6 +74,7 @@ impl RateLimiter {
             token_burst: args::positive_count("token_burst", token_burst)?,
             priority_aging: args::seconds("priority_aging", priority_aging)?
                 .unwrap_or(Duration::from_secs(5)),
+            tenant_weights: args::tenant_weights("tenant_weights", tenant_weights)?,
         };
         let limiter = Limiter::new(&config).map_err(CoreError::from)?;
         Ok(Self { limiter })
@@ -90,9 +95,10 @@ impl RateLimiter {
     }
 
     /// Wait (releasing the GIL) until admitted; raises RateLimitTimeout after `timeout` seconds.
+    /// Waiters naming a `tenant` share the limit fairly (by `tenant_weights`, on tokens).
     #[pyo3(
-        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None),
-        text_signature = "($self, tokens=0, priority='standard', timeout=None)"
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None, tenant=None),
+        text_signature = "($self, tokens=0, priority='standard', timeout=None, tenant=None)"
     )]
     fn acquire(
         &self,
@@ -100,9 +106,11 @@ impl RateLimiter {
         tokens: Tokens,
         priority: PriorityArg,
         timeout: Option<&Bound<'_, PyAny>>,
+        tenant: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Permit> {
         let (tokens, priority) = (tokens.0, priority.0);
         let timeout = args::seconds("timeout", timeout)?;
+        let ask = Ask::new(priority, args::optional_text("tenant", tenant)?);
         if let Some(permit) = self
             .limiter
             .try_acquire(tokens, priority)
@@ -111,14 +119,14 @@ impl RateLimiter {
             return Ok(Permit::new(permit));
         }
         let limiter = self.limiter.clone();
-        let permit = py.detach(move || limiter.acquire_blocking(tokens, priority, timeout));
+        let permit = py.detach(move || limiter.acquire_blocking(tokens, ask, timeout));
         Ok(Permit::new(permit.map_err(CoreError::from)?))
     }
 
     /// An awaitable of a Permit; cancelling it gives the place in the queue back.
     #[pyo3(
-        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None),
-        text_signature = "($self, tokens=0, priority='standard', timeout=None)"
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None, tenant=None),
+        text_signature = "($self, tokens=0, priority='standard', timeout=None, tenant=None)"
     )]
     fn acquire_async<'py>(
         &self,
@@ -126,17 +134,32 @@ impl RateLimiter {
         tokens: Tokens,
         priority: PriorityArg,
         timeout: Option<&Bound<'py, PyAny>>,
+        tenant: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (tokens, priority) = (tokens.0, priority.0);
         let timeout = args::seconds("timeout", timeout)?;
+        let ask = Ask::new(priority, args::optional_text("tenant", tenant)?);
         let limiter = self.limiter.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let permit = limiter
-                .acquire(tokens, priority, timeout)
+                .acquire(tokens, ask, timeout)
                 .await
                 .map_err(CoreError::from)?;
             Ok(Permit::new(permit))
         })
+    }
+
+    /// Change a tenant's share of this limit while tenants wait (default weight 1).
+    fn set_tenant_weight(
+        &self,
+        tenant: &Bound<'_, PyAny>,
+        weight: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let tenant = args::text("tenant", tenant)?;
+        let weight = args::positive_number("weight", Some(weight))?.unwrap_or(1.0);
+        self.limiter
+            .set_tenant_weight(tenant, weight)
+            .map_err(|e| CoreError::from(e).into())
     }
 
     /// The largest token count one request may ask for (None when tokens are not limited).

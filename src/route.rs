@@ -375,6 +375,7 @@ impl Router {
             tools,
             turns,
             complexity_hint: self::complexity_hint(complexity_hint)?,
+            tenant: tenant.map(Arc::from),
             ..RequestInfo::default()
         };
         let exec = self.router.start(info);

@@ -261,6 +261,7 @@ impl SharedRateLimiter {
             token_burst: args::positive_count("token_burst", token_burst)?,
             priority_aging: args::seconds("priority_aging", priority_aging)?
                 .unwrap_or(Duration::from_secs(5)),
+            tenant_weights: std::collections::HashMap::new(),
         };
         let defaults = SharedLimiterConfig::default();
         let config = SharedLimiterConfig {

@@ -92,14 +92,24 @@ class RateLimiter:
         burst: int | None = None,
         token_burst: int | None = None,
         priority_aging: float | None = None,
+        tenant_weights: dict[str, float] | None = None,
     ) -> Self: ...
     def try_acquire(self, tokens: int = 0, priority: str = "standard") -> Permit | None: ...
     def acquire(
-        self, tokens: int = 0, priority: str = "standard", timeout: float | None = None
+        self,
+        tokens: int = 0,
+        priority: str = "standard",
+        timeout: float | None = None,
+        tenant: str | None = None,
     ) -> Permit: ...
     def acquire_async(
-        self, tokens: int = 0, priority: str = "standard", timeout: float | None = None
+        self,
+        tokens: int = 0,
+        priority: str = "standard",
+        timeout: float | None = None,
+        tenant: str | None = None,
     ) -> Awaitable[Permit]: ...
+    def set_tenant_weight(self, tenant: str, weight: float) -> None: ...
     @property
     def max_tokens(self) -> int | None: ...
     def stats(self) -> dict[str, Any]: ...
@@ -377,6 +387,7 @@ class NativeRouter:
         tools: int = 0,
         turns: int = 0,
         complexity_hint: float | None = None,
+        tenant: str | None = None,
     ) -> tuple[int, _Response]: ...
     def achat(
         self,
@@ -385,6 +396,7 @@ class NativeRouter:
         tools: int = 0,
         turns: int = 0,
         complexity_hint: float | None = None,
+        tenant: str | None = None,
     ) -> Awaitable[tuple[int, _Response]]: ...
     def stream(
         self,
@@ -393,6 +405,7 @@ class NativeRouter:
         tools: int = 0,
         turns: int = 0,
         complexity_hint: float | None = None,
+        tenant: str | None = None,
     ) -> tuple[int, ChatStream]: ...
     def astream(
         self,
@@ -401,6 +414,7 @@ class NativeRouter:
         tools: int = 0,
         turns: int = 0,
         complexity_hint: float | None = None,
+        tenant: str | None = None,
     ) -> Awaitable[tuple[int, ChatStream]]: ...
 
 # Simulated OpenAI-compatible providers (langscale.sim)

@@ -77,6 +77,8 @@ def _from_mapping(found: Mapping[str, Any] | None) -> Identity:
         return NOBODY
     t_key, u_key = _KEYS
     t, u = found.get(t_key), found.get(u_key)
+    if t is None and u is None:  # the common case, without building a tuple
+        return NOBODY
     return Identity(
         str(t) if t is not None and t != "" else None, str(u) if u is not None and u != "" else None
     )
@@ -88,7 +90,7 @@ def from_config(config: Mapping[str, Any] | None) -> Identity:
         return NOBODY
     for part in ("configurable", "metadata"):
         found = _from_mapping(config.get(part))
-        if found.tenant is not None or found.user is not None:
+        if found is not NOBODY and found != NOBODY:
             return found
     return NOBODY
 
@@ -111,22 +113,19 @@ def into_metadata(config: Any) -> Any:
     return {**config, "metadata": metadata}
 
 
-def _langchain_config() -> Mapping[str, Any] | None:
-    """The RunnableConfig LangChain set for the runnable now running (inside a chain)."""
-    return var_child_runnable_config.get()
-
-
 def current(metadata: Mapping[str, Any] | None = None) -> Identity:
     """Who the call now running is for: the run's own metadata (``metadata`` from a callback
     run manager: LangChain copies ``configurable`` values there), then the RunnableConfig
     LangChain set for this context, then ``with langscale.tenant(...)``. Missing parts of
     one source are not filled from another: the first that names a tenant or user wins."""
     found = _from_mapping(metadata)
-    if found != NOBODY:
+    if found is not NOBODY and found != NOBODY:
         return found
-    found = from_config(_langchain_config())
-    if found != NOBODY:
-        return found
+    config = var_child_runnable_config.get()
+    if config:
+        found = from_config(config)
+        if found is not NOBODY:
+            return found
     return _CURRENT.get()
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 from langchain_core.rate_limiters import BaseRateLimiter
 
 from langscale import _core
+from langscale import identity as _identity
 from langscale import metrics as _metrics
 from langscale import store as _store
 
@@ -23,6 +24,12 @@ class RateLimiter(BaseRateLimiter):
     Waiters are woken when their turn is due (no polling), served high, standard, then batch,
     first come first served within a priority; ``priority_aging`` seconds of waiting lift a
     waiter one level, so batch work is never starved.
+
+    Waiters of different tenants (``langscale.tenant(...)``, the call's RunnableConfig, or
+    ``tenant=``) share the limit by weighted fair queuing on tokens: a tenant sending 20x the
+    traffic of another cannot push the other's wait above its share. ``tenant_weights``
+    (``{"acme": 2}``, default 1 each; ``set_tenant_weight`` at run time) sets the shares. In one
+    process; a limit shared through Redis serves tenants first come, first served.
 
     ``burst`` is how many requests may go at once (default: 20 ms worth of the rate, at least
     1); ``token_burst`` how many tokens (default: one minute's worth).
@@ -44,6 +51,7 @@ class RateLimiter(BaseRateLimiter):
         lease: int = 1,
         local_share: float | None = None,
         slot_ttl: float = 30.0,
+        tenant_weights: dict[str, float] | None = None,
     ) -> None:
         shared = _store.resolve(store, redis_url)
         self._shared = shared is not None
@@ -74,6 +82,7 @@ class RateLimiter(BaseRateLimiter):
             burst,
             token_burst,
             priority_aging,
+            tenant_weights,
         )
         _metrics.track(self)
 
@@ -84,15 +93,19 @@ class RateLimiter(BaseRateLimiter):
         tokens: int = 0,
         priority: Priority = "standard",
         timeout: float | None = None,
+        tenant: str | None = None,
     ) -> _core.Permit | _core.SharedPermit | Literal[False]:
         """Wait for admission (releasing the GIL) and return a ``Permit``.
 
         With ``blocking=False`` return a permit only if one is available now, else ``False``.
-        Raises ``RateLimitTimeout`` if ``timeout`` seconds pass first.
+        Raises ``RateLimitTimeout`` if ``timeout`` seconds pass first. ``tenant``: whose turn
+        this is (default: the current tenant).
         """
         if not blocking:
             return self._core.try_acquire(tokens, priority) or False
-        return self._core.acquire(tokens, priority, timeout)
+        if self._shared:
+            return self._core.acquire(tokens, priority, timeout)
+        return self._core.acquire(tokens, priority, timeout, self._tenant(tenant))
 
     async def aacquire(
         self,
@@ -101,6 +114,7 @@ class RateLimiter(BaseRateLimiter):
         tokens: int = 0,
         priority: Priority = "standard",
         timeout: float | None = None,
+        tenant: str | None = None,
     ) -> _core.Permit | _core.SharedPermit | Literal[False]:
         """Like ``acquire`` without blocking the event loop; cancelling gives the place back."""
         if self._shared and blocking:
@@ -113,7 +127,18 @@ class RateLimiter(BaseRateLimiter):
             return permit
         if not blocking:
             return False
-        return await self._core.acquire_async(tokens, priority, timeout)
+        return await self._core.acquire_async(tokens, priority, timeout, self._tenant(tenant))
+
+    @staticmethod
+    def _tenant(tenant: str | None) -> str | None:
+        return _identity.current().tenant if tenant is None else tenant
+
+    def set_tenant_weight(self, tenant: str, weight: float) -> None:
+        """Change a tenant's share of this limit while tenants wait (default weight 1)."""
+        if self._shared:
+            msg = "tenant weights apply to a limiter in one process, not one shared through Redis"
+            raise _core.ConfigError(msg)
+        self._core.set_tenant_weight(tenant, weight)
 
     @property
     def max_tokens(self) -> int | None:

@@ -515,29 +515,39 @@ class ScaledChatModel(BaseChatModel):
         """A new run on the router (its limiters charged the token estimate first), for the
         tenant the run's config or ``langscale.tenant(...)`` names."""
         who = _identity.of_run(run_manager)
+        # Positional: keyword arguments cost ~0.1 us each to parse on this per-call path.
+        # (estimated_input_tokens, tools, turns, complexity_hint, tenant, user, output_tokens)
         return self._private()["_router"].start(
-            estimated_input_tokens=_estimate_tokens(messages),
-            tools=len(kwargs.get("tools") or ()),
-            turns=len(messages),
-            complexity_hint=self._complexity_hint(messages),
-            tenant=who.tenant,
-            user=who.user,
-            output_tokens=_max_tokens(kwargs),
+            _estimate_tokens(messages),
+            len(kwargs.get("tools") or ()) if kwargs else 0,
+            len(messages),
+            self._complexity_hint(messages),
+            who.tenant,
+            who.user,
+            _max_tokens(kwargs) if kwargs else None,
         )
 
     # LangChain passes a call's ``metadata`` to its run but not ``configurable``: a tenant
     # named there is copied into the metadata, where the run (and we) see it.
     def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
-        return super().invoke(input, _identity.into_metadata(config), **kwargs)
+        return super().invoke(
+            input, config if config is None else _identity.into_metadata(config), **kwargs
+        )
 
     async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
-        return await super().ainvoke(input, _identity.into_metadata(config), **kwargs)
+        return await super().ainvoke(
+            input, config if config is None else _identity.into_metadata(config), **kwargs
+        )
 
     def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Iterator[Any]:
-        return super().stream(input, _identity.into_metadata(config), **kwargs)
+        return super().stream(
+            input, config if config is None else _identity.into_metadata(config), **kwargs
+        )
 
     def astream(self, input: Any, config: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
-        return super().astream(input, _identity.into_metadata(config), **kwargs)
+        return super().astream(
+            input, config if config is None else _identity.into_metadata(config), **kwargs
+        )
 
     # The cache LangChain consults before _generate gets no config: the run's tenant is
     # made current around it, so a lookup never answers one tenant with another's entry.
@@ -548,6 +558,8 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if not self._cached():
+            return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
         with _identity.bound(_identity.of_run(run_manager)):
             return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
 
@@ -558,8 +570,15 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if not self._cached():
+            return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
         with _identity.bound(_identity.of_run(run_manager)):
             return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+
+    def _cached(self) -> bool:
+        """Whether LangChain will consult a cache for this model (its own or the global)."""
+        cache = self.cache
+        return cache is not False and (cache is not None or get_llm_cache() is not None)
 
     def _failure(
         self, detail: str | None, attempt: int | None, errors: dict[int, tuple[int, BaseException]]
@@ -567,29 +586,45 @@ class ScaledChatModel(BaseChatModel):
         return _failure(detail, attempt, errors, self._private()["_deps"])
 
     def _native_args(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[str, int, int, int, float | None]:
-        """The request JSON and routing info for the native loop."""
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        run_manager: Any,
+    ) -> tuple[str, int, int, int, float | None, str | None]:
+        """The request JSON and routing info for the native loop (the tenant included, for
+        the limiters' fair queues)."""
         hint = self._complexity_hint(messages)
         body = request_json(messages, stop, kwargs)
         tools = len(kwargs.get("tools") or ())
-        return body, _estimate_tokens(messages), tools, len(messages), hint
+        tenant = _identity.of_run(run_manager).tenant
+        return body, _estimate_tokens(messages), tools, len(messages), hint, tenant
 
     def _native_generate(
-        self, native: Any, messages: list[BaseMessage], stop: list[str] | None, kwargs: Any
+        self,
+        native: Any,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: Any,
+        run_manager: Any,
     ) -> ChatResult:
         try:
-            _, raw = native.chat(*self._native_args(messages, stop, kwargs))
+            _, raw = native.chat(*self._native_args(messages, stop, kwargs, run_manager))
         except (ProviderError, _core.RouteFailed) as exc:
             err = _native_failure(exc, self._private()["_deps"])
             raise err from err.__cause__
         return chat_result(raw)
 
     async def _native_agenerate(
-        self, native: Any, messages: list[BaseMessage], stop: list[str] | None, kwargs: Any
+        self,
+        native: Any,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: Any,
+        run_manager: Any,
     ) -> ChatResult:
         try:
-            _, raw = await native.achat(*self._native_args(messages, stop, kwargs))
+            _, raw = await native.achat(*self._native_args(messages, stop, kwargs, run_manager))
         except (ProviderError, _core.RouteFailed) as exc:
             err = _native_failure(exc, self._private()["_deps"])
             raise err from err.__cause__
@@ -604,7 +639,7 @@ class ScaledChatModel(BaseChatModel):
     ) -> ChatResult:
         native = self._private()["_native"]
         if native is not None and not _traced(run_manager):
-            return self._native_generate(native, messages, stop, kwargs)
+            return self._native_generate(native, messages, stop, kwargs, run_manager)
         deps = self._private()["_deps"]
 
         def call(index: int, attempt: int) -> tuple[ChatResult, int, int]:
@@ -623,7 +658,7 @@ class ScaledChatModel(BaseChatModel):
     ) -> ChatResult:
         native = self._private()["_native"]
         if native is not None and not _traced(run_manager):
-            return await self._native_agenerate(native, messages, stop, kwargs)
+            return await self._native_agenerate(native, messages, stop, kwargs, run_manager)
         deps = self._private()["_deps"]
 
         async def call(index: int, attempt: int) -> tuple[ChatResult, int, int]:
@@ -710,7 +745,7 @@ class ScaledChatModel(BaseChatModel):
         native = self._private()["_native"]
         if native is not None and not _traced(run_manager):
             try:
-                _, stream = native.stream(*self._native_args(messages, stop, kwargs))
+                _, stream = native.stream(*self._native_args(messages, stop, kwargs, run_manager))
                 on_token = run_manager.on_llm_new_token if run_manager else None
                 yield from stream_chunks(stream, on_token)
             except (ProviderError, _core.RouteFailed) as exc:
@@ -751,7 +786,9 @@ class ScaledChatModel(BaseChatModel):
         native = self._private()["_native"]
         if native is not None and not _traced(run_manager):
             try:
-                _, stream = await native.astream(*self._native_args(messages, stop, kwargs))
+                _, stream = await native.astream(
+                    *self._native_args(messages, stop, kwargs, run_manager)
+                )
                 async for delta in stream:
                     chunk = chat_chunk(delta)
                     if run_manager:

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{LimitError, Limiter, Permit, Priority, SharedLimiter, SharedPermit};
+use super::{Ask, LimitError, Limiter, Permit, SharedLimiter, SharedPermit};
 
 /// A limiter of either kind. Cloning shares the same limit.
 #[derive(Debug, Clone)]
@@ -36,23 +36,25 @@ impl AnyLimiter {
     pub fn try_acquire(
         &self,
         tokens: u64,
-        priority: Priority,
+        ask: impl Into<Ask>,
     ) -> Result<Option<AnyPermit>, LimitError> {
+        let ask = ask.into();
         Ok(match self {
-            Self::Local(l) => l.try_acquire(tokens, priority)?.map(AnyPermit::Local),
-            Self::Shared(l) => l.try_acquire(tokens, priority)?.map(AnyPermit::Shared),
+            Self::Local(l) => l.try_acquire(tokens, ask)?.map(AnyPermit::Local),
+            Self::Shared(l) => l.try_acquire(tokens, ask)?.map(AnyPermit::Shared),
         })
     }
 
     pub async fn acquire(
         &self,
         tokens: u64,
-        priority: Priority,
+        ask: impl Into<Ask>,
         timeout: Option<Duration>,
     ) -> Result<AnyPermit, LimitError> {
+        let ask = ask.into();
         Ok(match self {
-            Self::Local(l) => AnyPermit::Local(l.acquire(tokens, priority, timeout).await?),
-            Self::Shared(l) => AnyPermit::Shared(l.acquire(tokens, priority, timeout).await?),
+            Self::Local(l) => AnyPermit::Local(l.acquire(tokens, ask, timeout).await?),
+            Self::Shared(l) => AnyPermit::Shared(l.acquire(tokens, ask, timeout).await?),
         })
     }
 
@@ -60,12 +62,13 @@ impl AnyLimiter {
     pub fn acquire_blocking(
         &self,
         tokens: u64,
-        priority: Priority,
+        ask: impl Into<Ask>,
         timeout: Option<Duration>,
     ) -> Result<AnyPermit, LimitError> {
+        let ask = ask.into();
         Ok(match self {
-            Self::Local(l) => AnyPermit::Local(l.acquire_blocking(tokens, priority, timeout)?),
-            Self::Shared(l) => AnyPermit::Shared(l.acquire_blocking(tokens, priority, timeout)?),
+            Self::Local(l) => AnyPermit::Local(l.acquire_blocking(tokens, ask, timeout)?),
+            Self::Shared(l) => AnyPermit::Shared(l.acquire_blocking(tokens, ask, timeout)?),
         })
     }
 

@@ -1,14 +1,16 @@
 //! The limiter: request buckets, a token bucket and a concurrency cap combined, plus the wait
-//! queue. Admission with nobody waiting is lock-free; waiters queue in (priority, arrival)
-//! order and only the head may take capacity, so order is strict and nobody is skipped.
+//! queue. Admission with nobody waiting is lock-free; waiters queue fairly between tenants
+//! (weighted, on tokens: `fair`) and in (priority, arrival) order inside a tenant, and only the
+//! head may take capacity, so order is strict and nobody is skipped.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use event_listener::{Event, Listener};
 
+use super::fair::{FairQueue, Flow, Place};
 use super::{Gcra, LimitError};
 use crate::clock::{Clock, SystemClock};
 
@@ -31,6 +33,32 @@ impl std::str::FromStr for Priority {
             other => Err(LimitError::Config(format!(
                 "priority must be 'high', 'standard' or 'batch', got {other:?}"
             ))),
+        }
+    }
+}
+
+/// Who asks for a permit: how urgent it is and which tenant (flow) it is for. Waiters of
+/// different tenants share capacity by weight; a `Priority` alone asks for no tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub priority: Priority,
+    pub flow: Flow,
+}
+
+impl Ask {
+    pub fn new(priority: Priority, tenant: Option<&str>) -> Self {
+        Self {
+            priority,
+            flow: tenant.map(Arc::from),
+        }
+    }
+}
+
+impl From<Priority> for Ask {
+    fn from(priority: Priority) -> Self {
+        Self {
+            priority,
+            flow: None,
         }
     }
 }
@@ -59,6 +87,8 @@ pub struct LimiterConfig {
     pub token_burst: Option<u64>,
     /// Waiting this long lifts a waiter one priority level, so batch work cannot starve.
     pub priority_aging: Duration,
+    /// Each tenant's share of capacity while tenants wait (default 1 each).
+    pub tenant_weights: HashMap<String, f64>,
 }
 
 impl Default for LimiterConfig {
@@ -71,6 +101,7 @@ impl Default for LimiterConfig {
             burst: None,
             token_burst: None,
             priority_aging: Duration::from_secs(5),
+            tenant_weights: HashMap::new(),
         }
     }
 }
@@ -91,13 +122,7 @@ struct Waiter {
     event: Event,
 }
 
-type QueueKey = (u64, u64);
-
-#[derive(Debug, Default)]
-struct Queue {
-    waiters: BTreeMap<QueueKey, Arc<Waiter>>,
-    next_seq: u64,
-}
+type Queue = FairQueue<Arc<Waiter>>;
 
 #[derive(Debug)]
 struct Inner {
@@ -141,7 +166,7 @@ pub enum Poll {
 #[derive(Debug)]
 pub struct Ticket {
     inner: Arc<Inner>,
-    key: QueueKey,
+    place: Place,
     tokens: u64,
     priority: Priority,
     waiter: Arc<Waiter>,
@@ -156,6 +181,16 @@ pub struct Permit {
     tokens: u64,
     priority: Priority,
     holds_slot: bool,
+}
+
+fn check_weight(tenant: &str, weight: f64) -> Result<f64, LimitError> {
+    if weight.is_finite() && weight > 0.0 {
+        Ok(weight)
+    } else {
+        Err(LimitError::Config(format!(
+            "the weight of tenant {tenant:?} must be a positive number, got {weight}"
+        )))
+    }
 }
 
 fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
@@ -205,6 +240,10 @@ impl Limiter {
             ));
         }
         let aging_nanos = u64::try_from(config.priority_aging.as_nanos()).unwrap_or(u64::MAX);
+        let mut queue = Queue::default();
+        for (tenant, weight) in &config.tenant_weights {
+            queue.set_weight(Arc::from(tenant.as_str()), check_weight(tenant, *weight)?);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 clock,
@@ -212,7 +251,7 @@ impl Limiter {
                 token_bucket,
                 max_concurrency: config.max_concurrency,
                 in_flight: AtomicU32::new(0),
-                queue: Mutex::new(Queue::default()),
+                queue: Mutex::new(queue),
                 waiting: AtomicUsize::new(0),
                 aging_nanos,
                 acquired: AtomicU64::new(0),
@@ -221,6 +260,13 @@ impl Limiter {
                 timeouts: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Change a tenant's share of capacity while tenants wait (at run time).
+    pub fn set_tenant_weight(&self, tenant: &str, weight: f64) -> Result<(), LimitError> {
+        let weight = check_weight(tenant, weight)?;
+        lock(&self.inner.queue).set_weight(Arc::from(tenant), weight);
+        Ok(())
     }
 
     /// Reject a token count that no wait could ever satisfy.
@@ -240,8 +286,9 @@ impl Limiter {
     pub fn try_acquire(
         &self,
         tokens: u64,
-        priority: Priority,
+        ask: impl Into<Ask>,
     ) -> Result<Option<Permit>, LimitError> {
+        let priority = ask.into().priority;
         self.check_tokens(tokens)?;
         if self.inner.waiting.load(Ordering::SeqCst) > 0 {
             return Ok(None);
@@ -262,24 +309,23 @@ impl Limiter {
     }
 
     /// Join the wait queue. Poll the ticket to learn when it is admitted.
-    pub fn enqueue(&self, tokens: u64, priority: Priority) -> Result<Ticket, LimitError> {
+    pub fn enqueue(&self, tokens: u64, ask: impl Into<Ask>) -> Result<Ticket, LimitError> {
+        let Ask { priority, flow } = ask.into();
         self.check_tokens(tokens)?;
         let now = self.inner.clock.now_nanos();
         let rank = now.saturating_add(self.inner.aging_nanos.saturating_mul(priority as u64));
         let waiter = Arc::new(Waiter {
             event: Event::new(),
         });
-        let key = {
+        let place = {
             let mut queue = lock(&self.inner.queue);
-            let key = (rank, queue.next_seq);
-            queue.next_seq += 1;
-            queue.waiters.insert(key, Arc::clone(&waiter));
+            let place = queue.push(flow, rank, tokens, Arc::clone(&waiter));
             self.inner.waiting.fetch_add(1, Ordering::SeqCst);
-            key
+            place
         };
         Ok(Ticket {
             inner: Arc::clone(&self.inner),
-            key,
+            place,
             tokens,
             priority,
             waiter,
@@ -292,15 +338,16 @@ impl Limiter {
     pub fn acquire_blocking(
         &self,
         tokens: u64,
-        priority: Priority,
+        ask: impl Into<Ask>,
         timeout: Option<Duration>,
     ) -> Result<Permit, LimitError> {
-        if let Some(permit) = self.try_acquire(tokens, priority)? {
+        let ask = ask.into();
+        if let Some(permit) = self.try_acquire(tokens, ask.priority)? {
             return Ok(permit);
         }
         // A timeout too large to represent is no deadline at all.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut ticket = self.enqueue(tokens, priority)?;
+        let mut ticket = self.enqueue(tokens, ask)?;
         loop {
             let listener = ticket.waiter.event.listen();
             let wake_at = match ticket.poll() {
@@ -335,14 +382,15 @@ impl Limiter {
     pub async fn acquire(
         &self,
         tokens: u64,
-        priority: Priority,
+        ask: impl Into<Ask>,
         timeout: Option<Duration>,
     ) -> Result<Permit, LimitError> {
-        if let Some(permit) = self.try_acquire(tokens, priority)? {
+        let ask = ask.into();
+        if let Some(permit) = self.try_acquire(tokens, ask.priority)? {
             return Ok(permit);
         }
         let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
-        let mut ticket = self.enqueue(tokens, priority)?;
+        let mut ticket = self.enqueue(tokens, ask)?;
         loop {
             let listener = ticket.waiter.event.listen();
             let wake_at = match ticket.poll() {
@@ -450,7 +498,7 @@ impl Inner {
             return;
         }
         let queue = lock(&self.queue);
-        if let Some(waiter) = queue.waiters.values().next() {
+        if let Some(waiter) = queue.head() {
             waiter.event.notify(usize::MAX);
         }
     }
@@ -469,21 +517,20 @@ impl Ticket {
         }
         let inner = Arc::clone(&self.inner);
         let mut queue = lock(&inner.queue);
-        let is_head = queue.waiters.keys().next() == Some(&self.key);
-        if !is_head {
+        if !queue.is_head(&self.place) {
             return Poll::Pending(None);
         }
         let now = inner.clock.now_nanos();
         match inner.admit(self.tokens, now) {
             Ok(()) => {
-                queue.waiters.remove(&self.key);
+                queue.pop_head();
                 inner.waiting.fetch_sub(1, Ordering::SeqCst);
                 self.done = true;
                 inner.waited.fetch_add(1, Ordering::Relaxed);
                 inner
                     .wait_nanos
                     .fetch_add(now.saturating_sub(self.queued_at), Ordering::Relaxed);
-                if let Some(next) = queue.waiters.values().next() {
+                if let Some(next) = queue.head() {
                     next.event.notify(usize::MAX);
                 }
                 drop(queue);
@@ -505,12 +552,12 @@ impl Drop for Ticket {
             return;
         }
         let mut queue = lock(&self.inner.queue);
-        let was_head = queue.waiters.keys().next() == Some(&self.key);
-        if queue.waiters.remove(&self.key).is_some() {
+        let was_head = queue.is_head(&self.place);
+        if queue.remove(&self.place) {
             self.inner.waiting.fetch_sub(1, Ordering::SeqCst);
         }
         if was_head {
-            if let Some(next) = queue.waiters.values().next() {
+            if let Some(next) = queue.head() {
                 next.event.notify(usize::MAX);
             }
         }
@@ -683,6 +730,116 @@ mod tests {
             assert_eq!(admitted, 1, "one admission per second");
         }
         assert_eq!(order, ["h1", "h2", "s1", "s2", "b1"]);
+    }
+
+    /// Admit one waiter per simulated second; the names in the order admitted.
+    fn admit_in_turn(clock: &FakeClock, tickets: &mut [(String, Ticket)]) -> Vec<String> {
+        let mut order = Vec::new();
+        for _ in 0..tickets.len() {
+            clock.advance(Duration::from_secs(1));
+            for (name, t) in tickets.iter_mut() {
+                if let Poll::Ready(_) = t.poll() {
+                    order.push(name.clone());
+                }
+            }
+        }
+        order
+    }
+
+    #[test]
+    fn tenants_share_a_limit_fairly_and_priorities_hold_inside_a_tenant() {
+        let (l, clock) = limiter(LimiterConfig {
+            requests_per_second: Some(1.0),
+            burst: Some(1),
+            ..Default::default()
+        });
+        let _p = l.try_acquire(0, Priority::Standard).unwrap().unwrap();
+        let mut tickets = Vec::new();
+        for i in 0..20 {
+            let t = l
+                .enqueue(0, Ask::new(Priority::Standard, Some("heavy")))
+                .unwrap();
+            tickets.push((format!("heavy{i}"), t));
+        }
+        let light = |p| Ask::new(p, Some("light"));
+        tickets.push((
+            "light-b".into(),
+            l.enqueue(0, light(Priority::Batch)).unwrap(),
+        ));
+        tickets.push((
+            "light-h".into(),
+            l.enqueue(0, light(Priority::High)).unwrap(),
+        ));
+        let order = admit_in_turn(&clock, &mut tickets);
+        assert_eq!(order.len(), 22, "everyone admitted once: {order:?}");
+        let at = |name: &str| order.iter().position(|n| n == name).unwrap();
+        assert!(
+            at("light-h") <= 1,
+            "the light tenant waits behind one heavy at most: {order:?}"
+        );
+        assert!(
+            at("light-b") <= 3,
+            "and its second behind one more: {order:?}"
+        );
+        assert!(
+            at("light-h") < at("light-b"),
+            "priority inside a tenant: {order:?}"
+        );
+        let heavy: Vec<_> = order.iter().filter(|n| n.starts_with("heavy")).collect();
+        let arrival: Vec<_> = (0..20).map(|i| format!("heavy{i}")).collect();
+        assert_eq!(
+            heavy,
+            arrival.iter().collect::<Vec<_>>(),
+            "FIFO inside a tenant"
+        );
+    }
+
+    #[test]
+    fn tenant_weights_set_the_shares() {
+        let (l, clock) = limiter(LimiterConfig {
+            requests_per_second: Some(1.0),
+            burst: Some(1),
+            tenant_weights: [("gold".to_owned(), 2.0)].into_iter().collect(),
+            ..Default::default()
+        });
+        assert!(l.set_tenant_weight("bad", 0.0).is_err());
+        assert!(l.set_tenant_weight("bad", f64::NAN).is_err());
+        let _p = l.try_acquire(0, Priority::Standard).unwrap().unwrap();
+        let mut tickets = Vec::new();
+        for i in 0..12 {
+            for who in ["gold", "free"] {
+                let t = l
+                    .enqueue(10, Ask::new(Priority::Standard, Some(who)))
+                    .unwrap();
+                tickets.push((format!("{who}{i}"), t));
+            }
+        }
+        let order = admit_in_turn(&clock, &mut tickets);
+        let gold = order[..12].iter().filter(|n| n.starts_with("gold")).count();
+        assert_eq!(
+            gold, 8,
+            "weight 2 against 1: two thirds of the first 12: {order:?}"
+        );
+    }
+
+    #[test]
+    fn a_tenant_giving_up_passes_the_turn_on() {
+        let (l, clock) = limiter(LimiterConfig {
+            requests_per_second: Some(1.0),
+            burst: Some(1),
+            ..Default::default()
+        });
+        let _p = l.try_acquire(0, Priority::Standard).unwrap().unwrap();
+        let a = l
+            .enqueue(0, Ask::new(Priority::Standard, Some("a")))
+            .unwrap();
+        let mut b = l
+            .enqueue(0, Ask::new(Priority::Standard, Some("b")))
+            .unwrap();
+        drop(a);
+        clock.advance(Duration::from_secs(1));
+        ready(b.poll());
+        assert_eq!(l.stats().waiting, 0);
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! that wakes waiters exactly when their turn is due, in priority order.
 
 mod any;
+mod fair;
 mod gcra;
 mod limiter;
 mod shared;
 
 pub use any::{AnyLimiter, AnyPermit};
 pub use gcra::Gcra;
-pub use limiter::{Limiter, LimiterConfig, LimiterStats, Permit, Poll, Priority, Ticket};
+pub use limiter::{Ask, Limiter, LimiterConfig, LimiterStats, Permit, Poll, Priority, Ticket};
 pub use shared::{SharedLimiter, SharedLimiterConfig, SharedPermit, SharedStats};
 
 /// What can go wrong when limiting.

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::{LimitError, Limiter, LimiterConfig, Permit, Priority};
+use super::{Ask, LimitError, Limiter, LimiterConfig, Permit, Priority};
 use crate::store::{unique_id, Lua, Store, StoreError};
 
 const TAKE: &str = r"
@@ -300,6 +300,7 @@ fn local_limits(limits: &LimiterConfig, share: f64) -> LimiterConfig {
             .or(limits.tokens_per_minute.map(|t| t as u64))
             .map(|b| ((b as f64 * share).ceil() as u64).max(1)),
         priority_aging: limits.priority_aging,
+        tenant_weights: limits.tenant_weights.clone(),
     }
 }
 
@@ -426,8 +427,10 @@ impl SharedLimiter {
     pub fn try_acquire(
         &self,
         tokens: u64,
-        priority: Priority,
+        ask: impl Into<Ask>,
     ) -> Result<Option<SharedPermit>, LimitError> {
+        // Tenants share this limit through Redis first come, first served (no fair queue yet).
+        let priority = ask.into().priority;
         self.check_tokens(tokens)?;
         if let Some(permit) = self.inner.take_leased(tokens, priority) {
             return Ok(Some(permit));
@@ -452,9 +455,10 @@ impl SharedLimiter {
     pub async fn acquire(
         &self,
         tokens: u64,
-        priority: Priority,
+        ask: impl Into<Ask>,
         timeout: Option<Duration>,
     ) -> Result<SharedPermit, LimitError> {
+        let priority = ask.into().priority;
         self.check_tokens(tokens)?;
         if let Some(permit) = self.inner.take_leased(tokens, priority) {
             return Ok(permit);
@@ -473,9 +477,10 @@ impl SharedLimiter {
     pub fn acquire_blocking(
         &self,
         tokens: u64,
-        priority: Priority,
+        ask: impl Into<Ask>,
         timeout: Option<Duration>,
     ) -> Result<SharedPermit, LimitError> {
+        let priority = ask.into().priority;
         self.check_tokens(tokens)?;
         if let Some(permit) = self.inner.take_leased(tokens, priority) {
             return Ok(permit);

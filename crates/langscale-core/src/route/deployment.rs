@@ -90,6 +90,8 @@ pub struct RequestInfo {
     pub complexity_hint: Option<f64>,
     /// Overall deadline for this request; `None` uses the router's.
     pub deadline: Option<Duration>,
+    /// The tenant it is for: its waits for permits take the tenant's fair share.
+    pub tenant: Option<std::sync::Arc<str>>,
 }
 
 impl RequestInfo {

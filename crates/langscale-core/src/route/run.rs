@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::execution::{AttemptId, AttemptKind, ErrorKind, Execution, FailReason, Outcome, Step};
 use super::Router;
-use crate::limit::{AnyLimiter, AnyPermit, LimitError, Priority};
+use crate::limit::{AnyLimiter, AnyPermit, Ask, LimitError, Priority};
 use crate::spend::{Budgets, Cost, Refusal, Reservation, Who};
 
 /// A request's tenant budgets: who it is for and how many output tokens each call reserves
@@ -191,6 +191,8 @@ pub struct PermitRequest {
     attempt: AttemptId,
     limiters: Vec<(AnyLimiter, bool)>,
     tokens: u64,
+    /// Whose permits: waiters of different tenants share a limiter fairly.
+    ask: Ask,
     timeout: Option<Duration>,
     /// A tenant budget to wait for first.
     budget: Option<BudgetAsk>,
@@ -222,7 +224,7 @@ impl PermitRequest {
         let mut permits = Vec::with_capacity(self.limiters.len());
         for (limiter, shared) in &self.limiters {
             match limiter
-                .acquire(self.tokens, Priority::Standard, self.timeout)
+                .acquire(self.tokens, self.ask.clone(), self.timeout)
                 .await
             {
                 Ok(p) => permits.push(p),
@@ -247,7 +249,7 @@ impl PermitRequest {
         };
         let mut permits = Vec::with_capacity(self.limiters.len());
         for (limiter, shared) in &self.limiters {
-            match limiter.acquire_blocking(self.tokens, Priority::Standard, self.timeout) {
+            match limiter.acquire_blocking(self.tokens, self.ask.clone(), self.timeout) {
                 Ok(p) => permits.push(p),
                 Err(e) => return self.refused(e, *shared),
             }
@@ -283,6 +285,8 @@ pub struct Run {
     exec: Execution,
     limits: Limits,
     tokens: u64,
+    /// Its tenant and priority, for the limiters' fair queues.
+    ask: Ask,
     /// A call decided on, waiting for its permits.
     waiting: Option<Ready>,
     /// Its permits (and budget reservation), once granted.
@@ -314,6 +318,10 @@ impl Run {
     pub fn new(exec: Execution, limits: Limits, tokens: u64) -> Self {
         let mark = exec.router().clock.now_nanos();
         Self {
+            ask: Ask {
+                priority: Priority::Standard,
+                flow: exec.info().tenant.clone(),
+            },
             mark,
             waits: HashMap::new(),
             exec,
@@ -556,7 +564,7 @@ impl Run {
         let limiters = self.limits.for_deployment(d);
         let mut permits = Vec::with_capacity(limiters.len());
         for (limiter, shared) in &limiters {
-            match limiter.try_acquire(self.tokens, Priority::Standard) {
+            match limiter.try_acquire(self.tokens, self.ask.priority) {
                 Ok(Some(p)) => permits.push(p),
                 Ok(None) => return Ok(None),
                 Err(e) => return Err((e, *shared)),
@@ -573,6 +581,7 @@ impl Run {
             attempt: ready.attempt,
             limiters: self.limits.for_deployment(ready.deployment),
             tokens: self.tokens,
+            ask: self.ask.clone(),
             // A permit is worth waiting for until the request's deadline, not longer.
             timeout: self.exec.time_left(),
             budget: self.budget_ask(ready.deployment),
