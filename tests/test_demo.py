@@ -81,6 +81,16 @@ def test_demo_runs_small_and_langscale_wins(tmp_path):
             sum(row[0] for row in run["timeline"]["primary"])
             == (run["provider_calls_by_provider"]["primary"])
         )
+    # The multi-tenant scene: the light tenant keeps its answers beside a 20x noisy one,
+    # and the noisy tenant's spend stops at its budget.
+    scene = report["tenants"]
+    light, noisy = scene["langscale"]["light"], scene["langscale"]["noisy"]
+    assert light["requests"] > 0 and noisy["requests"] >= 10 * light["requests"]
+    assert light["success_rate"] == 1.0
+    assert light["success_rate"] >= scene["plain"]["light"]["success_rate"]
+    assert noisy["errors"].get("BudgetExceeded", 0) > 0
+    assert noisy["spend_usd"] <= scene["budgets_usd"]["noisy"] * 1.5
+    assert "light: latency p95 (ms)" in result.stdout
     html = page.read_text()
     assert "<script" not in html
     svgs = re.findall(r"<svg.*?</svg>", html, re.S)

@@ -5,7 +5,8 @@ The providers (``langscale.sim``): a fast, cheap *primary* with a tight token qu
 scheduled outage (503s from 35% to 60% of the run), and a slower, pricier *fallback*. The
 workload arrives open-loop over ``--seconds``: popular questions asked again and again, some
 retyped or paraphrased, questions that differ only in a city or a number, two-turn
-conversations and a tool-calling weather agent.
+conversations and a tool-calling weather agent. A second, shorter scene (``_demo_tenants``):
+two customers share one provider quota, one flooding it with 20x the other's traffic.
 
 * plain LangChain at its best: the best of what LangChain ships for each job: an
   ``InMemoryCache`` (``cache=`` on both models), an ``InMemoryRateLimiter`` per model, and
@@ -38,7 +39,7 @@ from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.runnables import Runnable
 from langchain_core.tools import tool
 
-from langscale import sim
+from langscale import _demo_tenants, sim
 from langscale._openai_http import OpenAIHTTPChatModel
 from langscale._progress import Progress
 from langscale.endpoint import ChatEndpoint
@@ -440,6 +441,7 @@ async def run_demo(
     sessions = workload(requests, seconds, seed)
     plain = await run_plain(sessions, concurrency, seconds)
     scaled = await run_langscale(sessions, concurrency, seconds)
+    tenants = await _demo_tenants.run_scene(max(2.0, seconds / 2), _percentile)
     turns = [t for s in sessions for t in s.turns]
     primary_cfg, fallback_cfg = providers(seconds)
     outage = primary_cfg.faults[0]
@@ -468,6 +470,7 @@ async def run_demo(
         },
         "plain": plain,
         "langscale": scaled,
+        "tenants": tenants,
     }
 
 
@@ -542,6 +545,8 @@ def scorecard(report: dict[str, Any]) -> str:
         f"fewer provider calls ({share:.0%}) and cost {cost}; p95 latency "
         f"{p95[0]:.0f} -> {p95[1]:.0f} ms{faster}.",
     ]
+    if "tenants" in report:
+        lines += _demo_tenants.scorecard_lines(report["tenants"], row)
     return "\n".join(lines)
 
 

@@ -130,8 +130,21 @@ def current(metadata: Mapping[str, Any] | None = None) -> Identity:
 
 
 def of_run(run_manager: Any) -> Identity:
-    """The identity of a LangChain run (its metadata), else of this context."""
-    return current(getattr(run_manager, "metadata", None) if run_manager is not None else None)
+    """The identity of a LangChain run (its metadata), else of this context (``current``,
+    written out: this runs on every call)."""
+    metadata = getattr(run_manager, "metadata", None) if run_manager is not None else None
+    if metadata:
+        t_key, u_key = _KEYS
+        if metadata.get(t_key) is not None or metadata.get(u_key) is not None:
+            found = _from_mapping(metadata)
+            if found != NOBODY:
+                return found
+    config = var_child_runnable_config.get()
+    if config:
+        found = from_config(config)
+        if found is not NOBODY:
+            return found
+    return _CURRENT.get()
 
 
 @contextmanager
