@@ -19,7 +19,13 @@ from langscale.semantic import DEFAULT_THRESHOLD
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 SHARED = ROOT.parent / "shared" / "data" / "pairs-generated.jsonl"
-SETS = ["guard-order.jsonl", "guard-long.jsonl", "guard-person.jsonl"]
+SETS = [
+    "guard-order.jsonl",
+    "guard-long.jsonl",
+    "guard-person.jsonl",
+    "guard-near-topic.jsonl",
+    "guard-actions.jsonl",
+]
 
 sys.path.insert(0, str(ROOT / "benches"))
 import bench_embeddings  # noqa: E402

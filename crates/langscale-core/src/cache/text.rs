@@ -122,7 +122,7 @@ fn is_combining_mark(c: char) -> bool {
 }
 
 /// A character that can sit inside a word.
-fn is_word_char(c: char) -> bool {
+pub(crate) fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || is_combining_mark(c)
 }
 

@@ -13,31 +13,47 @@ use crate::cache::text::entries;
 /// Attribute classes, `class: word ...` a line.
 const ATTRIBUTES: &str = include_str!("../../../data/attributes.txt");
 
-/// (class, the words naming it separated by spaces), in file order.
-pub(super) fn attribute_rows() -> impl Iterator<Item = (&'static str, &'static str)> {
-    entries(ATTRIBUTES)
+/// (class, the words naming it separated by spaces), in file order, of a class file.
+pub(super) fn class_rows(file: &'static str) -> impl Iterator<Item = (&'static str, &'static str)> {
+    entries(file)
         .filter_map(|line| line.split_once(':'))
         .map(|(class, words)| (class.trim(), words))
 }
 
-/// Word -> bit of its class.
-fn attribute_table() -> &'static HashMap<&'static str, u32> {
-    static TABLE: OnceLock<HashMap<&'static str, u32>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        attribute_rows()
-            .enumerate()
-            .take(32)
-            .flat_map(|(i, (_, words))| words.split_whitespace().map(move |w| (w, 1u32 << i)))
-            .collect()
-    })
+/// Word -> bit of its class (the first 32 classes of the file).
+pub(super) fn class_table(file: &'static str) -> HashMap<&'static str, u32> {
+    class_rows(file)
+        .enumerate()
+        .take(32)
+        .flat_map(|(i, (_, words))| words.split_whitespace().map(move |w| (w, 1u32 << i)))
+        .collect()
 }
 
-fn class_of(class: &str) -> u32 {
-    attribute_rows()
+/// The bit of `class` in a class file, 0 if it has none.
+pub(super) fn class_bit(file: &'static str, class: &str) -> u32 {
+    class_rows(file)
         .position(|(c, _)| c == class)
         .and_then(|i| u32::try_from(i).ok())
         .filter(|i| *i < 32)
         .map_or(0, |i| 1 << i)
+}
+
+/// Qualifier classes, `class: word ...` a line.
+pub(super) const QUALIFIERS: &str = include_str!("../../../data/qualifiers.txt");
+
+fn qualifier_table() -> &'static HashMap<&'static str, u32> {
+    static TABLE: OnceLock<HashMap<&'static str, u32>> = OnceLock::new();
+    TABLE.get_or_init(|| class_table(QUALIFIERS))
+}
+
+/// Word -> bit of its attribute class.
+fn attribute_table() -> &'static HashMap<&'static str, u32> {
+    static TABLE: OnceLock<HashMap<&'static str, u32>> = OnceLock::new();
+    TABLE.get_or_init(|| class_table(ATTRIBUTES))
+}
+
+fn class_of(class: &str) -> u32 {
+    class_bit(ATTRIBUTES, class)
 }
 
 impl Signature {
@@ -56,6 +72,16 @@ impl Signature {
                 }
             }
             previous = t;
+        }
+        let qualifiers = qualifier_table();
+        for w in words {
+            let t = w.folded.as_str();
+            if let Some(bits) = base_forms(t)
+                .iter()
+                .find_map(|f| qualifiers.get(f.as_str()))
+            {
+                self.qualifiers |= bits;
+            }
         }
     }
 }

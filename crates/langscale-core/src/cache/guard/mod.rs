@@ -2,6 +2,7 @@
 //! (numbers and units, dates, quoted strings, names, negation). Two texts whose [`Signature`]s
 //! conflict never share a cached answer, however close their vectors are.
 
+mod actions;
 mod attributes;
 mod dates;
 mod direction;
@@ -55,8 +56,10 @@ pub enum Conflict {
     /// and courtesy words: one changed word there may change the answer.
     Edit,
     /// Another attribute of the same thing: "capital" / "population of France", "shipping
-    /// time" / "shipping cost".
+    /// time" / "shipping cost"; or another thing by a qualifier ("express shipping").
     Attribute,
+    /// Another action on the same thing: "track my order" / "return my order".
+    Action,
 }
 
 impl Conflict {
@@ -71,6 +74,7 @@ impl Conflict {
             Self::Person => "person",
             Self::Edit => "edit",
             Self::Attribute => "attribute",
+            Self::Action => "action",
         }
     }
 }
@@ -142,6 +146,10 @@ pub struct Signature {
     direction: u8,
     /// Attribute classes asked about (a bit per class of data/attributes.txt).
     attributes: u32,
+    /// Action classes asked for (a bit per class of data/actions.txt).
+    actions: u32,
+    /// Qualifiers named (a bit per class of data/qualifiers.txt).
+    qualifiers: u32,
 }
 
 impl Signature {
@@ -159,6 +167,7 @@ impl Signature {
         sig.read_person(&words);
         sig.read_direction(&words);
         sig.read_attributes(&words);
+        sig.read_actions(&words);
         sig.quoted = quoted_strings(text);
         sig.long_form = long_form(text);
         sig.long = is_long(text, &words);
@@ -217,8 +226,12 @@ impl Signature {
         if self.relation_differs(other) {
             return Some(Conflict::Entity);
         }
-        if exclusive_bits(self.attributes, other.attributes) {
+        if exclusive_bits(self.attributes, other.attributes) || self.qualifiers != other.qualifiers
+        {
             return Some(Conflict::Attribute);
+        }
+        if exclusive_bits(self.actions, other.actions) {
+            return Some(Conflict::Action);
         }
         None
     }

@@ -2,6 +2,7 @@
 
 use super::words::guard_words;
 use super::Signature;
+use crate::cache::text::is_word_char;
 
 impl Signature {
     pub(super) fn quotes_appear_in(&self, other: &Signature) -> bool {
@@ -15,9 +16,9 @@ impl Signature {
     }
 }
 
-/// Strings inside "double", “curly”, `backtick` or 'single' quotes (a single quote opens only
-/// after a space or the start and closes only before a space, punctuation or the end, so
-/// apostrophes in "what's" are not quotes). Each is kept as folded words.
+/// Strings inside "double", “curly”, `backtick` or 'single' quotes (a single quote opens and
+/// closes only where the tokenizer would not join it to a word, so apostrophes in "what's"
+/// are not quotes). Each is kept as folded words.
 /// A quote longer than this is not a quoted term (and the bound keeps the scan linear).
 const MAX_QUOTE_CHARS: usize = 400;
 /// Quoted strings kept per text: enough for a question, bounded for pasted documents.
@@ -35,7 +36,7 @@ pub(super) fn quoted_strings(text: &str) -> Vec<Vec<String>> {
             '`' => Some('`'),
             '\u{ab}' => Some('\u{bb}'),
             '\'' | '\u{2018}' => {
-                let opens = i == 0 || !chars[i - 1].is_alphanumeric();
+                let opens = i == 0 || !is_word_char(chars[i - 1]);
                 let next_ok = chars.get(i + 1).is_some_and(|n| !n.is_whitespace());
                 (opens && next_ok).then_some(if c == '\'' { '\'' } else { '\u{2019}' })
             }
@@ -48,7 +49,7 @@ pub(super) fn quoted_strings(text: &str) -> Vec<Vec<String>> {
         let single = matches!(c, '\'' | '\u{2018}');
         let window_end = chars.len().min(i + 1 + MAX_QUOTE_CHARS);
         let end = (i + 1..window_end).find(|&j| {
-            chars[j] == close && (!single || !chars.get(j + 1).is_some_and(|n| n.is_alphanumeric()))
+            chars[j] == close && (!single || !chars.get(j + 1).is_some_and(|&n| is_word_char(n)))
         });
         match end {
             Some(j) => {

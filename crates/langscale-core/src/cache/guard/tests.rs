@@ -795,7 +795,104 @@ fn osa_distance() {
     assert!(!d("berlin", "nilreb"));
 }
 
+#[test]
+fn another_action_on_the_same_thing_is_another_question() {
+    assert_eq!(
+        conflict(
+            "How do I track my Nike order?",
+            "How do I return a Nike order?"
+        ),
+        Some(Conflict::Action)
+    );
+    assert_eq!(
+        conflict(
+            "Where can I see the status of my eBay order?",
+            "How do I return a eBay order?"
+        ),
+        Some(Conflict::Action)
+    );
+    for (a, b) in [
+        (
+            "How can I cancel my booking?",
+            "How can I change my booking?",
+        ),
+        (
+            "Can I exchange these shoes?",
+            "Can I get a refund for these shoes?",
+        ),
+        ("How do I upgrade my plan?", "How do I downgrade my plan?"),
+        (
+            "How do I open a Monzo bank account?",
+            "How do I close my Monzo bank account?",
+        ),
+        (
+            "How do I delete my account?",
+            "How do I register an account?",
+        ),
+    ] {
+        // Another fact may see it first (a one-word swap is an entity): refused either way.
+        assert!(conflict(a, b).is_some(), "{a:?} / {b:?}");
+    }
+    for (a, b) in [
+        ("How do I return my order?", "How can I send back my order?"),
+        ("Where is my order?", "How do I track my order?"),
+        ("How do I track my order?", "Tracking my order, how?"),
+        (
+            "I want my money back for the order",
+            "How do I get a refund for the order?",
+        ),
+    ] {
+        assert_eq!(conflict(a, b), None, "{a:?} / {b:?}");
+    }
+}
+
+#[test]
+fn a_qualifier_on_one_side_makes_another_thing() {
+    for (a, b) in [
+        (
+            "How much does shipping to Italy cost?",
+            "How much is express shipping to Italy?",
+        ),
+        (
+            "What is the ticket price?",
+            "What is the student ticket price?",
+        ),
+    ] {
+        assert_eq!(conflict(a, b), Some(Conflict::Attribute), "{a:?} / {b:?}");
+    }
+    // (A one-word swap is seen first, as an entity: refused either way.)
+    assert!(conflict(
+        "How much is the annual plan?",
+        "How much is the monthly plan?"
+    )
+    .is_some());
+    assert_eq!(
+        conflict(
+            "How much is express shipping to Italy?",
+            "how much is express shipping to italy please"
+        ),
+        None
+    );
+}
+
 /// Every data file the guard and the embedder read lists each entry once.
+fn attributes_file() -> &'static str {
+    include_str!("../../../data/attributes.txt")
+}
+
+#[test]
+fn actions_are_not_request_framing_verbs() {
+    use crate::cache::text::REQUEST_VERBS;
+    for (_, words) in attributes::class_rows(actions::ACTIONS) {
+        for w in words.split_whitespace() {
+            assert!(
+                !REQUEST_VERBS.contains(w),
+                "{w:?} frames requests, it is no action"
+            );
+        }
+    }
+}
+
 #[test]
 fn word_lists_have_no_duplicates() {
     use crate::cache::text::{FILLER, FILLER_PHRASES, REQUEST_VERBS, STOPWORDS};
@@ -832,6 +929,23 @@ fn word_lists_have_no_duplicates() {
                 .collect(),
         ),
     ];
+    for (name, file) in [
+        ("attributes", attributes_file()),
+        ("actions", actions::ACTIONS),
+        ("qualifiers", attributes::QUALIFIERS),
+    ] {
+        let rows: Vec<_> = attributes::class_rows(file).collect();
+        assert!(
+            rows.len() <= 32,
+            "{name}: at most 32 classes (one bit each)"
+        );
+        let words = rows
+            .iter()
+            .flat_map(|(_, words)| words.split_whitespace())
+            .map(str::to_owned)
+            .collect();
+        lists.push((name, words));
+    }
     // Antonym pairs: neither the pair nor its reverse twice.
     lists.push((
         "antonyms",
