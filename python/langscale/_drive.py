@@ -59,29 +59,38 @@ def _give_up(
     return fail(detail, attempt, errors)
 
 
+Running = dict[concurrent.futures.Future, tuple[int, int, float | None, float | None]]
+
+
+def _collect(
+    run: Any, running: Running, errors: Errors, results: dict[int, Any], future: Any
+) -> None:
+    """A worker-thread attempt ended: report it."""
+    attempt, index, _, _ = running.pop(future)
+    try:
+        value, used_in, used_out = future.result()
+    except Exception as exc:
+        _failed(run, errors, attempt, index, exc)
+        return
+    results[attempt] = value
+    run.succeeded(attempt, used_in, used_out)
+
+
+def _expire(run: Any, running: Running, errors: Errors, now: float) -> None:
+    """Attempts past their timeout: reported as timed out (their threads finish alone)."""
+    for future, (attempt, index, ends, limit) in list(running.items()):
+        if ends is not None and now >= ends and not future.done():
+            del running[future]
+            _failed(run, errors, attempt, index, _timed_out(index, limit or 0.0))
+
+
 def drive(run: Any, call: Callable[[int, int], Attempt[T]], fail: Fail, *, hedged: bool) -> T:
     """Run on this thread. An attempt with no timeout and no hedge to race is called inline;
     otherwise it runs on a worker thread while this one waits (a sync call cannot be
     interrupted: past its timeout it is abandoned and finishes on its own)."""
     errors: Errors = {}
     results: dict[int, T] = {}
-    running: dict[concurrent.futures.Future, tuple[int, int, float | None, float | None]] = {}
-
-    def collect(future: concurrent.futures.Future) -> None:
-        attempt, index, _, _ = running.pop(future)
-        try:
-            value, used_in, used_out = future.result()
-        except Exception as exc:
-            _failed(run, errors, attempt, index, exc)
-            return
-        results[attempt] = value
-        run.succeeded(attempt, used_in, used_out)
-
-    def expire(now: float) -> None:
-        for future, (attempt, index, ends, limit) in list(running.items()):
-            if ends is not None and now >= ends and not future.done():
-                del running[future]
-                _failed(run, errors, attempt, index, _timed_out(index, limit or 0.0))
+    running: Running = {}
 
     while True:
         kind, attempt, index, value = run.next()
@@ -109,8 +118,8 @@ def drive(run: Any, call: Callable[[int, int], Attempt[T]], fail: Fail, *, hedge
                 running, timeout=limit, return_when=concurrent.futures.FIRST_COMPLETED
             )
             for future in done:
-                collect(future)
-            expire(time.monotonic())
+                _collect(run, running, errors, results, future)
+            _expire(run, running, errors, time.monotonic())
         elif kind == "sleep":
             time.sleep(value or 0.0)
         elif kind == "acquire":

@@ -344,6 +344,9 @@ class ScaledChatModel(BaseChatModel):
     _router: Any = PrivateAttr(default=None)
     _native: Any = PrivateAttr(default=None)
     _shared_breakers: Any = PrivateAttr(default=None)
+    # Whether anything of the router uses the tenant (budgets, limiters' fair queues): the
+    # identity of a call is read only then (~1 us per call otherwise spent for nothing).
+    _tenanted: bool = PrivateAttr(default=False)
 
     def __init__(self, deployments: Sequence[Any] | None = None, /, **kwargs: Any) -> None:
         if deployments is None:
@@ -369,6 +372,11 @@ class ScaledChatModel(BaseChatModel):
             raise _core.ConfigError(msg)
         names: set[str] = set()
         self._deps = deps
+        self._tenanted = (
+            self.budgets is not None
+            or self.limits is not None
+            or any(d.limiter is not None for d in deps)
+        )
         self._router = _core.Router(
             [d.spec(i, names) for i, d in enumerate(deps)],
             self.strategy,
@@ -514,10 +522,11 @@ class ScaledChatModel(BaseChatModel):
     ) -> Any:
         """A new run on the router (its limiters charged the token estimate first), for the
         tenant the run's config or ``langscale.tenant(...)`` names."""
-        who = _identity.of_run(run_manager)
+        private = self._private()
+        who = _identity.of_run(run_manager) if private["_tenanted"] else _identity.NOBODY
         # Positional: keyword arguments cost ~0.1 us each to parse on this per-call path.
         # (estimated_input_tokens, tools, turns, complexity_hint, tenant, user, output_tokens)
-        return self._private()["_router"].start(
+        return private["_router"].start(
             _estimate_tokens(messages),
             len(kwargs.get("tools") or ()) if kwargs else 0,
             len(messages),
@@ -558,8 +567,9 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if not self._cached():
-            return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+        cache = self.cache
+        if cache is False or (cache is None and get_llm_cache() is None):
+            return BaseChatModel._generate_with_cache(self, messages, stop, run_manager, **kwargs)
         with _identity.bound(_identity.of_run(run_manager)):
             return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
 
@@ -570,15 +580,13 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if not self._cached():
-            return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+        cache = self.cache
+        if cache is False or (cache is None and get_llm_cache() is None):
+            return await BaseChatModel._agenerate_with_cache(
+                self, messages, stop, run_manager, **kwargs
+            )
         with _identity.bound(_identity.of_run(run_manager)):
             return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
-
-    def _cached(self) -> bool:
-        """Whether LangChain will consult a cache for this model (its own or the global)."""
-        cache = self.cache
-        return cache is not False and (cache is not None or get_llm_cache() is not None)
 
     def _failure(
         self, detail: str | None, attempt: int | None, errors: dict[int, tuple[int, BaseException]]
@@ -597,7 +605,7 @@ class ScaledChatModel(BaseChatModel):
         hint = self._complexity_hint(messages)
         body = request_json(messages, stop, kwargs)
         tools = len(kwargs.get("tools") or ())
-        tenant = _identity.of_run(run_manager).tenant
+        tenant = _identity.of_run(run_manager).tenant if self._private()["_tenanted"] else None
         return body, _estimate_tokens(messages), tools, len(messages), hint, tenant
 
     def _native_generate(
