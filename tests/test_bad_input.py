@@ -542,3 +542,11 @@ def test_every_public_class_is_exercised():
         and name not in ("Permit", "SharedPermit")  # handed out by acquire: tested there
     }
     assert exported == covered
+
+
+@pytest.mark.parametrize("setting", ["hedge_delay", "breaker_open_for", "deadline"])
+def test_durations_past_what_a_thread_can_wait_are_forever_not_an_overflow(setting):
+    """A duration of ~292 years (past threading.TIMEOUT_MAX) is accepted and means never:
+    hypothesis found hedge_delay=9_223_372_038 raising OverflowError from the sync driver."""
+    scaled = ScaledChatModel([model(), model()], **{setting: 9_223_372_038})
+    assert scaled.invoke("hi").content
