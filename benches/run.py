@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 import bench_cache
+import bench_embed_cache
 import bench_embeddings
 import bench_limiter
 import bench_redis
@@ -37,6 +38,7 @@ MODULES: dict[str, ModuleType] = {
     "scaled": bench_scaled,
     "redis": bench_redis,
     "embeddings": bench_embeddings,
+    "embed_cache": bench_embed_cache,
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
 

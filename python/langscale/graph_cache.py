@@ -1,0 +1,259 @@
+"""``GraphCache``: LangGraph's node cache (``graph.compile(cache=...)`` with ``CachePolicy``)
+in-process, with an optional Redis L2 shared between processes.
+
+Values go through LangGraph's typed serializer with pickle switched off and msgpack limited to
+LangGraph's safe types; an entry read from Redis whose type is ``pickle`` (or anything not data)
+is refused, counted and treated as a miss, never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+try:
+    from langgraph.cache.base import BaseCache, FullKey, Namespace
+    from langgraph.checkpoint.serde.base import SerializerProtocol
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+except ImportError as err:  # pragma: no cover - the extra is not installed
+    msg = "langscale.GraphCache needs LangGraph: pip install 'langscale[graph]'"
+    raise ImportError(msg) from err
+
+from langscale import _core
+from langscale import store as _store
+
+logger = logging.getLogger("langscale.graph_cache")
+
+# The serializer types that are data: anything else read back (``pickle``) is refused.
+_DATA_TYPES = frozenset({"null", "bytes", "bytearray", "json", "msgpack"})
+_MAGIC = b"lsg1\n"
+
+
+def _safe_serde() -> JsonPlusSerializer:
+    # allowed_msgpack_modules=None: only LangGraph's built-in safe types are rebuilt from
+    # msgpack, so bytes from a shared store cannot name a class to construct.
+    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+
+
+def _ns_id(ns: Namespace) -> str:
+    return hashlib.sha256(json.dumps(list(ns)).encode()).hexdigest()[:32]
+
+
+def _key_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _pack(type_: str, data: bytes, expiry: float | None) -> bytes:
+    header = json.dumps({"t": type_, "e": expiry}, separators=(",", ":")).encode()
+    return _MAGIC + header + b"\n" + data
+
+
+def _unpack(raw: bytes) -> tuple[str, bytes, float | None]:
+    if not raw.startswith(_MAGIC):
+        msg = "not a langscale graph cache entry"
+        raise ValueError(msg)
+    header, sep, data = raw[len(_MAGIC) :].partition(b"\n")
+    if not sep:
+        msg = "truncated graph cache entry"
+        raise ValueError(msg)
+    fields = json.loads(header)
+    type_, expiry = fields.get("t"), fields.get("e")
+    if not isinstance(type_, str) or not (expiry is None or isinstance(expiry, (int, float))):
+        msg = "malformed graph cache entry header"
+        raise ValueError(msg)
+    return type_, data, expiry
+
+
+class GraphCache(BaseCache[Any]):
+    """LangGraph node cache: ``graph.compile(cache=langscale.GraphCache())``.
+
+    ``GraphCache(max_entries=10_000, redis_url=None, store=None, serde=None)``. Each node
+    with a ``CachePolicy`` is looked up here before it runs; ``CachePolicy(ttl=...)`` is
+    honoured in process and in Redis. With ``redis_url=`` (or ``store=``) entries are shared
+    between processes and ``clear(namespaces)`` reaches every process (a namespace's entries
+    are keyed by a generation that ``clear`` moves on). Stored values are data only: pickle is
+    off and an entry in Redis that asks for it is refused (``stats()["refused"]``).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 10_000,
+        redis_url: str | None = None,
+        store: _core.RedisStore | None = None,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            msg = f"max_entries must be a positive integer, got {max_entries!r}"
+            raise _core.ConfigError(msg)
+        super().__init__(serde=serde or _safe_serde())
+        self._max = max_entries
+        self._store = _store.resolve(store, redis_url)
+        # L1: local key -> (namespace, serializer type, bytes, expiry); insertion order is the
+        # eviction order (oldest first).
+        self._entries: dict[str, tuple[Namespace, str, bytes, float | None]] = {}
+        self._lock = threading.Lock()
+        self._counts = {"hits": 0, "misses": 0, "l2_hits": 0, "refused": 0, "evictions": 0}
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def _generations(self, namespaces: set[Namespace]) -> dict[Namespace, str]:
+        """The current generation of each namespace (``all`` generation + its own)."""
+        if self._store is None:
+            return dict.fromkeys(namespaces, "0")
+        everything = self._store.get(self._store.key("graph-gen", "*")) or b"0"
+        return {
+            ns: everything.decode(errors="replace")
+            + "."
+            + (self._store.get(self._store.key("graph-gen", _ns_id(ns))) or b"0").decode(
+                errors="replace"
+            )
+            for ns in namespaces
+        }
+
+    def _local_key(self, ns: Namespace, key: str, generation: str) -> str:
+        return f"{generation}:{_ns_id(ns)}:{_key_id(key)}"
+
+    def _redis_key(self, local: str) -> str:
+        assert self._store is not None
+        return self._store.key("graph", local)
+
+    # -- the BaseCache interface -----------------------------------------------------------
+
+    def _load(self, type_: str, data: bytes) -> tuple[bool, Any]:
+        if type_ not in _DATA_TYPES:
+            with self._lock:
+                self._counts["refused"] += 1
+            logger.warning("langscale: refused a graph cache entry of type %r", type_)
+            return False, None
+        try:
+            return True, self.serde.loads_typed((type_, data))
+        except Exception as err:
+            with self._lock:
+                self._counts["refused"] += 1
+            logger.warning("langscale: unreadable graph cache entry: %s", err)
+            return False, None
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+        """The cached values of ``keys`` that are present and not expired."""
+        if not keys:
+            return {}
+        generations = self._generations({tuple(ns) for ns, _ in keys})
+        now = time.time()
+        out: dict[FullKey, Any] = {}
+        for ns, key in keys:
+            local = self._local_key(tuple(ns), key, generations[tuple(ns)])
+            with self._lock:
+                entry = self._entries.get(local)
+                if entry is not None and entry[3] is not None and entry[3] <= now:
+                    del self._entries[local]
+                    entry = None
+            if entry is None and self._store is not None:
+                entry = self._from_l2(tuple(ns), local, now)
+            if entry is None:
+                with self._lock:
+                    self._counts["misses"] += 1
+                continue
+            ok, value = self._load(entry[1], entry[2])
+            if ok:
+                with self._lock:
+                    self._counts["hits"] += 1
+                out[(ns, key)] = value
+        return out
+
+    def _from_l2(
+        self, ns: Namespace, local: str, now: float
+    ) -> tuple[Namespace, str, bytes, float | None] | None:
+        raw = self._store.get(self._redis_key(local)) if self._store is not None else None
+        if raw is None:
+            return None
+        try:
+            type_, data, expiry = _unpack(raw)
+        except ValueError as err:
+            with self._lock:
+                self._counts["refused"] += 1
+            logger.warning("langscale: unreadable graph cache entry in Redis: %s", err)
+            return None
+        if expiry is not None and expiry <= now:
+            return None
+        if type_ not in _DATA_TYPES:
+            return (ns, type_, data, expiry)  # refused by _load, never stored in L1
+        entry = (ns, type_, data, expiry)
+        self._put(local, entry)
+        with self._lock:
+            self._counts["l2_hits"] += 1
+        return entry
+
+    def _put(self, local: str, entry: tuple[Namespace, str, bytes, float | None]) -> None:
+        with self._lock:
+            self._entries.pop(local, None)
+            self._entries[local] = entry
+            while len(self._entries) > self._max:
+                del self._entries[next(iter(self._entries))]
+                self._counts["evictions"] += 1
+
+    def set(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
+        """Store each value for its TTL in seconds (None: until evicted or cleared)."""
+        if not pairs:
+            return
+        generations = self._generations({tuple(ns) for ns, _ in pairs})
+        now = time.time()
+        for (ns, key), (value, ttl) in pairs.items():
+            if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))):
+                msg = f"ttl must be a number of seconds or None, got {ttl!r}"
+                raise _core.ConfigError(msg)
+            type_, data = self.serde.dumps_typed(value)
+            if type_ not in _DATA_TYPES:
+                msg = f"GraphCache stores data only; the serializer produced {type_!r}"
+                raise _core.ConfigError(msg)
+            expiry = None if ttl is None else now + ttl
+            local = self._local_key(tuple(ns), key, generations[tuple(ns)])
+            self._put(local, (tuple(ns), type_, data, expiry))
+            if self._store is not None:
+                self._store.set(self._redis_key(local), _pack(type_, data, expiry), ttl)
+
+    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """Drop the entries of ``namespaces`` (all entries when None), in every process."""
+        with self._lock:
+            if namespaces is None:
+                self._entries.clear()
+            else:
+                dropped = {tuple(ns) for ns in namespaces}
+                for local in [k for k, v in self._entries.items() if v[0] in dropped]:
+                    del self._entries[local]
+        if self._store is not None:
+            token = uuid.uuid4().hex.encode()
+            if namespaces is None:
+                self._store.set(self._store.key("graph-gen", "*"), token)
+            else:
+                for ns in namespaces:
+                    self._store.set(self._store.key("graph-gen", _ns_id(tuple(ns))), token)
+
+    # The in-process work is microseconds; with Redis the calls are short GETs/SETs with the
+    # store's timeout, so the async trio runs them inline like LangGraph's own caches.
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+        """``get``, for async graphs."""
+        return self.get(keys)
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
+        """``set``, for async graphs."""
+        self.set(pairs)
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        """``clear``, for async graphs."""
+        self.clear(namespaces)
+
+    def stats(self) -> dict[str, int]:
+        """hits, misses, l2_hits (misses here found in Redis), refused (entries not loaded:
+        pickle or unreadable), evictions, entries."""
+        with self._lock:
+            return {**self._counts, "entries": len(self._entries)}
+
+
+__all__ = ["GraphCache"]
