@@ -245,7 +245,7 @@ def test_coroutines_asking_the_same_text_make_one_inner_call():
     cached = CachedEmbeddings(inner)
 
     async def main():
-        return await asyncio.gather(*(cached.aembed_documents(["same"]) for _ in range(50)))
+        return await asyncio.gather(*(cached.aembed_documents(["same"]) for _ in range(100)))
 
     results = asyncio.run(main())
     assert all(r == [vector("same")] for r in results)
@@ -290,6 +290,46 @@ def test_leader_error_reaches_every_waiter_and_is_not_cached():
     assert all(isinstance(r, RuntimeError) for r in results)
     assert len(inner.calls) == 1
     assert cached.stats()["entries"] == 0
+
+
+def test_cancelled_leader_hands_over_to_a_waiter():
+    inner = FakeEmbedder(delay=0.1)
+    cached = CachedEmbeddings(inner)
+
+    async def main():
+        leader = asyncio.ensure_future(cached.aembed_documents(["x"]))
+        await asyncio.sleep(0.02)  # the leader is inside the inner call
+        waiter = asyncio.ensure_future(cached.aembed_documents(["x"]))
+        await asyncio.sleep(0.02)
+        leader.cancel()
+        return await waiter, leader
+
+    got, leader = asyncio.run(main())
+    assert leader.cancelled()
+    assert got == [vector("x")]
+    assert inner.calls == [["x"], ["x"]]  # the waiter fetched it itself
+
+
+def test_threads_and_coroutines_share_one_fetch():
+    inner = FakeEmbedder(delay=0.2)
+    cached = CachedEmbeddings(inner)
+    results: list[list[list[float]]] = []
+
+    def in_thread() -> None:
+        results.append(cached.embed_documents(["shared"]))
+
+    async def main():
+        threads = [threading.Thread(target=in_thread) for _ in range(4)]
+        for t in threads:
+            t.start()
+        got = await asyncio.gather(*(cached.aembed_documents(["shared"]) for _ in range(4)))
+        for t in threads:
+            t.join()
+        return got
+
+    results.extend(asyncio.run(main()))
+    assert results == [[vector("shared")]] * 8
+    assert sum(len(c) for c in inner.calls) == 1
 
 
 # -- property: the cache never changes an answer -----------------------------------------

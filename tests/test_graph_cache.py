@@ -125,6 +125,19 @@ def test_bound_evicts_oldest():
     assert cache.stats()["evictions"] == 1
 
 
+def test_many_threads_set_and_get(cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(i: int) -> dict:
+        key = (("g", str(i % 4)), str(i))
+        cache.set({key: ({"i": i}, None)})
+        return cache.get([key])
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(200)))
+    assert all(r == {(("g", str(i % 4)), str(i)): {"i": i}} for i, r in enumerate(results))
+
+
 # -- in a compiled graph -----------------------------------------------------------------
 
 

@@ -31,6 +31,10 @@ _QUERY = "q:"
 _IDENTITY_FIELDS = ("model", "model_name", "model_id", "deployment_name", "dimensions", "size")
 
 
+class _LeaderGone(Exception):
+    """The caller fetching a text was cancelled: its waiters fetch for themselves."""
+
+
 def _identity(embeddings: Embeddings) -> str:
     """The model identity part of the key: class plus the fields that name the model."""
     cls = type(embeddings)
@@ -199,6 +203,9 @@ class CachedEmbeddings(Embeddings):
 
     def _fail(self, keys: list[str], error: BaseException) -> None:
         """The leader's call failed: every waiter gets the error, nothing is stored."""
+        if not isinstance(error, Exception):
+            # Cancelled (or interrupted): not an answer about the texts, so waiters retry.
+            error = _LeaderGone()
         with self._lock:
             for key in keys:
                 future = self._inflight.pop(key, None)
@@ -263,8 +270,11 @@ class CachedEmbeddings(Embeddings):
                     self._store.set(entry_key, sealed, self._ttl)  # type: ignore[union-attr]
                 for key, vector in zip(lead, vectors, strict=True):
                     found[key] = _decode(_encode(vector))
-            for key, future in wait.items():
-                found[key] = future.result()
+            try:
+                for key, future in wait.items():
+                    found[key] = future.result()
+            except _LeaderGone:
+                return self._embed(texts, prefix, single)
         # Every caller gets its own lists: mutating one never changes another's.
         return [list(found[key]) for key in keys]
 
@@ -302,8 +312,11 @@ class CachedEmbeddings(Embeddings):
                     )
                 for key, vector in zip(lead, vectors, strict=True):
                     found[key] = _decode(_encode(vector))
-            for key, future in wait.items():
-                found[key] = await asyncio.wrap_future(future)
+            try:
+                for key, future in wait.items():
+                    found[key] = await asyncio.wrap_future(future)
+            except _LeaderGone:
+                return await self._aembed(texts, prefix, single)
         return [list(found[key]) for key in keys]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -8,6 +8,7 @@ is refused, counted and treated as a miss, never loaded.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -103,18 +104,38 @@ class GraphCache(BaseCache[Any]):
 
     # -- keys -----------------------------------------------------------------------------
 
+    def _generation_keys(self, namespaces: set[Namespace]) -> list[tuple[Namespace, str]]:
+        assert self._store is not None
+        return [(ns, self._store.key("graph-gen", _ns_id(ns))) for ns in namespaces]
+
+    @staticmethod
+    def _join(everything: bytes | None, own: bytes | None) -> str:
+        return (
+            (everything or b"0").decode(errors="replace")
+            + "."
+            + (own or b"0").decode(errors="replace")
+        )
+
     def _generations(self, namespaces: set[Namespace]) -> dict[Namespace, str]:
-        """The current generation of each namespace (``all`` generation + its own)."""
+        """The current generation of each namespace (the ``clear()``-all one + its own)."""
         if self._store is None:
             return dict.fromkeys(namespaces, "0")
-        everything = self._store.get(self._store.key("graph-gen", "*")) or b"0"
+        everything = self._store.get(self._store.key("graph-gen", "*"))
         return {
-            ns: everything.decode(errors="replace")
-            + "."
-            + (self._store.get(self._store.key("graph-gen", _ns_id(ns))) or b"0").decode(
-                errors="replace"
-            )
-            for ns in namespaces
+            ns: self._join(everything, self._store.get(key))
+            for ns, key in self._generation_keys(namespaces)
+        }
+
+    async def _agenerations(self, namespaces: set[Namespace]) -> dict[Namespace, str]:
+        if self._store is None:
+            return dict.fromkeys(namespaces, "0")
+        pairs = self._generation_keys(namespaces)
+        found = await asyncio.gather(
+            self._store.get_async(self._store.key("graph-gen", "*")),
+            *(self._store.get_async(key) for _, key in pairs),
+        )
+        return {
+            ns: self._join(found[0], own) for (ns, _), own in zip(pairs, found[1:], strict=True)
         }
 
     def _local_key(self, ns: Namespace, key: str, generation: str) -> str:
@@ -140,22 +161,20 @@ class GraphCache(BaseCache[Any]):
             logger.warning("langscale: unreadable graph cache entry: %s", err)
             return False, None
 
-    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
-        """The cached values of ``keys`` that are present and not expired."""
-        if not keys:
-            return {}
-        generations = self._generations({tuple(ns) for ns, _ in keys})
-        now = time.time()
+    def _local(self, local: str, now: float) -> tuple[Namespace, str, bytes, float | None] | None:
+        with self._lock:
+            entry = self._entries.get(local)
+            if entry is not None and entry[3] is not None and entry[3] <= now:
+                del self._entries[local]
+                entry = None
+        return entry
+
+    def _finish(
+        self,
+        wanted: list[tuple[FullKey, tuple[Namespace, str, bytes, float | None] | None]],
+    ) -> dict[FullKey, Any]:
         out: dict[FullKey, Any] = {}
-        for ns, key in keys:
-            local = self._local_key(tuple(ns), key, generations[tuple(ns)])
-            with self._lock:
-                entry = self._entries.get(local)
-                if entry is not None and entry[3] is not None and entry[3] <= now:
-                    del self._entries[local]
-                    entry = None
-            if entry is None and self._store is not None:
-                entry = self._from_l2(tuple(ns), local, now)
+        for full_key, entry in wanted:
             if entry is None:
                 with self._lock:
                     self._counts["misses"] += 1
@@ -164,13 +183,47 @@ class GraphCache(BaseCache[Any]):
             if ok:
                 with self._lock:
                     self._counts["hits"] += 1
-                out[(ns, key)] = value
+                out[full_key] = value
         return out
 
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+        """The cached values of ``keys`` that are present and not expired."""
+        if not keys:
+            return {}
+        generations = self._generations({tuple(ns) for ns, _ in keys})
+        now = time.time()
+        wanted = []
+        for ns, key in keys:
+            local = self._local_key(tuple(ns), key, generations[tuple(ns)])
+            entry = self._local(local, now)
+            if entry is None and self._store is not None:
+                raw = self._store.get(self._redis_key(local))
+                entry = self._from_l2(tuple(ns), local, raw, now)
+            wanted.append(((ns, key), entry))
+        return self._finish(wanted)
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+        """``get`` for async graphs: the Redis reads are awaited, concurrently."""
+        if not keys:
+            return {}
+        if self._store is None:
+            return self.get(keys)
+        generations = await self._agenerations({tuple(ns) for ns, _ in keys})
+        now = time.time()
+        locals_ = [self._local_key(tuple(ns), key, generations[tuple(ns)]) for ns, key in keys]
+        entries = [self._local(local, now) for local in locals_]
+        missing = [i for i, entry in enumerate(entries) if entry is None]
+        store = self._store
+        raws = await asyncio.gather(
+            *(store.get_async(self._redis_key(locals_[i])) for i in missing)
+        )
+        for i, raw in zip(missing, raws, strict=True):
+            entries[i] = self._from_l2(tuple(keys[i][0]), locals_[i], raw, now)
+        return self._finish([((ns, key), e) for (ns, key), e in zip(keys, entries, strict=True)])
+
     def _from_l2(
-        self, ns: Namespace, local: str, now: float
+        self, ns: Namespace, local: str, raw: bytes | None, now: float
     ) -> tuple[Namespace, str, bytes, float | None] | None:
-        raw = self._store.get(self._redis_key(local)) if self._store is not None else None
         if raw is None:
             return None
         try:
@@ -198,12 +251,12 @@ class GraphCache(BaseCache[Any]):
                 del self._entries[next(iter(self._entries))]
                 self._counts["evictions"] += 1
 
-    def set(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
-        """Store each value for its TTL in seconds (None: until evicted or cleared)."""
-        if not pairs:
-            return
-        generations = self._generations({tuple(ns) for ns, _ in pairs})
+    def _entries_for(
+        self, pairs: Mapping[FullKey, tuple[Any, int | None]], generations: dict[Namespace, str]
+    ) -> list[tuple[str, bytes, float | None]]:
+        """Store each pair in L1; returns (Redis key, value, ttl) for each."""
         now = time.time()
+        out = []
         for (ns, key), (value, ttl) in pairs.items():
             if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))):
                 msg = f"ttl must be a number of seconds or None, got {ttl!r}"
@@ -216,7 +269,27 @@ class GraphCache(BaseCache[Any]):
             local = self._local_key(tuple(ns), key, generations[tuple(ns)])
             self._put(local, (tuple(ns), type_, data, expiry))
             if self._store is not None:
-                self._store.set(self._redis_key(local), _pack(type_, data, expiry), ttl)
+                out.append((self._redis_key(local), _pack(type_, data, expiry), ttl))
+        return out
+
+    def set(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
+        """Store each value for its TTL in seconds (None: until evicted or cleared)."""
+        if not pairs:
+            return
+        generations = self._generations({tuple(ns) for ns, _ in pairs})
+        for key, value, ttl in self._entries_for(pairs, generations):
+            self._store.set(key, value, ttl)  # type: ignore[union-attr]
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
+        """``set`` for async graphs: the Redis writes are awaited, concurrently."""
+        if not pairs:
+            return
+        generations = await self._agenerations({tuple(ns) for ns, _ in pairs})
+        writes = self._entries_for(pairs, generations)
+        if writes:
+            store = self._store
+            assert store is not None
+            await asyncio.gather(*(store.set_async(k, v, ttl) for k, v, ttl in writes))
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Drop the entries of ``namespaces`` (all entries when None), in every process."""
@@ -235,16 +308,7 @@ class GraphCache(BaseCache[Any]):
                 for ns in namespaces:
                     self._store.set(self._store.key("graph-gen", _ns_id(tuple(ns))), token)
 
-    # The in-process work is microseconds; with Redis the calls are short GETs/SETs with the
-    # store's timeout, so the async trio runs them inline like LangGraph's own caches.
-    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
-        """``get``, for async graphs."""
-        return self.get(keys)
-
-    async def aset(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
-        """``set``, for async graphs."""
-        self.set(pairs)
-
+    # clear() is two short Redis writes at most per namespace; it runs inline.
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """``clear``, for async graphs."""
         self.clear(namespaces)
