@@ -9,6 +9,7 @@ is refused, counted and treated as a miss, never loaded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -34,6 +35,9 @@ logger = logging.getLogger("langscale.graph_cache")
 # The serializer types that are data: anything else read back (``pickle``) is refused.
 _DATA_TYPES = frozenset({"null", "bytes", "bytearray", "json", "msgpack"})
 _MAGIC = b"lsg1\n"
+_POLL = 0.1  # seconds between reads of a namespace's generation in Redis
+# An entry in process: (generation, namespace, key); Redis keys hash the last two.
+_LocalKey = tuple[str, Namespace, str]
 
 
 def _safe_serde() -> JsonPlusSerializer:
@@ -42,6 +46,7 @@ def _safe_serde() -> JsonPlusSerializer:
     return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
 
 
+@functools.lru_cache(maxsize=4096)
 def _ns_id(ns: Namespace) -> str:
     return hashlib.sha256(json.dumps(list(ns)).encode()).hexdigest()[:32]
 
@@ -98,52 +103,78 @@ class GraphCache(BaseCache[Any]):
         self._store = _store.resolve(store, redis_url)
         # L1: local key -> (namespace, serializer type, bytes, expiry); insertion order is the
         # eviction order (oldest first).
-        self._entries: dict[str, tuple[Namespace, str, bytes, float | None]] = {}
+        self._entries: dict[_LocalKey, tuple[Namespace, str, bytes, float | None]] = {}
         self._lock = threading.Lock()
+        # Redis generation key -> (value, when read); see _generations.
+        self._seen: dict[str, tuple[bytes | None, float]] = {}
         self._counts = {"hits": 0, "misses": 0, "l2_hits": 0, "refused": 0, "evictions": 0}
 
     # -- keys -----------------------------------------------------------------------------
 
-    def _generation_keys(self, namespaces: set[Namespace]) -> list[tuple[Namespace, str]]:
-        assert self._store is not None
-        return [(ns, self._store.key("graph-gen", _ns_id(ns))) for ns in namespaces]
+    # A namespace's entries are keyed by its generation, which clear() moves on in Redis.
+    # Generations are re-read at most every _POLL seconds, so a hit in this process costs no
+    # Redis call; a clear() elsewhere is seen within _POLL (here, at once).
 
-    @staticmethod
-    def _join(everything: bytes | None, own: bytes | None) -> str:
-        return (
-            (everything or b"0").decode(errors="replace")
+    def _generation_key(self, ns: Namespace | None) -> str:
+        assert self._store is not None
+        return self._store.key("graph-gen", "*" if ns is None else _ns_id(ns))
+
+    def _cached_generations(self, keys: list[str]) -> tuple[dict[str, bytes | None], list[str]]:
+        now = time.monotonic()
+        fresh: dict[str, bytes | None] = {}
+        with self._lock:
+            for key in keys:
+                seen = self._seen.get(key)
+                if seen is not None and now - seen[1] < _POLL:
+                    fresh[key] = seen[0]
+        return fresh, [key for key in keys if key not in fresh]
+
+    def _remember(self, fetched: dict[str, bytes | None]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key, value in fetched.items():
+                self._seen[key] = (value, now)
+
+    def _joined(
+        self, namespaces: set[Namespace], known: dict[str, bytes | None]
+    ) -> dict[Namespace, str]:
+        everything = (known[self._generation_key(None)] or b"0").decode(errors="replace")
+        return {
+            ns: everything
             + "."
-            + (own or b"0").decode(errors="replace")
-        )
+            + (known[self._generation_key(ns)] or b"0").decode(errors="replace")
+            for ns in namespaces
+        }
 
     def _generations(self, namespaces: set[Namespace]) -> dict[Namespace, str]:
         """The current generation of each namespace (the ``clear()``-all one + its own)."""
         if self._store is None:
             return dict.fromkeys(namespaces, "0")
-        everything = self._store.get(self._store.key("graph-gen", "*"))
-        return {
-            ns: self._join(everything, self._store.get(key))
-            for ns, key in self._generation_keys(namespaces)
-        }
+        keys = [self._generation_key(None)] + [self._generation_key(ns) for ns in namespaces]
+        known, stale = self._cached_generations(keys)
+        fetched = {key: self._store.get(key) for key in stale}
+        self._remember(fetched)
+        return self._joined(namespaces, {**known, **fetched})
 
     async def _agenerations(self, namespaces: set[Namespace]) -> dict[Namespace, str]:
         if self._store is None:
             return dict.fromkeys(namespaces, "0")
-        pairs = self._generation_keys(namespaces)
-        found = await asyncio.gather(
-            self._store.get_async(self._store.key("graph-gen", "*")),
-            *(self._store.get_async(key) for _, key in pairs),
-        )
-        return {
-            ns: self._join(found[0], own) for (ns, _), own in zip(pairs, found[1:], strict=True)
-        }
+        keys = [self._generation_key(None)] + [self._generation_key(ns) for ns in namespaces]
+        known, stale = self._cached_generations(keys)
+        store = self._store
+        values = await asyncio.gather(*(store.get_async(key) for key in stale))
+        fetched = dict(zip(stale, values, strict=True))
+        self._remember(fetched)
+        return self._joined(namespaces, {**known, **fetched})
 
-    def _local_key(self, ns: Namespace, key: str, generation: str) -> str:
-        return f"{generation}:{_ns_id(ns)}:{_key_id(key)}"
+    @staticmethod
+    def _local_key(ns: Namespace, key: str, generation: str) -> _LocalKey:
+        return (generation, ns, key)
 
-    def _redis_key(self, local: str) -> str:
+    def _redis_key(self, local: _LocalKey) -> str:
         assert self._store is not None
-        return self._store.key("graph", local)
+        generation, ns, key = local
+        return self._store.key("graph", f"{generation}:{_ns_id(ns)}:{_key_id(key)}")
 
     # -- the BaseCache interface -----------------------------------------------------------
 
@@ -161,7 +192,9 @@ class GraphCache(BaseCache[Any]):
             logger.warning("langscale: unreadable graph cache entry: %s", err)
             return False, None
 
-    def _local(self, local: str, now: float) -> tuple[Namespace, str, bytes, float | None] | None:
+    def _local(
+        self, local: _LocalKey, now: float
+    ) -> tuple[Namespace, str, bytes, float | None] | None:
         with self._lock:
             entry = self._entries.get(local)
             if entry is not None and entry[3] is not None and entry[3] <= now:
@@ -222,7 +255,7 @@ class GraphCache(BaseCache[Any]):
         return self._finish([((ns, key), e) for (ns, key), e in zip(keys, entries, strict=True)])
 
     def _from_l2(
-        self, ns: Namespace, local: str, raw: bytes | None, now: float
+        self, ns: Namespace, local: _LocalKey, raw: bytes | None, now: float
     ) -> tuple[Namespace, str, bytes, float | None] | None:
         if raw is None:
             return None
@@ -243,7 +276,7 @@ class GraphCache(BaseCache[Any]):
             self._counts["l2_hits"] += 1
         return entry
 
-    def _put(self, local: str, entry: tuple[Namespace, str, bytes, float | None]) -> None:
+    def _put(self, local: _LocalKey, entry: tuple[Namespace, str, bytes, float | None]) -> None:
         with self._lock:
             self._entries.pop(local, None)
             self._entries[local] = entry
@@ -302,11 +335,14 @@ class GraphCache(BaseCache[Any]):
                     del self._entries[local]
         if self._store is not None:
             token = uuid.uuid4().hex.encode()
-            if namespaces is None:
-                self._store.set(self._store.key("graph-gen", "*"), token)
-            else:
-                for ns in namespaces:
-                    self._store.set(self._store.key("graph-gen", _ns_id(tuple(ns))), token)
+            keys = (
+                [self._generation_key(None)]
+                if namespaces is None
+                else [self._generation_key(tuple(ns)) for ns in namespaces]
+            )
+            for key in keys:
+                self._store.set(key, token)
+            self._remember(dict.fromkeys(keys, token))
 
     # clear() is two short Redis writes at most per namespace; it runs inline.
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
