@@ -98,7 +98,9 @@ def test_only_misses_reach_the_model_in_one_batch_in_order():
     got = cached.embed_documents(["c", "a", "d", "b"])
     assert got == [vector("c"), vector("a"), vector("d"), vector("b")]
     assert inner.calls == [["a", "b"], ["c", "d"]]
-    assert cached.stats()["inner_texts"] == 4
+    stats = cached.stats()
+    assert stats["inner_texts"] == 4
+    assert (stats["hits"], stats["misses"]) == (2, 4)
 
 
 def test_duplicates_in_one_batch_are_fetched_once():
@@ -166,6 +168,7 @@ def test_wrong_vector_count_from_inner_is_an_error_not_cached():
         ({"ttl": -1}, "-1"),
         ({"max_entries": 0}, "0"),
         ({"max_entries": "many"}, "many"),
+        ({"max_bytes": -5}, "-5"),
         ({"namespace": 3}, "3"),
         ({"model_id": 5}, "5"),
         ({"redis_url": 7}, "7"),
@@ -200,6 +203,13 @@ def test_namespaces_and_models_are_isolated():
     other_model = FakeEmbedder(model="fake-2")
     assert CachedEmbeddings(other_model).model_id != CachedEmbeddings(inner).model_id
     assert "model=fake-1" in CachedEmbeddings(inner).model_id
+
+
+def test_max_bytes_bounds_the_cache():
+    cached = CachedEmbeddings(FakeEmbedder(), max_bytes=DIM * 4 * 10)
+    cached.embed_documents([f"t{i}" for i in range(200)])
+    assert cached.stats()["bytes"] <= DIM * 4 * 10 * 2  # moka settles its bound lazily
+    assert cached.namespace == ""
 
 
 def test_ttl_expires_entries():

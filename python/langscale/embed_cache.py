@@ -67,8 +67,8 @@ def _decode(raw: bytes) -> list[float]:
 class CachedEmbeddings(Embeddings):
     """Any LangChain ``Embeddings`` behind a Rust cache, with an optional Redis L2.
 
-    ``CachedEmbeddings(embeddings, ttl=None, max_entries=100_000, namespace="",
-    model_id=None, redis_url=None, store=None)``.
+    ``CachedEmbeddings(embeddings, ttl=None, max_entries=100_000, max_bytes=None,
+    namespace="", model_id=None, redis_url=None, store=None)``.
 
     The key of a vector is the namespace, the model identity (``model_id``, by default the
     inner class and its ``model`` / ``model_name`` / ``dimensions`` fields) and a 128-bit hash
@@ -94,6 +94,7 @@ class CachedEmbeddings(Embeddings):
         *,
         ttl: float | None = None,
         max_entries: int = 100_000,
+        max_bytes: int | None = None,
         namespace: str = "",
         model_id: str | None = None,
         redis_url: str | None = None,
@@ -106,7 +107,7 @@ class CachedEmbeddings(Embeddings):
             msg = f"model_id must be a string, got {model_id!r}"
             raise _core.ConfigError(msg)
         self._inner = embeddings
-        self._core = _core.ExactCache(max_entries, None, ttl, namespace)
+        self._core = _core.ExactCache(max_entries, max_bytes, ttl, namespace)
         self._model = model_id if model_id is not None else _identity(embeddings)
         self._ttl = ttl
         self._store = _store.resolve(store, redis_url)
@@ -117,11 +118,17 @@ class CachedEmbeddings(Embeddings):
         self._lock = threading.Lock()
         self._calls = 0
         self._texts = 0
+        self._settled = 0  # batches stored so far (see _claim)
 
     @property
     def embeddings(self) -> Embeddings:
         """The inner model."""
         return self._inner
+
+    @property
+    def namespace(self) -> str:
+        """The namespace in every key."""
+        return self._core.namespace
 
     @property
     def model_id(self) -> str:
@@ -162,22 +169,24 @@ class CachedEmbeddings(Embeddings):
     # -- single flight --------------------------------------------------------------------
 
     def _claim(
-        self, keys: list[str], found: dict[str, list[float]]
+        self, keys: list[str], found: dict[str, list[float]], settled: int
     ) -> tuple[list[str], dict[str, concurrent.futures.Future[list[float]]]]:
         """Split missing keys into those this caller fetches (it leads) and those another
-        caller is fetching (futures to wait on). A key stored since the first look is taken
-        from L1 into ``found``."""
+        caller is fetching (futures to wait on). A key stored since the first look (``settled``
+        is the count of stores then) is taken from L1 into ``found``."""
         lead: list[str] = []
         wait: dict[str, concurrent.futures.Future[list[float]]] = {}
         with self._lock:
+            recheck = self._settled != settled
             for key in keys:
                 future = self._inflight.get(key)
                 if future is not None:
                     wait[key] = future
                     continue
                 # A leader stores before it lets go of the key, so this look under the lock
-                # closes the gap between the first look and the claim.
-                vector = self._l1(key)
+                # closes the gap between the first look and the claim (only needed when
+                # something was stored meanwhile: each look counts in stats()).
+                vector = self._l1(key) if recheck else None
                 if vector is not None:
                     found[key] = vector
                     continue
@@ -199,6 +208,8 @@ class CachedEmbeddings(Embeddings):
                     entries.append(self._l2_entry(key, raw))
                 future = self._inflight.pop(key)
                 future.set_result(_decode(raw))
+            # Last: a caller that reads the new count finds every vector above in L1.
+            self._settled += 1
         return entries
 
     def _fail(self, keys: list[str], error: BaseException) -> None:
@@ -231,14 +242,15 @@ class CachedEmbeddings(Embeddings):
                 raise _core.ConfigError(msg)
         return list(texts)
 
-    def _plan(self, texts: list[str], prefix: str) -> tuple[list[str], dict[str, list[float]]]:
+    def _plan(self, texts: list[str], prefix: str) -> tuple[list[str], dict[str, list[float]], int]:
+        settled = self._settled
         keys = [prefix + text for text in texts]
         found: dict[str, list[float]] = {}
         for key in dict.fromkeys(keys):
             vector = self._l1(key)
             if vector is not None:
                 found[key] = vector
-        return keys, found
+        return keys, found, settled
 
     def _fill_from_l2(self, missing: list[str], found: dict[str, list[float]]) -> None:
         assert self._store is not None
@@ -248,13 +260,13 @@ class CachedEmbeddings(Embeddings):
                 found[key] = vector
 
     def _embed(self, texts: list[str], prefix: str, single: bool) -> list[list[float]]:
-        keys, found = self._plan(texts, prefix)
+        keys, found, settled = self._plan(texts, prefix)
         missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing and self._store is not None:
             self._fill_from_l2(missing, found)
             missing = [key for key in missing if key not in found]
         if missing:
-            lead, wait = self._claim(missing, found)
+            lead, wait = self._claim(missing, found, settled)
             if lead:
                 try:
                     batch = [key[len(prefix) :] for key in lead]
@@ -279,7 +291,7 @@ class CachedEmbeddings(Embeddings):
         return [list(found[key]) for key in keys]
 
     async def _aembed(self, texts: list[str], prefix: str, single: bool) -> list[list[float]]:
-        keys, found = self._plan(texts, prefix)
+        keys, found, settled = self._plan(texts, prefix)
         missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing and self._store is not None:
             store = self._store
@@ -292,7 +304,7 @@ class CachedEmbeddings(Embeddings):
                     found[key] = vector
             missing = [key for key in missing if key not in found]
         if missing:
-            lead, wait = self._claim(missing, found)
+            lead, wait = self._claim(missing, found, settled)
             if lead:
                 try:
                     batch = [key[len(prefix) :] for key in lead]
