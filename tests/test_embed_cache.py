@@ -18,6 +18,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 import langscale
 from langscale import CachedEmbeddings
+from tests.test_bad_input import JUNK, SETTINGS, TEXT, clean
 
 DIM = 8
 
@@ -411,3 +412,38 @@ def test_redis_unreadable_value_is_a_miss(redis_server, redis_prefix):
     assert cached.embed_documents(["a"]) == [vector("a")]
     assert inner.calls == [["a"]]
     assert cached.stats()["l2_errors"] == 1
+
+
+# -- junk in every public input: a langscale error or a working cache, nothing else --------
+
+
+@settings(SETTINGS, max_examples=80)
+@given(
+    ttl=JUNK,
+    max_entries=JUNK,
+    max_bytes=JUNK,
+    namespace=st.one_of(JUNK, TEXT),
+    model_id=st.one_of(JUNK, TEXT),
+    texts=st.one_of(JUNK, st.lists(st.one_of(TEXT, JUNK), max_size=4)),
+)
+def test_junk_is_a_langscale_error_or_works(
+    ttl, max_entries, max_bytes, namespace, model_id, texts
+):
+    cached = clean(
+        CachedEmbeddings,
+        FakeEmbedder(),
+        ttl=ttl,
+        max_entries=max_entries,
+        max_bytes=max_bytes,
+        namespace=namespace,
+        model_id=model_id,
+    )
+    if cached is None:
+        return
+    got = clean(cached.embed_documents, texts)
+    if got is not None:
+        assert got == [vector(t) for t in texts]
+    query = texts[0] if isinstance(texts, list) and texts else texts
+    got = clean(cached.embed_query, query)
+    if got is not None:
+        assert got == vector(query, "q")

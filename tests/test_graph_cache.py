@@ -14,6 +14,8 @@ import pickle
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("langgraph")
 
@@ -22,6 +24,7 @@ from langgraph.types import CachePolicy
 
 import langscale
 from langscale import GraphCache
+from tests.test_bad_input import JUNK, SETTINGS, TEXT, clean
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -252,3 +255,32 @@ class _Boom:
     def _run():  # pragma: no cover - must never run
         _Boom.ran = True
         return _Boom()
+
+
+@settings(SETTINGS, max_examples=80)
+@given(
+    max_entries=st.one_of(st.just(10), JUNK),
+    redis_url=st.one_of(st.none(), JUNK),
+    ns=st.one_of(JUNK, st.tuples(TEXT, TEXT)),
+    key=st.one_of(JUNK, TEXT),
+    ttl=JUNK,
+    # Lone surrogates are written as "?" by LangGraph's msgpack serializer (its InMemoryCache
+    # too): not a cache matter, so left out of the values.
+    value=st.one_of(JUNK, st.text(alphabet=st.characters(exclude_categories=["Cs"]))),
+)
+def test_junk_is_a_langscale_error_or_works(max_entries, redis_url, ns, key, ttl, value):
+    if isinstance(redis_url, str):
+        redis_url = None  # never dial a junk address
+    cache = clean(GraphCache, max_entries=max_entries, redis_url=redis_url)
+    if cache is None:
+        return
+    try:
+        hash((ns, key))
+    except TypeError:
+        return  # cannot even be a dict key: LangGraph never builds one
+    clean(cache.set, {(ns, key): (value, ttl)})
+    got = clean(cache.get, [(ns, key)])
+    if got is not None:
+        assert got in ({}, {(ns, key): value}) or value != value  # NaN never equals itself
+    clean(cache.clear, [ns])
+    assert clean(cache.get, [(ns, key)]) in (None, {})

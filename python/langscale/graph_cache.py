@@ -55,6 +55,20 @@ def _key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def _checked(full_key: Any) -> tuple[Namespace, str]:
+    """``(namespace, key)`` as LangGraph passes it: a tuple of strings and a string."""
+    if isinstance(full_key, tuple) and len(full_key) == 2:
+        ns, key = full_key
+        if (
+            isinstance(ns, tuple)
+            and all(isinstance(part, str) for part in ns)
+            and isinstance(key, str)
+        ):
+            return ns, key
+    msg = f"a graph cache key must be (tuple of str, str), got {full_key!r}"
+    raise _core.ConfigError(msg)
+
+
 def _pack(type_: str, data: bytes, expiry: float | None) -> bytes:
     header = json.dumps({"t": type_, "e": expiry}, separators=(",", ":")).encode()
     return _MAGIC + header + b"\n" + data
@@ -223,7 +237,8 @@ class GraphCache(BaseCache[Any]):
         """The cached values of ``keys`` that are present and not expired."""
         if not keys:
             return {}
-        generations = self._generations({tuple(ns) for ns, _ in keys})
+        keys = [_checked(k) for k in keys]
+        generations = self._generations({ns for ns, _ in keys})
         now = time.time()
         wanted = []
         for ns, key in keys:
@@ -241,7 +256,8 @@ class GraphCache(BaseCache[Any]):
             return {}
         if self._store is None:
             return self.get(keys)
-        generations = await self._agenerations({tuple(ns) for ns, _ in keys})
+        keys = [_checked(k) for k in keys]
+        generations = await self._agenerations({ns for ns, _ in keys})
         now = time.time()
         locals_ = [self._local_key(tuple(ns), key, generations[tuple(ns)]) for ns, key in keys]
         entries = [self._local(local, now) for local in locals_]
@@ -294,7 +310,12 @@ class GraphCache(BaseCache[Any]):
             if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))):
                 msg = f"ttl must be a number of seconds or None, got {ttl!r}"
                 raise _core.ConfigError(msg)
-            type_, data = self.serde.dumps_typed(value)
+            try:
+                type_, data = self.serde.dumps_typed(value)
+            except (TypeError, ValueError) as err:
+                # A node whose output the serializer cannot write still runs; it is not cached.
+                logger.warning("langscale: graph node result not cached: %s", err)
+                continue
             if type_ not in _DATA_TYPES:
                 msg = f"GraphCache stores data only; the serializer produced {type_!r}"
                 raise _core.ConfigError(msg)
@@ -309,7 +330,8 @@ class GraphCache(BaseCache[Any]):
         """Store each value for its TTL in seconds (None: until evicted or cleared)."""
         if not pairs:
             return
-        generations = self._generations({tuple(ns) for ns, _ in pairs})
+        pairs = {_checked(k): v for k, v in pairs.items()}
+        generations = self._generations({ns for ns, _ in pairs})
         for key, value, ttl in self._entries_for(pairs, generations):
             self._store.set(key, value, ttl)  # type: ignore[union-attr]
 
@@ -317,7 +339,8 @@ class GraphCache(BaseCache[Any]):
         """``set`` for async graphs: the Redis writes are awaited, concurrently."""
         if not pairs:
             return
-        generations = await self._agenerations({tuple(ns) for ns, _ in pairs})
+        pairs = {_checked(k): v for k, v in pairs.items()}
+        generations = await self._agenerations({ns for ns, _ in pairs})
         writes = self._entries_for(pairs, generations)
         if writes:
             store = self._store
@@ -326,11 +349,13 @@ class GraphCache(BaseCache[Any]):
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         """Drop the entries of ``namespaces`` (all entries when None), in every process."""
+        if namespaces is not None:
+            namespaces = [_checked((ns, ""))[0] for ns in namespaces]
         with self._lock:
             if namespaces is None:
                 self._entries.clear()
             else:
-                dropped = {tuple(ns) for ns in namespaces}
+                dropped = {_checked((ns, ""))[0] for ns in namespaces}
                 for local in [k for k, v in self._entries.items() if v[0] in dropped]:
                     del self._entries[local]
         if self._store is not None:
