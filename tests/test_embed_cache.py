@@ -186,6 +186,8 @@ def test_bad_inner_and_texts_raise_config_error():
     cached = CachedEmbeddings(FakeEmbedder())
     with pytest.raises(langscale.ConfigError, match="42"):
         cached.embed_documents(["ok", 42])  # type: ignore[list-item]
+    with pytest.raises(langscale.ConfigError, match="text must be valid Unicode"):
+        cached.embed_documents(["ok", "bad \ud800"])
     with pytest.raises(langscale.ConfigError, match="plain"):
         cached.embed_documents("plain")  # type: ignore[arg-type]
 

@@ -247,7 +247,11 @@ class CachedEmbeddings(Embeddings):
         keys = [prefix + text for text in texts]
         found: dict[str, list[float]] = {}
         for key in dict.fromkeys(keys):
-            vector = self._l1(key)
+            try:
+                vector = self._l1(key)
+            except _core.ConfigError:
+                msg = f"text must be valid Unicode (no lone surrogates), got {key[len(prefix) :]!r}"
+                raise _core.ConfigError(msg) from None
             if vector is not None:
                 found[key] = vector
         return keys, found, settled
