@@ -277,6 +277,17 @@ def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
     return chars // 4 + 4 * len(messages)
 
 
+def _landed(kind: str, value: Any) -> ChatResult | None:
+    """What a coalesced request got from the call it waited for: a copy of the answer (no two
+    callers share one mutable result), the call's exception raised, or None when the leader
+    gave up or took too long (then the request makes its own call)."""
+    if kind == "value":
+        return value.model_copy(deep=True)
+    if kind == "failed":
+        raise value
+    return None
+
+
 def _usage(result: ChatResult) -> tuple[int, int]:
     for gen in result.generations:
         usage = getattr(getattr(gen, "message", None), "usage_metadata", None)
@@ -587,12 +598,9 @@ class ScaledChatModel(BaseChatModel):
             key = self._flight_key(messages, stop, kwargs)
             ticket, flight = flights.begin(key)
             if flight is not None:
-                kind, value = flight.wait()
-                if kind == "value":
-                    return value.model_copy(deep=True)
-                if kind == "failed":
-                    raise value
-                # The leader gave up or took too long: this request makes its own call.
+                landed = _landed(*flight.wait())
+                if landed is not None:
+                    return landed
                 return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
             try:
                 result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
@@ -621,11 +629,9 @@ class ScaledChatModel(BaseChatModel):
             key = self._flight_key(messages, stop, kwargs)
             ticket, flight = flights.begin(key)
             if flight is not None:
-                kind, value = await flight.wait_async()
-                if kind == "value":
-                    return value.model_copy(deep=True)
-                if kind == "failed":
-                    raise value
+                landed = _landed(*await flight.wait_async())
+                if landed is not None:
+                    return landed
                 return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
             try:
                 result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
