@@ -252,11 +252,18 @@ def _direct(
         return False
     if model.callbacks or model.verbose or model.rate_limiter is not None:
         return False
-    if model.cache is not False and (model.cache is not None or get_llm_cache() is not None):
+    if _cache_applies(model):
         return False
     if model.output_version == "v1":
         return False
     return not model._should_stream(async_api=async_api, **kwargs)
+
+
+def _cache_applies(model: BaseChatModel) -> bool:
+    """Whether LangChain consults a cache for ``model``: its own, or the global one unless
+    it has ``cache=False``."""
+    cache = model.cache
+    return cache is not False and (cache is not None or get_llm_cache() is not None)
 
 
 def _native_capable(model: BaseChatModel) -> bool:
@@ -588,8 +595,7 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        cache = self.cache
-        if cache is False or (cache is None and get_llm_cache() is None):
+        if not _cache_applies(self):
             return BaseChatModel._generate_with_cache(self, messages, stop, run_manager, **kwargs)
         with _identity.bound(_identity.of_run(run_manager)):
             if not self.coalesce:
@@ -617,8 +623,7 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        cache = self.cache
-        if cache is False or (cache is None and get_llm_cache() is None):
+        if not _cache_applies(self):
             return await BaseChatModel._agenerate_with_cache(
                 self, messages, stop, run_manager, **kwargs
             )
