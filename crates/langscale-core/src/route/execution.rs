@@ -11,6 +11,7 @@ use super::breaker::{Admission, BreakerState};
 use super::deployment::RequestInfo;
 use super::nanos;
 use super::router::Router;
+use super::tenants::TenantOutcome;
 
 /// Which call of an execution an outcome belongs to (0 for the first, then counting up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -259,6 +260,10 @@ pub struct Execution {
     hedged: bool,
     last: Option<AttemptError>,
     finished: Option<Step>,
+    /// Clock ns at start, provider 429s and local refusals seen: for the tenant's row.
+    started: u64,
+    throttled: u64,
+    rejected: u64,
 }
 
 impl Execution {
@@ -295,6 +300,9 @@ impl Execution {
             hedged: false,
             last: None,
             finished: None,
+            started: now,
+            throttled: 0,
+            rejected: 0,
             router,
         }
     }
@@ -355,6 +363,24 @@ impl Execution {
                 state.record_latency(latency, router.config.ewma_alpha);
                 state.breaker().record_success(now, admission);
                 router.counters.successes.fetch_add(1, Ordering::Relaxed);
+                if let Some(tenant) = &self.info.tenant {
+                    let spend = router
+                        .deployments
+                        .get(deployment)
+                        .map_or(0.0, |d| d.cost(input_tokens, output_tokens));
+                    router.tenants.record(
+                        tenant,
+                        &TenantOutcome {
+                            success: true,
+                            latency: Duration::from_nanos(now.saturating_sub(self.started)),
+                            input_tokens,
+                            output_tokens,
+                            spend,
+                            throttled: self.throttled,
+                            rejected: self.rejected,
+                        },
+                    );
+                }
                 self.finish(Step::Done {
                     attempt,
                     deployment,
@@ -417,6 +443,11 @@ impl Execution {
             return;
         };
         state.stats.record_error(err.error);
+        match err.error {
+            ErrorKind::RateLimited { .. } => self.throttled += 1,
+            ErrorKind::Limited { .. } => self.rejected += 1,
+            _ => {}
+        }
         {
             let mut breaker = state.breaker();
             if err.error.counts_against_breaker() {
@@ -791,6 +822,7 @@ impl Execution {
             FailReason::DeadlineExceeded { .. } => &c.deadline,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.record_tenant_failure();
         self.finish(Step::Fail(reason))
     }
 
@@ -799,6 +831,20 @@ impl Execution {
         self.router.counters.active.fetch_sub(1, Ordering::Relaxed);
         self.finished = Some(step.clone());
         step
+    }
+
+    /// A request that failed or was abandoned, in its tenant's row.
+    fn record_tenant_failure(&self) {
+        if let Some(tenant) = &self.info.tenant {
+            self.router.tenants.record(
+                tenant,
+                &TenantOutcome {
+                    throttled: self.throttled,
+                    rejected: self.rejected,
+                    ..Default::default()
+                },
+            );
+        }
     }
 
     /// Calls still running are abandoned: free their in-flight count and probe slots.
@@ -821,6 +867,7 @@ impl Drop for Execution {
             let c = &self.router.counters;
             c.abandoned.fetch_add(1, Ordering::Relaxed);
             c.active.fetch_sub(1, Ordering::Relaxed);
+            self.record_tenant_failure();
         }
     }
 }

@@ -211,6 +211,8 @@ pub struct Router {
     pub(crate) budget: Mutex<RetryBudget>,
     pub(crate) jitter: Jitter,
     pub(crate) counters: RouterCounters,
+    /// Per-tenant figures, top N tenants plus "other".
+    pub(crate) tenants: super::tenants::TenantTable,
 }
 
 impl Router {
@@ -253,7 +255,18 @@ impl Router {
             by_priority,
             round_robin: AtomicUsize::new(0),
             counters: RouterCounters::default(),
+            tenants: super::tenants::TenantTable::new(super::tenants::DEFAULT_TOP_TENANTS),
         })
+    }
+
+    /// Per-tenant figures: the top tenants by requests, most first, then "other".
+    pub fn tenant_snapshot(&self) -> Vec<super::TenantSnapshot> {
+        self.tenants.snapshot()
+    }
+
+    /// How many tenants get their own row (default 20); the rest are counted as "other".
+    pub fn set_top_tenants(&self, top: usize) {
+        self.tenants.set_top(top);
     }
 
     /// Begin routing one request.
