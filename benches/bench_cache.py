@@ -7,12 +7,14 @@ into a key; and memory per entry for 100k entries, each cache measured in a fres
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import json
 import resource
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ def cases(settings: Settings) -> list[Case]:
         Case("invoke on a hit", lambda: _invoke_hit(settings)),
         Case("key normalisation", lambda: _key_normalisation(settings)),
         Case("memory per entry", lambda: _memory(settings)),
+        Case("100 identical requests at once", lambda: _coalescing(settings)),
     ]
 
 
@@ -425,3 +428,51 @@ if __name__ == "__main__":
         print(json.dumps(memory_child(sys.argv[2], int(sys.argv[3]))))
     else:
         sys.exit("usage: bench_cache.py memory KIND ENTRIES (run benches/run.py instead)")
+
+
+# --- coalescing: a burst of identical requests --------------------------------------------
+
+BURST = 100
+PROVIDER_SECONDS = 0.05
+
+
+class _SlowModel(BaseChatModel):
+    """A provider call that takes 50 ms and is counted."""
+
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "slow-counted"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
+        raise NotImplementedError
+
+    async def _agenerate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        self.calls += 1
+        await asyncio.sleep(PROVIDER_SECONDS)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage("Paris."))])
+
+
+def _burst(model: Any) -> float:
+    async def main() -> None:
+        await asyncio.gather(*(model.ainvoke("Capital of France?") for _ in range(BURST)))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    return (time.perf_counter() - started) * 1e3
+
+
+def _coalescing(settings: Settings) -> list[Row]:
+    """100 concurrent identical ainvoke: langscale (ScaledChatModel + cache) against the same
+    model with LangChain's InMemoryCache, where every caller misses at once."""
+    ours = _SlowModel()
+    theirs = _SlowModel(cache=InMemoryCache())
+    ls_ms = _burst(langscale.ScaledChatModel([ours], cache=InMemoryCache()))
+    lc_ms = _burst(theirs)
+    group = f"coalescing: {BURST} concurrent identical ainvoke, {PROVIDER_SECONDS * 1e3:g} ms calls"
+    calls = Row(group, "provider calls", "calls", ours.calls, theirs.calls)
+    calls.target, calls.met = "1", ours.calls == 1
+    return [calls, Row(group, "wall time of the burst", "ms", ls_ms, lc_ms)]

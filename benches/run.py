@@ -19,7 +19,9 @@ from pathlib import Path
 from types import ModuleType
 
 import bench_cache
+import bench_embed_cache
 import bench_embeddings
+import bench_graph_cache
 import bench_limiter
 import bench_redis
 import bench_scaled
@@ -37,6 +39,8 @@ MODULES: dict[str, ModuleType] = {
     "scaled": bench_scaled,
     "redis": bench_redis,
     "embeddings": bench_embeddings,
+    "embed_cache": bench_embed_cache,
+    "graph_cache": bench_graph_cache,
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
 

@@ -3,6 +3,7 @@
 
 mod args;
 mod cache;
+mod coalesce;
 #[cfg(feature = "minilm")]
 mod embeddings;
 mod endpoint;
@@ -23,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     limit::register(m)?;
     cache::register(m)?;
+    coalesce::register(m)?;
     semantic::register(m)?;
     route::register(m)?;
     endpoint::register(m)?;

@@ -22,12 +22,26 @@ from langscale._core import (
 )
 from langscale.budgets import Budgets
 from langscale.cache import ExactCache
+
+# Embedding and LangGraph node caches (issue 17)
+from langscale.embed_cache import CachedEmbeddings
 from langscale.embeddings import LocalEmbeddings
 from langscale.endpoint import ChatEndpoint, ProviderError
 from langscale.identity import tenant
 from langscale.limiter import RateLimiter
 from langscale.scaled import Deployment, ScaledChatModel, ScaledModelError
 from langscale.semantic import SemanticCache
+
+
+def __getattr__(name: str) -> object:
+    # GraphCache needs LangGraph (the `graph` extra): imported on first use, not with langscale.
+    if name == "GraphCache":
+        from langscale.graph_cache import GraphCache
+
+        return GraphCache
+    msg = f"module 'langscale' has no attribute {name!r}"
+    raise AttributeError(msg)
+
 
 __all__ = [
     "BudgetExceeded",
@@ -50,4 +64,7 @@ __all__ = [
     "SharedPermit",
     "StoreError",
     "__version__",
+    # issue 17
+    "CachedEmbeddings",
+    "GraphCache",
 ]

@@ -113,7 +113,8 @@ def drive(run: Any, call: Callable[[int, int], Attempt[T]], fail: Fail, *, hedge
             waits = [e - now for _, _, e, _ in running.values() if e is not None]
             if value is not None:
                 waits.append(value)
-            limit = max(min(waits), 0.0) if waits else None
+            # (A wait past threading.TIMEOUT_MAX, ~292 years, would overflow: it is forever.)
+            limit = min(max(min(waits), 0.0), threading.TIMEOUT_MAX) if waits else None
             done, _ = concurrent.futures.wait(
                 running, timeout=limit, return_when=concurrent.futures.FIRST_COMPLETED
             )
@@ -121,7 +122,7 @@ def drive(run: Any, call: Callable[[int, int], Attempt[T]], fail: Fail, *, hedge
                 _collect(run, running, errors, results, future)
             _expire(run, running, errors, time.monotonic())
         elif kind == "sleep":
-            time.sleep(value or 0.0)
+            time.sleep(min(value or 0.0, threading.TIMEOUT_MAX))
         elif kind == "acquire":
             run.acquire()
         elif kind == "done":

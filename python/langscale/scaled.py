@@ -5,6 +5,7 @@ deployment, whether to retry or fail over, how long to back off, and keeps the b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -251,11 +252,18 @@ def _direct(
         return False
     if model.callbacks or model.verbose or model.rate_limiter is not None:
         return False
-    if model.cache is not False and (model.cache is not None or get_llm_cache() is not None):
+    if _cache_applies(model):
         return False
     if model.output_version == "v1":
         return False
     return not model._should_stream(async_api=async_api, **kwargs)
+
+
+def _cache_applies(model: BaseChatModel) -> bool:
+    """Whether LangChain consults a cache for ``model``: its own, or the global one unless
+    it has ``cache=False``."""
+    cache = model.cache
+    return cache is not False and (cache is not None or get_llm_cache() is not None)
 
 
 def _native_capable(model: BaseChatModel) -> bool:
@@ -274,6 +282,17 @@ def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
         len(m.content) if isinstance(m.content, str) else len(str(m.content)) for m in messages
     )
     return chars // 4 + 4 * len(messages)
+
+
+def _landed(kind: str, value: Any) -> ChatResult | None:
+    """What a coalesced request got from the call it waited for: a copy of the answer (no two
+    callers share one mutable result), the call's exception raised, or None when the leader
+    gave up or took too long (then the request makes its own call)."""
+    if kind == "value":
+        return value.model_copy(deep=True)
+    if kind == "failed":
+        raise value
+    return None
 
 
 def _usage(result: ChatResult) -> tuple[int, int]:
@@ -334,6 +353,13 @@ class ScaledChatModel(BaseChatModel):
     the RunnableConfig or ``langscale.tenant(...)``) first and settles its real cost after.
     Runs the Python driver (the native loop does not reserve yet)."""
 
+    coalesce: bool = True
+    """With a cache (``cache=`` or ``set_llm_cache``): identical requests in flight at once
+    (same prompt, parameters and tenant) make one call; the others wait for its answer (a copy
+    each) or its exception. ``invoke``/``ainvoke``/``generate`` only: streams are not shared."""
+    coalesce_wait: float = 60.0
+    """The longest a request waits for another's identical call before making its own."""
+
     store: Any = None
     """A ``langscale.RedisStore`` (or ``redis_url=``): breakers shared with every process that
     uses the same ``shared_name`` and deployment names."""
@@ -347,6 +373,7 @@ class ScaledChatModel(BaseChatModel):
     # Whether anything of the router uses the tenant (budgets, limiters' fair queues): the
     # identity of a call is read only then (~1 us per call otherwise spent for nothing).
     _tenanted: bool = PrivateAttr(default=False)
+    _flights: Any = PrivateAttr(default=None)
 
     def __init__(self, deployments: Sequence[Any] | None = None, /, **kwargs: Any) -> None:
         if deployments is None:
@@ -372,6 +399,7 @@ class ScaledChatModel(BaseChatModel):
             raise _core.ConfigError(msg)
         names: set[str] = set()
         self._deps = deps
+        self._flights = _core.Coalescer(self.coalesce_wait)
         self._tenanted = (
             self.budgets is not None
             or self.limits is not None
@@ -567,11 +595,26 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        cache = self.cache
-        if cache is False or (cache is None and get_llm_cache() is None):
+        if not _cache_applies(self):
             return BaseChatModel._generate_with_cache(self, messages, stop, run_manager, **kwargs)
         with _identity.bound(_identity.of_run(run_manager)):
-            return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            if not self.coalesce:
+                return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            flights = self._private()["_flights"]
+            key = self._flight_key(messages, stop, kwargs)
+            ticket, flight = flights.begin(key)
+            if flight is not None:
+                landed = _landed(*flight.wait())
+                if landed is not None:
+                    return landed
+                return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            try:
+                result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            except BaseException as exc:
+                flights.land_failure(key, ticket, exc)
+                raise
+            flights.land_value(key, result)
+            return result
 
     async def _agenerate_with_cache(
         self,
@@ -580,13 +623,39 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        cache = self.cache
-        if cache is False or (cache is None and get_llm_cache() is None):
+        if not _cache_applies(self):
             return await BaseChatModel._agenerate_with_cache(
                 self, messages, stop, run_manager, **kwargs
             )
         with _identity.bound(_identity.of_run(run_manager)):
-            return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            if not self.coalesce:
+                return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            flights = self._private()["_flights"]
+            key = self._flight_key(messages, stop, kwargs)
+            ticket, flight = flights.begin(key)
+            if flight is not None:
+                landed = _landed(*await flight.wait_async())
+                if landed is not None:
+                    return landed
+                return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            try:
+                result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            except asyncio.CancelledError:
+                flights.abandon(key, ticket)  # followers make their own call
+                raise
+            except BaseException as exc:
+                flights.land_failure(key, ticket, exc)
+                raise
+            flights.land_value(key, result)
+            return result
+
+    def _flight_key(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> str:
+        """Which in-flight call this request may share: the cache's own key (the prompt
+        without its random message ids, the parameters, the tenant's scope)."""
+        llm_string = _identity.scoped(self._get_llm_string(stop=stop, **kwargs))
+        return str(_core.cache_key("", llm_string, dumps(messages)))
 
     def _failure(
         self, detail: str | None, attempt: int | None, errors: dict[int, tuple[int, BaseException]]

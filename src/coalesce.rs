@@ -1,0 +1,126 @@
+//! Request coalescing for Python callers: the core's single-flight (`cache::coalesce`) over
+//! Python objects. One caller per key leads (makes the call), the others follow and get what
+//! it lands: its answer, its exception, or word that it gave up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use langscale_core::cache::coalesce::{Flight as CoreFlight, Flights, Landing, Role, Ticket};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::args;
+
+type Obj = Arc<Py<PyAny>>;
+
+/// One leader per key, the rest follow; a follower waits at most `bound` seconds from the
+/// flight's start, after which the next caller leads a fresh one.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct Coalescer {
+    flights: Arc<Flights<String, Obj, Obj>>,
+}
+
+#[pymethods]
+impl Coalescer {
+    #[new]
+    #[pyo3(signature = (bound=None))]
+    fn new(bound: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let bound = args::seconds("bound", bound)?.unwrap_or(Duration::from_secs(60));
+        Ok(Self {
+            flights: Arc::new(Flights::new(bound)),
+        })
+    }
+
+    /// `(ticket, None)`: lead, then land a value or a failure; `(None, flight)`: follow.
+    fn begin(&self, key: &Bound<'_, PyAny>) -> PyResult<(Option<u64>, Option<Flight>)> {
+        let key = args::text("key", key)?.to_owned();
+        Ok(match self.flights.begin(key) {
+            Role::Lead(Ticket(t)) => (Some(t), None),
+            Role::Follow(flight) => (None, Some(Flight { flight })),
+        })
+    }
+
+    /// The answer for `key`: every follower gets it.
+    fn land_value(&self, key: &Bound<'_, PyAny>, value: Py<PyAny>) -> PyResult<()> {
+        let key = args::text("key", key)?.to_owned();
+        self.flights.land_value(&key, Arc::new(value));
+        Ok(())
+    }
+
+    /// The leader's call raised `error`: every follower raises it too. False when the
+    /// flight is no longer this leader's (it went stale and another leads).
+    fn land_failure(
+        &self,
+        key: &Bound<'_, PyAny>,
+        ticket: u64,
+        error: Py<PyAny>,
+    ) -> PyResult<bool> {
+        let key = args::text("key", key)?.to_owned();
+        Ok(self
+            .flights
+            .land_failure(&key, Ticket(ticket), Landing::Failed(Arc::new(error))))
+    }
+
+    /// The leader gave up (cancelled, or nothing to share): followers make their own call.
+    fn abandon(&self, key: &Bound<'_, PyAny>, ticket: u64) -> PyResult<bool> {
+        let key = args::text("key", key)?.to_owned();
+        Ok(self
+            .flights
+            .land_failure(&key, Ticket(ticket), Landing::Abandoned))
+    }
+
+    /// led, followed, in_flight.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.flights.stats();
+        let d = PyDict::new(py);
+        d.set_item("led", s.led)?;
+        d.set_item("followed", s.followed)?;
+        d.set_item("in_flight", s.in_flight)?;
+        Ok(d)
+    }
+}
+
+/// A flight another caller leads.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct Flight {
+    flight: Arc<CoreFlight<Obj, Obj>>,
+}
+
+/// What a follower got: ("value", answer), ("failed", exception), ("abandoned", None) or
+/// ("stale", None) when the flight outlived its bound.
+fn outcome(
+    py: Python<'_>,
+    landing: Option<Landing<Obj, Obj>>,
+) -> (&'static str, Option<Py<PyAny>>) {
+    match landing {
+        Some(Landing::Value(v)) => ("value", Some(v.clone_ref(py))),
+        Some(Landing::Failed(e)) => ("failed", Some(e.clone_ref(py))),
+        Some(Landing::Abandoned) => ("abandoned", None),
+        None => ("stale", None),
+    }
+}
+
+#[pymethods]
+impl Flight {
+    /// Wait on this thread (GIL released) for what the leader lands.
+    fn wait(&self, py: Python<'_>) -> (&'static str, Option<Py<PyAny>>) {
+        let flight = Arc::clone(&self.flight);
+        let landing = py.detach(move || flight.wait_blocking());
+        outcome(py, landing)
+    }
+
+    /// The same as an awaitable; cancelling it stops waiting and changes nothing.
+    fn wait_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let flight = Arc::clone(&self.flight);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let landing = flight.wait().await;
+            Ok(Python::attach(|py| outcome(py, landing)))
+        })
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Coalescer>()?;
+    m.add_class::<Flight>()?;
+    Ok(())
+}

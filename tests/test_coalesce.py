@@ -1,0 +1,176 @@
+"""Request coalescing through ScaledChatModel: identical requests in flight at once make one
+provider call and all get its answer (or its exception); different prompts, parameters or
+tenants never share one. Threads and asyncio; the core's single-flight is unit-tested in Rust
+(cache/coalesce.rs)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langchain_core.caches import InMemoryCache
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+import langscale
+
+N = 100
+
+
+class Slow(BaseChatModel):
+    """Counts its calls; each waits until released (or a moment), so callers overlap."""
+
+    calls: int = 0
+    fail: bool = False
+    delay: float = 0.2
+    lock: Any = None
+
+    def model_post_init(self, _: Any) -> None:
+        self.lock = threading.Lock()
+
+    @property
+    def _llm_type(self) -> str:
+        return "slow"
+
+    def _answer(self, messages: list[BaseMessage]) -> ChatResult:
+        with self.lock:
+            self.calls += 1
+            n = self.calls
+        if self.fail:
+            msg = f"provider failed (call {n})"
+            raise RuntimeError(msg)
+        text = f"answer {n} to {messages[-1].content}"
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        threading.Event().wait(self.delay)
+        return self._answer(messages)
+
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        await asyncio.sleep(self.delay)
+        return self._answer(messages)
+
+
+def scaled(inner: Slow, **kw: Any) -> langscale.ScaledChatModel:
+    return langscale.ScaledChatModel([inner], cache=InMemoryCache(), **kw)
+
+
+def test_100_threads_asking_the_same_make_one_call() -> None:
+    inner = Slow()
+    model = scaled(inner)
+    with ThreadPoolExecutor(N) as pool:
+        replies = list(pool.map(lambda _: model.invoke("What is the capital of France?"), range(N)))
+    assert inner.calls == 1
+    assert {r.content for r in replies} == {"answer 1 to What is the capital of France?"}
+    # Each caller gets its own message object, not one shared mutable reply.
+    assert len({id(r) for r in replies}) == N
+
+
+def test_100_coroutines_asking_the_same_make_one_call() -> None:
+    inner = Slow()
+    model = scaled(inner)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(model.ainvoke("Capital of Peru?") for _ in range(N)))
+
+    replies = asyncio.run(main())
+    assert inner.calls == 1
+    assert {r.content for r in replies} == {"answer 1 to Capital of Peru?"}
+    assert len({id(r) for r in replies}) == N
+
+
+def test_without_coalescing_every_caller_calls() -> None:
+    """The baseline the test above beats: LangChain's cache alone lets all of them miss."""
+    inner = Slow()
+    model = scaled(inner, coalesce=False)
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(lambda _: model.invoke("same question"), range(20)))
+    assert inner.calls == 20
+
+
+def test_a_failing_leader_fails_every_follower_and_nothing_is_cached() -> None:
+    inner = Slow(fail=True)
+    model = scaled(inner, max_attempts=1)
+    errors: list[BaseException] = []
+
+    def ask(_: int) -> None:
+        try:
+            model.invoke("doomed")
+        except Exception as exc:  # collected: each caller must see the failure
+            errors.append(exc)
+
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(ask, range(20)))
+    assert inner.calls == 1
+    assert len(errors) == 20
+    assert all("provider failed (call 1)" in str(e) for e in errors)
+    # Not cached: the next caller asks the provider again.
+    inner.fail = False
+    assert model.invoke("doomed").content == "answer 2 to doomed"
+
+
+def test_a_failing_leader_fails_every_waiting_coroutine() -> None:
+    inner = Slow(fail=True)
+    model = scaled(inner, max_attempts=1)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(model.ainvoke("doomed") for _ in range(20)), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    assert inner.calls == 1
+    assert all(isinstance(r, Exception) and "call 1" in str(r) for r in results)
+
+
+def test_different_tenants_never_share_a_call() -> None:
+    inner = Slow()
+    model = scaled(inner)
+
+    def ask(tenant: str) -> str:
+        return str(model.invoke("same words", config={"configurable": {"tenant": tenant}}).content)
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(ask, ["acme", "globex"] * 10))
+    assert inner.calls == 2
+    assert len(set(answers[0::2])) == 1 and len(set(answers[1::2])) == 1
+    assert answers[0] != answers[1]
+
+
+def test_a_follower_that_waits_too_long_makes_its_own_call() -> None:
+    inner = Slow(delay=0.5)
+    model = scaled(inner, coalesce_wait=0.05)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(model.invoke, "slow one")
+        threading.Event().wait(0.1)
+        second = pool.submit(model.invoke, "slow one")
+        first.result(timeout=10), second.result(timeout=10)
+    assert inner.calls == 2
+
+
+def test_a_bad_wait_is_a_config_error() -> None:
+    with pytest.raises(langscale.ConfigError, match="bound"):
+        scaled(Slow(), coalesce_wait=-1)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=24))
+def test_calls_equal_distinct_prompts(prompts: list[str]) -> None:
+    """Whatever the mix, one call per distinct prompt, and each caller its own prompt's answer."""
+    inner = Slow(delay=0.05)
+    model = scaled(inner)
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        replies = list(pool.map(model.invoke, prompts))
+    assert inner.calls == len(set(prompts))
+    for prompt, reply in zip(prompts, replies, strict=True):
+        assert str(reply.content).endswith(f"to {prompt}")
