@@ -260,10 +260,13 @@ pub struct Execution {
     hedged: bool,
     last: Option<AttemptError>,
     finished: Option<Step>,
-    /// Clock ns at start, provider 429s and local refusals seen: for the tenant's row.
+    /// For the tenant's row: clock ns at start, provider 429s, waits for permits and local
+    /// refusals seen, and the answering deployment while its usage is still unknown (a stream).
     started: u64,
     throttled: u64,
+    queued: u64,
     rejected: u64,
+    usage_due: Option<usize>,
 }
 
 impl Execution {
@@ -302,7 +305,9 @@ impl Execution {
             finished: None,
             started: now,
             throttled: 0,
+            queued: 0,
             rejected: 0,
+            usage_due: None,
             router,
         }
     }
@@ -363,24 +368,7 @@ impl Execution {
                 state.record_latency(latency, router.config.ewma_alpha);
                 state.breaker().record_success(now, admission);
                 router.counters.successes.fetch_add(1, Ordering::Relaxed);
-                if let Some(tenant) = &self.info.tenant {
-                    let spend = router
-                        .deployments
-                        .get(deployment)
-                        .map_or(0.0, |d| d.cost(input_tokens, output_tokens));
-                    router.tenants.record(
-                        tenant,
-                        &TenantOutcome {
-                            success: true,
-                            latency: Duration::from_nanos(now.saturating_sub(self.started)),
-                            input_tokens,
-                            output_tokens,
-                            spend,
-                            throttled: self.throttled,
-                            rejected: self.rejected,
-                        },
-                    );
-                }
+                self.record_tenant_success(now, deployment, input_tokens, output_tokens);
                 self.finish(Step::Done {
                     attempt,
                     deployment,
@@ -833,6 +821,56 @@ impl Execution {
         step
     }
 
+    /// The next call waits for a limiter permit or a budget reservation (its tenant's row
+    /// counts it as queued).
+    pub fn note_queued(&mut self) {
+        self.queued = self.queued.saturating_add(1);
+    }
+
+    /// The real usage of an answer that reported none when it succeeded (a stream, once
+    /// read): added to the tenant's row, once.
+    pub fn note_usage(&mut self, input_tokens: u64, output_tokens: u64) {
+        let (Some(d), Some(tenant)) = (self.usage_due.take(), &self.info.tenant) else {
+            return;
+        };
+        let spend = self
+            .router
+            .deployments
+            .get(d)
+            .map_or(0.0, |x| x.cost(input_tokens, output_tokens));
+        self.router
+            .tenants
+            .add_usage(tenant, input_tokens, output_tokens, spend);
+    }
+
+    /// A request answered, in its tenant's row.
+    fn record_tenant_success(&mut self, now: u64, d: usize, input: u64, output: u64) {
+        let Some(tenant) = &self.info.tenant else {
+            return;
+        };
+        let spend = self
+            .router
+            .deployments
+            .get(d)
+            .map_or(0.0, |x| x.cost(input, output));
+        self.router.tenants.record(
+            tenant,
+            &TenantOutcome {
+                success: true,
+                latency: Duration::from_nanos(now.saturating_sub(self.started)),
+                input_tokens: input,
+                output_tokens: output,
+                spend,
+                throttled: self.throttled,
+                queued: self.queued,
+                rejected: self.rejected,
+            },
+        );
+        if input == 0 && output == 0 {
+            self.usage_due = Some(d);
+        }
+    }
+
     /// A request that failed or was abandoned, in its tenant's row.
     fn record_tenant_failure(&self) {
         if let Some(tenant) = &self.info.tenant {
@@ -840,6 +878,7 @@ impl Execution {
                 tenant,
                 &TenantOutcome {
                     throttled: self.throttled,
+                    queued: self.queued,
                     rejected: self.rejected,
                     ..Default::default()
                 },

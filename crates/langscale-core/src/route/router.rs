@@ -264,9 +264,15 @@ impl Router {
         self.tenants.snapshot()
     }
 
-    /// How many tenants get their own row (default 20); the rest are counted as "other".
+    /// How many tenants get their own row (default 20, at most
+    /// [`MAX_TOP_TENANTS`](super::MAX_TOP_TENANTS)); the rest are counted as "other".
     pub fn set_top_tenants(&self, top: usize) {
         self.tenants.set_top(top);
+    }
+
+    /// How many tenants get their own row.
+    pub fn top_tenants(&self) -> usize {
+        self.tenants.top()
     }
 
     /// Begin routing one request.

@@ -369,7 +369,10 @@ impl Run {
                     };
                     match self.try_permits(deployment) {
                         Ok(Some(held)) => return self.call(ready, held),
-                        Ok(None) => self.waiting = Some(ready),
+                        Ok(None) => {
+                            self.exec.note_queued();
+                            self.waiting = Some(ready);
+                        }
                         Err((error, shared)) => self.refuse(attempt, deployment, error, shared),
                     }
                 }
@@ -468,6 +471,7 @@ impl Run {
                 permits.iter_mut().for_each(|p| p.settle(used));
             }
         }
+        self.exec.note_usage(input_tokens, output_tokens);
         let answered: Vec<AttemptId> = self.holds.keys().copied().collect();
         for attempt in answered {
             self.settle_hold(attempt, input_tokens, output_tokens);
