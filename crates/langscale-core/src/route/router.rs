@@ -275,6 +275,15 @@ impl Router {
         self.tenants.top()
     }
 
+    /// What a call with this usage costs at the deployment tried first (the lowest
+    /// priority): what an answer from a cache saved.
+    pub fn first_choice_cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        self.by_priority
+            .first()
+            .and_then(|&d| self.deployments.get(d))
+            .map_or(0.0, |d| d.cost(input_tokens, output_tokens))
+    }
+
     /// Begin routing one request.
     pub fn start(self: &Arc<Self>, info: RequestInfo) -> Execution {
         Execution::new(Arc::clone(self), info)
