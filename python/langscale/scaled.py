@@ -583,14 +583,22 @@ class ScaledChatModel(BaseChatModel):
             input, config if config is None else _identity.into_metadata(config), **kwargs
         )
 
+    # stream()/astream() call _stream without a run manager: the config's tenant is made
+    # current while each chunk is produced.
     def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Iterator[Any]:
-        return super().stream(
-            input, config if config is None else _identity.into_metadata(config), **kwargs
+        return _identity.streamed(
+            config,
+            super().stream(
+                input, config if config is None else _identity.into_metadata(config), **kwargs
+            ),
         )
 
     def astream(self, input: Any, config: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
-        return super().astream(
-            input, config if config is None else _identity.into_metadata(config), **kwargs
+        return _identity.astreamed(
+            config,
+            super().astream(
+                input, config if config is None else _identity.into_metadata(config), **kwargs
+            ),
         )
 
     # The cache LangChain consults before _generate gets no config: the run's tenant is
