@@ -319,3 +319,25 @@ def test_good_top_tenants_are_kept(value):
     model = ScaledChatModel([Usage()], top_tenants=value)
     assert model._router.top_tenants() == value
     assert model._tenanted is (value != 0)
+
+
+def test_a_stream_cut_short_is_charged_to_the_tenant_its_config_names():
+    budgets = Budgets({"tenant_default": {"budgets": [{"usd": 10, "window": "day"}]}})
+    model = scaled(budgets=budgets)
+    stream = model.stream("hi", config=config("acme"))
+    assert next(stream).content == "abcd"
+    stream.close()
+
+    async def cut() -> None:
+        stream = model.astream("hi", config=config("acme"))
+        assert (await stream.__anext__()).content == "abcd"
+        await stream.aclose()
+
+    asyncio.run(cut())
+    report = budgets.report()
+    assert report["in_flight"] == 0
+    assert report["levels"]["tenant:acme"]["requests"] == 2
+    assert 0 < report["levels"]["tenant:acme"]["usd"] < 2 * COST
+    acme = tenants(model)["acme"]
+    assert (acme["requests"], acme["successes"]) == (2, 2)
+    assert acme["spend"] == pytest.approx(report["levels"]["tenant:acme"]["usd"])
