@@ -341,3 +341,29 @@ def test_a_stream_cut_short_is_charged_to_the_tenant_its_config_names():
     acme = tenants(model)["acme"]
     assert (acme["requests"], acme["successes"]) == (2, 2)
     assert acme["spend"] == pytest.approx(report["levels"]["tenant:acme"]["usd"])
+
+
+def test_many_threads_many_tenants_every_request_counted_once():
+    model = scaled(top_tenants=5)
+    name = metrics.register(model, name="threads")
+
+    def work(i: int) -> None:
+        for j in range(50):
+            tenant = f"t{(i * 7 + j) % 12}" if j % 3 else f"heavy{i % 2}"
+            model.invoke("hi", config=config(tenant))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    rows = tenants(model)
+    assert len(rows) <= 6 and list(rows)[-1] == "other"
+    assert {"heavy0", "heavy1"} <= set(rows), "the two heaviest tenants have rows"
+    assert sum(r["requests"] for r in rows.values()) == 8 * 50
+    assert sum(r["successes"] for r in rows.values()) == 8 * 50
+    text = metrics.prometheus()
+    labels = set(
+        re.findall(rf'^langscale_tenant_\w+\{{model="{name}",tenant="([^"]*)"', text, re.M)
+    )
+    assert labels == set(rows)
