@@ -383,7 +383,10 @@ impl Run {
                     };
                     match self.try_permits(deployment) {
                         Ok(Some(held)) => return self.call(ready, held),
-                        Ok(None) => self.waiting = Some(ready),
+                        Ok(None) => {
+                            self.exec.note_queued();
+                            self.waiting = Some(ready);
+                        }
                         Err((error, shared)) => self.refuse(attempt, deployment, error, shared),
                     }
                 }
@@ -483,6 +486,7 @@ impl Run {
                 slot.permits.iter_mut().for_each(|p| p.settle(used));
             }
         }
+        self.exec.note_usage(input_tokens, output_tokens);
         for i in 0..self.attempts.len() {
             self.settle_hold(i, input_tokens, output_tokens);
         }
