@@ -4,12 +4,14 @@
 //! (Unix time; a fake one in tests).
 
 use std::collections::{HashMap, VecDeque};
+
+use foldhash::HashMap as FastMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::config::{LevelOf, OnOver, SpendConfig};
+use super::config::{LevelConfig, OnOver, SpendConfig};
 use super::window::Span;
-use super::{Cost, Exceeded, Level, Refusal, Unit, Who};
+use super::{Cost, Exceeded, Level, Meter, Refusal, Unit, Who};
 use crate::clock::Clock;
 use crate::limit::LimitError;
 
@@ -25,28 +27,34 @@ impl Clock for UnixClock {
     }
 }
 
-/// Spend of one meter: booked per slot, plus what reservations in flight hold.
+/// Spend of one meter: booked per slot (with their running total), plus what reservations
+/// in flight hold.
 #[derive(Debug, Default)]
 struct MeterState {
     held: f64,
     slots: VecDeque<(u64, f64)>,
+    /// The sum of `slots` (kept as they come and go, not summed on every call).
+    total: f64,
 }
 
 impl MeterState {
     fn prune(&mut self, span: Span, current: u64) {
-        while let Some(&(slot, _)) = self.slots.front() {
+        while let Some(&(slot, v)) = self.slots.front() {
             if span.counts(slot, current) {
                 break;
             }
             self.slots.pop_front();
+            self.total -= v;
+        }
+        if self.slots.is_empty() {
+            self.total = 0.0; // no rounding left over from the additions and removals
         }
     }
 
     fn booked(&mut self, span: Option<Span>, now: u64) -> f64 {
         let Some(span) = span else { return 0.0 };
-        let current = span.slot(now);
-        self.prune(span, current);
-        self.slots.iter().map(|(_, v)| v).sum()
+        self.prune(span, span.slot(now));
+        self.total.max(0.0)
     }
 
     fn book(&mut self, span: Option<Span>, now: u64, amount: f64) {
@@ -59,6 +67,7 @@ impl MeterState {
             Some((s, v)) if *s == slot => *v += amount,
             _ => self.slots.push_back((slot, amount)),
         }
+        self.total += amount;
     }
 
     /// How long until `amount` more fits under `limit` (None: only when calls in flight end,
@@ -97,17 +106,43 @@ pub struct Counters {
     pub cache_hits: u64,
 }
 
+/// One level's state: its meters by key (a handful: a Vec, searched in place) and counters.
+/// A meter keeps its state across configuration updates that only change its limit.
 #[derive(Debug, Default)]
 struct LevelState {
-    meters: HashMap<String, MeterState>,
+    meters: Vec<(Arc<str>, MeterState)>,
     counters: Counters,
+}
+
+impl LevelState {
+    fn meter_mut(&mut self, key: &Arc<str>) -> &mut MeterState {
+        let at = match self
+            .meters
+            .iter()
+            .position(|(k, _)| Arc::ptr_eq(k, key) || k == key)
+        {
+            Some(i) => i,
+            None => {
+                self.meters.push((Arc::clone(key), MeterState::default()));
+                self.meters.len() - 1
+            }
+        };
+        &mut self.meters[at].1
+    }
+}
+
+/// A tenant's level and its users' levels.
+#[derive(Debug, Default)]
+struct TenantState {
+    level: LevelState,
+    users: FastMap<String, LevelState>,
 }
 
 /// What one reservation holds on one meter.
 #[derive(Debug)]
 struct HeldOn {
-    level: String,
-    meter: String,
+    level: Level,
+    meter: Arc<str>,
     unit: Unit,
     span: Option<Span>,
     amount: f64,
@@ -115,17 +150,167 @@ struct HeldOn {
 
 #[derive(Debug)]
 struct Held {
+    who: Who,
     on: Vec<HeldOn>,
-    levels: Vec<String>,
     expires: u64,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    levels: HashMap<String, LevelState>,
-    holds: HashMap<u64, Held>,
+    global: LevelState,
+    tenants: FastMap<String, TenantState>,
+    holds: FastMap<u64, Held>,
     next_id: u64,
     next_expiry: u64,
+}
+
+impl State {
+    /// The states of every level of `who` (global, tenant, user), made on first use: one
+    /// lookup per level, no allocation once they exist.
+    fn levels_mut(&mut self, who: &Who) -> LevelsMut<'_> {
+        let Some(tenant) = who.tenant.as_deref() else {
+            return LevelsMut {
+                global: &mut self.global,
+                tenant: None,
+                user: None,
+            };
+        };
+        if !self.tenants.contains_key(tenant) {
+            self.tenants
+                .insert(tenant.to_owned(), TenantState::default());
+        }
+        let Some(t) = self.tenants.get_mut(tenant) else {
+            // Not reached: inserted just before.
+            return LevelsMut {
+                global: &mut self.global,
+                tenant: None,
+                user: None,
+            };
+        };
+        let user = match who.user.as_deref() {
+            Some(user) => {
+                if !t.users.contains_key(user) {
+                    t.users.insert(user.to_owned(), LevelState::default());
+                }
+                t.users.get_mut(user)
+            }
+            None => None,
+        };
+        LevelsMut {
+            global: &mut self.global,
+            tenant: Some(&mut t.level),
+            user,
+        }
+    }
+}
+
+/// The states of one caller's levels, borrowed together.
+struct LevelsMut<'a> {
+    global: &'a mut LevelState,
+    tenant: Option<&'a mut LevelState>,
+    user: Option<&'a mut LevelState>,
+}
+
+impl LevelsMut<'_> {
+    fn get(&mut self, level: Level) -> Option<&mut LevelState> {
+        match level {
+            Level::Global => Some(&mut *self.global),
+            Level::Tenant => self.tenant.as_deref_mut(),
+            Level::User => self.user.as_deref_mut(),
+        }
+    }
+
+    fn each(&mut self, mut f: impl FnMut(&mut LevelState)) {
+        f(self.global);
+        if let Some(t) = self.tenant.as_deref_mut() {
+            f(t);
+        }
+        if let Some(u) = self.user.as_deref_mut() {
+            f(u);
+        }
+    }
+}
+
+/// One level's limits as the ledger applies them: its meters with their state keys, built
+/// once per configuration instead of on every call.
+#[derive(Debug)]
+struct LevelPlan {
+    config: LevelConfig,
+    meters: Vec<(Meter, Arc<str>)>,
+}
+
+impl LevelPlan {
+    fn new(config: &LevelConfig) -> Self {
+        Self {
+            meters: config
+                .meters()
+                .into_iter()
+                .map(|m| (m, Arc::from(m.key())))
+                .collect(),
+            config: config.clone(),
+        }
+    }
+}
+
+/// A configuration, with every level's plan.
+#[derive(Debug)]
+struct Plan {
+    config: Arc<SpendConfig>,
+    global: Option<LevelPlan>,
+    tenant_default: Option<LevelPlan>,
+    tenants: HashMap<String, LevelPlan>,
+    user_default: Option<LevelPlan>,
+    /// By "tenant/user".
+    users: HashMap<String, LevelPlan>,
+}
+
+impl Plan {
+    fn new(config: SpendConfig) -> Self {
+        let plans = |m: &HashMap<String, LevelConfig>| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), LevelPlan::new(v)))
+                .collect()
+        };
+        Self {
+            global: config.global.as_ref().map(LevelPlan::new),
+            tenant_default: config.tenant_default.as_ref().map(LevelPlan::new),
+            tenants: plans(&config.tenants),
+            user_default: config.user_default.as_ref().map(LevelPlan::new),
+            users: plans(&config.users),
+            config: Arc::new(config),
+        }
+    }
+
+    /// How many meters a call for `who` is held on, at most.
+    fn meters_of(&self, who: &Who) -> usize {
+        self.levels(who)
+            .map(|(_, p)| p.map_or(0, |p| p.meters.len()))
+            .sum()
+    }
+
+    /// The levels a call for `who` is counted at, most general first, with their limits
+    /// (None: counted, unlimited). As [`SpendConfig::levels`], without building keys.
+    fn levels<'a>(&'a self, who: &'a Who) -> impl Iterator<Item = (Level, Option<&'a LevelPlan>)> {
+        let tenant = who.tenant.as_deref();
+        let user = tenant.and(who.user.as_deref());
+        let global = std::iter::once((Level::Global, self.global.as_ref()));
+        let tenant_level = tenant.map(|t| {
+            (
+                Level::Tenant,
+                self.tenants.get(t).or(self.tenant_default.as_ref()),
+            )
+        });
+        let user_level = tenant.zip(user).map(|(t, u)| {
+            // Per-user settings are looked up by "tenant/user": built only when there are any.
+            let own = if self.users.is_empty() {
+                None
+            } else {
+                self.users.get(&format!("{t}/{u}"))
+            };
+            (Level::User, own.or(self.user_default.as_ref()))
+        });
+        global.chain(tenant_level).chain(user_level)
+    }
 }
 
 /// One meter's standing, for reports.
@@ -158,7 +343,7 @@ pub struct Report {
 /// Budgets held in this process.
 #[derive(Debug)]
 pub struct Ledger {
-    config: RwLock<Arc<SpendConfig>>,
+    plan: RwLock<Arc<Plan>>,
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
 }
@@ -171,7 +356,7 @@ impl Ledger {
     pub fn new(config: SpendConfig, clock: Arc<dyn Clock>) -> Result<Self, LimitError> {
         config.check()?;
         Ok(Self {
-            config: RwLock::new(Arc::new(config)),
+            plan: RwLock::new(Arc::new(Plan::new(config))),
             state: Mutex::new(State::default()),
             clock,
         })
@@ -182,13 +367,17 @@ impl Ledger {
         Self::new(config, Arc::new(UnixClock))
     }
 
+    fn plan(&self) -> Arc<Plan> {
+        Arc::clone(&self.plan.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     pub fn config(&self) -> Arc<SpendConfig> {
-        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(&self.plan().config)
     }
 
     pub fn update(&self, config: SpendConfig) -> Result<(), LimitError> {
         config.check()?;
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        *self.plan.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Plan::new(config));
         Ok(())
     }
 
@@ -199,47 +388,47 @@ impl Ledger {
     /// Check every limit of every level for `cost` and, if all hold, charge them all, under
     /// one lock. Returns the reservation's id.
     pub fn reserve(&self, who: &Who, cost: Cost, cheap: bool) -> Result<u64, Refusal> {
-        let config = self.config();
+        let plan = self.plan();
         let now = micros(&*self.clock);
-        let levels = config.levels(who);
         let mut state = self.lock();
         if now >= state.next_expiry {
             expire(&mut state, now);
         }
-        let refusal = check(&mut state, &levels, who, cost, cheap, now);
-        if let Some(refusal) = refusal {
-            let counter = if config.shadow {
-                |c: &mut Counters| c.would_refuse += 1
-            } else {
-                |c: &mut Counters| c.refused += 1
-            };
-            for l in &levels {
-                counter(&mut state.levels.entry(l.key.clone()).or_default().counters);
-            }
-            if !config.shadow {
+        let mut levels = state.levels_mut(who);
+        if let Some(refusal) = check(&mut levels, &plan, who, cost, cheap, now) {
+            let shadow = plan.config.shadow;
+            levels.each(|l| {
+                if shadow {
+                    l.counters.would_refuse += 1;
+                } else {
+                    l.counters.refused += 1;
+                }
+            });
+            if !shadow {
                 return Err(refusal);
             }
         }
-        let mut on = Vec::new();
-        for l in &levels {
-            let level = state.levels.entry(l.key.clone()).or_default();
-            for m in l.config.map(|c| c.meters()).unwrap_or_default() {
+        let mut on = Vec::with_capacity(plan.meters_of(who));
+        for (level, limits) in plan.levels(who) {
+            let Some(state_level) = levels.get(level) else {
+                continue;
+            };
+            for (m, key) in limits.map_or(&[][..], |p| &p.meters[..]) {
                 let amount = m.unit.of(&cost);
                 if amount <= 0.0 {
                     continue;
                 }
-                let key = m.key();
-                level.meters.entry(key.clone()).or_default().held += amount;
+                state_level.meter_mut(key).held += amount;
                 on.push(HeldOn {
-                    level: l.key.clone(),
-                    meter: key,
+                    level,
+                    meter: Arc::clone(key),
                     unit: m.unit,
                     span: m.span,
                     amount,
                 });
             }
         }
-        let ttl = u64::try_from(config.ttl().as_micros()).unwrap_or(u64::MAX);
+        let ttl = u64::try_from(plan.config.ttl().as_micros()).unwrap_or(u64::MAX);
         let expires = now.saturating_add(ttl);
         state.next_id += 1;
         let id = state.next_id;
@@ -249,8 +438,8 @@ impl Ledger {
         state.holds.insert(
             id,
             Held {
+                who: who.clone(),
                 on,
-                levels: levels.into_iter().map(|l| l.key).collect(),
                 expires,
             },
         );
@@ -261,44 +450,39 @@ impl Ledger {
     /// is charged all the same: the call happened.
     pub fn settle(&self, id: u64, who: &Who, cost: Cost) {
         let now = micros(&*self.clock);
-        let config = self.config();
+        let plan = self.plan();
         let mut state = self.lock();
-        let (on, levels) = match state.holds.remove(&id) {
-            Some(held) => (held.on, held.levels),
-            None => {
-                let levels = config.levels(who);
-                let mut on = Vec::new();
-                for l in &levels {
-                    for m in l.config.map(|c| c.meters()).unwrap_or_default() {
-                        on.push(HeldOn {
-                            level: l.key.clone(),
-                            meter: m.key(),
+        let on = match state.holds.remove(&id) {
+            Some(held) => held.on,
+            None => plan
+                .levels(who)
+                .flat_map(|(level, limits)| {
+                    limits
+                        .map_or(&[][..], |p| &p.meters[..])
+                        .iter()
+                        .map(move |(m, key)| HeldOn {
+                            level,
+                            meter: Arc::clone(key),
                             unit: m.unit,
                             span: m.span,
                             amount: 0.0,
-                        });
-                    }
-                }
-                (on, levels.into_iter().map(|l| l.key).collect())
-            }
+                        })
+                })
+                .collect(),
         };
+        let mut levels = state.levels_mut(who);
         for h in on {
-            let meter = state
-                .levels
-                .entry(h.level)
-                .or_default()
-                .meters
-                .entry(h.meter)
-                .or_default();
-            meter.held = (meter.held - h.amount).max(0.0);
-            meter.book(h.span, now, h.unit.of(&cost));
+            if let Some(level) = levels.get(h.level) {
+                let meter = level.meter_mut(&h.meter);
+                meter.held = (meter.held - h.amount).max(0.0);
+                meter.book(h.span, now, h.unit.of(&cost));
+            }
         }
-        for key in levels {
-            let c = &mut state.levels.entry(key).or_default().counters;
-            c.requests += cost.requests;
-            c.tokens += cost.tokens;
-            c.usd += cost.usd;
-        }
+        levels.each(|l| {
+            l.counters.requests += cost.requests;
+            l.counters.tokens += cost.tokens;
+            l.counters.usd += cost.usd;
+        });
     }
 
     /// Give reservation `id` back uncharged (the call failed or never went out).
@@ -316,48 +500,60 @@ impl Ledger {
 
     /// A cache hit: nothing spent, `cost` saved.
     pub fn saved(&self, who: &Who, cost: Cost) {
-        let config = self.config();
-        let mut state = self.lock();
-        for l in config.levels(who) {
-            let c = &mut state.levels.entry(l.key).or_default().counters;
-            c.cache_hits += 1;
-            c.saved_usd += cost.usd;
-            c.saved_tokens += cost.tokens;
-        }
+        self.lock().levels_mut(who).each(|l| {
+            l.counters.cache_hits += 1;
+            l.counters.saved_usd += cost.usd;
+            l.counters.saved_tokens += cost.tokens;
+        });
     }
 
     pub fn report(&self) -> Report {
-        let config = self.config();
+        let plan = self.plan();
         let now = micros(&*self.clock);
         let mut state = self.lock();
-        let mut keys: Vec<String> = state.levels.keys().cloned().collect();
-        keys.sort();
-        let mut levels = Vec::with_capacity(keys.len());
-        for key in keys {
-            let limits = level_config(&config, &key);
-            let level = state.levels.entry(key.clone()).or_default();
+        let mut seen: Vec<(String, Who, Level)> =
+            vec![("g".to_owned(), Who::default(), Level::Global)];
+        for (tenant, t) in &state.tenants {
+            let who = Who::new(Some(tenant), None);
+            seen.push((format!("t:{tenant}"), who, Level::Tenant));
+            for user in t.users.keys() {
+                let who = Who::new(Some(tenant), Some(user));
+                seen.push((format!("u:{tenant}/{user}"), who, Level::User));
+            }
+        }
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut levels = Vec::with_capacity(seen.len());
+        for (key, who, level) in seen {
+            let limits = plan
+                .levels(&who)
+                .find(|(l, _)| *l == level)
+                .and_then(|(_, p)| p);
+            let mut all = state.levels_mut(&who);
+            let Some(level_state) = all.get(level) else {
+                continue;
+            };
             let mut meters = Vec::new();
-            for m in limits.map(|c| c.meters()).unwrap_or_default() {
-                let ms = level.meters.entry(m.key()).or_default();
+            for (m, mkey) in limits.map_or(&[][..], |p| &p.meters[..]) {
+                let ms = level_state.meter_mut(mkey);
                 let used = ms.booked(m.span, now) + ms.held;
                 meters.push(MeterReport {
                     budget: m.describe(),
                     used,
                     limit: m.limit,
                     remaining: (m.limit - used).max(0.0),
-                    near: m.limit <= 0.0 || used >= m.limit * config.near,
+                    near: m.limit <= 0.0 || used >= m.limit * plan.config.near,
                 });
             }
             levels.push(LevelReport {
                 key,
-                counters: level.counters,
+                counters: level_state.counters,
                 meters,
             });
         }
         Report {
             levels,
             in_flight: state.holds.len(),
-            shadow: config.shadow,
+            shadow: plan.config.shadow,
         }
     }
 
@@ -367,25 +563,11 @@ impl Ledger {
     }
 }
 
-/// The limits of a level by its state key.
-fn level_config<'a>(config: &'a SpendConfig, key: &str) -> Option<&'a super::LevelConfig> {
-    if key == "g" {
-        return config.global.as_ref();
-    }
-    if let Some(t) = key.strip_prefix("t:") {
-        return config.tenants.get(t).or(config.tenant_default.as_ref());
-    }
-    key.strip_prefix("u:")
-        .and_then(|u| config.users.get(u).or(config.user_default.as_ref()))
-}
-
 fn unhold(state: &mut State, held: Held) {
+    let mut levels = state.levels_mut(&held.who);
     for h in held.on {
-        if let Some(m) = state
-            .levels
-            .get_mut(&h.level)
-            .and_then(|l| l.meters.get_mut(&h.meter))
-        {
+        if let Some(level) = levels.get(h.level) {
+            let m = level.meter_mut(&h.meter);
             m.held = (m.held - h.amount).max(0.0);
         }
     }
@@ -414,44 +596,37 @@ fn expire(state: &mut State, now: u64) {
 /// The refusal for `cost`, if any level cannot hold it: raise wins over degrade over wait;
 /// among waits, the longest.
 fn check(
-    state: &mut State,
-    levels: &[LevelOf<'_>],
+    levels: &mut LevelsMut<'_>,
+    plan: &Plan,
     who: &Who,
     cost: Cost,
     cheap: bool,
     now: u64,
 ) -> Option<Refusal> {
     let mut found: Option<Refusal> = None;
-    for l in levels {
-        let Some(config) = l.config else { continue };
-        for m in config.meters() {
+    for (level, limits) in plan.levels(who) {
+        let (Some(limits), Some(state)) = (limits, levels.get(level)) else {
+            continue;
+        };
+        let config = &limits.config;
+        for (m, key) in &limits.meters {
             let amount = m.unit.of(&cost);
             if amount <= 0.0 {
                 continue;
             }
-            let used = match state
-                .levels
-                .get_mut(&l.key)
-                .and_then(|s| s.meters.get_mut(&m.key()))
-            {
-                Some(ms) => ms.booked(m.span, now) + ms.held,
-                None => 0.0,
-            };
+            let ms = state.meter_mut(key);
+            let used = ms.booked(m.span, now) + ms.held;
             if used + amount <= m.limit + EPSILON {
                 continue;
             }
             if config.on_over == OnOver::Degrade && cheap {
                 continue;
             }
-            let resets_in = state
-                .levels
-                .get(&l.key)
-                .and_then(|s| s.meters.get(&m.key()))
-                .and_then(|ms| ms.room_in(m.span, now, m.limit, amount));
+            let resets_in = ms.room_in(m.span, now, m.limit, amount);
             let exceeded = Box::new(Exceeded {
                 tenant: who.tenant.clone(),
-                user: who.user.clone().filter(|_| l.level == Level::User),
-                level: l.level,
+                user: who.user.clone().filter(|_| level == Level::User),
+                level,
                 budget: m.describe(),
                 spent: used,
                 limit: m.limit,
