@@ -7,6 +7,7 @@
 
 mod config;
 mod ledger;
+mod shared;
 mod window;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use config::{BudgetCap, LevelConfig, OnOver, RedisDown, SpendConfig};
 pub use ledger::{Ledger, LevelReport, Report};
+pub use shared::{SharedMeter, SharedRefusal, SharedSpend};
 pub use window::{Span, Window};
 
 use crate::clock::Clock;

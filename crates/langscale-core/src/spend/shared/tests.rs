@@ -1,0 +1,138 @@
+//! Budgets in Redis against a real `redis-server` (skipped when it is not installed, except
+//! in CI): the 200-callers race, idempotent settlement, expiry of unsettled reservations.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use super::*;
+use crate::store::tests::{config, server};
+use crate::store::Store;
+
+fn meter(name: &str, limit: f64) -> SharedMeter {
+    SharedMeter {
+        name: name.into(),
+        span: Span {
+            window: Window::Day,
+            calendar: false,
+        },
+        limit,
+    }
+}
+
+fn spend(port: u16, prefix: &str) -> SharedSpend {
+    SharedSpend::new(Store::new(config(port, prefix)).unwrap())
+}
+
+#[test]
+fn two_hundred_concurrent_reservations_admit_at_most_ten() {
+    let Some(server) = server() else { return };
+    let spend = Arc::new(spend(server.port, "race"));
+    let meters = Arc::new(vec![meter("g/usd", 1.0), meter("t:acme/usd", 0.5)]);
+    let handles: Vec<_> = (0..200)
+        .map(|i| {
+            let (spend, meters) = (Arc::clone(&spend), Arc::clone(&meters));
+            crate::store::runtime().spawn(async move {
+                spend
+                    .reserve(&format!("r{i}"), &meters, &[0.05, 0.05], 60_000_000)
+                    .await
+            })
+        })
+        .collect();
+    let admitted = crate::store::runtime().block_on(async {
+        let mut n = 0;
+        for h in handles {
+            if h.await.unwrap().unwrap().is_ok() {
+                n += 1;
+            }
+        }
+        n
+    });
+    assert_eq!(admitted, 10);
+    let used = spend
+        .store
+        .block_on({
+            let (s, m) = (Arc::clone(&spend), meters[1].clone());
+            async move { s.used(&m).await }
+        })
+        .unwrap();
+    assert!((used - 0.5).abs() < 1e-9, "held {used}");
+}
+
+#[test]
+fn a_retried_settle_counts_once_and_frees_the_hold() {
+    let Some(server) = server() else { return };
+    let spend = Arc::new(spend(server.port, "settle"));
+    let m = vec![meter("t:acme/usd", 1.0)];
+    let s = Arc::clone(&spend);
+    let (first, second, third, used, refused) = spend
+        .store
+        .block_on(async move {
+            assert!(s.reserve("a", &m, &[0.9], 60_000_000).await?.is_ok());
+            let first = s.settle("a", &m, &[0.3]).await?;
+            let second = s.settle("a", &m, &[0.3]).await?;
+            let third = s.release("a", &m).await?;
+            let used = s.used(&m[0]).await?;
+            // 0.3 booked: 0.8 more does not fit, 0.7 does.
+            let refused = s.reserve("b", &m, &[0.8], 60_000_000).await?;
+            assert!(s.reserve("c", &m, &[0.7], 60_000_000).await?.is_ok());
+            Ok((first, second, third, used, refused))
+        })
+        .unwrap();
+    assert!(first);
+    assert!(!second && !third);
+    assert!((used - 0.3).abs() < 1e-9, "used {used}");
+    let refused = refused.unwrap_err();
+    assert_eq!(refused.meter, 0);
+    assert!((refused.used - 0.3).abs() < 1e-9);
+}
+
+#[test]
+fn an_unsettled_reservation_expires_on_the_server_clock() {
+    let Some(server) = server() else { return };
+    let spend = Arc::new(spend(server.port, "expiry"));
+    let m = vec![meter("t:acme/tokens", 100.0)];
+    let s = Arc::clone(&spend);
+    let (full, after, used) = spend
+        .store
+        .block_on(async move {
+            assert!(s.reserve("crashed", &m, &[100.0], 200_000).await?.is_ok());
+            let full = s.reserve("x", &m, &[1.0], 200_000).await?;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let after = s.reserve("y", &m, &[100.0], 60_000_000).await?;
+            let used = s.used(&m[0]).await?;
+            Ok((full, after, used))
+        })
+        .unwrap();
+    assert!(full.is_err(), "a held budget admitted more");
+    assert!(after.is_ok(), "an expired reservation still held budget");
+    assert!((used - 100.0).abs() < 1e-9);
+}
+
+#[test]
+fn spend_is_shared_between_ledgers_on_one_server() {
+    let Some(server) = server() else { return };
+    let a = Arc::new(spend(server.port, "two"));
+    let b = spend(server.port, "two");
+    let m = vec![meter("g/usd", 1.0)];
+    let (a2, m2) = (Arc::clone(&a), m.clone());
+    a.store
+        .block_on(async move {
+            assert!(a2.reserve("p1", &m2, &[0.6], 60_000_000).await?.is_ok());
+            a2.settle("p1", &m2, &[0.55]).await?;
+            Ok(())
+        })
+        .unwrap();
+    let used = b
+        .store
+        .block_on({
+            let b = b.clone();
+            async move {
+                let r = b.reserve("p2", &m, &[0.5], 60_000_000).await?;
+                assert!(r.is_err(), "0.55 + 0.5 passed a 1.0 budget");
+                b.used(&m[0]).await
+            }
+        })
+        .unwrap();
+    assert!((used - 0.55).abs() < 1e-9, "used {used}");
+}
