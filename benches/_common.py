@@ -104,3 +104,21 @@ def _timed(work: Callable[[], None], gc_off: bool) -> int:
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+def with_redis_server(
+    run: Callable[[str, Settings], list[Row]], settings: Settings, group: str
+) -> list[Row]:
+    """``run(url, settings)`` against a fresh redis-server on loopback (the same servers as
+    the tests' fixtures, tests/redis_server.py); one "skipped" row of ``group`` without one."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests import redis_server
+
+    try:
+        with redis_server.running() as server:
+            return run(server.url, settings)
+    except RuntimeError as err:
+        return [Row(group, f"skipped: {err}", "ns/call", 0.0, None)]

@@ -13,12 +13,10 @@ langchain-classic since LangChain 1.0 (the ``bench`` extra installs it and redis
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
-from _common import Case, Row, Settings, compare, time_calls, time_items
+from _common import Case, Row, Settings, compare, time_calls, time_items, with_redis_server
 from langchain_core.embeddings import Embeddings
 from langchain_core.stores import ByteStore
 
@@ -163,14 +161,7 @@ def _in_memory(settings: Settings) -> list[Row]:
 
 
 def _with_server(run, settings: Settings) -> list[Row]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests import redis_server  # the same servers as the tests' fixtures
-
-    try:
-        with redis_server.running() as server:
-            return run(server.url, settings)
-    except RuntimeError as err:
-        return [Row(GROUP_REDIS, f"skipped: {err}", "ns/call", 0.0, None)]
+    return with_redis_server(run, settings, GROUP_REDIS)
 
 
 def _redis(url: str, settings: Settings) -> list[Row]:

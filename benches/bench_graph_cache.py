@@ -9,11 +9,9 @@ in another worker process). Run alone: ``python benches/bench_graph_cache.py [--
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 
-from _common import Case, Row, Settings, compare, time_calls, time_items
+from _common import Case, Row, Settings, compare, time_calls, time_items, with_redis_server
 
 import langscale
 
@@ -100,14 +98,7 @@ def _invoke(settings: Settings) -> list[Row]:
 
 
 def _with_server(run, settings: Settings) -> list[Row]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests import redis_server  # the same servers as the tests' fixtures
-
-    try:
-        with redis_server.running() as server:
-            return run(server.url, settings)
-    except RuntimeError as err:
-        return [Row(GROUP, f"skipped: {err}", "ns/call", 0.0, None)]
+    return with_redis_server(run, settings, GROUP)
 
 
 def _redis_hit(url: str, settings: Settings) -> list[Row]:

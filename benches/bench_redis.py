@@ -9,13 +9,11 @@ without ``langchain-redis`` (the ``bench`` extra), the rows that need them say s
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
-from _common import Case, Row, Settings, compare, time_items
+from _common import Case, Row, Settings, compare, time_items, with_redis_server
 from bench_cache import answer, llm_string, prompt_template, prompts
 
 import langscale
@@ -37,14 +35,7 @@ def cases(settings: Settings) -> list[Case]:
 
 
 def _with_server(run, settings: Settings) -> list[Row]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests import redis_server  # the same servers as the tests' fixtures
-
-    try:
-        with redis_server.running() as server:
-            return run(server.url, settings)
-    except RuntimeError as err:
-        return [Row(GROUP_CACHE, f"skipped: {err}", "ns/call", 0.0, None)]
+    return with_redis_server(run, settings, GROUP_CACHE)
 
 
 def _store(url: str) -> langscale.RedisStore:

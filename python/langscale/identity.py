@@ -90,7 +90,7 @@ def from_config(config: Mapping[str, Any] | None) -> Identity:
         return NOBODY
     for part in ("configurable", "metadata"):
         found = _from_mapping(config.get(part))
-        if found is not NOBODY and found != NOBODY:
+        if found != NOBODY:
             return found
     return NOBODY
 
@@ -119,32 +119,19 @@ def current(metadata: Mapping[str, Any] | None = None) -> Identity:
     LangChain set for this context, then ``with langscale.tenant(...)``. Missing parts of
     one source are not filled from another: the first that names a tenant or user wins."""
     found = _from_mapping(metadata)
-    if found is not NOBODY and found != NOBODY:
+    if found != NOBODY:
         return found
     config = var_child_runnable_config.get()
     if config:
         found = from_config(config)
-        if found is not NOBODY:
+        if found != NOBODY:
             return found
     return _CURRENT.get()
 
 
 def of_run(run_manager: Any) -> Identity:
-    """The identity of a LangChain run (its metadata), else of this context (``current``,
-    written out: this runs on every call)."""
-    metadata = getattr(run_manager, "metadata", None) if run_manager is not None else None
-    if metadata:
-        t_key, u_key = _KEYS
-        if metadata.get(t_key) is not None or metadata.get(u_key) is not None:
-            found = _from_mapping(metadata)
-            if found != NOBODY:
-                return found
-    config = var_child_runnable_config.get()
-    if config:
-        found = from_config(config)
-        if found is not NOBODY:
-            return found
-    return _CURRENT.get()
+    """The identity of a LangChain run (its metadata), else of this context."""
+    return current(getattr(run_manager, "metadata", None) if run_manager is not None else None)
 
 
 @contextmanager

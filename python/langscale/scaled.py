@@ -252,11 +252,18 @@ def _direct(
         return False
     if model.callbacks or model.verbose or model.rate_limiter is not None:
         return False
-    if model.cache is not False and (model.cache is not None or get_llm_cache() is not None):
+    if _cache_applies(model):
         return False
     if model.output_version == "v1":
         return False
     return not model._should_stream(async_api=async_api, **kwargs)
+
+
+def _cache_applies(model: BaseChatModel) -> bool:
+    """Whether LangChain consults a cache for ``model``: its own, or the global one unless
+    it has ``cache=False``."""
+    cache = model.cache
+    return cache is not False and (cache is not None or get_llm_cache() is not None)
 
 
 def _native_capable(model: BaseChatModel) -> bool:
@@ -275,6 +282,17 @@ def _estimate_tokens(messages: Sequence[BaseMessage]) -> int:
         len(m.content) if isinstance(m.content, str) else len(str(m.content)) for m in messages
     )
     return chars // 4 + 4 * len(messages)
+
+
+def _landed(kind: str, value: Any) -> ChatResult | None:
+    """What a coalesced request got from the call it waited for: a copy of the answer (no two
+    callers share one mutable result), the call's exception raised, or None when the leader
+    gave up or took too long (then the request makes its own call)."""
+    if kind == "value":
+        return value.model_copy(deep=True)
+    if kind == "failed":
+        raise value
+    return None
 
 
 def _usage(result: ChatResult) -> tuple[int, int]:
@@ -577,8 +595,7 @@ class ScaledChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        cache = self.cache
-        if cache is False or (cache is None and get_llm_cache() is None):
+        if not _cache_applies(self):
             return BaseChatModel._generate_with_cache(self, messages, stop, run_manager, **kwargs)
         with _identity.bound(_identity.of_run(run_manager)):
             if not self.coalesce:
@@ -587,12 +604,9 @@ class ScaledChatModel(BaseChatModel):
             key = self._flight_key(messages, stop, kwargs)
             ticket, flight = flights.begin(key)
             if flight is not None:
-                kind, value = flight.wait()
-                if kind == "value":
-                    return value.model_copy(deep=True)
-                if kind == "failed":
-                    raise value
-                # The leader gave up or took too long: this request makes its own call.
+                landed = _landed(*flight.wait())
+                if landed is not None:
+                    return landed
                 return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
             try:
                 result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
@@ -609,8 +623,7 @@ class ScaledChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        cache = self.cache
-        if cache is False or (cache is None and get_llm_cache() is None):
+        if not _cache_applies(self):
             return await BaseChatModel._agenerate_with_cache(
                 self, messages, stop, run_manager, **kwargs
             )
@@ -621,11 +634,9 @@ class ScaledChatModel(BaseChatModel):
             key = self._flight_key(messages, stop, kwargs)
             ticket, flight = flights.begin(key)
             if flight is not None:
-                kind, value = await flight.wait_async()
-                if kind == "value":
-                    return value.model_copy(deep=True)
-                if kind == "failed":
-                    raise value
+                landed = _landed(*await flight.wait_async())
+                if landed is not None:
+                    return landed
                 return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
             try:
                 result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)

@@ -285,8 +285,6 @@ pub struct Run {
     exec: Execution,
     limits: Limits,
     tokens: u64,
-    /// Its tenant and priority, for the limiters' fair queues.
-    ask: Ask,
     /// A call decided on, waiting for its permits.
     waiting: Option<Ready>,
     /// Its permits (and budget reservation), once granted.
@@ -318,10 +316,6 @@ impl Run {
     pub fn new(exec: Execution, limits: Limits, tokens: u64) -> Self {
         let mark = exec.router().clock.now_nanos();
         Self {
-            ask: Ask {
-                priority: Priority::Standard,
-                flow: exec.info().tenant.clone(),
-            },
             mark,
             waits: HashMap::new(),
             exec,
@@ -547,6 +541,14 @@ impl Run {
         }
     }
 
+    /// Whose permits these are: the request's tenant, for the limiters' fair queues.
+    fn ask(&self) -> Ask {
+        Ask {
+            priority: Priority::Standard,
+            flow: self.exec.info().tenant.clone(),
+        }
+    }
+
     fn budget_ask(&self, d: usize) -> Option<BudgetAsk> {
         let spend = self.spend.as_ref()?;
         Some(BudgetAsk::new(self.exec.router(), spend, d, self.tokens))
@@ -564,7 +566,7 @@ impl Run {
         let limiters = self.limits.for_deployment(d);
         let mut permits = Vec::with_capacity(limiters.len());
         for (limiter, shared) in &limiters {
-            match limiter.try_acquire(self.tokens, self.ask.priority) {
+            match limiter.try_acquire(self.tokens, Priority::Standard) {
                 Ok(Some(p)) => permits.push(p),
                 Ok(None) => return Ok(None),
                 Err(e) => return Err((e, *shared)),
@@ -581,7 +583,7 @@ impl Run {
             attempt: ready.attempt,
             limiters: self.limits.for_deployment(ready.deployment),
             tokens: self.tokens,
-            ask: self.ask.clone(),
+            ask: self.ask(),
             // A permit is worth waiting for until the request's deadline, not longer.
             timeout: self.exec.time_left(),
             budget: self.budget_ask(ready.deployment),
