@@ -1,4 +1,4 @@
-//! Budgets in Redis against a real `redis-server` (skipped when it is not installed, except
+//! The Redis scripts against a real `redis-server` (skipped when it is not installed, except
 //! in CI): the 200-callers race, idempotent settlement, expiry of unsettled reservations.
 
 #![allow(clippy::unwrap_used)]
@@ -12,16 +12,61 @@ use crate::store::Store;
 fn meter(name: &str, limit: f64) -> SharedMeter {
     SharedMeter {
         name: name.into(),
-        span: Span {
+        span: Some(Span {
             window: Window::Day,
             calendar: false,
-        },
+        }),
         limit,
     }
 }
 
 fn spend(port: u16, prefix: &str) -> SharedSpend {
     SharedSpend::new(Store::new(config(port, prefix)).unwrap())
+}
+
+fn takes(meters: &[SharedMeter], amounts: &[f64]) -> Vec<Take> {
+    meters
+        .iter()
+        .zip(amounts)
+        .map(|(m, a)| Take {
+            meter: m.clone(),
+            amount: *a,
+            check: true,
+        })
+        .collect()
+}
+
+impl SharedSpend {
+    /// Hold `amounts` on `meters` (no levels counted): whether it was held, and the refusal.
+    async fn hold(
+        &self,
+        id: &str,
+        meters: &[SharedMeter],
+        amounts: &[f64],
+        ttl_us: u64,
+    ) -> Result<Result<(), SharedRefusal>, StoreError> {
+        let r = self
+            .reserve(id, &takes(meters, amounts), &[], false, ttl_us, 0)
+            .await?;
+        if r.held {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(r.over[0]))
+        }
+    }
+
+    async fn book(
+        &self,
+        id: &str,
+        meters: &[SharedMeter],
+        amounts: &[f64],
+    ) -> Result<bool, StoreError> {
+        self.settle(id, meters, amounts, &[], None, 0).await
+    }
+
+    async fn used(&self, meter: &SharedMeter) -> Result<f64, StoreError> {
+        Ok(self.read(std::slice::from_ref(meter), &[], 0).await?.used[0])
+    }
 }
 
 #[test]
@@ -34,7 +79,7 @@ fn two_hundred_concurrent_reservations_admit_at_most_ten() {
             let (spend, meters) = (Arc::clone(&spend), Arc::clone(&meters));
             crate::store::runtime().spawn(async move {
                 spend
-                    .reserve(&format!("r{i}"), &meters, &[0.05, 0.05], 60_000_000)
+                    .hold(&format!("r{i}"), &meters, &[0.05, 0.05], 60_000_000)
                     .await
             })
         })
@@ -68,14 +113,14 @@ fn a_retried_settle_counts_once_and_frees_the_hold() {
     let (first, second, third, used, refused) = spend
         .store
         .block_on(async move {
-            assert!(s.reserve("a", &m, &[0.9], 60_000_000).await?.is_ok());
-            let first = s.settle("a", &m, &[0.3]).await?;
-            let second = s.settle("a", &m, &[0.3]).await?;
-            let third = s.release("a", &m).await?;
+            assert!(s.hold("a", &m, &[0.9], 60_000_000).await?.is_ok());
+            let first = s.book("a", &m, &[0.3]).await?;
+            let second = s.book("a", &m, &[0.3]).await?;
+            let third = s.release("a").await?;
             let used = s.used(&m[0]).await?;
             // 0.3 booked: 0.8 more does not fit, 0.7 does.
-            let refused = s.reserve("b", &m, &[0.8], 60_000_000).await?;
-            assert!(s.reserve("c", &m, &[0.7], 60_000_000).await?.is_ok());
+            let refused = s.hold("b", &m, &[0.8], 60_000_000).await?;
+            assert!(s.hold("c", &m, &[0.7], 60_000_000).await?.is_ok());
             Ok((first, second, third, used, refused))
         })
         .unwrap();
@@ -96,10 +141,10 @@ fn an_unsettled_reservation_expires_on_the_server_clock() {
     let (full, after, used) = spend
         .store
         .block_on(async move {
-            assert!(s.reserve("crashed", &m, &[100.0], 200_000).await?.is_ok());
-            let full = s.reserve("x", &m, &[1.0], 200_000).await?;
+            assert!(s.hold("crashed", &m, &[100.0], 200_000).await?.is_ok());
+            let full = s.hold("x", &m, &[1.0], 200_000).await?;
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            let after = s.reserve("y", &m, &[100.0], 60_000_000).await?;
+            let after = s.hold("y", &m, &[100.0], 60_000_000).await?;
             let used = s.used(&m[0]).await?;
             Ok((full, after, used))
         })
@@ -118,8 +163,8 @@ fn spend_is_shared_between_ledgers_on_one_server() {
     let (a2, m2) = (Arc::clone(&a), m.clone());
     a.store
         .block_on(async move {
-            assert!(a2.reserve("p1", &m2, &[0.6], 60_000_000).await?.is_ok());
-            a2.settle("p1", &m2, &[0.55]).await?;
+            assert!(a2.hold("p1", &m2, &[0.6], 60_000_000).await?.is_ok());
+            a2.book("p1", &m2, &[0.55]).await?;
             Ok(())
         })
         .unwrap();
@@ -128,7 +173,7 @@ fn spend_is_shared_between_ledgers_on_one_server() {
         .block_on({
             let b = b.clone();
             async move {
-                let r = b.reserve("p2", &m, &[0.5], 60_000_000).await?;
+                let r = b.hold("p2", &m, &[0.5], 60_000_000).await?;
                 assert!(r.is_err(), "0.55 + 0.5 passed a 1.0 budget");
                 b.used(&m[0]).await
             }
