@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{BudgetCap, LevelConfig, OnOver, RedisDown, SpendConfig};
-pub use ledger::{Ledger, LevelReport, Report};
+pub use ledger::{Ledger, LevelReport, Report, UnixClock};
 pub use shared::{SharedMeter, SharedRefusal, SharedSpend};
 pub use shared_ledger::{SharedLedger, SharedLedgerStats};
 pub use window::{Span, Window};
