@@ -224,6 +224,25 @@ def test_a_settlement_retried_after_a_lost_reply_counts_once(killable_redis, red
     assert budgets.stats()["pending"] == 0
     assert used(budgets) == pytest.approx(2.0)
     assert tenant(budgets)["requests"] == 2
+    # A reservation whose answer is lost: admitted from the local share, and its hold in
+    # Redis released on recovery instead of holding budget for reservation_ttl.
+    os.kill(killable_redis.process.pid, signal.SIGSTOP)
+    try:
+        assert call(llm) == "ok"
+    finally:
+        os.kill(killable_redis.process.pid, signal.SIGCONT)
+    assert budgets.stats()["local_admitted"] == 1
+    holds = f"{{{redis_prefix}:spend}}:holds"
+    deadline = time.monotonic() + 10
+    while killable_redis.cli("HLEN", holds) != "1":  # the lost reservation ran once resumed
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    wait_up(s)
+    budgets.flush()
+    assert killable_redis.cli("HLEN", holds) == "0"
+    report = budgets.report()
+    assert report["in_flight"] == 0
+    assert report["levels"]["tenant:acme"]["limits"][0]["used"] == pytest.approx(3.0)
 
 
 def test_streamed_spend_is_charged_from_the_final_chunk(redis_server, redis_prefix):
@@ -258,6 +277,24 @@ def test_the_refusal_names_tenant_level_budget_spent_limit_and_reset(redis_serve
     text = str(err)
     assert "acme" in text and "tenant level" in text and "usd per day" in text
     assert "spent 2 of 2.5" in text
+
+
+def test_budgets_work_on_redis_cluster(redis_cluster, redis_prefix):
+    def on_cluster() -> Budgets:
+        s = langscale.RedisStore(redis_cluster.urls, prefix=redis_prefix, cluster=True)
+        return Budgets(daily(3.0, users={"acme/u1": {"concurrency": 5}}), store=s)
+
+    a, b = on_cluster(), on_cluster()
+    llm_a, llm_b = model(a), model(b)
+    # One script across the global, tenant and user levels: every key on one slot.
+    with langscale.tenant("acme", user="u1"):
+        llm_a.invoke([HumanMessage("hi")], max_tokens=196)
+        llm_b.invoke([HumanMessage("hi")], max_tokens=196)
+        llm_a.invoke([HumanMessage("hi")], max_tokens=196)
+        with pytest.raises(BudgetExceeded):
+            llm_b.invoke([HumanMessage("hi")], max_tokens=196)
+    assert used(a) == pytest.approx(3.0)
+    assert b.report()["levels"]["user:acme/u1"]["requests"] == 3
 
 
 def durable_server(tmp_path: Path) -> Server:

@@ -130,12 +130,13 @@ struct Share {
     taken: f64,
 }
 
-/// A settlement still to be written to Redis.
+/// A settlement still to be written to Redis (None: a release, of a reservation whose
+/// script may have run though no answer came).
 #[derive(Debug, Clone)]
 struct Pending {
     id: String,
     who: Who,
-    cost: Cost,
+    cost: Option<Cost>,
 }
 
 #[derive(Debug, Default)]
@@ -214,7 +215,7 @@ impl SharedLedger {
         SharedLedgerStats {
             local_admitted: d.local_admitted,
             local_refused: d.local_refused,
-            pending: d.pending.len(),
+            pending: d.pending.iter().filter(|p| p.cost.is_some()).count(),
         }
     }
 
@@ -257,6 +258,7 @@ impl SharedLedger {
         let id = self.redis_id(n);
         let ttl = u64::try_from(config.ttl().as_micros()).unwrap_or(u64::MAX);
         let now = self.now_us();
+        let was_up = self.store().is_up();
         let answer = {
             let spend = self.spend.clone();
             let only: Vec<Take> = takes.iter().map(|(_, t)| t.clone()).collect();
@@ -265,6 +267,15 @@ impl SharedLedger {
                 .block_on(async move { spend.reserve(&id, &only, &levels, shadow, ttl, now).await })
         };
         let Ok(reserved) = answer else {
+            if was_up {
+                // The script may have run with its answer lost: its hold would stay until
+                // `reservation_ttl`. Released once Redis answers again.
+                self.lock().pending.push(Pending {
+                    id: self.redis_id(n),
+                    who: who.clone(),
+                    cost: None,
+                });
+            }
             return self.reserve_down(&config, who, &planned, &takes, levels);
         };
         {
@@ -392,7 +403,7 @@ impl SharedLedger {
             d.pending.push(Pending {
                 id: write,
                 who: who.clone(),
-                cost,
+                cost: Some(cost),
             });
             drop(d);
             self.flush();
@@ -405,7 +416,7 @@ impl SharedLedger {
             d.pending.push(Pending {
                 id: write,
                 who: who.clone(),
-                cost,
+                cost: Some(cost),
             });
         }
     }
@@ -439,10 +450,13 @@ impl SharedLedger {
             unhold(&mut self.lock(), id);
             return;
         }
-        let (spend, rid) = (self.spend.clone(), self.redis_id(id & !IN_REDIS));
-        let _ = self
-            .store()
-            .block_on(async move { spend.release(&rid).await });
+        let _ = self.release_in_redis(&self.redis_id(id & !IN_REDIS));
+    }
+
+    fn release_in_redis(&self, id: &str) -> Result<bool, crate::store::StoreError> {
+        let (spend, id) = (self.spend.clone(), id.to_owned());
+        self.store()
+            .block_on(async move { spend.release(&id).await })
     }
 
     /// Write back what was settled while Redis was down, once it is up. The local share ends
@@ -463,8 +477,14 @@ impl SharedLedger {
         };
         let mut left = Vec::new();
         for p in batch {
-            if left.is_empty() && self.write(&p.id, &p.who, p.cost).is_ok() {
-                continue;
+            if left.is_empty() {
+                let written = match p.cost {
+                    Some(cost) => self.write(&p.id, &p.who, cost).is_ok(),
+                    None => self.release_in_redis(&p.id).is_ok(),
+                };
+                if written {
+                    continue;
+                }
             }
             left.push(p);
         }
