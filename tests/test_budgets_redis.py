@@ -11,12 +11,15 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -24,6 +27,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 import langscale
 from langscale import BudgetExceeded, Budgets, ConfigError, Deployment, ScaledChatModel
 from tests.redis_fixtures import Server, require_redis
+from tests.test_tenants import _JUNK
 
 
 class Priced(BaseChatModel):
@@ -101,6 +105,28 @@ def test_bad_input_is_a_config_error_naming_it(redis_server, redis_prefix):
         Budgets(daily(1.0, local_share=0.0), store=s)
     assert Budgets(daily(1.0), store=s).shared
     assert not Budgets(daily(1.0), store=None).shared
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(config=_JUNK, usd=st.floats(allow_nan=True, allow_infinity=True))
+def test_junk_config_on_redis_is_a_config_error_or_budgets_that_work(
+    redis_server, config: Any, usd: float
+):
+    s = store(redis_server.url, f"j{uuid.uuid4().hex[:10]}")
+    try:
+        budgets = Budgets(config, store=s)
+    except ConfigError:
+        return
+    llm = model(budgets)
+    with langscale.tenant("acme", user="u1"):
+        try:
+            llm.invoke([HumanMessage("hi")])
+        except BudgetExceeded as err:
+            assert err.level in ("global", "tenant", "user")
+    budgets.saved("acme", "u1", usd, 10)
+    assert budgets.report()["in_flight"] == 0
 
 
 def test_two_hundred_threads_against_room_for_ten_admit_ten(redis_server, redis_prefix):

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::clock::Clock;
 use crate::store::tests::{config, server};
 use crate::store::Store;
 
@@ -180,4 +181,55 @@ fn spend_is_shared_between_ledgers_on_one_server() {
         })
         .unwrap();
     assert!((used - 0.55).abs() < 1e-9, "used {used}");
+}
+
+#[test]
+fn a_calendar_month_counts_from_its_first_and_says_when_it_ends() {
+    let Some(server) = server() else { return };
+    let spend = Arc::new(spend(server.port, "month"));
+    let month = Span {
+        window: Window::Month,
+        calendar: true,
+    };
+    let m = SharedMeter {
+        name: "t:acme/usd:month:c".into(),
+        span: Some(month),
+        limit: 1.0,
+    };
+    let now = crate::spend::UnixClock.now_nanos() / 1000;
+    let s = Arc::clone(&spend);
+    let (last_month, this_month, refused) = spend
+        .store
+        .block_on(async move {
+            let t = |a: f64| takes(std::slice::from_ref(&m), &[a]);
+            // Booked last month: does not count now.
+            let before = month.expires(month.slot(now)) - 40 * 86_400_000_000;
+            s.reserve("old", &t(0.9), &[], false, 60_000_000, before)
+                .await?;
+            s.settle("old", std::slice::from_ref(&m), &[0.9], &[], None, before)
+                .await?;
+            let last_month = s.read(std::slice::from_ref(&m), &[], now).await?.used[0];
+            s.reserve("new", &t(0.6), &[], false, 60_000_000, now)
+                .await?;
+            s.settle("new", std::slice::from_ref(&m), &[0.6], &[], None, now)
+                .await?;
+            let this_month = s.read(std::slice::from_ref(&m), &[], now).await?.used[0];
+            let refused = s
+                .reserve("over", &t(0.5), &[], false, 60_000_000, now)
+                .await?;
+            Ok((last_month, this_month, refused))
+        })
+        .unwrap();
+    assert!(
+        last_month.abs() < 1e-9,
+        "last month's spend counted: {last_month}"
+    );
+    assert!((this_month - 0.6).abs() < 1e-9);
+    assert!(!refused.held);
+    let resets = refused.over[0].resets_in_us.unwrap();
+    let expected = month.expires(month.slot(now)) - now;
+    assert!(
+        resets.abs_diff(expected) < 5_000_000,
+        "{resets} vs {expected}"
+    );
 }
