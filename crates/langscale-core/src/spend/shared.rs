@@ -154,10 +154,14 @@ return 1
 const READ: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local holds, expiry = KEYS[1], KEYS[2]
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
+  unhold(holds, expiry, old)
+end
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local useds, counters = {}, {}
 for i = 1, n do
-  local key, b = KEYS[1 + i], 3 + 3 * (i - 1)
+  local key, b = KEYS[2 + i], 3 + 3 * (i - 1)
   local slot_us, slots, fixed = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   local current = math.floor(now / slot_us)
   if fixed > 0 then current = fixed end
@@ -172,10 +176,10 @@ end
 local fields = {'requests', 'refused', 'would_refuse', 'usd', 'tokens', 'cache_hits',
   'saved_usd', 'saved_tokens'}
 for j = 1, m do
-  local values = redis.call('HMGET', KEYS[1 + n + j], unpack(fields))
+  local values = redis.call('HMGET', KEYS[2 + n + j], unpack(fields))
   for k = 1, #fields do counters[#counters + 1] = values[k] or '0' end
 end
-local in_flight = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+local in_flight = redis.call('ZCARD', expiry)
 return {tostring(in_flight), useds, counters}
 ";
 
@@ -213,7 +217,7 @@ fn saved_script() -> &'static Lua {
 
 fn read_script() -> &'static Lua {
     static CELL: OnceLock<Lua> = OnceLock::new();
-    CELL.get_or_init(|| Lua::new(READ))
+    CELL.get_or_init(|| Lua::new(with_unhold(READ)))
 }
 
 /// One meter of one level as Redis holds it.
@@ -454,15 +458,15 @@ impl SharedSpend {
         Ok(())
     }
 
-    /// What each meter counts now (booked in its window plus held), the counters of each
-    /// level, and the reservations in flight.
+    /// What each meter counts now (booked in its window plus held, reservations past their
+    /// deadline dropped first), the counters of each level, and the reservations in flight.
     pub async fn read(
         &self,
         meters: &[SharedMeter],
         levels: &[String],
         now_us: u64,
     ) -> Result<Read, StoreError> {
-        let mut keys = vec![self.key("expiry")];
+        let mut keys = vec![self.key("holds"), self.key("expiry")];
         let mut args = vec![meters.len().to_string(), levels.len().to_string()];
         for m in meters {
             let (slot_us, slots, fixed, _) = m.slots(now_us);

@@ -139,18 +139,21 @@ fn an_unsettled_reservation_expires_on_the_server_clock() {
     let spend = Arc::new(spend(server.port, "expiry"));
     let m = vec![meter("t:acme/tokens", 100.0)];
     let s = Arc::clone(&spend);
-    let (full, after, used) = spend
+    let (full, expired, after, used) = spend
         .store
         .block_on(async move {
             assert!(s.hold("crashed", &m, &[100.0], 200_000).await?.is_ok());
             let full = s.hold("x", &m, &[1.0], 200_000).await?;
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            // A read drops it too (a report never shows an expired hold).
+            let expired = s.read(&m, &[], 0).await?;
             let after = s.hold("y", &m, &[100.0], 60_000_000).await?;
             let used = s.used(&m[0]).await?;
-            Ok((full, after, used))
+            Ok((full, expired, after, used))
         })
         .unwrap();
     assert!(full.is_err(), "a held budget admitted more");
+    assert_eq!((expired.in_flight, expired.used[0]), (0, 0.0));
     assert!(after.is_ok(), "an expired reservation still held budget");
     assert!((used - 100.0).abs() < 1e-9);
 }
