@@ -229,7 +229,7 @@ pub struct Router {
 #[pymethods]
 impl Router {
     #[new]
-    #[pyo3(signature = (deployments, strategy=None, *, limits=None, limiters=None, complexity_small=None, complexity_large=None, complexity_threshold=None, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None, failover_price_ratio=None, budgets=None))]
+    #[pyo3(signature = (deployments, strategy=None, *, limits=None, limiters=None, complexity_small=None, complexity_large=None, complexity_threshold=None, max_attempts=None, backoff_base=None, backoff_cap=None, retry_budget=None, breaker_failure_rate=None, breaker_min_requests=None, breaker_open_for=None, attempt_timeout=None, deadline=None, hedge_delay=None, seed=None, failover_price_ratio=None, budgets=None, top_tenants=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         deployments: &Bound<'_, PyAny>,
@@ -252,7 +252,9 @@ impl Router {
         seed: Option<&Bound<'_, PyAny>>,
         failover_price_ratio: Option<&Bound<'_, PyAny>>,
         budgets: Option<&Bound<'_, PyAny>>,
+        top_tenants: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let top_tenants = self::top_tenants(top_tenants)?;
         let budgets = match budgets {
             Some(b) if !b.is_none() => Some(
                 b.cast::<crate::spend::Budgets>()
@@ -343,6 +345,9 @@ impl Router {
         }
         let router = route::Router::new(deployments, config, Arc::new(SystemClock))
             .map_err(|e| config_error(e.to_string()))?;
+        if let Some(top) = top_tenants {
+            router.set_top_tenants(top);
+        }
         Ok(Self {
             router: Arc::new(router),
             limits: Limits { shared, own },
@@ -443,8 +448,90 @@ impl Router {
             list.append(x)?;
         }
         d.set_item("deployments", list)?;
+        d.set_item("tenants", tenant_rows(py, &self.router.tenant_snapshot())?)?;
         Ok(d)
     }
+
+    /// A call answered from a cache for `tenant`/`user`, with this usage: with budgets, it
+    /// is counted there as a cache hit that saved its price at the first-choice deployment.
+    #[pyo3(signature = (tenant=None, user=None, input_tokens=0, output_tokens=0))]
+    fn cache_hit(
+        &self,
+        tenant: Option<&str>,
+        user: Option<&str>,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) {
+        let Some(budgets) = &self.budgets else {
+            return;
+        };
+        let cost = langscale_core::spend::Cost {
+            requests: 1,
+            tokens: input_tokens.saturating_add(output_tokens),
+            usd: self.router.first_choice_cost(input_tokens, output_tokens),
+        };
+        budgets.saved(&langscale_core::spend::Who::new(tenant, user), cost);
+    }
+
+    /// Tenants with their own row in the snapshot from now on; the rest are "other".
+    fn set_top_tenants(&self, top: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.router.set_top_tenants(required_top_tenants(top)?);
+        Ok(())
+    }
+
+    /// How many tenants get their own row.
+    fn top_tenants(&self) -> usize {
+        self.router.top_tenants()
+    }
+}
+
+/// `top_tenants`: an integer from 0 to `MAX_TOP_TENANTS`, else a ConfigError naming it.
+fn required_top_tenants(value: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let max = route::MAX_TOP_TENANTS;
+    args::required_count("top_tenants", value)
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= max)
+        .ok_or_else(|| {
+            config_error(format!(
+                "top_tenants must be an integer from 0 to {max}, got {}",
+                args::describe(value)
+            ))
+        })
+}
+
+fn top_tenants(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    value
+        .filter(|v| !v.is_none())
+        .map(required_top_tenants)
+        .transpose()
+}
+
+/// Per-tenant rows by tenant, most requests first, "other" last.
+fn tenant_rows<'py>(
+    py: Python<'py>,
+    rows: &[route::TenantSnapshot],
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    for r in rows {
+        let x = PyDict::new(py);
+        x.set_item("requests", r.requests)?;
+        x.set_item("successes", r.successes)?;
+        x.set_item("errors", r.errors)?;
+        x.set_item("input_tokens", r.input_tokens)?;
+        x.set_item("output_tokens", r.output_tokens)?;
+        x.set_item("spend", r.spend)?;
+        x.set_item("cost_per_success", r.cost_per_success)?;
+        x.set_item("throttled", r.throttled)?;
+        x.set_item("queued", r.queued)?;
+        x.set_item("rejected", r.rejected)?;
+        x.set_item("latency_p50", r.latency.p50.as_secs_f64())?;
+        x.set_item("latency_p95", r.latency.p95.as_secs_f64())?;
+        x.set_item("latency_p99", r.latency.p99.as_secs_f64())?;
+        x.set_item("latency_count", r.latency.count)?;
+        out.set_item(&r.tenant, x)?;
+    }
+    Ok(out)
 }
 
 /// A step for Python's drivers: (kind, attempt, deployment, value). `kind` is "call" (value:

@@ -292,6 +292,7 @@ class Router:
         seed: int | None = None,
         failover_price_ratio: float | None = None,
         budgets: Budgets | None = None,
+        top_tenants: int | None = None,
     ) -> Self: ...
     def start(
         self,
@@ -304,6 +305,15 @@ class Router:
         output_tokens: int | None = None,
     ) -> Run: ...
     def snapshot(self) -> dict[str, Any]: ...
+    def cache_hit(
+        self,
+        tenant: str | None = None,
+        user: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None: ...
+    def set_top_tenants(self, top: int) -> None: ...
+    def top_tenants(self) -> int: ...
 
 def check_deployment(
     name: str,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from langchain_core.runnables.config import var_child_runnable_config
 
@@ -27,6 +27,7 @@ class Identity(NamedTuple):
     user: str | None = None
 
 
+T = TypeVar("T")
 NOBODY = Identity(None, None)
 _CURRENT: contextvars.ContextVar[Identity] = contextvars.ContextVar(
     "langscale_tenant", default=NOBODY
@@ -145,6 +146,52 @@ def bound(identity: Identity) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
+def streamed(config: Any, items: Iterator[T]) -> Iterator[T]:
+    """``items`` (a model's stream) with the identity ``config`` names current while each
+    item is produced, not while the caller holds it; unchanged when it names none."""
+    who = from_config(config) if isinstance(config, Mapping) else NOBODY
+    return items if who == NOBODY else _bound_iter(who, items)
+
+
+def _bound_iter(identity: Identity, items: Iterator[T]) -> Iterator[T]:
+    try:
+        while True:
+            with bound(identity):
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+            yield item
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            with bound(identity):
+                close()
+
+
+def astreamed(config: Any, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """The same for an async stream."""
+    who = from_config(config) if isinstance(config, Mapping) else NOBODY
+    return items if who == NOBODY else _bound_aiter(who, items)
+
+
+async def _bound_aiter(identity: Identity, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    it = items.__aiter__()
+    try:
+        while True:
+            with bound(identity):
+                try:
+                    item = await it.__anext__()
+                except StopAsyncIteration:
+                    return
+            yield item
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            with bound(identity):
+                await aclose()
+
+
 def scoped(llm_string: str) -> str:
     """A cache's ``llm_string`` within the current tenant's scope: unchanged with no tenant,
     else the tenant appended, so an entry stored for one tenant is never another's."""
@@ -178,5 +225,7 @@ __all__ = [
     "scope_for",
     "scoped",
     "set_keys",
+    "streamed",
+    "astreamed",
     "tenant",
 ]

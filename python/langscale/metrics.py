@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from langscale import _core
+from langscale import _core, _tenant_metrics
 
 _LOCK = threading.Lock()
 _LIVE: dict[str, tuple[str, weakref.ref]] = {}  # name -> (kind, object)
@@ -120,13 +120,19 @@ def snapshot() -> dict[str, dict[str, Any]]:
 
     Cache stats carry their ``type``; model stats are ``ScaledChatModel.stats()``
     (per-deployment requests, errors by kind, retries, fallbacks, breaker, tokens, cost,
-    latency percentiles).
+    latency percentiles) with ``tenants``: the top N tenants plus "other", each joined with
+    the model's budgets (spend, cache hits and savings, budget remaining) where it has them.
     """
     out: dict[str, dict[str, Any]] = {"caches": {}, "limiters": {}, "models": {}}
     for name, kind, obj in _live():
         stats = dict(obj.stats())
         if kind == "cache":
             stats["type"] = type(obj).__name__
+        elif kind == "model":
+            budgets = getattr(obj, "budgets", None)
+            stats["tenants"] = _tenant_metrics.joined(
+                stats.get("tenants") or {}, budgets.report() if budgets is not None else None
+            )
         out[kind + "s"][name] = stats
     return out
 
@@ -289,6 +295,47 @@ def _models(f: _Families, models: dict[str, dict[str, Any]]) -> None:
                     latency.add(d.get(f"latency_p{q}"), **labels, quantile=f"0.{q}")
 
 
+_TENANT_COUNTERS = [
+    ("requests", "tenant_requests_total", "Requests routed for the tenant."),
+    ("successes", "tenant_successes_total", "Requests answered."),
+    ("errors", "tenant_errors_total", "Requests that failed or were abandoned."),
+    ("input_tokens", "tenant_input_tokens_total", "Input tokens of answered requests."),
+    ("output_tokens", "tenant_output_tokens_total", "Output tokens of answered requests."),
+    ("spend", "tenant_spend_total", "Spend (the budgets' figure, else the deployments' prices)."),
+    ("cache_hits", "tenant_cache_hits_total", "Calls answered from a cache (with budgets)."),
+    ("saved_usd", "tenant_cache_saved_total", "Spend saved by cache hits (with budgets)."),
+    ("throttled", "tenant_throttled_total", "Provider rate-limit answers (429) received."),
+    ("queued", "tenant_queued_total", "Attempts that waited for a permit or budget."),
+    ("rejected", "tenant_rejected_total", "Attempts a local limiter or budget refused."),
+]
+
+
+def _tenants(f: _Families, model: str, tenants: dict[str, dict[str, Any]]) -> None:
+    """One label set per row: the model's top N tenants plus "other", never more."""
+    for tenant, t in tenants.items():
+        labels = {"model": model, "tenant": tenant}
+        for key, metric, help_text in _TENANT_COUNTERS:
+            f(metric, "counter", help_text).add(t.get(key), **labels)
+        f("tenant_cost_per_success", "gauge", "Spend per answered request.").add(
+            t.get("cost_per_success"), **labels
+        )
+        latency = f(
+            "tenant_latency_seconds",
+            "gauge",
+            "Request latency percentiles (start to answer, answered requests).",
+        )
+        if t.get("latency_count"):
+            for q in ("50", "95", "99"):
+                latency.add(t.get(f"latency_p{q}"), **labels, quantile=f"0.{q}")
+        remaining = f(
+            "tenant_budget_remaining",
+            "gauge",
+            "What is left of each of the tenant's budgets and limits.",
+        )
+        for budget, left in (t.get("budget_remaining") or {}).items():
+            remaining.add(left, **labels, budget=budget)
+
+
 def prometheus(snap: dict[str, dict[str, Any]] | None = None) -> str:
     """Every live object's figures in the Prometheus text exposition format (version 0.0.4)."""
     snap = snapshot() if snap is None else snap
@@ -296,6 +343,8 @@ def prometheus(snap: dict[str, dict[str, Any]] | None = None) -> str:
     _caches(families, snap["caches"])
     _limiters(families, snap["limiters"])
     _models(families, snap["models"])
+    for name, s in snap["models"].items():
+        _tenants(families, name, s.get("tenants") or {})
     lines = [line for family in families.by_name.values() for line in family.render()]
     return "\n".join(lines) + "\n" if lines else ""
 

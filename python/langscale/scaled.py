@@ -33,6 +33,7 @@ from langscale import identity as _identity
 from langscale import metrics as _metrics
 from langscale import store as _store
 from langscale._drive import adrive, drive
+from langscale._tenant_metrics import cache_hit as _cache_hit
 from langscale.budgets import Budgets
 from langscale.endpoint import (
     ChatEndpoint,
@@ -360,6 +361,10 @@ class ScaledChatModel(BaseChatModel):
     coalesce_wait: float = 60.0
     """The longest a request waits for another's identical call before making its own."""
 
+    top_tenants: Any = 20
+    """Tenants with their own row in ``stats()["tenants"]`` and the metrics (by requests);
+    the rest are counted as "other". 0 to 1000; 0 with no budgets or limits: no tenant read."""
+
     store: Any = None
     """A ``langscale.RedisStore`` (or ``redis_url=``): breakers shared with every process that
     uses the same ``shared_name`` and deployment names."""
@@ -404,6 +409,7 @@ class ScaledChatModel(BaseChatModel):
             self.budgets is not None
             or self.limits is not None
             or any(d.limiter is not None for d in deps)
+            or self.top_tenants != 0
         )
         self._router = _core.Router(
             [d.spec(i, names) for i, d in enumerate(deps)],
@@ -423,6 +429,7 @@ class ScaledChatModel(BaseChatModel):
             seed=self.seed,
             failover_price_ratio=self.failover_price_ratio,
             budgets=self.budgets._core if self.budgets is not None else None,
+            top_tenants=self.top_tenants,
             complexity_small=self.complexity_small if self.complexity_small is not None else [0],
             complexity_large=self.complexity_large
             if self.complexity_large is not None
@@ -576,14 +583,22 @@ class ScaledChatModel(BaseChatModel):
             input, config if config is None else _identity.into_metadata(config), **kwargs
         )
 
+    # stream()/astream() call _stream without a run manager: the config's tenant is made
+    # current while each chunk is produced.
     def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Iterator[Any]:
-        return super().stream(
-            input, config if config is None else _identity.into_metadata(config), **kwargs
+        return _identity.streamed(
+            config,
+            super().stream(
+                input, config if config is None else _identity.into_metadata(config), **kwargs
+            ),
         )
 
     def astream(self, input: Any, config: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
-        return super().astream(
-            input, config if config is None else _identity.into_metadata(config), **kwargs
+        return _identity.astreamed(
+            config,
+            super().astream(
+                input, config if config is None else _identity.into_metadata(config), **kwargs
+            ),
         )
 
     # The cache LangChain consults before _generate gets no config: the run's tenant is
@@ -648,6 +663,12 @@ class ScaledChatModel(BaseChatModel):
                 raise
             flights.land_value(key, result)
             return result
+
+    def _convert_cached_generations(self, cache_val: list[Any]) -> list[ChatGeneration]:
+        """LangChain's cache hit (invoke/generate, sync or async): told to the budgets."""
+        generations = super()._convert_cached_generations(cache_val)
+        _cache_hit(self, _identity.current(), generations)
+        return generations
 
     def _flight_key(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -778,6 +799,7 @@ class ScaledChatModel(BaseChatModel):
         with _identity.bound(who):
             cached = cache.lookup(*key) if cache is not None else None
         if isinstance(cached, list) and cached:
+            _cache_hit(self, who, cached)
             for message in _replay(cached):
                 yield _chunk(message, run_manager)
             return
@@ -801,6 +823,7 @@ class ScaledChatModel(BaseChatModel):
         with _identity.bound(who):
             cached = await cache.alookup(*key) if cache is not None else None
         if isinstance(cached, list) and cached:
+            _cache_hit(self, who, cached)
             for message in _replay(cached):
                 yield await _achunk(message, run_manager)
             return

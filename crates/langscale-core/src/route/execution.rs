@@ -11,6 +11,7 @@ use super::breaker::{Admission, BreakerState};
 use super::deployment::RequestInfo;
 use super::nanos;
 use super::router::Router;
+use super::tenants::TenantOutcome;
 
 /// Which call of an execution an outcome belongs to (0 for the first, then counting up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -259,6 +260,13 @@ pub struct Execution {
     hedged: bool,
     last: Option<AttemptError>,
     finished: Option<Step>,
+    /// For the tenant's row: clock ns at start, provider 429s, waits for permits and local
+    /// refusals seen, and the answering deployment while its usage is still unknown (a stream).
+    started: u64,
+    throttled: u64,
+    queued: u64,
+    rejected: u64,
+    usage_due: Option<usize>,
 }
 
 impl Execution {
@@ -295,6 +303,11 @@ impl Execution {
             hedged: false,
             last: None,
             finished: None,
+            started: now,
+            throttled: 0,
+            queued: 0,
+            rejected: 0,
+            usage_due: None,
             router,
         }
     }
@@ -355,6 +368,7 @@ impl Execution {
                 state.record_latency(latency, router.config.ewma_alpha);
                 state.breaker().record_success(now, admission);
                 router.counters.successes.fetch_add(1, Ordering::Relaxed);
+                self.record_tenant_success(now, deployment, input_tokens, output_tokens);
                 self.finish(Step::Done {
                     attempt,
                     deployment,
@@ -417,6 +431,11 @@ impl Execution {
             return;
         };
         state.stats.record_error(err.error);
+        match err.error {
+            ErrorKind::RateLimited { .. } => self.throttled += 1,
+            ErrorKind::Limited { .. } => self.rejected += 1,
+            _ => {}
+        }
         {
             let mut breaker = state.breaker();
             if err.error.counts_against_breaker() {
@@ -791,6 +810,7 @@ impl Execution {
             FailReason::DeadlineExceeded { .. } => &c.deadline,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.record_tenant_failure();
         self.finish(Step::Fail(reason))
     }
 
@@ -799,6 +819,71 @@ impl Execution {
         self.router.counters.active.fetch_sub(1, Ordering::Relaxed);
         self.finished = Some(step.clone());
         step
+    }
+
+    /// The next call waits for a limiter permit or a budget reservation (its tenant's row
+    /// counts it as queued).
+    pub fn note_queued(&mut self) {
+        self.queued = self.queued.saturating_add(1);
+    }
+
+    /// The real usage of an answer that reported none when it succeeded (a stream, once
+    /// read): added to the tenant's row, once.
+    pub fn note_usage(&mut self, input_tokens: u64, output_tokens: u64) {
+        let (Some(d), Some(tenant)) = (self.usage_due.take(), &self.info.tenant) else {
+            return;
+        };
+        let spend = self
+            .router
+            .deployments
+            .get(d)
+            .map_or(0.0, |x| x.cost(input_tokens, output_tokens));
+        self.router
+            .tenants
+            .add_usage(tenant, input_tokens, output_tokens, spend);
+    }
+
+    /// A request answered, in its tenant's row.
+    fn record_tenant_success(&mut self, now: u64, d: usize, input: u64, output: u64) {
+        let Some(tenant) = &self.info.tenant else {
+            return;
+        };
+        let spend = self
+            .router
+            .deployments
+            .get(d)
+            .map_or(0.0, |x| x.cost(input, output));
+        self.router.tenants.record(
+            tenant,
+            &TenantOutcome {
+                success: true,
+                latency: Duration::from_nanos(now.saturating_sub(self.started)),
+                input_tokens: input,
+                output_tokens: output,
+                spend,
+                throttled: self.throttled,
+                queued: self.queued,
+                rejected: self.rejected,
+            },
+        );
+        if input == 0 && output == 0 {
+            self.usage_due = Some(d);
+        }
+    }
+
+    /// A request that failed or was abandoned, in its tenant's row.
+    fn record_tenant_failure(&self) {
+        if let Some(tenant) = &self.info.tenant {
+            self.router.tenants.record(
+                tenant,
+                &TenantOutcome {
+                    throttled: self.throttled,
+                    queued: self.queued,
+                    rejected: self.rejected,
+                    ..Default::default()
+                },
+            );
+        }
     }
 
     /// Calls still running are abandoned: free their in-flight count and probe slots.
@@ -821,6 +906,7 @@ impl Drop for Execution {
             let c = &self.router.counters;
             c.abandoned.fetch_add(1, Ordering::Relaxed);
             c.active.fetch_sub(1, Ordering::Relaxed);
+            self.record_tenant_failure();
         }
     }
 }

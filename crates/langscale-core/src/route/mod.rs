@@ -32,6 +32,7 @@ mod run;
 mod shared_breaker;
 mod stats;
 mod strategy;
+mod tenants;
 
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,9 @@ pub use run::{Action, Granted, Limits, PermitRequest, Run, Spend};
 pub use shared_breaker::{SharedBreakers, BREAKER_POLL};
 pub use stats::{ErrorCounts, LatencySummary};
 pub use strategy::Strategy;
+pub use tenants::{
+    TenantOutcome, TenantSnapshot, DEFAULT_TOP_TENANTS, MAX_TOP_TENANTS, OTHER_TENANT,
+};
 
 /// A router configuration that cannot work, naming the bad value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

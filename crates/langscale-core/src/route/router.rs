@@ -211,6 +211,8 @@ pub struct Router {
     pub(crate) budget: Mutex<RetryBudget>,
     pub(crate) jitter: Jitter,
     pub(crate) counters: RouterCounters,
+    /// Per-tenant figures, top N tenants plus "other".
+    pub(crate) tenants: super::tenants::TenantTable,
 }
 
 impl Router {
@@ -253,7 +255,33 @@ impl Router {
             by_priority,
             round_robin: AtomicUsize::new(0),
             counters: RouterCounters::default(),
+            tenants: super::tenants::TenantTable::new(super::tenants::DEFAULT_TOP_TENANTS),
         })
+    }
+
+    /// Per-tenant figures: the top tenants by requests, most first, then "other".
+    pub fn tenant_snapshot(&self) -> Vec<super::TenantSnapshot> {
+        self.tenants.snapshot()
+    }
+
+    /// How many tenants get their own row (default 20, at most
+    /// [`MAX_TOP_TENANTS`](super::MAX_TOP_TENANTS)); the rest are counted as "other".
+    pub fn set_top_tenants(&self, top: usize) {
+        self.tenants.set_top(top);
+    }
+
+    /// How many tenants get their own row.
+    pub fn top_tenants(&self) -> usize {
+        self.tenants.top()
+    }
+
+    /// What a call with this usage costs at the deployment tried first (the lowest
+    /// priority): what an answer from a cache saved.
+    pub fn first_choice_cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        self.by_priority
+            .first()
+            .and_then(|&d| self.deployments.get(d))
+            .map_or(0.0, |d| d.cost(input_tokens, output_tokens))
     }
 
     /// Begin routing one request.

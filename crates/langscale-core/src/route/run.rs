@@ -5,7 +5,6 @@
 //! I/O an [`Action`] names: call, acquire, wait, sleep. The native loop (tokio), Python's
 //! sync loop and Python's asyncio loop are such drivers, for plain and streamed answers.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::execution::{AttemptId, AttemptKind, ErrorKind, Execution, FailReason, Outcome, Step};
@@ -289,19 +288,38 @@ pub struct Run {
     waiting: Option<Ready>,
     /// Its permits (and budget reservation), once granted.
     granted: Option<Held>,
-    permits: HashMap<AttemptId, Vec<AnyPermit>>,
-    started: HashMap<AttemptId, u64>,
+    /// Every attempt that went out, in order (a handful at most: a small Vec, not maps).
+    attempts: Vec<Slot>,
     refusals: Vec<(AttemptId, usize, LimitError)>,
     /// When the run began or its last attempt went out or ended (clock nanos).
     mark: u64,
-    /// How long each attempt waited before it went out (backoff, cool-downs, hedge delay,
-    /// permits): from `mark` to its call.
-    waits: HashMap<AttemptId, Duration>,
     spend: Option<Spend>,
-    /// Budget reservations by attempt, with the deployment (for its prices).
-    holds: HashMap<AttemptId, (usize, Reservation)>,
-    /// Attempts that answered: a reservation still held when the run ends was used.
-    answered: HashSet<AttemptId>,
+}
+
+/// One attempt that went out, and what it still holds.
+#[derive(Debug)]
+struct Slot {
+    attempt: AttemptId,
+    deployment: usize,
+    /// When it went out (clock nanos), until it ended.
+    started: Option<u64>,
+    /// How long it waited before it went out (backoff, cool-downs, hedge delay, permits):
+    /// from the run's `mark` to its call.
+    waited: Duration,
+    permits: Vec<AnyPermit>,
+    /// Its budget reservation, until settled or released.
+    reservation: Option<Reservation>,
+    /// It answered: a reservation still held when the run ends was used.
+    answered: bool,
+}
+
+impl Slot {
+    /// It ended without being the answer: its permits and reservation are released.
+    fn release(&mut self) {
+        self.started = None;
+        self.permits.clear();
+        self.reservation = None;
+    }
 }
 
 /// What a call holds while it runs.
@@ -317,18 +335,14 @@ impl Run {
         let mark = exec.router().clock.now_nanos();
         Self {
             mark,
-            waits: HashMap::new(),
             exec,
             limits,
             tokens,
             waiting: None,
             granted: None,
-            permits: HashMap::new(),
-            started: HashMap::new(),
+            attempts: Vec::new(),
             refusals: Vec::new(),
             spend: None,
-            holds: HashMap::new(),
-            answered: HashSet::new(),
         }
     }
 
@@ -369,7 +383,10 @@ impl Run {
                     };
                     match self.try_permits(deployment) {
                         Ok(Some(held)) => return self.call(ready, held),
-                        Ok(None) => self.waiting = Some(ready),
+                        Ok(None) => {
+                            self.exec.note_queued();
+                            self.waiting = Some(ready);
+                        }
                         Err((error, shared)) => self.refuse(attempt, deployment, error, shared),
                     }
                 }
@@ -420,15 +437,16 @@ impl Run {
     /// them while it is read).
     pub fn succeeded(&mut self, attempt: AttemptId, input_tokens: u64, output_tokens: u64) {
         let latency = self.elapsed(attempt);
-        self.answered.insert(attempt);
         let used = input_tokens.saturating_add(output_tokens);
-        if let Some(permits) = self.permits.get_mut(&attempt) {
+        if let Some(i) = self.slot(attempt) {
+            self.attempts[i].answered = true;
             if used > 0 {
-                permits.iter_mut().for_each(|p| p.settle(used));
+                self.attempts[i]
+                    .permits
+                    .iter_mut()
+                    .for_each(|p| p.settle(used));
+                self.settle_hold(i, input_tokens, output_tokens);
             }
-        }
-        if used > 0 {
-            self.settle_hold(attempt, input_tokens, output_tokens);
         }
         self.exec.report(
             attempt,
@@ -444,9 +462,9 @@ impl Run {
     /// The call failed with this kind of error; its permits are released.
     pub fn failed(&mut self, attempt: AttemptId, kind: ErrorKind) {
         self.mark = self.exec.router().clock.now_nanos();
-        self.started.remove(&attempt);
-        self.permits.remove(&attempt);
-        self.holds.remove(&attempt); // released: a failed call is not charged
+        if let Some(i) = self.slot(attempt) {
+            self.attempts[i].release(); // a failed call is not charged
+        }
         self.exec.report(attempt, Outcome::Failure(kind));
     }
 
@@ -464,25 +482,34 @@ impl Run {
     pub fn settle_usage(&mut self, input_tokens: u64, output_tokens: u64) {
         let used = input_tokens.saturating_add(output_tokens);
         if used > 0 {
-            for permits in self.permits.values_mut() {
-                permits.iter_mut().for_each(|p| p.settle(used));
+            for slot in &mut self.attempts {
+                slot.permits.iter_mut().for_each(|p| p.settle(used));
             }
         }
-        let answered: Vec<AttemptId> = self.holds.keys().copied().collect();
-        for attempt in answered {
-            self.settle_hold(attempt, input_tokens, output_tokens);
+        self.exec.note_usage(input_tokens, output_tokens);
+        for i in 0..self.attempts.len() {
+            self.settle_hold(i, input_tokens, output_tokens);
         }
     }
 
-    fn settle_hold(&mut self, attempt: AttemptId, input: u64, output: u64) {
-        let Some((d, reservation)) = self.holds.remove(&attempt) else {
+    /// Where `attempt` is in `attempts`.
+    fn slot(&self, attempt: AttemptId) -> Option<usize> {
+        self.attempts.iter().position(|s| s.attempt == attempt)
+    }
+
+    /// Settles the reservation the attempt at `i` holds, if any, with the real usage.
+    fn settle_hold(&mut self, i: usize, input: u64, output: u64) {
+        let Some(slot) = self.attempts.get_mut(i) else {
+            return;
+        };
+        let Some(reservation) = slot.reservation.take() else {
             return;
         };
         let usd = self
             .exec
             .router()
             .deployments()
-            .get(d)
+            .get(slot.deployment)
             .map_or(0.0, |dep| dep.cost(input, output));
         reservation.settle(Cost {
             requests: 1,
@@ -511,7 +538,7 @@ impl Run {
     /// How long `attempt` waited before it went out: since the run began or the attempt
     /// before it went out or ended (backoff, cool-downs, a hedge's delay, permits).
     pub fn waited(&self, attempt: AttemptId) -> Option<Duration> {
-        self.waits.get(&attempt).copied()
+        self.slot(attempt).map(|i| self.attempts[i].waited)
     }
 
     /// Every limiter refusal of this request: (attempt, deployment, error).
@@ -521,18 +548,16 @@ impl Run {
 
     fn call(&mut self, ready: Ready, held: Held) -> Action {
         let now = self.exec.router().clock.now_nanos();
-        self.started.insert(ready.attempt, now);
-        self.waits.insert(
-            ready.attempt,
-            Duration::from_nanos(now.saturating_sub(self.mark)),
-        );
+        self.attempts.push(Slot {
+            attempt: ready.attempt,
+            deployment: ready.deployment,
+            started: Some(now),
+            waited: Duration::from_nanos(now.saturating_sub(self.mark)),
+            permits: held.permits,
+            reservation: held.reservation,
+            answered: false,
+        });
         self.mark = now;
-        if !held.permits.is_empty() {
-            self.permits.insert(ready.attempt, held.permits);
-        }
-        if let Some(r) = held.reservation {
-            self.holds.insert(ready.attempt, (ready.deployment, r));
-        }
         Action::Call {
             attempt: ready.attempt,
             deployment: ready.deployment,
@@ -603,21 +628,25 @@ impl Run {
     fn elapsed(&mut self, attempt: AttemptId) -> Duration {
         let now = self.exec.router().clock.now_nanos();
         self.mark = now;
-        self.started.remove(&attempt).map_or(Duration::ZERO, |t| {
+        let started = self
+            .attempts
+            .iter_mut()
+            .find(|s| s.attempt == attempt)
+            .and_then(|s| s.started.take());
+        started.map_or(Duration::ZERO, |t| {
             Duration::from_nanos(now.saturating_sub(t))
         })
     }
 
     fn release_others(&mut self, winner: AttemptId) {
-        self.permits.retain(|a, _| *a == winner);
-        self.started.retain(|a, _| *a == winner);
-        self.holds.retain(|a, _| *a == winner);
+        self.attempts
+            .iter_mut()
+            .filter(|s| s.attempt != winner)
+            .for_each(Slot::release);
     }
 
     fn release_all(&mut self) {
-        self.permits.clear();
-        self.started.clear();
-        self.holds.clear();
+        self.attempts.iter_mut().for_each(Slot::release);
         self.waiting = None;
         self.granted = None;
     }
@@ -627,8 +656,8 @@ impl Drop for Run {
     /// A reservation still held by an attempt that answered was used but never told how
     /// much (no usage reported): it is charged its estimate. Others are released.
     fn drop(&mut self) {
-        for (attempt, (_, reservation)) in self.holds.drain() {
-            if self.answered.contains(&attempt) {
+        for slot in &mut self.attempts {
+            if let (Some(reservation), true) = (slot.reservation.take(), slot.answered) {
                 let estimate = reservation.estimate();
                 reservation.settle(estimate);
             }

@@ -91,7 +91,7 @@ pub(crate) struct LatencyHistogram {
 }
 
 impl LatencyHistogram {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),
@@ -108,6 +108,19 @@ impl LatencyHistogram {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
         self.max_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    /// Adds another histogram's counts to this one.
+    pub(crate) fn merge(&self, other: &Self) {
+        for (a, b) in self.buckets.iter().zip(other.buckets.iter()) {
+            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.count
+            .fetch_add(other.count.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(other.sum_micros.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.max_micros
+            .fetch_max(other.max_micros.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     pub(crate) fn summary(&self) -> LatencySummary {
