@@ -457,6 +457,7 @@ impl Router {
     #[pyo3(signature = (tenant=None, user=None, input_tokens=0, output_tokens=0))]
     fn cache_hit(
         &self,
+        py: Python<'_>,
         tenant: Option<&str>,
         user: Option<&str>,
         input_tokens: u64,
@@ -470,7 +471,9 @@ impl Router {
             tokens: input_tokens.saturating_add(output_tokens),
             usd: self.router.first_choice_cost(input_tokens, output_tokens),
         };
-        budgets.saved(&langscale_core::spend::Who::new(tenant, user), cost);
+        let who = langscale_core::spend::Who::new(tenant, user);
+        // A round trip for budgets in Redis: without the GIL.
+        py.detach(|| budgets.saved(&who, cost));
     }
 
     /// Tenants with their own row in the snapshot from now on; the rest are "other".
