@@ -18,6 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
+import bench_budgets
 import bench_cache
 import bench_embed_cache
 import bench_embeddings
@@ -41,6 +42,7 @@ MODULES: dict[str, ModuleType] = {
     "embeddings": bench_embeddings,
     "embed_cache": bench_embed_cache,
     "graph_cache": bench_graph_cache,
+    "budgets": bench_budgets,
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
 

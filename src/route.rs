@@ -457,6 +457,7 @@ impl Router {
     #[pyo3(signature = (tenant=None, user=None, input_tokens=0, output_tokens=0))]
     fn cache_hit(
         &self,
+        py: Python<'_>,
         tenant: Option<&str>,
         user: Option<&str>,
         input_tokens: u64,
@@ -470,7 +471,9 @@ impl Router {
             tokens: input_tokens.saturating_add(output_tokens),
             usd: self.router.first_choice_cost(input_tokens, output_tokens),
         };
-        budgets.saved(&langscale_core::spend::Who::new(tenant, user), cost);
+        let who = langscale_core::spend::Who::new(tenant, user);
+        // A round trip for budgets in Redis: without the GIL.
+        py.detach(|| budgets.saved(&who, cost));
     }
 
     /// Tenants with their own row in the snapshot from now on; the rest are "other".
@@ -560,7 +563,8 @@ fn seconds(py: Python<'_>, d: Option<Duration>) -> PyResult<Option<Py<PyAny>>> {
 #[pymethods]
 impl Run {
     fn next(&self, py: Python<'_>) -> PyResult<PyAction> {
-        let action = self.lock().next();
+        // Budgets in Redis make a round trip here: without the GIL.
+        let action = py.detach(|| self.lock().next());
         Ok(match action {
             Action::Call {
                 attempt,
@@ -621,9 +625,11 @@ impl Run {
 
     /// The call succeeded (a stream: its first chunk came) with this usage.
     #[pyo3(signature = (attempt, input_tokens=0, output_tokens=0))]
-    fn succeeded(&self, attempt: u32, input_tokens: u64, output_tokens: u64) {
-        self.lock()
-            .succeeded(AttemptId(attempt), input_tokens, output_tokens);
+    fn succeeded(&self, py: Python<'_>, attempt: u32, input_tokens: u64, output_tokens: u64) {
+        py.detach(|| {
+            self.lock()
+                .succeeded(AttemptId(attempt), input_tokens, output_tokens);
+        });
     }
 
     /// The call failed; what Python found on the exception (see `classify_error`). Returns the
@@ -632,6 +638,7 @@ impl Run {
     #[allow(clippy::too_many_arguments)]
     fn failed(
         &self,
+        py: Python<'_>,
         attempt: u32,
         classes: Vec<String>,
         status: Option<i64>,
@@ -650,13 +657,14 @@ impl Run {
             &message,
             retryable,
         );
-        self.lock().failed(AttemptId(attempt), kind);
+        // Its budget reservation is released (a round trip for budgets in Redis).
+        py.detach(|| self.lock().failed(AttemptId(attempt), kind));
         kind_name(kind)
     }
 
     /// The real usage of a streamed answer, once read: settles the permits still held.
-    fn settle(&self, used_tokens: u64) {
-        self.lock().settle(used_tokens);
+    fn settle(&self, py: Python<'_>, used_tokens: u64) {
+        py.detach(|| self.lock().settle(used_tokens));
     }
 
     /// Seconds `attempt` waited before it went out (backoff, cool-downs, a hedge's delay,
@@ -669,8 +677,8 @@ impl Run {
 
     /// The same with input and output apart (a stream's final usage, or what a stream cut
     /// short received): the budgets are charged at the deployment's prices.
-    fn settle_usage(&self, input_tokens: u64, output_tokens: u64) {
-        self.lock().settle_usage(input_tokens, output_tokens);
+    fn settle_usage(&self, py: Python<'_>, input_tokens: u64, output_tokens: u64) {
+        py.detach(|| self.lock().settle_usage(input_tokens, output_tokens));
     }
 
     /// Every limiter refusal of this request: (attempt, deployment, exception).

@@ -32,17 +32,43 @@ class Budgets:
     ``concurrency``, ``budgets`` (``usd`` and/or ``tokens`` over ``window`` minute, hour,
     day or month, ``calendar`` true for the UTC calendar period, else rolling), ``on_over``
     (raise, wait or degrade) and ``wait_timeout``; and ``shadow``, ``near``,
-    ``output_estimate``, ``reservation_ttl``, ``degrade_tag``. Unknown keys and bad values
+    ``output_estimate``, ``reservation_ttl``, ``degrade_tag``, ``on_redis_down``
+    (``local_share`` or ``fail_closed``) and ``local_share``. Unknown keys and bad values
     raise ``ConfigError`` naming them. Thread- and asyncio-safe.
+
+    ``store``: a ``langscale.RedisStore`` to hold the budgets in Redis, shared by every
+    process using that store (and prefix); None (the default) keeps them in this process.
     """
 
-    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
-        self._core = _core.Budgets(_json({} if config is None else config))
+    def __init__(
+        self, config: Mapping[str, Any] | None = None, *, store: _core.RedisStore | None = None
+    ) -> None:
+        if store is not None and not isinstance(store, _core.RedisStore):
+            msg = f"store must be a langscale.RedisStore or None, got {store!r}"
+            raise _core.ConfigError(msg)
+        self._core = _core.Budgets(_json({} if config is None else config), store)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the budgets are held in Redis."""
+        return self._core.shared
+
+    def stats(self) -> dict[str, int]:
+        """Budgets in Redis: ``local_admitted`` and ``local_refused`` (calls decided without
+        Redis while it was down) and ``pending`` (settlements still to be written back)."""
+        return self._core.stats()
+
+    def flush(self) -> None:
+        """Write back spend settled while Redis was down, now if it is up (it is also done on
+        every call): for a process about to exit."""
+        self._core.flush()
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> Budgets:
+    def from_file(
+        cls, path: str | os.PathLike[str], *, store: _core.RedisStore | None = None
+    ) -> Budgets:
         """Budgets from a TOML (or JSON) file, keys as for the dict."""
-        return cls(_read(path))
+        return cls(_read(path), store=store)
 
     def update(self, config: Mapping[str, Any]) -> None:
         """New settings, now, for every model using these budgets; spend so far is kept."""

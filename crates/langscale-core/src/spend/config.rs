@@ -312,6 +312,18 @@ impl SpendConfig {
         out
     }
 
+    /// The limits of a level by its state key ("g", "t:<tenant>", "u:<tenant>/<user>").
+    pub fn level(&self, key: &str) -> Option<&LevelConfig> {
+        if key == "g" {
+            return self.global.as_ref();
+        }
+        if let Some(t) = key.strip_prefix("t:") {
+            return self.tenants.get(t).or(self.tenant_default.as_ref());
+        }
+        key.strip_prefix("u:")
+            .and_then(|u| self.users.get(u).or(self.user_default.as_ref()))
+    }
+
     pub fn ttl(&self) -> Duration {
         Duration::try_from_secs_f64(self.reservation_ttl).unwrap_or(Duration::from_secs(600))
     }

@@ -7,6 +7,8 @@
 
 mod config;
 mod ledger;
+mod shared;
+mod shared_ledger;
 mod window;
 
 use std::fmt;
@@ -14,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{BudgetCap, LevelConfig, OnOver, RedisDown, SpendConfig};
-pub use ledger::{Ledger, LevelReport, Report};
+pub use ledger::{Ledger, LevelReport, Report, UnixClock};
+pub use shared::{SharedMeter, SharedRefusal, SharedSpend};
+pub use shared_ledger::{SharedLedger, SharedLedgerStats};
 pub use window::{Span, Window};
 
 use crate::clock::Clock;
@@ -165,11 +169,12 @@ fn trim(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// Budgets as the router takes them. Held in this process today; the Redis-shared kind
-/// (one Lua script per reserve/settle/release) is to come beside it. Cloning shares.
+/// Budgets as the router takes them: held in this process, or in Redis and shared by every
+/// process on it (one Lua script per reserve/settle/release). Cloning shares.
 #[derive(Debug, Clone)]
 pub enum Budgets {
     Local(Arc<Ledger>),
+    Shared(Arc<SharedLedger>),
 }
 
 /// What the router needs from a refusal.
@@ -225,6 +230,7 @@ impl Reservation {
         self.settled = true;
         match &self.budgets {
             Budgets::Local(l) => l.settle(self.id, &self.who, cost),
+            Budgets::Shared(s) => s.settle(self.id, &self.who, cost),
         }
     }
 }
@@ -236,6 +242,7 @@ impl Drop for Reservation {
         }
         match &self.budgets {
             Budgets::Local(l) => l.release(self.id),
+            Budgets::Shared(s) => s.release(self.id),
         }
     }
 }
@@ -245,9 +252,21 @@ impl Budgets {
         Ok(Self::Local(Arc::new(Ledger::new(config, clock)?)))
     }
 
+    /// Budgets in Redis through `store`, shared by every process using the same store prefix.
+    pub fn shared(
+        config: SpendConfig,
+        store: crate::store::Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LimitError> {
+        Ok(Self::Shared(Arc::new(SharedLedger::new(
+            config, store, clock,
+        )?)))
+    }
+
     pub fn config(&self) -> Arc<SpendConfig> {
         match self {
             Self::Local(l) => l.config(),
+            Self::Shared(s) => s.config(),
         }
     }
 
@@ -255,6 +274,7 @@ impl Budgets {
     pub fn update(&self, config: SpendConfig) -> Result<(), LimitError> {
         match self {
             Self::Local(l) => l.update(config),
+            Self::Shared(s) => s.update(config),
         }
     }
 
@@ -263,6 +283,7 @@ impl Budgets {
     pub fn reserve(&self, who: &Who, cost: Cost, cheap: bool) -> Result<Reservation, Refusal> {
         let id = match self {
             Self::Local(l) => l.reserve(who, cost, cheap)?,
+            Self::Shared(s) => s.reserve(who, cost, cheap)?,
         };
         Ok(Reservation {
             budgets: self.clone(),
@@ -277,6 +298,7 @@ impl Budgets {
     pub fn saved(&self, who: &Who, cost: Cost) {
         match self {
             Self::Local(l) => l.saved(who, cost),
+            Self::Shared(s) => s.saved(who, cost),
         }
     }
 
@@ -284,6 +306,7 @@ impl Budgets {
     pub fn report(&self) -> Report {
         match self {
             Self::Local(l) => l.report(),
+            Self::Shared(s) => s.report(),
         }
     }
 }

@@ -567,4 +567,4 @@ async fn connect_and_ping(weak: &Weak<Inner>) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::limit::{LimiterConfig, Priority, SharedLimiter, SharedLimiterConfig};
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Server {
@@ -22,7 +22,7 @@ impl Drop for Server {
     }
 }
 
-fn server() -> Option<Server> {
+pub(crate) fn server() -> Option<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -56,7 +56,7 @@ fn server() -> Option<Server> {
     Some(Server { child, port })
 }
 
-fn config(port: u16, prefix: &str) -> StoreConfig {
+pub(crate) fn config(port: u16, prefix: &str) -> StoreConfig {
     StoreConfig {
         urls: vec![format!("redis://127.0.0.1:{port}")],
         prefix: prefix.into(),

@@ -1,0 +1,498 @@
+//! Budgets held in Redis, the scripts and their arguments: one Lua script per operation
+//! (reserve across every meter at once, settle, read), all on the server clock (`TIME` inside
+//! the script), so processes with skewed clocks agree and no check-then-increment race is
+//! possible. [`super::SharedLedger`] builds the `Budgets` semantics on top.
+//!
+//! Keys of one ledger share one hash tag (`{<prefix>:spend}`), so a reservation across the
+//! global, tenant and user levels is one atomic script on one Cluster slot. Per meter, a hash
+//! holds spend per slot plus `held` (reservations in flight). Reservations live in a hash
+//! (id -> the meters and amounts they hold) and an expiry sorted set: every reserve first
+//! drops reservations past their deadline, so a crashed worker does not hold budget.
+//! Settle (and release, a settle of nothing) is idempotent by id: a `done` marker kept a day.
+//! Per level, a hash of counters (requests, usd, refusals, cache savings) and a set naming
+//! the levels seen, for reports.
+//!
+//! Window arithmetic stays in Rust ([`Span`]): the script gets each meter's slot length and
+//! how many slots count. A calendar month has no fixed length, so for it Rust names the
+//! current month and when it ends (from this host's clock: only a skew across the month's
+//! first second matters).
+
+use super::window::{Span, Window, SLOTS};
+use crate::store::{Lua, Store, StoreError};
+use std::sync::OnceLock;
+
+const UNHOLD: &str = r"
+local function unhold(holds, expiry, id)
+  local v = redis.call('HGET', holds, id)
+  if v then
+    for key, amt in string.gmatch(v, '([^;]+)|([^;]+);') do
+      local h = tonumber(redis.call('HGET', key, 'held') or '0') - tonumber(amt)
+      if h < 1e-12 then h = 0 end
+      redis.call('HSET', key, 'held', string.format('%.17g', h))
+    end
+    redis.call('HDEL', holds, id)
+  end
+  redis.call('ZREM', expiry, id)
+end
+";
+
+const RESERVE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local holds, expiry, levels = KEYS[1], KEYS[2], KEYS[3]
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
+  unhold(holds, expiry, old)
+end
+local id, ttl = ARGV[1], tonumber(ARGV[2])
+local n, m, force = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local fails, useds = {}, {}
+for i = 1, n do
+  local key, b = KEYS[3 + i], 6 + 7 * (i - 1)
+  local slot_us, slots = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+  local limit, amount = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local check, fixed, fixed_end = ARGV[b + 4] == '1', tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+  local current = math.floor(now / slot_us)
+  if fixed > 0 then current = fixed end
+  local first = current - slots + 1
+  local used = tonumber(redis.call('HGET', key, 'held') or '0')
+  local booked = {}
+  local all = redis.call('HGETALL', key)
+  for j = 1, #all, 2 do
+    if all[j] ~= 'held' then
+      local s = tonumber(all[j])
+      if s < first then
+        redis.call('HDEL', key, all[j])
+      else
+        used = used + tonumber(all[j + 1])
+        booked[#booked + 1] = {s, tonumber(all[j + 1])}
+      end
+    end
+  end
+  useds[i] = string.format('%.17g', used)
+  if check and used + amount > limit + 1e-9 then
+    local resets = -1
+    if amount <= limit and slots > 0 then
+      table.sort(booked, function(x, y) return x[1] < y[1] end)
+      local u = used
+      for _, e in ipairs(booked) do
+        u = u - e[2]
+        if u + amount <= limit + 1e-9 then
+          if fixed > 0 then resets = fixed_end - now else resets = (e[1] + slots) * slot_us - now end
+          break
+        end
+      end
+    end
+    fails[#fails + 1] = tostring(i)
+    fails[#fails + 1] = useds[i]
+    fails[#fails + 1] = string.format('%.0f', resets)
+  end
+end
+local lb = 6 + 7 * n
+for j = 1, m do redis.call('SADD', levels, ARGV[lb + j - 1]) end
+if #fails > 0 then
+  local field = 'refused'
+  if force then field = 'would_refuse' end
+  for j = 1, m do redis.call('HINCRBY', KEYS[3 + n + j], field, 1) end
+  if not force then return {0, fails, useds} end
+end
+local v = ''
+for i = 1, n do
+  local amount = tonumber(ARGV[6 + 7 * (i - 1) + 3])
+  if amount > 0 then
+    local a = string.format('%.17g', amount)
+    redis.call('HINCRBYFLOAT', KEYS[3 + i], 'held', a)
+    v = v .. KEYS[3 + i] .. '|' .. a .. ';'
+  end
+end
+redis.call('HSET', holds, id, v)
+redis.call('ZADD', expiry, now + ttl, id)
+return {1, fails, useds}
+";
+
+const SETTLE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local holds, expiry, done, levels = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id = ARGV[1]
+if redis.call('SET', done, '1', 'NX', 'PX', 86400000) == false then return 0 end
+unhold(holds, expiry, id)
+local n, m, count = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
+for i = 1, n do
+  local b = 8 + 3 * (i - 1)
+  local slot_us, amount, fixed = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  if amount > 0 then
+    local slot = math.floor(now / slot_us)
+    if fixed > 0 then slot = fixed end
+    redis.call('HINCRBYFLOAT', KEYS[4 + i], string.format('%.0f', slot), string.format('%.17g', amount))
+  end
+end
+if count then
+  local lb = 8 + 3 * n
+  for j = 1, m do
+    local c = KEYS[4 + n + j]
+    redis.call('HINCRBY', c, 'requests', ARGV[5])
+    redis.call('HINCRBY', c, 'tokens', ARGV[6])
+    redis.call('HINCRBYFLOAT', c, 'usd', ARGV[7])
+    redis.call('SADD', levels, ARGV[lb + j - 1])
+  end
+end
+return 1
+";
+
+const SAVED: &str = r"
+local m = tonumber(ARGV[1])
+for j = 1, m do
+  local c = KEYS[1 + j]
+  redis.call('HINCRBY', c, 'cache_hits', 1)
+  redis.call('HINCRBYFLOAT', c, 'saved_usd', ARGV[2])
+  redis.call('HINCRBY', c, 'saved_tokens', ARGV[3])
+  redis.call('SADD', KEYS[1], ARGV[3 + j])
+end
+return 1
+";
+
+const READ: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local holds, expiry = KEYS[1], KEYS[2]
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
+  unhold(holds, expiry, old)
+end
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local useds, counters = {}, {}
+for i = 1, n do
+  local key, b = KEYS[2 + i], 3 + 3 * (i - 1)
+  local slot_us, slots, fixed = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  local current = math.floor(now / slot_us)
+  if fixed > 0 then current = fixed end
+  local first = current - slots + 1
+  local used = 0
+  local all = redis.call('HGETALL', key)
+  for j = 1, #all, 2 do
+    if all[j] == 'held' or tonumber(all[j]) >= first then used = used + tonumber(all[j + 1]) end
+  end
+  useds[i] = string.format('%.17g', used)
+end
+local fields = {'requests', 'refused', 'would_refuse', 'usd', 'tokens', 'cache_hits',
+  'saved_usd', 'saved_tokens'}
+for j = 1, m do
+  local values = redis.call('HMGET', KEYS[2 + n + j], unpack(fields))
+  for k = 1, #fields do counters[#counters + 1] = values[k] or '0' end
+end
+local in_flight = redis.call('ZCARD', expiry)
+return {tostring(in_flight), useds, counters}
+";
+
+/// The counters a level keeps in Redis, in the order [`SharedSpend::read`] returns them.
+pub const COUNTERS: [&str; 8] = [
+    "requests",
+    "refused",
+    "would_refuse",
+    "usd",
+    "tokens",
+    "cache_hits",
+    "saved_usd",
+    "saved_tokens",
+];
+
+fn with_unhold(source: &'static str) -> &'static str {
+    // Scripts are built once per process; leaking the joined text keeps `Lua` 'static.
+    Box::leak(format!("{UNHOLD}{source}").into_boxed_str())
+}
+
+fn reserve_script() -> &'static Lua {
+    static CELL: OnceLock<Lua> = OnceLock::new();
+    CELL.get_or_init(|| Lua::new(with_unhold(RESERVE)))
+}
+
+fn settle_script() -> &'static Lua {
+    static CELL: OnceLock<Lua> = OnceLock::new();
+    CELL.get_or_init(|| Lua::new(with_unhold(SETTLE)))
+}
+
+fn saved_script() -> &'static Lua {
+    static CELL: OnceLock<Lua> = OnceLock::new();
+    CELL.get_or_init(|| Lua::new(SAVED))
+}
+
+fn read_script() -> &'static Lua {
+    static CELL: OnceLock<Lua> = OnceLock::new();
+    CELL.get_or_init(|| Lua::new(with_unhold(READ)))
+}
+
+/// One meter of one level as Redis holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedMeter {
+    /// Level and meter key ("t:acme/usd:day:r"); becomes part of the Redis key.
+    pub name: String,
+    /// None: calls in flight (held only, never booked).
+    pub span: Option<Span>,
+    pub limit: f64,
+}
+
+impl SharedMeter {
+    /// Slot length (µs), how many slots count, and for a calendar month the current month and
+    /// when it ends (µs): the only window facts the scripts get.
+    fn slots(&self, now_us: u64) -> (u64, u64, u64, u64) {
+        match self.span {
+            None => (1, 0, 0, 0),
+            Some(span) => match (span.calendar, span.window) {
+                (true, Window::Month) => {
+                    let slot = span.slot(now_us);
+                    (Window::Month.micros(), 1, slot, span.expires(slot))
+                }
+                (true, w) => (w.micros(), 1, 0, 0),
+                (false, w) => (w.micros() / SLOTS, SLOTS, 0, 0),
+            },
+        }
+    }
+}
+
+/// One meter a reservation would take over its limit: which (index into the list given),
+/// what it had used, and in how long enough of that leaves the window (None: never, or only
+/// when calls in flight end).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SharedRefusal {
+    pub meter: usize,
+    pub used: f64,
+    pub resets_in_us: Option<u64>,
+}
+
+/// What a reserve did: held (with the meters over their limit, in shadow mode) or refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reserved {
+    pub held: bool,
+    pub over: Vec<SharedRefusal>,
+    /// What each meter had used before this reservation.
+    pub used: Vec<f64>,
+}
+
+/// One meter in a reserve: what to hold and whether to check it against its limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Take {
+    pub meter: SharedMeter,
+    pub amount: f64,
+    /// False: held without a check (a degraded level serving a cheaper deployment).
+    pub check: bool,
+}
+
+/// What a level's counters hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Charge {
+    pub requests: u64,
+    pub tokens: u64,
+    pub usd: f64,
+}
+
+/// What [`SharedSpend::read`] returns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Read {
+    pub in_flight: usize,
+    pub used: Vec<f64>,
+    /// Per level asked, the [`COUNTERS`] in order.
+    pub counters: Vec<[f64; 8]>,
+}
+
+fn num(s: &str) -> f64 {
+    s.parse().unwrap_or(0.0)
+}
+
+fn float(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.17e}")
+    } else {
+        "0".into()
+    }
+}
+
+/// Budgets in Redis, one round trip per operation.
+#[derive(Debug, Clone)]
+pub struct SharedSpend {
+    store: Store,
+}
+
+impl SharedSpend {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.store.key("spend", name)
+    }
+
+    fn meter_key(&self, m: &SharedMeter) -> String {
+        self.key(&format!("m:{}", m.name))
+    }
+
+    fn counter_key(&self, level: &str) -> String {
+        self.key(&format!("c:{level}"))
+    }
+
+    /// Every level a reservation or settlement was counted at, ever.
+    pub async fn levels(&self) -> Result<Vec<String>, StoreError> {
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(self.key("levels"));
+        self.store.query(cmd).await
+    }
+
+    /// Hold `takes`, all or none, under reservation `id` (unique per call) and count a
+    /// refusal at `levels` if one is over its limit; `force` (shadow mode) holds anyway.
+    /// Unsettled, the hold expires after `ttl_us` (server time). `now_us` (this host's clock)
+    /// only names the calendar month.
+    pub async fn reserve(
+        &self,
+        id: &str,
+        takes: &[Take],
+        levels: &[String],
+        force: bool,
+        ttl_us: u64,
+        now_us: u64,
+    ) -> Result<Reserved, StoreError> {
+        let mut keys = vec![self.key("holds"), self.key("expiry"), self.key("levels")];
+        let mut args = vec![
+            id.to_owned(),
+            ttl_us.to_string(),
+            takes.len().to_string(),
+            levels.len().to_string(),
+            if force { "1" } else { "0" }.to_owned(),
+        ];
+        for t in takes {
+            let (slot_us, slots, fixed, fixed_end) = t.meter.slots(now_us);
+            keys.push(self.meter_key(&t.meter));
+            args.extend([
+                slot_us.to_string(),
+                slots.to_string(),
+                float(t.meter.limit),
+                float(t.amount),
+                if t.check { "1" } else { "0" }.to_owned(),
+                fixed.to_string(),
+                fixed_end.to_string(),
+            ]);
+        }
+        for l in levels {
+            keys.push(self.counter_key(l));
+        }
+        args.extend(levels.iter().cloned());
+        let (ok, fails, used): (i64, Vec<String>, Vec<String>) =
+            self.store.eval(reserve_script(), keys, args).await?;
+        let over = fails
+            .chunks(3)
+            .filter_map(|c| match c {
+                [i, used, resets] => Some(SharedRefusal {
+                    meter: i.parse::<usize>().ok()?.checked_sub(1)?,
+                    used: num(used),
+                    resets_in_us: match resets.parse::<i64>() {
+                        Ok(-1) | Err(_) => None,
+                        // A negative time to a month's end: this host's clock is ahead.
+                        Ok(r) => Some(u64::try_from(r).unwrap_or(0)),
+                    },
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(Reserved {
+            held: ok == 1,
+            over,
+            used: used.iter().map(|u| num(u)).collect(),
+        })
+    }
+
+    /// Book `amounts[i]` (real usage) on `meters[i]`, count `charge` at `levels` and drop
+    /// reservation `id`'s hold. A retried settle (or a settle after a release) changes
+    /// nothing: returns false.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn settle(
+        &self,
+        id: &str,
+        meters: &[SharedMeter],
+        amounts: &[f64],
+        levels: &[String],
+        charge: Option<Charge>,
+        now_us: u64,
+    ) -> Result<bool, StoreError> {
+        let mut keys = vec![
+            self.key("holds"),
+            self.key("expiry"),
+            self.key(&format!("done:{id}")),
+            self.key("levels"),
+        ];
+        let c = charge.unwrap_or_default();
+        let mut args = vec![
+            id.to_owned(),
+            meters.len().to_string(),
+            levels.len().to_string(),
+            if charge.is_some() { "1" } else { "0" }.to_owned(),
+            c.requests.to_string(),
+            c.tokens.to_string(),
+            float(c.usd),
+        ];
+        for (m, a) in meters.iter().zip(amounts) {
+            let (slot_us, _, fixed, _) = m.slots(now_us);
+            keys.push(self.meter_key(m));
+            args.extend([slot_us.to_string(), float(*a), fixed.to_string()]);
+        }
+        for l in levels {
+            keys.push(self.counter_key(l));
+        }
+        args.extend(levels.iter().cloned());
+        let n: i64 = self.store.eval(settle_script(), keys, args).await?;
+        Ok(n == 1)
+    }
+
+    /// Give reservation `id` back uncharged: a settle of nothing.
+    pub async fn release(&self, id: &str) -> Result<bool, StoreError> {
+        self.settle(id, &[], &[], &[], None, 0).await
+    }
+
+    /// Count a cache hit that saved `usd` and `tokens` at `levels`.
+    pub async fn saved(&self, levels: &[String], usd: f64, tokens: u64) -> Result<(), StoreError> {
+        let mut keys = vec![self.key("levels")];
+        keys.extend(levels.iter().map(|l| self.counter_key(l)));
+        let mut args = vec![levels.len().to_string(), float(usd), tokens.to_string()];
+        args.extend(levels.iter().cloned());
+        let _: i64 = self.store.eval(saved_script(), keys, args).await?;
+        Ok(())
+    }
+
+    /// What each meter counts now (booked in its window plus held, reservations past their
+    /// deadline dropped first), the counters of each level, and the reservations in flight.
+    pub async fn read(
+        &self,
+        meters: &[SharedMeter],
+        levels: &[String],
+        now_us: u64,
+    ) -> Result<Read, StoreError> {
+        let mut keys = vec![self.key("holds"), self.key("expiry")];
+        let mut args = vec![meters.len().to_string(), levels.len().to_string()];
+        for m in meters {
+            let (slot_us, slots, fixed, _) = m.slots(now_us);
+            keys.push(self.meter_key(m));
+            args.extend([slot_us.to_string(), slots.to_string(), fixed.to_string()]);
+        }
+        keys.extend(levels.iter().map(|l| self.counter_key(l)));
+        let (in_flight, used, counters): (String, Vec<String>, Vec<String>) =
+            self.store.eval(read_script(), keys, args).await?;
+        Ok(Read {
+            in_flight: in_flight.parse().unwrap_or(0),
+            used: used.iter().map(|u| num(u)).collect(),
+            counters: counters
+                .chunks(COUNTERS.len())
+                .map(|c| {
+                    let mut out = [0.0; 8];
+                    for (o, v) in out.iter_mut().zip(c) {
+                        *o = num(v);
+                    }
+                    out
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "shared/tests.rs"]
+mod tests;
