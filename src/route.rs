@@ -384,7 +384,12 @@ impl Router {
             ..RequestInfo::default()
         };
         let exec = self.router.start(info);
+        let remote = matches!(
+            self.budgets,
+            Some(langscale_core::spend::Budgets::Shared(_))
+        );
         Ok(Run {
+            remote,
             run: Arc::new(Mutex::new(
                 route::Run::new(exec, self.limits.clone(), estimated_input_tokens)
                     .with_spend(spend),
@@ -547,11 +552,24 @@ type PyAction = (&'static str, Option<u32>, Option<usize>, Option<Py<PyAny>>);
 #[pyclass(frozen, module = "langscale._core")]
 pub struct Run {
     run: Arc<Mutex<route::Run>>,
+    /// Its budgets are in Redis: a step may make a round trip.
+    remote: bool,
 }
 
 impl Run {
     fn lock(&self) -> std::sync::MutexGuard<'_, route::Run> {
         self.run.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One step of the run: without the GIL when it may make a Redis round trip (budgets in
+    /// Redis), else with it (a step takes less than giving the GIL up and taking it back,
+    /// which with other threads waiting can cost a switch interval).
+    fn step<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut route::Run) -> R + Send) -> R {
+        if self.remote {
+            py.detach(|| f(&mut self.lock()))
+        } else {
+            f(&mut self.lock())
+        }
     }
 }
 
@@ -563,8 +581,7 @@ fn seconds(py: Python<'_>, d: Option<Duration>) -> PyResult<Option<Py<PyAny>>> {
 #[pymethods]
 impl Run {
     fn next(&self, py: Python<'_>) -> PyResult<PyAction> {
-        // Budgets in Redis make a round trip here: without the GIL.
-        let action = py.detach(|| self.lock().next());
+        let action = self.step(py, route::Run::next);
         Ok(match action {
             Action::Call {
                 attempt,
@@ -626,9 +643,8 @@ impl Run {
     /// The call succeeded (a stream: its first chunk came) with this usage.
     #[pyo3(signature = (attempt, input_tokens=0, output_tokens=0))]
     fn succeeded(&self, py: Python<'_>, attempt: u32, input_tokens: u64, output_tokens: u64) {
-        py.detach(|| {
-            self.lock()
-                .succeeded(AttemptId(attempt), input_tokens, output_tokens);
+        self.step(py, |r| {
+            r.succeeded(AttemptId(attempt), input_tokens, output_tokens)
         });
     }
 
@@ -658,13 +674,13 @@ impl Run {
             retryable,
         );
         // Its budget reservation is released (a round trip for budgets in Redis).
-        py.detach(|| self.lock().failed(AttemptId(attempt), kind));
+        self.step(py, |r| r.failed(AttemptId(attempt), kind));
         kind_name(kind)
     }
 
     /// The real usage of a streamed answer, once read: settles the permits still held.
     fn settle(&self, py: Python<'_>, used_tokens: u64) {
-        py.detach(|| self.lock().settle(used_tokens));
+        self.step(py, |r| r.settle(used_tokens));
     }
 
     /// Seconds `attempt` waited before it went out (backoff, cool-downs, a hedge's delay,
@@ -678,7 +694,7 @@ impl Run {
     /// The same with input and output apart (a stream's final usage, or what a stream cut
     /// short received): the budgets are charged at the deployment's prices.
     fn settle_usage(&self, py: Python<'_>, input_tokens: u64, output_tokens: u64) {
-        py.detach(|| self.lock().settle_usage(input_tokens, output_tokens));
+        self.step(py, |r| r.settle_usage(input_tokens, output_tokens));
     }
 
     /// Every limiter refusal of this request: (attempt, deployment, exception).
