@@ -26,6 +26,7 @@ import bench_limiter
 import bench_redis
 import bench_scaled
 import bench_semantic
+import bench_tokens
 import report
 from _common import Case, Row, Settings
 
@@ -41,6 +42,7 @@ MODULES: dict[str, ModuleType] = {
     "embeddings": bench_embeddings,
     "embed_cache": bench_embed_cache,
     "graph_cache": bench_graph_cache,
+    "tokens": bench_tokens,
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
 
