@@ -133,12 +133,9 @@ def _speed(settings: Settings) -> list[Row]:
     note = f"{len(chats)} chats of {mean_tokens:.0f} tokens (o200k_base) on average"
 
     for name, model in MODELS.items():
-        samplers: dict[str, Callable[[], float]] = {
-            "langscale": lambda m=model: time_items(lambda c: _core.count_tokens(m, c), chats),
-        }
+        samplers = {"langscale": _ours(model, chats)}
         if name in encodings:
-            enc = encodings[name]
-            samplers["tiktoken"] = lambda e=enc: time_items(lambda c: tiktoken_count(e, c), chats)
+            samplers["tiktoken"] = _theirs(encodings[name], chats)
         ns = compare(samplers, rounds)
         rows.append(
             Row(
@@ -176,10 +173,9 @@ def _speed(settings: Settings) -> list[Row]:
     text = "\n".join(qs)
     doc = [("user", text)]
     tokens = _core.count_tokens("gpt-4o", doc)
-    samplers = {"langscale": lambda: time_items(lambda c: _core.count_tokens("gpt-4o", c), [doc])}
+    samplers = {"langscale": _ours("gpt-4o", [doc])}
     if "o200k_base" in encodings:
-        enc = encodings["o200k_base"]
-        samplers["tiktoken"] = lambda: time_items(lambda c: tiktoken_count(enc, c), [doc])
+        samplers["tiktoken"] = _theirs(encodings["o200k_base"], [doc])
     ns = compare(samplers, rounds)
     rows.append(
         Row(
@@ -193,6 +189,14 @@ def _speed(settings: Settings) -> list[Row]:
         )
     )
     return rows
+
+
+def _ours(model: str, chats: list[Pairs]) -> Callable[[], float]:
+    return lambda: time_items(lambda c: _core.count_tokens(model, c), chats)
+
+
+def _theirs(encoding: Any, chats: list[Pairs]) -> Callable[[], float]:
+    return lambda: time_items(lambda c: tiktoken_count(encoding, c), chats)
 
 
 # --- error of the estimate -------------------------------------------------------------
