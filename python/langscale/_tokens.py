@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage
 
 from langscale import _core
 
@@ -55,20 +55,22 @@ def model_name_of(model: Any) -> str | None:
     return None
 
 
+# isinstance, not getattr with a default: a missing attribute of a pydantic model costs
+# microseconds (the AttributeError), several per message.
 def _role(message: BaseMessage) -> str:
-    role = getattr(message, "role", None)  # ChatMessage carries its own
-    if isinstance(role, str):
-        return role
+    if isinstance(message, ChatMessage):  # carries its own
+        return message.role
     return _ROLES.get(message.type, message.type)
 
 
 def _text(message: BaseMessage) -> str:
     content = message.content
     parts = [content] if isinstance(content, str) else [_block_text(b) for b in content]
-    for call in getattr(message, "tool_calls", None) or ():
-        parts += (call.get("name") or "", _json(call.get("args")))
-    for call in getattr(message, "invalid_tool_calls", None) or ():
-        parts += (call.get("name") or "", call.get("args") or "")
+    if isinstance(message, AIMessage):
+        for call in message.tool_calls:
+            parts += (call.get("name") or "", _json(call.get("args")))
+        for bad in message.invalid_tool_calls:
+            parts += (bad.get("name") or "", bad.get("args") or "")
     return "\n".join(p for p in parts if p)
 
 
