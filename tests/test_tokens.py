@@ -121,6 +121,9 @@ def test_model_name_of_reads_the_usual_attributes() -> None:
     assert model_name_of(Anthropicish()) == "claude-3-5-sonnet"
     assert model_name_of(Bedrockish()) == "anthropic.claude-v2"
     assert model_name_of(object()) is None
+    # ChatEndpoint keeps it under ``model`` (``model_name`` is only its alias).
+    endpoint = langscale.ChatEndpoint(base_url="http://127.0.0.1:9/v1", model="gpt-4o-mini")
+    assert model_name_of(endpoint) == "gpt-4o-mini"
 
 
 @pytest.mark.parametrize(
