@@ -27,6 +27,7 @@ import bench_limiter
 import bench_redis
 import bench_scaled
 import bench_semantic
+import bench_tokens
 import report
 from _common import Case, Row, Settings
 
@@ -43,6 +44,7 @@ MODULES: dict[str, ModuleType] = {
     "embed_cache": bench_embed_cache,
     "graph_cache": bench_graph_cache,
     "budgets": bench_budgets,
+    "tokens": bench_tokens,
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results" / "results.json"
 

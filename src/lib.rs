@@ -15,6 +15,7 @@ mod semantic;
 mod sim;
 mod spend;
 mod store;
+mod tokens;
 
 use pyo3::prelude::*;
 
@@ -31,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sim::register(m)?;
     store::register(m)?;
     spend::register(m)?;
+    tokens::register(m)?;
     #[cfg(feature = "minilm")]
     embeddings::register(m)?;
     Ok(())

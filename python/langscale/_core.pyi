@@ -40,6 +40,7 @@ __all__ = [
     "canonical_prompt",
     "check_deployment",
     "classify_error",
+    "count_tokens",
 ]
 
 __version__: str
@@ -555,3 +556,9 @@ class IndexStream:
     def publish(self, fields: list[tuple[str, bytes]]) -> None: ...
     def drain(self) -> list[dict[str, bytes]]: ...
     def counts(self) -> tuple[int, int]: ...
+
+# -- input token counts (src/tokens.rs) ---------------------------------------------------------
+
+# messages: (role, content) pairs; exact for OpenAI models (o200k_base / cl100k_base), else
+# content characters // 4 + 4 per message
+def count_tokens(model: str | None, messages: list[tuple[str, str]]) -> int: ...

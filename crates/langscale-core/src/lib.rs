@@ -14,3 +14,4 @@ pub mod route;
 pub mod sim;
 pub mod spend;
 pub mod store;
+pub mod tokens;
