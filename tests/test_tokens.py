@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     ChatMessage,
@@ -21,6 +23,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.outputs import ChatGeneration, ChatResult
 
 import langscale
 from langscale import _core
@@ -195,3 +198,37 @@ def test_exact_count_never_exceeds_the_texts_bytes(content: str) -> None:
     exact = estimate_input_tokens([HumanMessage(content)], "gpt-4o")
     overhead = 3 + 1 + 3
     assert overhead <= exact <= overhead + len(content.encode("utf-8"))
+
+
+class _Named(BaseChatModel):
+    """A chat model named like an OpenAI one; records what its budget holds while it runs."""
+
+    model_name: str = "gpt-4o"
+    budgets: Any = None
+    held: list[float] = []  # noqa: RUF012 - one list per test, reset there
+
+    @property
+    def _llm_type(self) -> str:
+        return "named-fake"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
+        limits = self.budgets.report()["levels"]["tenant:acme"]["limits"]
+        self.held.append(next(m["used"] for m in limits if m["budget"].startswith("tokens")))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage("ok"))])
+
+
+@pytest.mark.parametrize(("name", "exact"), [("gpt-4o", True), ("claude-sonnet-4", False)])
+def test_budgets_reserve_the_exact_count_where_the_tokenizer_is_known(name, exact):
+    """With budgets, a call's reservation holds its prompt's tokens counted with the primary
+    deployment's tokenizer (plus max_tokens for the answer); other models: the estimate."""
+    budgets = langscale.Budgets({"tenant_default": {"budgets": [{"tokens": 1e9, "window": "day"}]}})
+    inner = _Named(model_name=name, budgets=budgets, held=[])
+    model = langscale.ScaledChatModel([inner], budgets=budgets)
+    messages = CHATS["unicode"] + CHATS["code"]
+    with langscale.tenant("acme"):
+        model.invoke(messages, max_tokens=50)
+    pairs = [("user", m.content) for m in messages]
+    counted = _core.count_tokens(name if exact else None, pairs)
+    assert inner.held == [counted + 50]
+    if exact:
+        assert counted != _core.count_tokens(None, pairs)  # the two differ on this prompt

@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core import exceptions as lc
@@ -34,6 +34,7 @@ from langscale import metrics as _metrics
 from langscale import store as _store
 from langscale._drive import adrive, drive
 from langscale._tenant_metrics import cache_hit as _cache_hit
+from langscale._tokens import estimate_input_tokens, model_name_of
 from langscale.budgets import Budgets
 from langscale.endpoint import (
     ChatEndpoint,
@@ -378,6 +379,9 @@ class ScaledChatModel(BaseChatModel):
     # Whether anything of the router uses the tenant (budgets, limiters' fair queues): the
     # identity of a call is read only then (~1 us per call otherwise spent for nothing).
     _tenanted: bool = PrivateAttr(default=False)
+    # The model whose tokenizer counts prompts exactly (budgets reserve money on the count),
+    # or None: the chars/4 estimate (~30x cheaper) is enough to route and charge limiters.
+    _count_model: str | None = PrivateAttr(default=None)
     _flights: Any = PrivateAttr(default=None)
 
     def __init__(self, deployments: Sequence[Any] | None = None, /, **kwargs: Any) -> None:
@@ -411,6 +415,7 @@ class ScaledChatModel(BaseChatModel):
             or any(d.limiter is not None for d in deps)
             or self.top_tenants != 0
         )
+        self._count_model = model_name_of(deps[0].model) if self.budgets is not None else None
         self._router = _core.Router(
             [d.spec(i, names) for i, d in enumerate(deps)],
             self.strategy,
@@ -546,6 +551,15 @@ class ScaledChatModel(BaseChatModel):
         then BaseModel.__getattr__); on the per-call path read them from this dict."""
         return self.__pydantic_private__  # type: ignore[return-value]
 
+    def _input_tokens(self, messages: list[BaseMessage]) -> int:
+        """The prompt's input tokens, as the limiters and budgets are charged before a call:
+        counted exactly with the primary deployment's tokenizer (OpenAI's, where its model
+        name says which) when budgets reserve money on it, else estimated from its length."""
+        model = self._private()["_count_model"]
+        if model is None:
+            return _estimate_tokens(messages)
+        return estimate_input_tokens(messages, model)
+
     def _complexity_hint(self, messages: list[BaseMessage]) -> Any:
         """The user's score for this request, as returned: the core checks it is a number."""
         if self.complexity is not None and self.strategy == "complexity":
@@ -562,7 +576,7 @@ class ScaledChatModel(BaseChatModel):
         # Positional: keyword arguments cost ~0.1 us each to parse on this per-call path.
         # (estimated_input_tokens, tools, turns, complexity_hint, tenant, user, output_tokens)
         return private["_router"].start(
-            _estimate_tokens(messages),
+            self._input_tokens(messages),
             len(kwargs.get("tools") or ()) if kwargs else 0,
             len(messages),
             self._complexity_hint(messages),
@@ -696,7 +710,7 @@ class ScaledChatModel(BaseChatModel):
         body = request_json(messages, stop, kwargs)
         tools = len(kwargs.get("tools") or ())
         tenant = _identity.of_run(run_manager).tenant if self._private()["_tenanted"] else None
-        return body, _estimate_tokens(messages), tools, len(messages), hint, tenant
+        return body, self._input_tokens(messages), tools, len(messages), hint, tenant
 
     def _native_generate(
         self,
@@ -874,7 +888,7 @@ class ScaledChatModel(BaseChatModel):
                 yield _chunk(piece, run_manager)
         finally:
             # The final chunk's usage; a stream cut short is charged for what it received.
-            run.settle_usage(*_stream_usage(total, messages))
+            run.settle_usage(*_stream_usage(total, lambda: self._input_tokens(messages)))
 
     async def _astream_routed(
         self,
@@ -923,10 +937,10 @@ class ScaledChatModel(BaseChatModel):
                 total += piece
                 yield await _achunk(piece, run_manager)
         finally:
-            run.settle_usage(*_stream_usage(total, messages))
+            run.settle_usage(*_stream_usage(total, lambda: self._input_tokens(messages)))
 
 
-def _stream_usage(total: Any, messages: Sequence[BaseMessage]) -> tuple[int, int]:
+def _stream_usage(total: Any, input_tokens: Callable[[], int]) -> tuple[int, int]:
     """(input, output) tokens a stream used: its usage metadata (the final chunk's), else
     (cut short, or a provider that sends none) the prompt's estimate and what was received."""
     usage = getattr(total, "usage_metadata", None) or {}
@@ -937,7 +951,7 @@ def _stream_usage(total: Any, messages: Sequence[BaseMessage]) -> tuple[int, int
     if used_in or used_out:
         return used_in, used_out
     text = getattr(total, "text", "") or ""
-    return _estimate_tokens(messages), (len(text) + 3) // 4
+    return input_tokens(), (len(text) + 3) // 4
 
 
 def _max_tokens(kwargs: dict[str, Any]) -> int | None:
