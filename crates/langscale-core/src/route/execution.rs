@@ -13,6 +13,11 @@ use super::nanos;
 use super::router::Router;
 use super::tenants::TenantOutcome;
 
+/// How often a request waiting on a half-open deployment's probe looks again: its usual
+/// latency, within these bounds (50 ms when it has none yet).
+const PROBE_POLL_DEFAULT: Duration = Duration::from_millis(50);
+const PROBE_POLL_MIN: Duration = Duration::from_millis(5);
+const PROBE_POLL_MAX: Duration = Duration::from_millis(500);
 /// Which call of an execution an outcome belongs to (0 for the first, then counting up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttemptId(pub u32);
@@ -558,7 +563,9 @@ impl Execution {
     }
 
     /// When `d` can take a call, if not now: the end of its cool-down, or when its open
-    /// breaker lets a probe through.
+    /// breaker lets a probe through. Half open with its probes taken, it is back when a
+    /// probe answers: expected after the deployment's usual latency, then asked again (its
+    /// breaker then closed, or open until a known time).
     fn available_at(&self, d: usize, now: u64) -> Option<u64> {
         let state = self.router.state(d)?;
         if let Some(until) = state.cooling_until(now) {
@@ -566,10 +573,16 @@ impl Execution {
         }
         let mut breaker = state.breaker();
         if breaker.would_admit(now) {
-            None
-        } else {
-            Some(breaker.open_until().unwrap_or(u64::MAX))
+            return None;
         }
+        Some(breaker.open_until().unwrap_or_else(|| {
+            let latency = state
+                .ewma_secs()
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                .unwrap_or(PROBE_POLL_DEFAULT)
+                .clamp(PROBE_POLL_MIN, PROBE_POLL_MAX);
+            now.saturating_add(nanos(latency))
+        }))
     }
 
     /// Cost-aware fail-over: wait for `cheap` (back at `at`) rather than call `pricey` now,

@@ -1250,6 +1250,44 @@ fn a_request_with_time_waits_for_the_cheap_deployment_instead_of_paying_more() {
 }
 
 #[test]
+fn a_request_with_time_waits_for_a_half_open_cheap_deployments_probe_instead_of_paying_more() {
+    let config = RouterConfig {
+        failover_price_ratio: Some(2.0),
+        deadline: Some(30 * SEC),
+        ..breaker_config()
+    };
+    let (r, clock) = router(priced(&[1.0, 16.0]), config);
+    let d0_fails = |d: usize| {
+        if d == 0 {
+            failed(ErrorKind::Server)
+        } else {
+            ok()
+        }
+    };
+    for _ in 0..4 {
+        drive(&r, &clock, RequestInfo::default(), d0_fails);
+    }
+    assert_eq!(r.snapshot().deployments[0].breaker, BreakerState::Open);
+    clock.advance(10 * SEC);
+    let mut probe = r.start(RequestInfo::default());
+    let (pa, pd, _) = expect_call(probe.next());
+    assert_eq!(pd, 0, "the probe");
+    // The probe is out: the next request waits for its answer rather than pay 16x.
+    let mut other = r.start(RequestInfo::default());
+    let Step::Sleep(poll) = other.next() else {
+        panic!("expected a sleep while the probe is out");
+    };
+    assert!(poll <= Duration::from_millis(500), "{poll:?}");
+    probe.report(pa, ok());
+    clock.advance(poll);
+    assert_eq!(
+        expect_call(other.next()).1,
+        0,
+        "the breaker closed: the cheap one"
+    );
+}
+
+#[test]
 fn without_the_time_or_with_a_small_price_gap_it_fails_over_at_once() {
     // The cool-down outlasts the deadline.
     let (r, _) = router(priced(&[1.0, 16.0]), cost_aware(SEC));
