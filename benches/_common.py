@@ -8,10 +8,13 @@ load elsewhere on a small machine then hits both sides alike instead of one.
 from __future__ import annotations
 
 import gc
+import json
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 Sampler = Callable[[], float]
@@ -122,3 +125,16 @@ def with_redis_server(
             return run(server.url, settings)
     except RuntimeError as err:
         return [Row(group, f"skipped: {err}", "ns/call", 0.0, None)]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rust_example(name: str, settings: Settings) -> list[dict[str, Any]]:
+    """Run the core's example ``name`` (release build; ``--quick`` in a quick run) and return
+    the JSON object it prints on each line."""
+    cmd = ["cargo", "run", "--quiet", "--release", "-p", "langscale-core", "--example", name]
+    if settings.quick:
+        cmd += ["--", "--quick"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]

@@ -9,16 +9,13 @@ needs ``redis`` (the ``bench`` extra).
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-from _common import Case, Row, Settings, compare, time_calls, with_redis_server
+from _common import Case, Row, Settings, compare, rust_example, time_calls, with_redis_server
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -29,7 +26,6 @@ from langscale import BudgetExceeded, Budgets, Deployment, ScaledChatModel
 GROUP_OVERSHOOT = "budgets: one shared $50 budget, 4 processes x 50 threads, $1 calls of 20 ms"
 GROUP_COST = "budgets: cost of a budget check, ScaledChatModel.invoke on a fake model"
 GROUP_IN_PROCESS = "budgets: cost of a budget check in process (reserve + settle, 3 levels)"
-ROOT = Path(__file__).resolve().parent.parent
 PROCESSES, THREADS, LIMIT = 4, 50, 50.0
 
 
@@ -44,14 +40,8 @@ def cases(settings: Settings) -> list[Case]:
 def _check_in_process(settings: Settings) -> list[Row]:
     """The Rust example ``budget_check``: reserve then settle, three levels (global, tenant,
     user) each with a rate and a spend budget, 50 tenants in turn; one thread and four."""
-    cmd = ["cargo", "run", "--quiet", "--release", "-p", "langscale-core"]
-    cmd += ["--example", "budget_check"]
-    if settings.quick:
-        cmd += ["--", "--quick"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     rows = []
-    for line in out.splitlines():
-        r = json.loads(line)
+    for r in rust_example("budget_check", settings):
         one_thread = "1 thread" in r["case"]
         rows.append(
             Row(

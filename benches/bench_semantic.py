@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -26,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import Case, Row, Settings
+from _common import Case, Row, Settings, rust_example
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.outputs import Generation
 
@@ -169,22 +168,8 @@ def _quality_rows(settings: Settings) -> list[Row]:
 
 
 def _speed_rows(settings: Settings) -> list[Row]:
-    cmd = [
-        "cargo",
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "langscale-core",
-        "--example",
-        "semantic_speed",
-    ]
-    if settings.quick:
-        cmd += ["--", "--quick"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     rows = []
-    for line in out.splitlines():
-        r = json.loads(line)
+    for r in rust_example("semantic_speed", settings):
         n = r["entries"]
         rows.append(
             Row(

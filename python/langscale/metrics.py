@@ -290,9 +290,14 @@ def _models(f: _Families, models: dict[str, dict[str, Any]]) -> None:
                 "gauge",
                 "Attempt latency percentiles over the router's recent window.",
             )
-            if d.get("latency_count"):
-                for q in ("50", "95", "99"):
-                    latency.add(d.get(f"latency_p{q}"), **labels, quantile=f"0.{q}")
+            _quantiles(latency, d, labels)
+
+
+def _quantiles(family: Any, row: dict[str, Any], labels: dict[str, str]) -> None:
+    """A row's latency percentiles (p50, p95, p99), when it has any latency samples."""
+    if row.get("latency_count"):
+        for q in ("50", "95", "99"):
+            family.add(row.get(f"latency_p{q}"), **labels, quantile=f"0.{q}")
 
 
 _TENANT_COUNTERS = [
@@ -324,9 +329,7 @@ def _tenants(f: _Families, model: str, tenants: dict[str, dict[str, Any]]) -> No
             "gauge",
             "Request latency percentiles (start to answer, answered requests).",
         )
-        if t.get("latency_count"):
-            for q in ("50", "95", "99"):
-                latency.add(t.get(f"latency_p{q}"), **labels, quantile=f"0.{q}")
+        _quantiles(latency, t, labels)
         remaining = f(
             "tenant_budget_remaining",
             "gauge",
