@@ -497,3 +497,22 @@ def test_breaker_half_opens_after_the_cool_down_and_closes_on_success():
     dep = model.stats()["deployments"][0]
     assert dep["breaker"] == "closed"
     assert dep["breaker_half_opened"] == 1 and dep["breaker_closed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("stop", "kwargs"),
+    [
+        (None, {}),
+        (["END"], {"temperature": 0.2, "max_tokens": 5}),
+        (None, {"model": "gpt-x", "temperature": "hot", "max_tokens": 2.5}),
+    ],
+)
+def test_tracing_params_are_langchains_with_langscale_as_provider(stop, kwargs):
+    """Built without BaseChatModel's attribute probing, the params are still what it would
+    give, named langscale, the model being the deployments' names unless the call names one."""
+    model = ScaledChatModel([Model(label="a"), Deployment(Model(label="b"), name="second")])
+    ours = model._get_ls_params(stop=stop, **kwargs)
+    theirs = BaseChatModel._get_ls_params(model, stop=stop, **kwargs)
+    theirs["ls_provider"] = "langscale"
+    theirs.setdefault("ls_model_name", "Model,second")
+    assert ours == theirs

@@ -382,6 +382,7 @@ class ScaledChatModel(BaseChatModel):
     # The model whose tokenizer counts prompts exactly (budgets reserve money on the count),
     # or None: the chars/4 estimate (~30x cheaper) is enough to route and charge limiters.
     _count_model: str | None = PrivateAttr(default=None)
+    _ls_model_name: str = PrivateAttr(default="")
     _flights: Any = PrivateAttr(default=None)
 
     def __init__(self, deployments: Sequence[Any] | None = None, /, **kwargs: Any) -> None:
@@ -408,6 +409,7 @@ class ScaledChatModel(BaseChatModel):
             raise _core.ConfigError(msg)
         names: set[str] = set()
         self._deps = deps
+        self._ls_model_name = ",".join(d.name for d in deps)
         self._flights = _core.Coalescer(self.coalesce_wait)
         self._tenanted = (
             self.budgets is not None
@@ -468,11 +470,23 @@ class ScaledChatModel(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         """Tracing names the provider langscale and the model by its deployments' names (each
-        inner call is traced under its own model when anyone is listening)."""
-        params = super()._get_ls_params(stop=stop, **kwargs)
-        params["ls_provider"] = "langscale"
-        if "ls_model_name" not in params:
-            params["ls_model_name"] = ",".join(d.name for d in self._private()["_deps"])
+        inner call is traced under its own model when anyone is listening); a call's own
+        ``model``, ``temperature`` and ``max_tokens`` as BaseChatModel's would. Built here,
+        not by BaseChatModel's: it looks for attributes this model does not have, and each
+        miss on a pydantic model costs microseconds, on every call."""
+        params = LangSmithParams(ls_provider="langscale", ls_model_type="chat")
+        if stop:
+            params["ls_stop"] = stop
+        model = kwargs.get("model")
+        params["ls_model_name"] = (
+            model if isinstance(model, str) else self._private()["_ls_model_name"]
+        )
+        temperature = kwargs.get("temperature")
+        if isinstance(temperature, (int, float)):
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens")
+        if isinstance(max_tokens, int):
+            params["ls_max_tokens"] = max_tokens
         return params
 
     # -- tools: each deployment converts them its own way -------------------------------------
