@@ -5,18 +5,22 @@ awaited ``aacquire``), and the rate each actually achieves against a configured 
 8 threads or 200 asyncio tasks all want more than it allows. And fairness between tenants:
 the p95 latency of a light tenant while a heavy one sends 20x its traffic into one limit,
 against its p95 alone, against langscale with no tenants named (one FIFO queue) and against
-LangChain's limiter shared by both.
+LangChain's limiter shared by both. The same across processes through Redis: a light tenant
+in one process beside a heavy one in three others, one limit shared by all four; its
+achieved share and p95 latency with tenants named, alone, and first come, first served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from _common import Case, Row, Settings, compare, time_calls
+from _common import Case, Row, Settings, compare, time_calls, with_redis_server
 from langchain_core.rate_limiters import BaseRateLimiter, InMemoryRateLimiter
 
 import langscale
@@ -37,6 +41,10 @@ def cases(settings: Settings) -> list[Case]:
         Case("acquire cost", lambda: _acquire_cost(settings)),
         Case("aacquire cost", lambda: _aacquire_cost(settings)),
         Case("fair queuing: light tenant beside a 20x heavy one", lambda: _fairness(settings)),
+        Case(
+            "fair shares over Redis: light tenant beside a 20x heavy one in 3 processes",
+            lambda: with_redis_server(_shared_fairness, settings, SHARED_GROUP),
+        ),
     ]
     for stagger in (0.0, POLL_PERIOD):
         for rate in RATES:
@@ -368,4 +376,138 @@ def _fairness(settings: Settings) -> list[Row]:
         ),
         Row(group, "with tenants vs no tenants named (one FIFO queue)", "ms", fair, fifo),
         Row(group, "langscale with tenants vs InMemoryRateLimiter", "ms", fair, langchain),
+    ]
+
+
+# --- fair shares across processes through Redis ------------------------------------------
+
+SHARED_RATE = 40.0  # one limit held in Redis for every process
+SHARED_LIGHT = 15.0  # within the light tenant's half share (20/s)
+SHARED_HEAVY_PROCESSES = 3  # each with one asking waiter, as the light process has
+SHARED_GROUP = (
+    f"limiter over Redis: light tenant p95 latency (ms), {SHARED_LIGHT:g}/s in one process "
+    f"beside a tenant sending {HEAVY_FACTOR}x that from {SHARED_HEAVY_PROCESSES} others into "
+    f"one {SHARED_RATE:g}/s limit, calls {CALL_SECONDS * 1e3:g} ms"
+)
+
+
+def _shared_tenant_worker(url, prefix, go, start_at, seconds, tenant, named, rate, threads, out):
+    """Open-loop arrivals of one tenant at `rate`/s over `threads` senders (a spawned process):
+    the admissions made before the end, and the latencies (wait + call, in ms) of the calls
+    done by then."""
+    store = langscale.RedisStore(url, prefix=prefix)
+    limiter = langscale.RateLimiter(
+        requests_per_second=SHARED_RATE, burst=2, store=store, name="fair"
+    )
+    latencies: list[float] = []
+    admitted = [0]
+    lock = threading.Lock()
+    out.put("ready")
+    go.wait(120)
+    begin = start_at.value
+    end = begin + seconds
+
+    def run(offset: float) -> None:
+        sent = 0
+        while True:
+            due = begin + offset + sent * threads / rate
+            if due >= end:
+                return
+            time.sleep(max(0.0, due - time.time()))
+            sent += 1
+            asked = time.time()
+            limiter.acquire(timeout=60, tenant=tenant if named else None)
+            if time.time() < end:
+                with lock:
+                    admitted[0] += 1
+            time.sleep(CALL_SECONDS)
+            done = time.time()
+            if done < end:
+                with lock:
+                    latencies.append((done - asked) * 1e3)
+
+    pool = [threading.Thread(target=run, args=(i / rate,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out.put((tenant, admitted[0], latencies, limiter.stats()["local"]))
+
+
+def _shared_run(url: str, seconds: float, named: bool, heavy: bool) -> dict[str, float]:
+    plan = [("light", SHARED_LIGHT, 4)]
+    if heavy:
+        plan += [("heavy", SHARED_LIGHT * HEAVY_FACTOR / SHARED_HEAVY_PROCESSES, 8)] * (
+            SHARED_HEAVY_PROCESSES
+        )
+    prefix = f"f{uuid.uuid4().hex[:8]}"
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    go = ctx.Event()
+    start_at = ctx.Value("d", 0.0)
+    procs = [
+        ctx.Process(
+            target=_shared_tenant_worker,
+            args=(url, prefix, go, start_at, seconds, tenant, named, rate, threads, out),
+        )
+        for tenant, rate, threads in plan
+    ]
+    for p in procs:
+        p.start()
+    ready = [out.get(timeout=120) for _ in procs]
+    assert ready == ["ready"] * len(procs), ready
+    start_at.value = time.time() + 0.5
+    go.set()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    light, light_ms = next((n, lat) for tenant, n, lat, _ in results if tenant == "light")
+    heavy = sum(n for tenant, n, _, _ in results if tenant == "heavy")
+    return {
+        "light_p95_ms": _quantile_ms(light_ms, 0.95),
+        "light_share_of_offered": light / (SHARED_LIGHT * seconds),
+        "light_per_s": light / seconds,
+        "heavy_per_s": heavy / seconds,
+        "local_admissions": sum(local for *_, local in results),
+    }
+
+
+def _shared_fairness(url: str, settings: Settings) -> list[Row]:
+    seconds = settings.pick(8.0, 2.0)
+    alone = _shared_run(url, seconds, named=True, heavy=False)
+    fair = _shared_run(url, seconds, named=True, heavy=True)
+    fifo = _shared_run(url, seconds, named=False, heavy=True)
+    detail = {
+        "alone": alone,
+        "fair": fair,
+        "fifo": fifo,
+        "light_fair_share_per_s": SHARED_RATE / 2,
+    }
+    return [
+        Row(
+            SHARED_GROUP,
+            "with tenants vs alone (langscale both)",
+            "ms",
+            fair["light_p95_ms"],
+            alone["light_p95_ms"],
+            target=f"within {FAIR_TARGET:g}x of alone",
+            met=fair["light_p95_ms"] <= FAIR_TARGET * alone["light_p95_ms"],
+            extra=detail,
+        ),
+        Row(
+            SHARED_GROUP,
+            "with tenants vs no tenants named (first come, first served)",
+            "ms",
+            fair["light_p95_ms"],
+            fifo["light_p95_ms"],
+        ),
+        Row(
+            SHARED_GROUP,
+            "light tenant admitted / offered, tenants vs first come, first served",
+            "share",
+            fair["light_share_of_offered"],
+            fifo["light_share_of_offered"],
+            target="at least 0.95 (it asks within its share)",
+            met=fair["light_share_of_offered"] >= 0.95,
+        ),
     ]

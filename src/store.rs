@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use langscale_core::limit::{
-    LimiterConfig, Priority, SharedLimiter, SharedLimiterConfig, SharedPermit as CorePermit,
+    Ask, LimiterConfig, Priority, SharedLimiter, SharedLimiterConfig, SharedPermit as CorePermit,
 };
 use langscale_core::route::SharedBreakers as CoreBreakers;
 use langscale_core::store::{
@@ -224,7 +224,7 @@ pub struct SharedRateLimiter {
 #[pymethods]
 impl SharedRateLimiter {
     #[new]
-    #[pyo3(signature = (store, name, requests_per_second=None, requests_per_minute=None, tokens_per_minute=None, max_concurrency=None, burst=None, token_burst=None, priority_aging=None, lease=None, local_share=None, slot_ttl=None))]
+    #[pyo3(signature = (store, name, requests_per_second=None, requests_per_minute=None, tokens_per_minute=None, max_concurrency=None, burst=None, token_burst=None, priority_aging=None, lease=None, local_share=None, slot_ttl=None, tenant_weights=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         store: &RedisStore,
@@ -239,6 +239,7 @@ impl SharedRateLimiter {
         lease: Option<&Bound<'_, PyAny>>,
         local_share: Option<&Bound<'_, PyAny>>,
         slot_ttl: Option<&Bound<'_, PyAny>>,
+        tenant_weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let name = name.0;
         if name.is_empty() || name.contains(['{', '}']) {
@@ -261,7 +262,7 @@ impl SharedRateLimiter {
             token_burst: args::positive_count("token_burst", token_burst)?,
             priority_aging: args::seconds("priority_aging", priority_aging)?
                 .unwrap_or(Duration::from_secs(5)),
-            tenant_weights: std::collections::HashMap::new(),
+            tenant_weights: args::tenant_weights("tenant_weights", tenant_weights)?,
         };
         let defaults = SharedLimiterConfig::default();
         let config = SharedLimiterConfig {
@@ -278,28 +279,31 @@ impl SharedRateLimiter {
         })
     }
 
-    /// Admit now if possible (at most one round trip), else None.
+    /// Admit now if possible (at most one round trip), else None. A `tenant` is held to its
+    /// share (by `tenant_weights`) while another tenant is starved, in every process.
     #[pyo3(
-        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard)),
-        text_signature = "($self, tokens=0, priority='standard')"
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), tenant=None),
+        text_signature = "($self, tokens=0, priority='standard', tenant=None)"
     )]
     fn try_acquire(
         &self,
         py: Python<'_>,
         tokens: Tokens,
         priority: PriorityArg,
+        tenant: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<SharedPermit>> {
         let (tokens, priority) = (tokens.0, priority.0);
+        let ask = Ask::new(priority, args::optional_text("tenant", tenant)?);
         let permit = py
-            .detach(|| self.limiter.try_acquire(tokens, priority))
+            .detach(|| self.limiter.try_acquire(tokens, ask))
             .map_err(CoreError::from)?;
         Ok(permit.map(SharedPermit::new))
     }
 
     /// Wait (releasing the GIL) until admitted; raises RateLimitTimeout after `timeout` s.
     #[pyo3(
-        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None),
-        text_signature = "($self, tokens=0, priority='standard', timeout=None)"
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None, tenant=None),
+        text_signature = "($self, tokens=0, priority='standard', timeout=None, tenant=None)"
     )]
     fn acquire(
         &self,
@@ -307,11 +311,13 @@ impl SharedRateLimiter {
         tokens: Tokens,
         priority: PriorityArg,
         timeout: Option<&Bound<'_, PyAny>>,
+        tenant: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<SharedPermit> {
         let (tokens, priority) = (tokens.0, priority.0);
         let timeout = args::seconds("timeout", timeout)?;
+        let ask = Ask::new(priority, args::optional_text("tenant", tenant)?);
         let permit = py.detach(|| {
-            let permit = self.limiter.acquire_blocking(tokens, priority, timeout);
+            let permit = self.limiter.acquire_blocking(tokens, ask, timeout);
             self.store.flush_events();
             permit
         });
@@ -320,8 +326,8 @@ impl SharedRateLimiter {
 
     /// An awaitable of a SharedPermit; cancelling it gives the place back.
     #[pyo3(
-        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None),
-        text_signature = "($self, tokens=0, priority='standard', timeout=None)"
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None, tenant=None),
+        text_signature = "($self, tokens=0, priority='standard', timeout=None, tenant=None)"
     )]
     fn acquire_async<'py>(
         &self,
@@ -329,17 +335,32 @@ impl SharedRateLimiter {
         tokens: Tokens,
         priority: PriorityArg,
         timeout: Option<&Bound<'py, PyAny>>,
+        tenant: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (tokens, priority) = (tokens.0, priority.0);
         let timeout = args::seconds("timeout", timeout)?;
+        let ask = Ask::new(priority, args::optional_text("tenant", tenant)?);
         let limiter = self.limiter.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let permit = limiter
-                .acquire(tokens, priority, timeout)
+                .acquire(tokens, ask, timeout)
                 .await
                 .map_err(CoreError::from)?;
             Ok(SharedPermit::new(permit))
         })
+    }
+
+    /// Change a tenant's weight in this process (set it alike in every process sharing it).
+    fn set_tenant_weight(
+        &self,
+        tenant: &Bound<'_, PyAny>,
+        weight: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let tenant = args::text("tenant", tenant)?;
+        let weight = args::positive_number("weight", Some(weight))?.unwrap_or(1.0);
+        self.limiter
+            .set_tenant_weight(tenant, weight)
+            .map_err(|e| CoreError::from(e).into())
     }
 
     #[getter]

@@ -290,3 +290,105 @@ def test_extreme_rates_never_panic(redis_server, redis_prefix):
     # every answer came from the shared script: no script errors, no fallback
     assert store.stats()["errors"] == 0
     assert slow.stats()["local"] == 0 and fast.stats()["local"] == 0
+
+
+# -- fair shares between tenants across processes --------------------------------------------
+
+
+def _tenant_worker(url, prefix, go, start_at, seconds, tenant, rate, threads, out):
+    """Open-loop arrivals of one tenant at `rate`/s over `threads` senders; reports the
+    admissions made before the end and their waits (s)."""
+    store = langscale.RedisStore(url, prefix=prefix)
+    limiter = RateLimiter(requests_per_second=40, burst=2, store=store, name="fair")
+    waits: list[float] = []
+    lock = threading.Lock()
+    out.put("ready")
+    go.wait(120)
+    begin = start_at.value
+    end = begin + seconds
+
+    def run(offset: float) -> None:
+        sent = 0
+        while True:
+            due = begin + offset + sent * threads / rate
+            if due >= end:
+                return
+            time.sleep(max(0.0, due - time.time()))
+            sent += 1
+            asked = time.time()
+            limiter.acquire(timeout=30, tenant=tenant)
+            done = time.time()
+            if done < end:
+                with lock:
+                    waits.append(done - asked)
+
+    pool = [threading.Thread(target=run, args=(i / rate,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out.put((tenant, len(waits), sorted(waits), limiter.stats()["local"]))
+
+
+def test_a_light_tenant_keeps_its_rate_beside_a_heavy_one_in_other_processes(
+    redis_server, redis_prefix
+):
+    # One 40/s limit, two tenants of weight 1 (20/s each). The light tenant asks 15/s, within
+    # its share; the heavy one 20x that from three processes. Served first come, first served
+    # the light tenant would get about a quarter of the slots (one asker in each of four
+    # processes) and fall behind by seconds; held to its share while the light one is
+    # starved, the heavy tenant leaves it what it asks for.
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    go = ctx.Event()
+    start_at = ctx.Value("d", 0.0)
+    seconds = 6.0
+    plan = [("light", 15.0, 4)] + [("heavy", 100.0, 8)] * 3
+    procs = [
+        ctx.Process(
+            target=_tenant_worker,
+            args=(redis_server.url, redis_prefix, go, start_at, seconds, t, r, n, out),
+        )
+        for t, r, n in plan
+    ]
+    for p in procs:
+        p.start()
+    assert [out.get(timeout=120) for _ in procs] == ["ready"] * len(procs)
+    start_at.value = time.time() + 0.5
+    go.set()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=10)
+    assert all(local == 0 for *_, local in results)
+    light = next(r for r in results if r[0] == "light")
+    heavy = sum(n for t, n, _, _ in results if t == "heavy")
+    waits = light[2]
+    p95 = waits[min(len(waits) - 1, int(0.95 * len(waits)))]
+    print(f"light admitted {light[1]} of {15 * seconds:.0f}, p95 wait {p95:.3f} s; heavy {heavy}")
+    # the light tenant gets what it asks for (admitted before the end, generous margin)
+    assert light[1] >= 0.85 * 15 * seconds
+    # the heavy one takes the rest, and the two together no more than the limit
+    assert heavy + light[1] <= 40 * seconds + 10
+    assert heavy >= 0.5 * 25 * seconds
+    # no backlog builds up behind the heavy tenant's requests (seconds of it first come,
+    # first served)
+    assert p95 < 1.0
+
+
+def test_tenant_weights_of_a_shared_limiter(redis_server, redis_prefix):
+    with pytest.raises(ConfigError, match="acme"):
+        shared(redis_server, redis_prefix, requests_per_second=10, tenant_weights={"acme": -1})
+    limiter = shared(
+        redis_server,
+        redis_prefix,
+        requests_per_second=10,
+        burst=8,
+        name="tw",
+        tenant_weights={"gold": 3},
+    )
+    with pytest.raises(ConfigError, match="weight"):
+        limiter.set_tenant_weight("tin", float("nan"))
+    limiter.set_tenant_weight("tin", 1)
+    assert limiter.acquire(blocking=False, tenant="tin")
+    # not starved, tin leaves gold the rest of the burst, beyond gold's share of 6
+    assert sum(1 for _ in range(10) if limiter.acquire(blocking=False, tenant="gold")) == 7

@@ -512,14 +512,26 @@ class SharedRateLimiter:
         lease: int | None = None,
         local_share: float | None = None,
         slot_ttl: float | None = None,
+        tenant_weights: dict[str, float] | None = None,
     ) -> Self: ...
-    def try_acquire(self, tokens: int = 0, priority: str = "standard") -> SharedPermit | None: ...
+    def try_acquire(
+        self, tokens: int = 0, priority: str = "standard", tenant: str | None = None
+    ) -> SharedPermit | None: ...
     def acquire(
-        self, tokens: int = 0, priority: str = "standard", timeout: float | None = None
+        self,
+        tokens: int = 0,
+        priority: str = "standard",
+        timeout: float | None = None,
+        tenant: str | None = None,
     ) -> SharedPermit: ...
     def acquire_async(
-        self, tokens: int = 0, priority: str = "standard", timeout: float | None = None
+        self,
+        tokens: int = 0,
+        priority: str = "standard",
+        timeout: float | None = None,
+        tenant: str | None = None,
     ) -> Awaitable[SharedPermit]: ...
+    def set_tenant_weight(self, tenant: str, weight: float) -> None: ...
     @property
     def max_tokens(self) -> int | None: ...
     def stats(self) -> dict[str, Any]: ...

@@ -29,7 +29,9 @@ class RateLimiter(BaseRateLimiter):
     ``tenant=``) share the limit by weighted fair queuing on tokens: a tenant sending 20x the
     traffic of another cannot push the other's wait above its share. ``tenant_weights``
     (``{"acme": 2}``, default 1 each; ``set_tenant_weight`` at run time) sets the shares. In one
-    process; a limit shared through Redis serves tenants first come, first served.
+    process exactly; shared through Redis, a tenant refused within its share holds every other
+    tenant, in every process, to its own share (rate x weight / weights of the active tenants)
+    until it is served (set the same weights in every process).
 
     ``burst`` is how many requests may go at once (default: 20 ms worth of the rate, at least
     1); ``token_burst`` how many tokens (default: one minute's worth).
@@ -72,6 +74,7 @@ class RateLimiter(BaseRateLimiter):
                 lease,
                 local_share,
                 slot_ttl,
+                tenant_weights,
             )
             return
         self._core = _core.RateLimiter(
@@ -102,9 +105,11 @@ class RateLimiter(BaseRateLimiter):
         this is (default: the current tenant).
         """
         if not blocking:
+            if self._shared:
+                return self._core.try_acquire(tokens, priority, self._tenant(tenant)) or False
             return self._core.try_acquire(tokens, priority) or False
         if self._shared:
-            return self._core.acquire(tokens, priority, timeout)
+            return self._core.acquire(tokens, priority, timeout, self._tenant(tenant))
         return self._core.acquire(tokens, priority, timeout, self._tenant(tenant))
 
     async def aacquire(
@@ -119,10 +124,13 @@ class RateLimiter(BaseRateLimiter):
         """Like ``acquire`` without blocking the event loop; cancelling gives the place back."""
         if self._shared and blocking:
             # A shared admission is a round trip: never made on the event loop's thread.
-            permit = await self._core.acquire_async(tokens, priority, timeout)
+            permit = await self._core.acquire_async(tokens, priority, timeout, self._tenant(tenant))
             self._store.flush_events()  # log a health change seen meanwhile, here
             return permit
-        permit = self._core.try_acquire(tokens, priority)
+        if self._shared:
+            permit = self._core.try_acquire(tokens, priority, self._tenant(tenant))
+        else:
+            permit = self._core.try_acquire(tokens, priority)
         if permit is not None:
             return permit
         if not blocking:
@@ -134,10 +142,10 @@ class RateLimiter(BaseRateLimiter):
         return _identity.current().tenant if tenant is None else tenant
 
     def set_tenant_weight(self, tenant: str, weight: float) -> None:
-        """Change a tenant's share of this limit while tenants wait (default weight 1)."""
-        if self._shared:
-            msg = "tenant weights apply to a limiter in one process, not one shared through Redis"
-            raise _core.ConfigError(msg)
+        """Change a tenant's share of this limit while tenants wait (default weight 1).
+
+        Shared through Redis, each process sends its own weights: set them alike everywhere.
+        """
         self._core.set_tenant_weight(tenant, weight)
 
     @property

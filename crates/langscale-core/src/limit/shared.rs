@@ -11,15 +11,22 @@
 //! - Priorities across processes: a waiter that is refused registers its ticket in the
 //!   waiting set of its priority (expiring shortly after its next retry); the script refuses
 //!   anyone of a lower priority while a more urgent waiter is registered anywhere.
+//! - Fair shares across processes: a request naming a tenant (`Ask::flow`) records it as
+//!   active; its share is its weight (`tenant_weights`, default 1) over those of the tenants
+//!   active in the last second. A tenant refused while within its share marks itself starved
+//!   for twice its wait; while another tenant is starved, a tenant is admitted only within its
+//!   share (a GCRA of its own at the share's rate), else it may use whatever is free. Requests
+//!   naming no tenant do no extra work and take no part; tenants never lease.
 //! - Redis down: admissions come from a local limiter holding this process's share of every
 //!   limit (`local_share`, or one over the live workers counted by the heartbeat); sharing
 //!   resumes as soon as the store is up again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use super::fair::Flow;
 use super::{Ask, LimitError, Limiter, LimiterConfig, Permit, Priority};
 use crate::store::{unique_id, Lua, Store, StoreError};
 
@@ -47,9 +54,34 @@ if cmax > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
   if redis.call('ZCARD', KEYS[2]) >= cmax then return wait(5000) end
 end
+-- Fair shares (only when the request names a tenant): the tenant's share is its weight over
+-- the weights of the tenants seen in the last second; a per-tenant GCRA at that share says
+-- whether it is within it. Beyond its share it is admitted only while no other tenant is
+-- starved (refused recently while within its own share).
+local tenant = ARGV[9 + nb * 4]
+local share, others = 1, false
+if tenant then
+  local cutoff = string.format('%.17g', now - 1000000)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. cutoff)
+  for _, g in ipairs(gone) do redis.call('HDEL', KEYS[8], g) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. cutoff)
+  redis.call('ZADD', KEYS[7], string.format('%.17g', now), tenant)
+  redis.call('HSET', KEYS[8], tenant, ARGV[10 + nb * 4])
+  local sum = 0
+  for _, a in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+    sum = sum + (tonumber(redis.call('HGET', KEYS[8], a)) or 1)
+  end
+  local weight = tonumber(ARGV[10 + nb * 4])
+  share = weight / math.max(sum, weight)
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', string.format('%.17g', now))
+  local n = redis.call('ZCARD', KEYS[9])
+  if redis.call('ZSCORE', KEYS[9], tenant) then n = n - 1 end
+  others = n > 0
+  for k = 7, 9 do redis.call('PEXPIRE', KEYS[k], 60000) end
+end
 local take = want
-local tats = {}
-local delay = 0
+local tats, mine = {}, {}
+local delay, tdelay, within = 0, 0, true
 for i = 0, nb - 1 do
   local b = 9 + i * 4
   local interval, cap, kind = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), ARGV[b + 3]
@@ -68,8 +100,29 @@ for i = 0, nb - 1 do
     delay = math.max(delay, tat + tokens * interval - cap - now)
     take = 0
   end
+  if tenant then
+    local ti = interval / share
+    local units = 1
+    if kind ~= 'r' then units = tokens end
+    local tcap = math.max(cap, ti * math.max(units, 1))
+    local field = ARGV[b] .. ':' .. tenant
+    local ttat = tonumber(redis.call('HGET', KEYS[6], field) or '0')
+    if ttat < now then ttat = now end
+    mine[i] = {field, ttat, ti, tcap}
+    if units > 0 and ttat + units * ti - now > tcap + 1e-6 then
+      tdelay = math.max(tdelay, ttat + units * ti - tcap - now)
+      within = false
+    end
+  end
 end
-if take < 1 then return wait(math.max(delay, 1)) end
+if tenant and others and not within then return wait(math.max(tdelay, 1)) end
+if take < 1 then
+  if tenant and within and register then
+    local till = now + 2 * math.min(delay, 3600000000) + 50000
+    redis.call('ZADD', KEYS[9], string.format('%.17g', till), tenant)
+  end
+  return wait(math.max(delay, 1))
+end
 local horizon = 0
 for i = 0, nb - 1 do
   local b = 9 + i * 4
@@ -79,6 +132,14 @@ for i = 0, nb - 1 do
     local new = tats[i] + units * tonumber(ARGV[b + 1])
     redis.call('HSET', KEYS[1], ARGV[b], string.format('%.17g', new))
     horizon = math.max(horizon, new - now)
+    local m = mine[i]
+    if m then
+      -- Beyond its share the tenant owes at most one burst, not its whole excess.
+      local tnew = math.min(m[2] + units * m[3], now + m[4])
+      redis.call('HSET', KEYS[6], m[1], string.format('%.17g', tnew))
+      local tttl = math.min(math.max(math.ceil((tnew - now) / 1000) + 1000, 60000), 1e12)
+      redis.call('PEXPIRE', KEYS[6], string.format('%.0f', tttl))
+    end
   end
 end
 if horizon > 0 then
@@ -143,6 +204,9 @@ fn heartbeat_script() -> &'static Lua {
     static S: OnceLock<Lua> = OnceLock::new();
     script(&S, HEARTBEAT)
 }
+
+/// One asking waiter at a time (see `Inner::turns`).
+type Gate = Arc<tokio::sync::Mutex<()>>;
 
 /// A shared limit: which one (`name`), its limits, and how this process takes part.
 #[derive(Debug, Clone)]
@@ -214,6 +278,8 @@ struct Keys {
     slots: String,
     members: String,
     waiting: [String; 3],
+    /// Tenant TATs, active tenants, their weights, starved tenants.
+    fair: [String; 4],
 }
 
 #[derive(Debug, Default)]
@@ -247,6 +313,9 @@ struct Inner {
     /// priorities still hold, and a binding rate costs about two round trips per admission
     /// instead of one per waiter per turn.
     turns: [tokio::sync::Mutex<()>; 3],
+    /// The same per tenant and priority, so one tenant's waiters never queue behind another's.
+    tenant_turns: Mutex<HashMap<(Arc<str>, u8), Gate>>,
+    weights: RwLock<HashMap<Arc<str>, f64>>,
     seq: AtomicU64,
     counters: Counters,
 }
@@ -363,7 +432,18 @@ impl SharedLimiter {
                 store.key(&tag, "w1"),
                 store.key(&tag, "w2"),
             ],
+            fair: [
+                store.key(&tag, "ts"),
+                store.key(&tag, "ta"),
+                store.key(&tag, "tw"),
+                store.key(&tag, "tz"),
+            ],
         };
+        let weights = limits
+            .tenant_weights
+            .iter()
+            .map(|(t, w)| (Arc::from(t.as_str()), *w))
+            .collect();
         let share = config.local_share.unwrap_or(1.0);
         let local = Limiter::new(&local_limits(limits, share))?;
         let inner = Arc::new(Inner {
@@ -379,6 +459,8 @@ impl SharedLimiter {
             }),
             held: Mutex::new(HashSet::new()),
             turns: Default::default(),
+            tenant_turns: Mutex::new(HashMap::new()),
+            weights: RwLock::new(weights),
             seq: AtomicU64::new(0),
             counters: Counters {
                 workers: AtomicU64::new(1),
@@ -393,6 +475,22 @@ impl SharedLimiter {
     /// The most tokens one request may ask for, if tokens are limited.
     pub fn max_tokens(&self) -> Option<u64> {
         self.inner.token_burst
+    }
+
+    /// Change a tenant's weight (its share against the other active tenants; default 1).
+    /// Each process sends its own weight with its requests, so set it in every process.
+    pub fn set_tenant_weight(&self, tenant: &str, weight: f64) -> Result<(), LimitError> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(LimitError::Config(format!(
+                "the weight of tenant {tenant:?} must be a positive number, got {weight}"
+            )));
+        }
+        self.inner
+            .weights
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(Arc::from(tenant), weight);
+        Ok(())
     }
 
     fn check_tokens(&self, tokens: u64) -> Result<(), LimitError> {
@@ -429,17 +527,16 @@ impl SharedLimiter {
         tokens: u64,
         ask: impl Into<Ask>,
     ) -> Result<Option<SharedPermit>, LimitError> {
-        // Tenants share this limit through Redis first come, first served (no fair queue yet).
-        let priority = ask.into().priority;
+        let Ask { priority, flow } = ask.into();
         self.check_tokens(tokens)?;
-        if let Some(permit) = self.inner.take_leased(tokens, priority) {
+        if let Some(permit) = self.inner.take_leased(tokens, priority, &flow) {
             return Ok(Some(permit));
         }
         let inner = Arc::clone(&self.inner);
         let ticket = self.inner.ticket();
         let store = self.inner.store.clone();
         let outcome = store.block_on(async move {
-            let taken = inner.take(&ticket, priority, false, tokens).await;
+            let taken = inner.take(&ticket, priority, false, tokens, &flow).await;
             Ok::<_, StoreError>((inner, ticket, taken))
         });
         match outcome {
@@ -458,15 +555,15 @@ impl SharedLimiter {
         ask: impl Into<Ask>,
         timeout: Option<Duration>,
     ) -> Result<SharedPermit, LimitError> {
-        let priority = ask.into().priority;
+        let Ask { priority, flow } = ask.into();
         self.check_tokens(tokens)?;
-        if let Some(permit) = self.inner.take_leased(tokens, priority) {
+        if let Some(permit) = self.inner.take_leased(tokens, priority, &flow) {
             return Ok(permit);
         }
         let inner = Arc::clone(&self.inner);
         // The wait runs on the store's runtime; dropping this future cancels it there too.
         let task = crate::store::runtime()
-            .spawn(async move { inner.wait(tokens, priority, timeout).await });
+            .spawn(async move { inner.wait(tokens, priority, flow, timeout).await });
         let abort = AbortOnDrop(task.abort_handle());
         let result = task.await;
         drop(abort);
@@ -480,15 +577,15 @@ impl SharedLimiter {
         ask: impl Into<Ask>,
         timeout: Option<Duration>,
     ) -> Result<SharedPermit, LimitError> {
-        let priority = ask.into().priority;
+        let Ask { priority, flow } = ask.into();
         self.check_tokens(tokens)?;
-        if let Some(permit) = self.inner.take_leased(tokens, priority) {
+        if let Some(permit) = self.inner.take_leased(tokens, priority, &flow) {
             return Ok(permit);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let inner = Arc::clone(&self.inner);
         let task = crate::store::runtime().spawn(async move {
-            let _ = tx.send(inner.wait(tokens, priority, timeout).await);
+            let _ = tx.send(inner.wait(tokens, priority, flow, timeout).await);
         });
         let _abort = AbortOnDrop(task.abort_handle());
         // The wait honours `timeout` itself; the margin only guards against a lost task.
@@ -553,6 +650,22 @@ impl Inner {
         format!("{}:{}", self.id, self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// The turn gate of one tenant at one priority (pruned of unused gates as it grows).
+    fn tenant_gate(&self, tenant: &Arc<str>, priority: Priority) -> Gate {
+        let mut gates = self
+            .tenant_turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if gates.len() >= 256 {
+            gates.retain(|_, g| Arc::strong_count(g) > 1);
+        }
+        Arc::clone(
+            gates
+                .entry((Arc::clone(tenant), priority as u8))
+                .or_default(),
+        )
+    }
+
     fn share(&self) -> f64 {
         self.local.read().unwrap_or_else(PoisonError::into_inner).0
     }
@@ -580,12 +693,20 @@ impl Inner {
         }
     }
 
-    fn leasing(&self, tokens: u64) -> bool {
-        self.config.lease > 1 && tokens == 0 && self.config.limits.max_concurrency.is_none()
+    fn leasing(&self, tokens: u64, tenant: &Flow) -> bool {
+        self.config.lease > 1
+            && tokens == 0
+            && tenant.is_none()
+            && self.config.limits.max_concurrency.is_none()
     }
 
-    fn take_leased(self: &Arc<Self>, tokens: u64, priority: Priority) -> Option<SharedPermit> {
-        if !self.leasing(tokens) || !self.store.is_up() {
+    fn take_leased(
+        self: &Arc<Self>,
+        tokens: u64,
+        priority: Priority,
+        tenant: &Flow,
+    ) -> Option<SharedPermit> {
+        if !self.leasing(tokens, tenant) || !self.store.is_up() {
             return None;
         }
         let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
@@ -622,8 +743,9 @@ impl Inner {
         priority: Priority,
         register: bool,
         tokens: u64,
+        tenant: &Flow,
     ) -> Result<Taken, StoreError> {
-        let want = if self.leasing(tokens) {
+        let want = if self.leasing(tokens, tenant) {
             self.config.lease
         } else {
             1
@@ -646,6 +768,18 @@ impl Inner {
         }
         let mut keys = vec![self.keys.state.clone(), self.keys.slots.clone()];
         keys.extend(self.keys.waiting.iter().cloned());
+        if let Some(tenant) = tenant {
+            let weight = self
+                .weights
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(tenant)
+                .copied()
+                .unwrap_or(1.0);
+            args.push(tenant.to_string());
+            args.push(format!("{weight:.9}"));
+            keys.extend(self.keys.fair.iter().cloned());
+        }
         self.counters.round_trips.fetch_add(1, Ordering::Relaxed);
         let (units, wait_us): (u64, u64) = self.store.eval(take_script(), keys, args).await?;
         if units > 0 {
@@ -712,6 +846,7 @@ impl Inner {
         self: Arc<Self>,
         tokens: u64,
         priority: Priority,
+        tenant: Flow,
         timeout: Option<Duration>,
     ) -> Result<SharedPermit, LimitError> {
         let start = Instant::now();
@@ -724,7 +859,10 @@ impl Inner {
         };
         let aging = self.config.limits.priority_aging;
         let waiting = WaitingGuard::new(&self.counters);
-        let gate = &self.turns[priority as usize];
+        let own_gate = tenant.as_ref().map(|t| self.tenant_gate(t, priority));
+        let gate = own_gate
+            .as_deref()
+            .unwrap_or(&self.turns[priority as usize]);
         let _turn = match gate.try_lock() {
             Ok(turn) => turn,
             Err(_) => {
@@ -756,7 +894,7 @@ impl Inner {
                 1 => Priority::Standard,
                 _ => Priority::Batch,
             };
-            match self.take(&ticket, effective, true, tokens).await {
+            match self.take(&ticket, effective, true, tokens, &tenant).await {
                 Ok(Taken::Units(units)) => {
                     registration.active = false;
                     if waiting.waited() {

@@ -239,3 +239,115 @@ fn a_rewound_stream_hands_out_everything_again_in_order() {
     assert_eq!(again, seen);
     assert_eq!(reader.tenant(), None);
 }
+
+fn fair_limiter(store: &Store, name: &str, rps: f64, burst: u64) -> SharedLimiter {
+    SharedLimiter::new(
+        store.clone(),
+        SharedLimiterConfig {
+            name: name.into(),
+            limits: LimiterConfig {
+                requests_per_second: Some(rps),
+                burst: Some(burst),
+                ..LimiterConfig::default()
+            },
+            ..SharedLimiterConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+fn fair_keys_exist(store: &Store, name: &str) -> i64 {
+    let tag = format!("limiter:{name}");
+    let mut cmd = redis::cmd("EXISTS");
+    for k in ["ts", "ta", "tw", "tz"] {
+        cmd.arg(store.key(&tag, k));
+    }
+    let s = store.clone();
+    store
+        .block_on(async move { s.query::<i64>(cmd).await })
+        .unwrap()
+}
+
+#[test]
+fn a_tenant_takes_beyond_its_share_while_no_other_is_starved() {
+    use crate::limit::Ask;
+    let Some(server) = server() else { return };
+    let store = Store::new(config(server.port, "f")).unwrap();
+    let (a, b) = (
+        fair_limiter(&store, "w", 10.0, 8),
+        fair_limiter(&store, "w", 10.0, 8),
+    );
+    // requests naming no tenant do no fair-share work in Redis
+    assert!(a.try_acquire(0, Priority::Standard).unwrap().is_some());
+    assert_eq!(fair_keys_exist(&store, "w"), 0);
+    let light = Ask::new(Priority::Standard, Some("light"));
+    let heavy = Ask::new(Priority::Standard, Some("heavy"));
+    assert!(a.try_acquire(0, light).unwrap().is_some());
+    // light is active (heavy's share is half: 4 of the burst of 8) but not starved: heavy
+    // may use all the rest
+    let mut n = 0;
+    while b.try_acquire(0, heavy.clone()).unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 6);
+    assert!(fair_keys_exist(&store, "w") >= 3);
+}
+
+#[test]
+fn a_starved_tenant_holds_the_others_to_their_share() {
+    use crate::limit::Ask;
+    let Some(server) = server() else { return };
+    let store = Store::new(config(server.port, "g")).unwrap();
+    // 2/s, burst 4; two tenants of weight 1: 1/s each, a tenant burst of 2
+    let (a, b) = (
+        fair_limiter(&store, "s", 2.0, 4),
+        fair_limiter(&store, "s", 2.0, 4),
+    );
+    let light = Ask::new(Priority::Standard, Some("light"));
+    let heavy = Ask::new(Priority::Standard, Some("heavy"));
+    let t0 = Instant::now();
+    assert!(a.try_acquire(0, light.clone()).unwrap().is_some());
+    for _ in 0..3 {
+        assert!(b.try_acquire(0, heavy.clone()).unwrap().is_some());
+    }
+    // light, within its share, is refused by the full bucket (for ~500 ms): it is starved
+    // for ~1 s
+    let refused = a.acquire_blocking(0, light.clone(), Some(Duration::from_millis(20)));
+    assert!(refused.is_err());
+    // at ~750 ms the bucket has room for one again; heavy is beyond its share and refused
+    std::thread::sleep(Duration::from_millis(750).saturating_sub(t0.elapsed()));
+    assert!(b.try_acquire(0, heavy.clone()).unwrap().is_none());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "too slow a machine"
+    );
+    // ... the room goes to the starved tenant
+    assert!(a.try_acquire(0, light).unwrap().is_some());
+}
+
+#[test]
+fn tenants_share_by_weight_and_bad_weights_are_config_errors() {
+    use crate::limit::Ask;
+    let Some(server) = server() else { return };
+    let store = Store::new(config(server.port, "h")).unwrap();
+    let l = fair_limiter(&store, "k", 10.0, 8);
+    assert!(l.set_tenant_weight("gold", f64::NAN).is_err());
+    assert!(l.set_tenant_weight("gold", 3.0).is_ok());
+    let gold = Ask::new(Priority::Standard, Some("gold"));
+    let tin = Ask::new(Priority::Standard, Some("tin"));
+    assert!(l.try_acquire(0, tin.clone()).unwrap().is_some());
+    let mut n = 0;
+    while l.try_acquire(0, gold.clone()).unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 7, "the rest of the burst of 8");
+    // tin (share 1/4: 2 of the burst) is refused within its share: it is starved
+    assert!(l
+        .acquire_blocking(0, tin, Some(Duration::from_millis(20)))
+        .is_err());
+    let mut cmd = redis::cmd("ZRANGE");
+    cmd.arg(store.key("limiter:k", "tz")).arg(0).arg(-1);
+    let s = store.clone();
+    let starved: Vec<String> = store.block_on(async move { s.query(cmd).await }).unwrap();
+    assert_eq!(starved, vec!["tin".to_owned()]);
+}
