@@ -84,10 +84,12 @@ def routing(seconds: float) -> dict[str, Any]:
     no retry budget to speak of) rather than pay the fallback's ~16x price; a primary cooling
     down for a 429 is waited for when the fallback would cost more than 4x as much
     (``failover_price_ratio``). The fallback answers only a request that would otherwise
-    miss its deadline. No breaker: with the router of this version, a request that finds the
-    breaker half open with its one probe taken fails over at once, so a crowd waiting out an
-    open breaker ends up on the fallback (measured: 11-14 fallback calls, cost above plain
-    LangChain's).
+    miss its deadline. No breaker, as when the demo's figures were measured: routers before
+    2026-12-04 failed a request over at once when it found the breaker half open with its one
+    probe taken, so a crowd waiting out an open breaker ended up on the fallback (measured:
+    11-14 fallback calls, cost above plain LangChain's). The router now waits for the probe
+    when the request has time (``Execution::available_at``); the demo has not been re-measured
+    with a breaker.
     """
     return {
         "attempt_timeout": 30,
