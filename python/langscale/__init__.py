@@ -29,6 +29,7 @@ from langscale.embeddings import LocalEmbeddings
 from langscale.endpoint import ChatEndpoint, ProviderError
 from langscale.identity import tenant
 from langscale.limiter import RateLimiter
+from langscale.prices import Prices
 from langscale.scaled import Deployment, ScaledChatModel, ScaledModelError
 from langscale.semantic import SemanticCache
 
@@ -54,6 +55,7 @@ __all__ = [
     "LangscaleError",
     "LocalEmbeddings",
     "Permit",
+    "Prices",
     "ProviderError",
     "RateLimitTimeout",
     "RateLimiter",

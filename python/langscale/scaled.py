@@ -6,6 +6,7 @@ deployment, whether to retry or fail over, how long to back off, and keeps the b
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import threading
@@ -46,6 +47,7 @@ from langscale.endpoint import (
     stream_chunks,
 )
 from langscale.limiter import RateLimiter
+from langscale.prices import Prices
 
 
 class ScaledModelError(_core.LangscaleError, lc.ModelError):
@@ -261,6 +263,22 @@ def _direct(
     return not model._should_stream(async_api=async_api, **kwargs)
 
 
+def _priced(dep: Deployment, prices: Prices) -> Deployment:
+    """``dep`` with the price file's prices for its model (and context window, where it has
+    none) when it was given no prices of its own; unchanged otherwise (a copy when changed:
+    a Deployment may be shared by several models)."""
+    if dep.price_in or dep.price_out:
+        return dep
+    price = prices.get(model_name_of(dep.model) or dep.name)
+    if price is None:
+        return dep
+    priced = copy.copy(dep)
+    priced.price_in, priced.price_out = price.price_in, price.price_out
+    if priced.context_window is None:
+        priced.context_window = price.context_window
+    return priced
+
+
 def _cache_applies(model: BaseChatModel) -> bool:
     """Whether LangChain consults a cache for ``model``: its own, or the global one unless
     it has ``cache=False``."""
@@ -351,6 +369,8 @@ class ScaledChatModel(BaseChatModel):
     backoff and timeouts, without returning to Python between attempts."""
 
     budgets: Any = None
+    # Prices from LiteLLM's price file for deployments without their own (langscale.Prices).
+    prices: Any = None
     """A ``langscale.Budgets``: every call reserves its estimated cost for the tenant (from
     the RunnableConfig or ``langscale.tenant(...)``) first and settles its real cost after.
     Runs the Python driver (the native loop does not reserve yet)."""
@@ -404,6 +424,11 @@ class ScaledChatModel(BaseChatModel):
         if self.limits is not None and not isinstance(self.limits, RateLimiter):
             msg = f"limits must be a langscale.RateLimiter, got {self.limits!r}"
             raise _core.ConfigError(msg)
+        if self.prices is not None:
+            if not isinstance(self.prices, Prices):
+                msg = f"prices must be a langscale.Prices, got {self.prices!r}"
+                raise _core.ConfigError(msg)
+            deps = [_priced(d, self.prices) for d in deps]
         if self.budgets is not None and not isinstance(self.budgets, Budgets):
             msg = f"budgets must be a langscale.Budgets, got {self.budgets!r}"
             raise _core.ConfigError(msg)
