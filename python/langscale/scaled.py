@@ -369,11 +369,13 @@ class ScaledChatModel(BaseChatModel):
     backoff and timeouts, without returning to Python between attempts."""
 
     budgets: Any = None
-    # Prices from LiteLLM's price file for deployments without their own (langscale.Prices).
-    prices: Any = None
     """A ``langscale.Budgets``: every call reserves its estimated cost for the tenant (from
     the RunnableConfig or ``langscale.tenant(...)``) first and settles its real cost after.
     Runs the Python driver (the native loop does not reserve yet)."""
+
+    prices: Any = None
+    """A ``langscale.Prices`` (LiteLLM's price file): prices and context windows, by model
+    name, for deployments given no ``price_in``/``price_out`` of their own."""
 
     coalesce: bool = True
     """With a cache (``cache=`` or ``set_llm_cache``): identical requests in flight at once
