@@ -531,6 +531,7 @@ def test_every_public_class_is_exercised():
         "Deployment",
         "ExactCache",
         "LocalEmbeddings",
+        "Prices",  # tests/test_prices.py::test_any_table_gives_a_price_or_none_or_a_config_error
         "RateLimiter",
         "RedisStore",
         "ScaledChatModel",

@@ -89,6 +89,7 @@ def test_a_file_prices_deployments_by_their_model_name(tmp_path):
         ({"m": {"input_cost_per_token": "cheap"}}, "m.input_cost_per_token"),
         ({"m": {"output_cost_per_token": -1e-6}}, "m.output_cost_per_token"),
         ({"m": {"input_cost_per_token": float("nan")}}, "m.input_cost_per_token"),
+        ({"m": {"input_cost_per_token": 10**400}}, "m.input_cost_per_token"),
     ],
 )
 def test_bad_prices_name_the_entry(table, named):
@@ -108,8 +109,23 @@ def test_bad_sources_are_config_errors(tmp_path):
         ScaledChatModel([Named(model_name="m")], prices=TABLE)
 
 
-@given(st.dictionaries(st.text(max_size=8), st.dictionaries(st.text(max_size=8), st.integers())))
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+FIELDS = st.sampled_from(["input_cost_per_token", "output_cost_per_token", "max_input_tokens"])
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=8),
+        st.dictionaries(FIELDS | st.text(max_size=8), JSON, max_size=4) | JSON,
+        max_size=4,
+    )
+)
 def test_any_table_gives_a_price_or_none_or_a_config_error(table):
+    """Junk in the price file: every lookup gives a price, None, or a ConfigError."""
     prices = langscale.Prices.from_litellm(table)
     for name in [*table, "x"]:
         try:
@@ -117,3 +133,5 @@ def test_any_table_gives_a_price_or_none_or_a_config_error(table):
         except ConfigError:
             continue
         assert price is None or (price.price_in >= 0 and price.price_out >= 0)
+        if price is not None and price.context_window is not None:
+            assert price.context_window > 0

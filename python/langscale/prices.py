@@ -40,10 +40,14 @@ def _per_1k(model: str, entry: Mapping[str, Any], field: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         msg = f"prices: {model}.{field} must be a number, got {value!r}"
         raise _core.ConfigError(msg)
-    if not math.isfinite(value) or value < 0:
+    try:
+        number = float(value)
+    except OverflowError:  # an int past what a float holds
+        number = math.inf
+    if not math.isfinite(number) or number < 0:
         msg = f"prices: {model}.{field} must be a finite number >= 0, got {value!r}"
         raise _core.ConfigError(msg)
-    return float(value) * 1000.0
+    return number * 1000.0
 
 
 class Prices:
