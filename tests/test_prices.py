@@ -90,6 +90,7 @@ def test_a_file_prices_deployments_by_their_model_name(tmp_path):
         ({"m": {"output_cost_per_token": -1e-6}}, "m.output_cost_per_token"),
         ({"m": {"input_cost_per_token": float("nan")}}, "m.input_cost_per_token"),
         ({"m": {"input_cost_per_token": 10**400}}, "m.input_cost_per_token"),
+        ({"m": {"input_cost_per_token": 1e-6, "max_input_tokens": 10**30}}, "m.max_input_tokens"),
     ],
 )
 def test_bad_prices_name_the_entry(table, named):
@@ -125,11 +126,13 @@ FIELDS = st.sampled_from(["input_cost_per_token", "output_cost_per_token", "max_
     )
 )
 def test_any_table_gives_a_price_or_none_or_a_config_error(table):
-    """Junk in the price file: every lookup gives a price, None, or a ConfigError."""
+    """Junk in the price file: every lookup gives a price, None, or a ConfigError; so does
+    a model priced from it."""
     prices = langscale.Prices.from_litellm(table)
     for name in [*table, "x"]:
         try:
             price = prices.get(name)
+            ScaledChatModel([Named(model_name=name or "x")], prices=prices)
         except ConfigError:
             continue
         assert price is None or (price.price_in >= 0 and price.price_out >= 0)

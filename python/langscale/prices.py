@@ -33,6 +33,9 @@ class Price:
     cache_write: float | None = None
 
 
+_MAX_WINDOW = 2**53  # tokens: far past any model's, and exact as a float
+
+
 def _per_1k(model: str, entry: Mapping[str, Any], field: str) -> float | None:
     value = entry.get(field)
     if value is None:
@@ -94,7 +97,11 @@ def _price(model: str, entry: Mapping[str, Any]) -> Price | None:
     if price_in is None and price_out is None:
         return None
     window = entry.get("max_input_tokens")
+    # Text (LiteLLM's "sample_spec" describes its fields) or nothing: no window.
     context = window if isinstance(window, int) and not isinstance(window, bool) else None
+    if context is not None and context > _MAX_WINDOW:
+        msg = f"prices: {model}.max_input_tokens must be at most {_MAX_WINDOW}, got {window!r}"
+        raise _core.ConfigError(msg)
     return Price(
         price_in or 0.0,
         price_out or 0.0,
