@@ -384,10 +384,7 @@ impl Router {
             ..RequestInfo::default()
         };
         let exec = self.router.start(info);
-        let remote = matches!(
-            self.budgets,
-            Some(langscale_core::spend::Budgets::Shared(_))
-        );
+        let remote = self.budgets.as_ref().is_some_and(is_remote);
         Ok(Run {
             remote,
             run: Arc::new(Mutex::new(
@@ -477,8 +474,7 @@ impl Router {
             usd: self.router.first_choice_cost(input_tokens, output_tokens),
         };
         let who = langscale_core::spend::Who::new(tenant, user);
-        // A round trip for budgets in Redis: without the GIL.
-        py.detach(|| budgets.saved(&who, cost));
+        off_gil_if(py, is_remote(budgets), || budgets.saved(&who, cost));
     }
 
     /// Tenants with their own row in the snapshot from now on; the rest are "other".
@@ -561,15 +557,25 @@ impl Run {
         self.run.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One step of the run: without the GIL when it may make a Redis round trip (budgets in
-    /// Redis), else with it (a step takes less than giving the GIL up and taking it back,
-    /// which with other threads waiting can cost a switch interval).
+    /// One step of the run, without the GIL only when its budgets are in Redis.
     fn step<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut route::Run) -> R + Send) -> R {
-        if self.remote {
-            py.detach(|| f(&mut self.lock()))
-        } else {
-            f(&mut self.lock())
-        }
+        off_gil_if(py, self.remote, || f(&mut self.lock()))
+    }
+}
+
+/// Budgets held in Redis: their operations make a round trip.
+fn is_remote(budgets: &langscale_core::spend::Budgets) -> bool {
+    matches!(budgets, langscale_core::spend::Budgets::Shared(_))
+}
+
+/// Runs `f` without the GIL when it may make a Redis round trip (`remote`), else with it:
+/// a local step takes less than giving the GIL up and taking it back, which with other
+/// threads waiting can cost a switch interval.
+fn off_gil_if<R: Send>(py: Python<'_>, remote: bool, f: impl FnOnce() -> R + Send) -> R {
+    if remote {
+        py.detach(f)
+    } else {
+        f()
     }
 }
 
