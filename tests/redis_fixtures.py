@@ -9,6 +9,7 @@ fail instead, so a missing package can never pass for green.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import tempfile
@@ -21,7 +22,18 @@ import pytest
 
 from tests.redis_server import REDIS_CLI, REDIS_SERVER, Cluster, Server, cluster_port, free_port
 
-__all__ = ["Cluster", "Server", "cluster_port", "free_port", "require_redis"]
+__all__ = ["Cluster", "Server", "cluster_port", "free_port", "processes", "require_redis"]
+
+
+def processes() -> multiprocessing.context.BaseContext:
+    """How the multi-process tests start their workers: from a fork server that imported
+    langscale (and LangChain) once for the whole session, so a worker starts in milliseconds
+    instead of importing everything again as ``spawn`` does (seconds each on two cores). The
+    server forks before any test made a runtime thread, so no worker inherits a lock held by
+    one, as a plain ``fork`` of the test process could."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["langscale"])
+    return ctx
 
 
 def require_redis() -> None:

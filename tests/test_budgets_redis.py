@@ -6,7 +6,6 @@ required in CI (``tests/redis_fixtures.py``)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import threading
@@ -26,7 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 import langscale
 from langscale import BudgetExceeded, Budgets, ConfigError, Deployment, ScaledChatModel
-from tests.redis_fixtures import Server, require_redis
+from tests.redis_fixtures import Server, processes, require_redis
 from tests.test_tenants import _JUNK
 
 
@@ -163,7 +162,7 @@ def _process_worker(url: str, prefix: str, threads: int, go: Any, out: Any) -> N
 
 
 def test_four_processes_share_one_budget(redis_server, redis_prefix):
-    ctx = multiprocessing.get_context("spawn")
+    ctx = processes()
     out = ctx.Queue()
     go = ctx.Event()
     procs = [
@@ -192,7 +191,7 @@ def _hold_forever(url: str, prefix: str, entered: Any) -> None:
 
 
 def test_an_unsettled_reservation_of_a_crashed_worker_expires(redis_server, redis_prefix):
-    ctx = multiprocessing.get_context("spawn")
+    ctx = processes()
     entered = ctx.Event()
     proc = ctx.Process(target=_hold_forever, args=(redis_server.url, redis_prefix, entered))
     proc.start()

@@ -66,9 +66,12 @@ def test_sets_are_large_enough_and_labelled_both_ways():
 def test_near_misses_get_no_false_hits(name: str, embedder: str):
     pairs = load(DATA / name)
     if embedder == "minilm" and name == "guard-long.jsonl":
-        # Long texts are slow to embed in a debug build: every third pair here, all of them
-        # in make bench. The long-text check itself does not depend on the embedder.
-        pairs = pairs[::3]
+        # Long texts are slow to embed (0.1-0.6 s each on two shared cores): every third
+        # meaning-changing pair and every tenth harmless one here, all of them in make bench.
+        # The long-text check itself does not depend on the embedder.
+        pairs = [
+            p for i, p in enumerate(pairs) if i % (10 if p["kind"] == "long-harmless" else 3) == 0
+        ]
     factory, threshold = EMBEDDERS[embedder]
     r = bench_semantic.evaluate(pairs, factory(pairs, True), threshold())
     kinds = {p["kind"]: p["same"] for p in pairs}

@@ -4,7 +4,6 @@ down means L1 only, never an exception."""
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -12,6 +11,7 @@ from langchain_core.outputs import ChatGeneration
 
 import langscale
 from langscale import ExactCache, SemanticCache
+from tests.redis_fixtures import processes
 
 LLM = "fake-model{temperature:0}"
 
@@ -170,7 +170,7 @@ def _producer(url, prefix, done):
 
 
 def test_answers_cached_in_one_process_hit_in_another(redis_server, redis_prefix):
-    ctx = multiprocessing.get_context("spawn")
+    ctx = processes()
     done = ctx.Event()
     proc = ctx.Process(target=_producer, args=(redis_server.url, redis_prefix, done))
     store = langscale.RedisStore(redis_server.url, prefix=redis_prefix)

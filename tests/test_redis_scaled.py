@@ -3,7 +3,6 @@ others skip that deployment."""
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ from pydantic import PrivateAttr
 
 import langscale
 from langscale import Deployment, ScaledChatModel
+from tests.redis_fixtures import processes
 
 
 class Model(BaseChatModel):
@@ -96,7 +96,7 @@ def test_breaker_opened_in_one_process_is_seen_in_another(redis_server, redis_pr
     store = langscale.RedisStore(redis_server.url, prefix=redis_prefix)
     primary, fallback = Model(label="primary"), Model(label="fallback")
     model = scaled(store, primary, fallback)
-    ctx = multiprocessing.get_context("spawn")
+    ctx = processes()
     done = ctx.Event()
     proc = ctx.Process(target=_open_breaker, args=(redis_server.url, redis_prefix, done))
     proc.start()
