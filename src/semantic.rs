@@ -451,6 +451,21 @@ impl SemanticCache {
     }
 }
 
+// For request coalescing (`coalesce.rs`): a question in flight as this cache compares it.
+impl SemanticCache {
+    /// The core cache, whose rule decides which question in flight answers which.
+    pub(crate) fn core(&self) -> &cache::SemanticCache {
+        &self.cache
+    }
+
+    /// `split` as the cache compares it, embedded as a lookup would be (`vector`, else the
+    /// built-in embedding when this cache uses it). Call with the GIL released.
+    pub(crate) fn probe(&self, split: &SplitPrompt, vector: Option<Vec<f32>>) -> cache::Probe {
+        let vector = self.vector_for(&split.scoped, vector);
+        self.cache.probe(&split.scoped, vector.as_deref())
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SemanticCache>()?;
     m.add_class::<SplitPrompt>()?;

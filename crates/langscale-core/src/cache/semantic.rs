@@ -535,6 +535,85 @@ impl SemanticCache {
     }
 }
 
+/// A question as this cache compares it (scope, exact key, guard signature, embeddings),
+/// taken before it is stored: a question in flight is matched against others by
+/// [`SemanticCache::answers`], the same rule a lookup applies to a stored entry.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    scope: CacheKey,
+    exact: CacheKey,
+    signature: Signature,
+    vector: Option<Arc<[f32]>>,
+    surface: Option<Vec<f32>>,
+}
+
+impl Probe {
+    /// The scope it may only be matched within.
+    pub fn scope(&self) -> CacheKey {
+        self.scope
+    }
+
+    /// The exact key of the whole prompt.
+    pub fn exact(&self) -> CacheKey {
+        self.exact
+    }
+}
+
+impl SemanticCache {
+    /// `scoped` as [`SemanticCache::answers`] compares it; `vector` is its embedding (None, or
+    /// one this cache would refuse: it is matched only as a lookup without a vector is).
+    pub fn probe(&self, scoped: &Scoped, vector: Option<&[f32]>) -> Probe {
+        Probe {
+            scope: scoped.scope,
+            exact: scoped.exact,
+            signature: Signature::of(&scoped.text),
+            vector: vector.and_then(|v| self.check_vector(v).ok()),
+            surface: self.surface.as_ref().map(|s| s.embed(&scoped.text)),
+        }
+    }
+
+    /// Whether a lookup of `query` would be answered by an entry stored for `stored`, by the
+    /// rule [`SemanticCache::lookup`] applies (the same prompt; else the same scope, a
+    /// similarity at or above the threshold, or the n-gram one for a hybrid cache, and the
+    /// guard agreeing). Some(how far it clears its threshold, for ranking; `f32::INFINITY`
+    /// for the same prompt), or None. Counts nothing.
+    pub fn answers(&self, stored: &Probe, query: &Probe) -> Option<f32> {
+        if stored.scope != query.scope {
+            return None;
+        }
+        if stored.exact == query.exact {
+            return Some(f32::INFINITY);
+        }
+        let margin = |a: &[f32], b: &[f32], threshold: f32| {
+            if a.len() != b.len() {
+                return None;
+            }
+            let similarity = super::index::dot(a, b);
+            (similarity >= threshold).then_some(similarity - threshold)
+        };
+        let model = match (&stored.vector, &query.vector) {
+            (Some(a), Some(b)) => margin(a, b, self.config.threshold),
+            _ => None,
+        };
+        let surface = match (
+            &stored.surface,
+            &query.surface,
+            self.config.surface_threshold,
+        ) {
+            (Some(a), Some(b), Some(threshold)) => margin(a, b, threshold),
+            _ => None,
+        };
+        let best = match (model, surface) {
+            (Some(m), Some(s)) => m.max(s),
+            (m, s) => m.or(s)?,
+        };
+        if self.config.guard && stored.signature.conflict(&query.signature).is_some() {
+            return None;
+        }
+        Some(best)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
