@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use langscale_core::cache::coalesce::{Flight as CoreFlight, Flights, Landing, Role, Ticket};
-use langscale_core::cache::near_flights::NearFlights;
+use langscale_core::cache::near_flights::{Begun, NearFlights};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -52,17 +52,24 @@ impl Coalescer {
     /// `begin` for a prompt `cache` split (`split_prompt`): follow the flight of the same
     /// prompt, or of one the cache would answer it with (same scope, similar, the guard
     /// agreeing), or lead; land with the `*_similar` methods. `vector`: the embedding of
-    /// the split's text (None: the cache's built-in one, if it uses it).
-    #[pyo3(signature = (cache, split, vector=None))]
+    /// the split's text (None: the cache's own embedder, if it has one, when needed).
+    /// `defer`: `(None, None)` instead of running the cache's embedder here (call again
+    /// without it, off the event loop).
+    #[pyo3(signature = (cache, split, vector=None, defer=false))]
     fn begin_similar(
         &self,
         py: Python<'_>,
         cache: &SemanticCache,
         split: &SplitPrompt,
         vector: Option<Vec<f32>>,
+        defer: bool,
     ) -> (Option<u64>, Option<Flight>) {
         let near = &self.near;
-        role(py.detach(|| near.begin(cache.core(), cache.probe(split, vector))))
+        let begun = py.detach(|| near.begin(cache.core(), cache.probe(split, vector), defer));
+        match begun {
+            Begun::Role(r) => role(r),
+            Begun::Deferred(_) => (None, None),
+        }
     }
 
     /// The answer of the flight led with `ticket` (from `begin_similar`).

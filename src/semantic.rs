@@ -458,11 +458,14 @@ impl SemanticCache {
         &self.cache
     }
 
-    /// `split` as the cache compares it, embedded as a lookup would be (`vector`, else the
-    /// built-in embedding when this cache uses it). Call with the GIL released.
+    /// `split` as the cache compares it, embedded as a lookup would be: `vector`, else by the
+    /// cache's own embedder when it uses one (when a comparison first needs it).
     pub(crate) fn probe(&self, split: &SplitPrompt, vector: Option<Vec<f32>>) -> cache::Probe {
-        let vector = self.vector_for(&split.scoped, vector);
-        self.cache.probe(&split.scoped, vector.as_deref())
+        match vector {
+            Some(v) => self.cache.probe(&split.scoped, Some(&v)),
+            None if self.builtin => self.cache.probe_own(&split.scoped),
+            None => self.cache.probe(&split.scoped, None),
+        }
     }
 }
 

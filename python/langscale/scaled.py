@@ -322,15 +322,6 @@ def _semantic_cache(model: BaseChatModel) -> SemanticCache | None:
     return cache if isinstance(cache, SemanticCache) else None
 
 
-def _native_vector(cache: SemanticCache, text: str) -> list[float] | None:
-    """The embedding of ``text`` by the cache's own (Rust) embedder; None when it cannot
-    embed it (then only the very same prompt coalesces, as the lookup would find)."""
-    try:
-        return cache._core.embed(text)
-    except _core.LangscaleError:
-        return None
-
-
 class _Lead:
     """A leader's handle on its flight: exact (by key) or near-duplicate (by ticket)."""
 
@@ -814,11 +805,14 @@ class ScaledChatModel(BaseChatModel):
         split = self._split(cache, messages, stop, kwargs)
         if cache._embeddings is not None:
             vector = await cache._aembed(split.text)
+            ticket, flight = flights.begin_similar(cache._core, split, vector)
         else:
-            # The model takes milliseconds per text; the cache remembers the vector, so its
-            # lookup after this does not embed the text again.
-            vector = await asyncio.to_thread(_native_vector, cache, split.text)
-        ticket, flight = flights.begin_similar(cache._core, split, vector)
+            # The model takes milliseconds per text: when the comparison needs it (another
+            # question in flight in the scope), embed on a worker thread. The cache remembers
+            # the vector, so its lookup does not embed the text again.
+            ticket, flight = flights.begin_similar(cache._core, split, None, True)
+            if ticket is None and flight is None:
+                ticket, flight = await asyncio.to_thread(flights.begin_similar, cache._core, split)
         return (None if ticket is None else _Lead(flights, None, ticket)), flight
 
     def _failure(

@@ -24,8 +24,41 @@ struct Pending<V, E> {
 
 #[derive(Debug)]
 struct Index<V, E> {
-    by_scope: HashMap<Group, Vec<Pending<V, E>>>,
+    by_scope: HashMap<Group, Vec<Arc<Pending<V, E>>>>,
     groups: HashMap<Ticket, Group>,
+}
+
+impl<V: Clone, E: Clone> Index<V, E> {
+    /// The open flights of `group`, the landed and stale ones dropped (into `stale`).
+    fn open(
+        &mut self,
+        group: Group,
+        now: Instant,
+        stale: &mut Vec<Arc<Flight<V, E>>>,
+    ) -> &mut Vec<Arc<Pending<V, E>>> {
+        let Index { by_scope, groups } = self;
+        let pending = by_scope.entry(group).or_default();
+        pending.retain(|p| {
+            let open = p.flight.is_open(now);
+            if !open {
+                groups.remove(&p.flight.ticket());
+                stale.push(Arc::clone(&p.flight));
+            }
+            open
+        });
+        pending
+    }
+}
+
+/// What [`NearFlights::begin`] decided.
+#[derive(Debug)]
+pub enum Begun<V, E> {
+    /// Lead or follow.
+    Role(Role<V, E>),
+    /// Only with `defer`: another question is in flight in the scope, and comparing with it
+    /// needs this one's embedding, which the caller asked to work out elsewhere (off an event
+    /// loop): call again without `defer`.
+    Deferred(Box<Probe>),
 }
 
 /// Counters of a [`NearFlights`].
@@ -74,53 +107,95 @@ impl<V: Clone, E: Clone> NearFlights<V, E> {
     }
 
     /// Follow the flight in `cache`'s scope that the cache would answer `probe` with (the
-    /// same prompt first, then the nearest near-duplicate), or lead a new one.
-    pub fn begin(&self, cache: &SemanticCache, probe: Probe) -> Role<V, E> {
-        let ticket = Ticket(self.next.fetch_add(1, Ordering::Relaxed));
+    /// same prompt first, then the nearest near-duplicate), or lead a new one. What the
+    /// comparison needs (signatures, embeddings) is worked out outside the index lock, and
+    /// only when another question is in flight in the scope.
+    pub fn begin(&self, cache: &SemanticCache, probe: Probe, defer: bool) -> Begun<V, E> {
         let now = Instant::now();
         let deadline = now.checked_add(self.bound).unwrap_or(now);
         if deadline <= now {
             self.led.fetch_add(1, Ordering::Relaxed);
-            return Role::Lead(ticket);
+            return Begun::Role(Role::Lead(self.ticket()));
         }
         let group = (std::ptr::from_ref(cache).addr(), probe.scope());
         let mut stale = Vec::new();
-        let mut index = self.index();
-        let Index { by_scope, groups } = &mut *index;
-        let pending = by_scope.entry(group).or_default();
-        pending.retain(|p| {
-            let open = p.flight.is_open(now);
-            if !open {
-                groups.remove(&p.flight.ticket());
-                stale.push(Arc::clone(&p.flight));
+        let others = {
+            let mut index = self.index();
+            let pending = index.open(group, now, &mut stale);
+            if let Some(same) = pending.iter().find(|p| p.probe.exact() == probe.exact()) {
+                let flight = Arc::clone(&same.flight);
+                drop(index);
+                return self.follow(flight, false, stale);
             }
-            open
-        });
+            if pending.is_empty() {
+                let role = self.lead(&mut index, group, probe, deadline);
+                drop(index);
+                land_stale(stale);
+                return Begun::Role(role);
+            }
+            pending.clone()
+        };
+        if defer && probe.needs_embedding() {
+            land_stale(stale);
+            return Begun::Deferred(Box::new(probe));
+        }
+        cache.prepare(&probe);
+        for other in &others {
+            cache.prepare(&other.probe);
+        }
+        let now = Instant::now();
+        let mut index = self.index();
+        let pending = index.open(group, now, &mut stale);
         let best = pending
             .iter()
             .filter_map(|p| Some((cache.answers(&p.probe, &probe)?, p)))
-            .max_by(|a, b| a.0.total_cmp(&b.0));
-        let role = if let Some((margin, leader)) = best {
-            self.followed.fetch_add(1, Ordering::Relaxed);
-            if margin.is_finite() {
-                self.similar.fetch_add(1, Ordering::Relaxed);
-            }
-            Role::Follow(Arc::clone(&leader.flight))
-        } else {
-            let flight = Arc::new(Flight::new(ticket, deadline));
-            pending.push(Pending { probe, flight });
-            groups.insert(ticket, group);
-            self.led.fetch_add(1, Ordering::Relaxed);
-            Role::Lead(ticket)
-        };
-        if pending.is_empty() {
-            by_scope.remove(&group);
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(margin, p)| (margin, Arc::clone(&p.flight)));
+        if let Some((margin, flight)) = best {
+            drop(index);
+            return self.follow(flight, margin.is_finite(), stale);
         }
+        let role = self.lead(&mut index, group, probe, deadline);
         drop(index);
-        for flight in stale {
-            flight.land(Landing::Abandoned);
+        land_stale(stale);
+        Begun::Role(role)
+    }
+
+    fn ticket(&self) -> Ticket {
+        Ticket(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn lead(
+        &self,
+        index: &mut Index<V, E>,
+        group: Group,
+        probe: Probe,
+        deadline: Instant,
+    ) -> Role<V, E> {
+        let ticket = self.ticket();
+        let flight = Arc::new(Flight::new(ticket, deadline));
+        index
+            .by_scope
+            .entry(group)
+            .or_default()
+            .push(Arc::new(Pending { probe, flight }));
+        index.groups.insert(ticket, group);
+        self.led.fetch_add(1, Ordering::Relaxed);
+        Role::Lead(ticket)
+    }
+
+    fn follow(
+        &self,
+        flight: Arc<Flight<V, E>>,
+        similar: bool,
+        stale: Vec<Arc<Flight<V, E>>>,
+    ) -> Begun<V, E> {
+        land_stale(stale);
+        self.followed.fetch_add(1, Ordering::Relaxed);
+        if similar {
+            self.similar.fetch_add(1, Ordering::Relaxed);
         }
-        role
+        Begun::Role(Role::Follow(flight))
     }
 
     /// The leader holding `ticket` lands its answer, failure or abandonment; its question
@@ -136,7 +211,7 @@ impl<V: Clone, E: Clone> NearFlights<V, E> {
                 return false;
             };
             let at = pending.iter().position(|p| p.flight.ticket() == ticket);
-            let flight = at.map(|at| pending.swap_remove(at).flight);
+            let flight = at.map(|at| Arc::clone(&pending.swap_remove(at).flight));
             if pending.is_empty() {
                 by_scope.remove(&group);
             }
@@ -161,6 +236,13 @@ impl<V: Clone, E: Clone> NearFlights<V, E> {
     }
 }
 
+/// Flights dropped as stale: anyone still waiting on one stops (its wait was bounded anyway).
+fn land_stale<V: Clone, E: Clone>(stale: Vec<Arc<Flight<V, E>>>) {
+    for flight in stale {
+        flight.land(Landing::Abandoned);
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -176,9 +258,21 @@ mod tests {
     }
 
     fn probe(c: &SemanticCache, llm_string: &str, text: &str) -> Probe {
-        let scoped = split_prompt("", llm_string, text);
-        let vector = c.embed_builtin(&scoped.text).unwrap();
-        c.probe(&scoped, Some(&vector))
+        c.probe_own(&split_prompt("", llm_string, text))
+    }
+
+    /// `begin` without deferring: the role.
+    trait Begin {
+        fn begin_now(&self, c: &SemanticCache, probe: Probe) -> Role<String, String>;
+    }
+
+    impl Begin for Near {
+        fn begin_now(&self, c: &SemanticCache, probe: Probe) -> Role<String, String> {
+            match self.begin(c, probe, false) {
+                Begun::Role(role) => role,
+                Begun::Deferred(_) => panic!("deferred without defer"),
+            }
+        }
     }
 
     fn near() -> Arc<Near> {
@@ -188,20 +282,21 @@ mod tests {
     #[test]
     fn a_retyped_question_follows_and_a_guarded_one_leads() {
         let (c, f) = (cache(), near());
-        let Role::Lead(ticket) = f.begin(&c, probe(&c, "m", "How do I reset my password?")) else {
+        let Role::Lead(ticket) = f.begin_now(&c, probe(&c, "m", "How do I reset my password?"))
+        else {
             panic!("first caller must lead")
         };
         assert!(matches!(
-            f.begin(&c, probe(&c, "m", "how do i reset my password")),
+            f.begin_now(&c, probe(&c, "m", "how do i reset my password")),
             Role::Follow(_)
         ));
         assert!(matches!(
-            f.begin(&c, probe(&c, "m", "How do I reset my password?")),
+            f.begin_now(&c, probe(&c, "m", "How do I reset my password?")),
             Role::Follow(_)
         ));
         assert!(
             matches!(
-                f.begin(&c, probe(&c, "m", "How do I not reset my password?")),
+                f.begin_now(&c, probe(&c, "m", "How do I not reset my password?")),
                 Role::Lead(_)
             ),
             "the guard refuses a negation"
@@ -212,7 +307,7 @@ mod tests {
         assert!(!f.land(ticket, Landing::Abandoned), "landed once");
         assert!(
             matches!(
-                f.begin(&c, probe(&c, "m", "how do i reset my password")),
+                f.begin_now(&c, probe(&c, "m", "how do i reset my password")),
                 Role::Lead(_)
             ),
             "a landed flight leaves the index"
@@ -257,8 +352,8 @@ mod tests {
                 fresh.lookup(&q, Some(&fresh.embed_builtin(&q.text).unwrap())),
                 super::super::Outcome::Miss { .. }
             );
-            let _ = f.begin(&c, probe(&c, "m", stored));
-            let follows = matches!(f.begin(&c, probe(&c, "m", asked)), Role::Follow(_));
+            let _ = f.begin_now(&c, probe(&c, "m", stored));
+            let follows = matches!(f.begin_now(&c, probe(&c, "m", asked)), Role::Follow(_));
             assert_eq!(follows, hit, "{stored:?} then {asked:?}");
             assert_eq!(hit, expected, "the cache on {stored:?} then {asked:?}");
         }
@@ -267,19 +362,19 @@ mod tests {
     #[test]
     fn scopes_and_caches_never_cross() {
         let (c, other, f) = (cache(), cache(), near());
-        let _ = f.begin(
+        let _ = f.begin_now(
             &c,
             probe(&c, "m\u{0}tenant=a", "How do I reset my password?"),
         );
         assert!(matches!(
-            f.begin(
+            f.begin_now(
                 &c,
                 probe(&c, "m\u{0}tenant=b", "How do I reset my password?")
             ),
             Role::Lead(_)
         ));
         assert!(matches!(
-            f.begin(
+            f.begin_now(
                 &other,
                 probe(&other, "m\u{0}tenant=a", "How do I reset my password?")
             ),
@@ -290,13 +385,14 @@ mod tests {
     #[test]
     fn followers_on_threads_get_the_failure() {
         let (c, f) = (Arc::new(cache()), near());
-        let Role::Lead(ticket) = f.begin(&c, probe(&c, "m", "How do I reset my password?")) else {
+        let Role::Lead(ticket) = f.begin_now(&c, probe(&c, "m", "How do I reset my password?"))
+        else {
             panic!("first caller must lead")
         };
         let waiters: Vec<_> = ["how do i reset my password", "How do I reset my password"]
             .into_iter()
             .map(|q| {
-                let Role::Follow(flight) = f.begin(&c, probe(&c, "m", q)) else {
+                let Role::Follow(flight) = f.begin_now(&c, probe(&c, "m", q)) else {
                     panic!("{q:?} must follow")
                 };
                 thread::spawn(move || flight.wait_blocking())
@@ -313,12 +409,12 @@ mod tests {
     fn a_stale_flight_is_dropped_and_a_zero_bound_never_coalesces() {
         let c = cache();
         let f: Near = NearFlights::new(Duration::from_millis(20));
-        let Role::Lead(old) = f.begin(&c, probe(&c, "m", "How do I reset my password?")) else {
+        let Role::Lead(old) = f.begin_now(&c, probe(&c, "m", "How do I reset my password?")) else {
             panic!("first caller must lead")
         };
         thread::sleep(Duration::from_millis(40));
         assert!(matches!(
-            f.begin(&c, probe(&c, "m", "how do i reset my password")),
+            f.begin_now(&c, probe(&c, "m", "how do i reset my password")),
             Role::Lead(_)
         ));
         assert!(
@@ -327,11 +423,45 @@ mod tests {
         );
         assert_eq!(f.stats().flights.in_flight, 1);
         let zero: Near = NearFlights::new(Duration::ZERO);
-        let _ = zero.begin(&c, probe(&c, "m", "hello there"));
+        let _ = zero.begin_now(&c, probe(&c, "m", "hello there"));
         assert!(matches!(
-            zero.begin(&c, probe(&c, "m", "hello there")),
+            zero.begin_now(&c, probe(&c, "m", "hello there")),
             Role::Lead(_)
         ));
         assert_eq!(zero.stats().flights.in_flight, 0);
+    }
+
+    #[test]
+    fn a_deferred_begin_asks_for_the_embedding_only_when_another_question_is_in_flight() {
+        let (c, f) = (cache(), near());
+        let Begun::Role(Role::Lead(_)) =
+            f.begin(&c, probe(&c, "m", "How do I reset my password?"), true)
+        else {
+            panic!("alone in its scope: leads at once")
+        };
+        let Begun::Role(Role::Follow(_)) =
+            f.begin(&c, probe(&c, "m", "How do I reset my password?"), true)
+        else {
+            panic!("the same prompt follows at once")
+        };
+        let Begun::Deferred(deferred) =
+            f.begin(&c, probe(&c, "m", "how do i reset my password"), true)
+        else {
+            panic!("a different prompt in the scope needs its embedding")
+        };
+        assert!(matches!(f.begin_now(&c, *deferred), Role::Follow(_)));
+        let given = split_prompt("", "m", "how do i reset my password?");
+        let vector = c.embed_builtin(&given.text).unwrap();
+        assert!(
+            matches!(
+                f.begin(&c, c.probe(&given, Some(&vector)), true),
+                Begun::Role(Role::Follow(_))
+            ),
+            "a given embedding is never deferred"
+        );
+        assert!(matches!(
+            f.begin(&c, probe(&c, "other", "how do i reset my password"), true),
+            Begun::Role(Role::Lead(_))
+        ));
     }
 }

@@ -537,14 +537,19 @@ impl SemanticCache {
 
 /// A question as this cache compares it (scope, exact key, guard signature, embeddings),
 /// taken before it is stored: a question in flight is matched against others by
-/// [`SemanticCache::answers`], the same rule a lookup applies to a stored entry.
-#[derive(Debug, Clone)]
+/// [`SemanticCache::answers`], the same rule a lookup applies to a stored entry. The
+/// signature and embeddings are worked out when a comparison first needs them (most
+/// questions never meet another in flight), once.
+#[derive(Debug)]
 pub struct Probe {
     scope: CacheKey,
     exact: CacheKey,
-    signature: Signature,
-    vector: Option<Arc<[f32]>>,
-    surface: Option<Vec<f32>>,
+    text: String,
+    /// Whether this cache's own embedder may embed the text (else only a given vector).
+    own: bool,
+    signature: std::sync::OnceLock<Signature>,
+    vector: std::sync::OnceLock<Option<Arc<[f32]>>>,
+    surface: std::sync::OnceLock<Option<Vec<f32>>>,
 }
 
 impl Probe {
@@ -557,19 +562,70 @@ impl Probe {
     pub fn exact(&self) -> CacheKey {
         self.exact
     }
+
+    /// Whether comparing it by similarity still needs its embedding worked out (the signature
+    /// and n-grams are cheap beside a model's embedding).
+    pub fn needs_embedding(&self) -> bool {
+        self.own && self.vector.get().is_none()
+    }
 }
 
 impl SemanticCache {
-    /// `scoped` as [`SemanticCache::answers`] compares it; `vector` is its embedding (None, or
-    /// one this cache would refuse: it is matched only as a lookup without a vector is).
-    pub fn probe(&self, scoped: &Scoped, vector: Option<&[f32]>) -> Probe {
+    fn probe_of(&self, scoped: &Scoped, own: bool) -> Probe {
         Probe {
             scope: scoped.scope,
             exact: scoped.exact,
-            signature: Signature::of(&scoped.text),
-            vector: vector.and_then(|v| self.check_vector(v).ok()),
-            surface: self.surface.as_ref().map(|s| s.embed(&scoped.text)),
+            text: scoped.text.clone(),
+            own,
+            signature: std::sync::OnceLock::new(),
+            vector: std::sync::OnceLock::new(),
+            surface: std::sync::OnceLock::new(),
         }
+    }
+
+    /// `scoped` as [`SemanticCache::answers`] compares it, with `vector` its embedding (None,
+    /// or one this cache would refuse: it is compared as a lookup without a vector is).
+    pub fn probe(&self, scoped: &Scoped, vector: Option<&[f32]>) -> Probe {
+        let probe = self.probe_of(scoped, false);
+        let _ = probe
+            .vector
+            .set(vector.and_then(|v| self.check_vector(v).ok()));
+        probe
+    }
+
+    /// `scoped` as [`SemanticCache::answers`] compares it, embedded by this cache's own
+    /// embedder (as [`SemanticCache::embed_builtin`]) when a comparison first needs it.
+    pub fn probe_own(&self, scoped: &Scoped) -> Probe {
+        self.probe_of(scoped, true)
+    }
+
+    /// Work out what comparing `probe` needs, now (outside any lock the caller holds).
+    pub fn prepare(&self, probe: &Probe) {
+        let _ = self.signature_of(probe);
+        let _ = self.vector_of(probe);
+        let _ = self.surface_of(probe);
+    }
+
+    fn signature_of<'p>(&self, probe: &'p Probe) -> &'p Signature {
+        probe.signature.get_or_init(|| Signature::of(&probe.text))
+    }
+
+    fn vector_of<'p>(&self, probe: &'p Probe) -> Option<&'p [f32]> {
+        probe
+            .vector
+            .get_or_init(|| {
+                // An embedder that fails on this text leaves it to exact matches, as a lookup.
+                let own = probe.own.then(|| self.embed_builtin(&probe.text).ok());
+                own.flatten()
+            })
+            .as_deref()
+    }
+
+    fn surface_of<'p>(&self, probe: &'p Probe) -> Option<&'p [f32]> {
+        probe
+            .surface
+            .get_or_init(|| self.surface.as_ref().map(|s| s.embed(&probe.text)))
+            .as_deref()
     }
 
     /// Whether a lookup of `query` would be answered by an entry stored for `stored`, by the
@@ -591,13 +647,13 @@ impl SemanticCache {
             let similarity = super::index::dot(a, b);
             (similarity >= threshold).then_some(similarity - threshold)
         };
-        let model = match (&stored.vector, &query.vector) {
+        let model = match (self.vector_of(stored), self.vector_of(query)) {
             (Some(a), Some(b)) => margin(a, b, self.config.threshold),
             _ => None,
         };
         let surface = match (
-            &stored.surface,
-            &query.surface,
+            self.surface_of(stored),
+            self.surface_of(query),
             self.config.surface_threshold,
         ) {
             (Some(a), Some(b), Some(threshold)) => margin(a, b, threshold),
@@ -607,7 +663,12 @@ impl SemanticCache {
             (Some(m), Some(s)) => m.max(s),
             (m, s) => m.or(s)?,
         };
-        if self.config.guard && stored.signature.conflict(&query.signature).is_some() {
+        if self.config.guard
+            && self
+                .signature_of(stored)
+                .conflict(self.signature_of(query))
+                .is_some()
+        {
             return None;
         }
         Some(best)
