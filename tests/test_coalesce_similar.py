@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -318,3 +319,82 @@ def test_calls_equal_the_misses_the_cache_itself_would_have(data: st.DataObject)
     replies = asyncio.run(main())
     assert inner.calls == sequential.calls
     assert [r.content for r in replies] == expected
+
+
+class LetterCounts(Embeddings):
+    """A LangChain Embeddings (called from Python): letter counts, blind to case and
+    punctuation, so retypes embed alike. Counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def embed_query(self, text: str) -> list[float]:
+        with self.lock:
+            self.calls += 1
+        letters = [c for c in text.lower() if c.isalpha()]
+        return [float(letters.count(chr(ord("a") + i))) + 0.01 for i in range(26)]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.embed_query(t) for t in texts]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_langchain_embeddings_cache_coalesces_retypes(use_async: bool) -> None:
+    near = [
+        "what is the capital of france",
+        "What is the capital of France",
+        "WHAT IS THE CAPITAL OF FRANCE?",
+    ]
+    embeddings = LetterCounts()
+    inner = Gated()
+    cache = langscale.SemanticCache(embeddings, threshold=0.99)
+    model = langscale.ScaledChatModel([inner], cache=cache)
+    leader = "What is the capital of France?"
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(model.ainvoke(leader))
+        await await_until(lambda: begun(model) == 1)
+        rest = [asyncio.ensure_future(model.ainvoke(near[i % 3])) for i in range(11)]
+        await await_until(lambda: begun(model) == 12)
+        inner.gate.set()
+        return await asyncio.gather(first, *rest)
+
+    if use_async:
+        replies = asyncio.run(main())
+    else:
+        with ThreadPoolExecutor(12) as pool:
+            first = pool.submit(model.invoke, leader)
+            wait_until(lambda: begun(model) == 1)
+            rest = [pool.submit(model.invoke, near[i % 3]) for i in range(11)]
+            wait_until(lambda: begun(model) == 12)
+            inner.gate.set()
+            replies = [first.result(30)] + [r.result(30) for r in rest]
+    assert inner.calls == 1
+    assert {r.content for r in replies} == {f"answer to {leader}"}
+    assert model._private()["_flights"].stats()["similar"] == 11
+    # At most one embedding per request: the leader's lookup and update reuse the one the
+    # coalescing asked for (followers never look up).
+    assert 4 <= embeddings.calls <= 12
+
+
+def test_a_cancelled_leader_lets_its_near_duplicates_call() -> None:
+    leader, near = retypes()
+    inner = Gated()
+    model = scaled(inner)
+
+    async def main() -> Any:
+        first = asyncio.ensure_future(model.ainvoke(leader))
+        await await_until(lambda: begun(model) == 1)
+        follower = asyncio.ensure_future(model.ainvoke(near[0]))
+        await await_until(lambda: begun(model) == 2)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await await_until(lambda: model._private()["_flights"].stats()["led"] == 1)
+        inner.gate.set()
+        return await follower
+
+    reply = asyncio.run(main())
+    assert reply.content == f"answer to {near[0]}"
+    assert inner.calls == 1
