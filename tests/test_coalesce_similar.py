@@ -398,3 +398,59 @@ def test_a_cancelled_leader_lets_its_near_duplicates_call() -> None:
     reply = asyncio.run(main())
     assert reply.content == f"answer to {near[0]}"
     assert inner.calls == 1
+
+
+class SlowLookup(langscale.SemanticCache):
+    """A SemanticCache whose lookups of one text wait for a gate."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow, self.gate = slow, threading.Event()
+
+    def lookup(self, prompt: str, llm_string: str) -> Any:
+        if self.slow in prompt:
+            assert self.gate.wait(30), "the gate never opened"
+        return super().lookup(prompt, llm_string)
+
+    async def alookup(self, prompt: str, llm_string: str) -> Any:
+        while self.slow in prompt and not self.gate.is_set():
+            await asyncio.sleep(0.002)
+        return await super().alookup(prompt, llm_string)
+
+
+def test_near_duplicates_of_a_leader_the_cache_answered_look_it_up_themselves() -> None:
+    """A leader answered from the cache does not pass that answer on: its followers look the
+    cache up themselves (microseconds), so a near-duplicate gets what the cache itself
+    answers it, not what it answered a similar question."""
+    leader, near = retypes()
+    cache = SlowLookup(near[0])
+    inner = Gated()
+    inner.gate.set()
+    model = langscale.ScaledChatModel([inner], cache=cache)
+    model.invoke(leader)  # stored
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(model.invoke, near[0])
+        wait_until(lambda: begun(model) == 2)
+        rest = [pool.submit(model.invoke, q) for q in (near[0], near[1])]
+        wait_until(lambda: begun(model) == 4)
+        cache.gate.set()
+        replies = [first.result(30)] + [r.result(30) for r in rest]
+    assert inner.calls == 1
+    assert {r.content for r in replies} == {f"answer to {leader}"}
+    stats = model._private()["_flights"].stats()
+    assert (stats["led"], stats["followed"], stats["similar"]) == (2, 2, 1)
+    # The leader's lookup, then each follower's own.
+    assert cache.stats()["hits"] == 3
+
+    async def burst() -> list[Any]:
+        cache.gate.clear()
+        first = asyncio.ensure_future(model.ainvoke(near[0]))
+        await await_until(lambda: begun(model) == 5)
+        rest = [asyncio.ensure_future(model.ainvoke(q)) for q in (near[0], near[1])]
+        await await_until(lambda: begun(model) == 7)
+        cache.gate.set()
+        return await asyncio.gather(first, *rest)
+
+    assert {r.content for r in asyncio.run(burst())} == {f"answer to {leader}"}
+    assert inner.calls == 1
+    assert cache.stats()["hits"] == 6, "coroutines look it up themselves too"

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from langchain_core import exceptions as lc
@@ -322,6 +323,11 @@ def _semantic_cache(model: BaseChatModel) -> SemanticCache | None:
     return cache if isinstance(cache, SemanticCache) else None
 
 
+# Whether the cache answered the request now leading a flight (LangChain tells us through
+# _convert_cached_generations, in the leader's own context).
+_ANSWERED_BY_CACHE: ContextVar[bool] = ContextVar("langscale_answered_by_cache", default=False)
+
+
 class _Lead:
     """A leader's handle on its flight: exact (by key) or near-duplicate (by ticket)."""
 
@@ -330,11 +336,17 @@ class _Lead:
     def __init__(self, flights: Any, key: str | None, ticket: int) -> None:
         self.flights, self.key, self.ticket = flights, key, ticket
 
-    def land(self, result: ChatResult) -> None:
-        if self.key is None:
-            self.flights.land_similar(self.ticket, result)
-        else:
+    def land(self, result: ChatResult, from_cache: bool) -> None:
+        """The leader's answer for its followers. With a SemanticCache, one the cache gave it
+        is not passed on: the followers look the cache up themselves (microseconds), so a
+        stored entry answers a near-duplicate only by the cache's own rule, never because it
+        answered a similar question."""
+        if self.key is not None:
             self.flights.land_value(self.key, result)
+        elif from_cache:
+            self.flights.abandon_similar(self.ticket)
+        else:
+            self.flights.land_similar(self.ticket, result)
 
     def fail(self, exc: BaseException) -> None:
         if self.key is None:
@@ -712,12 +724,16 @@ class ScaledChatModel(BaseChatModel):
                 if landed is not None:
                     return landed
                 return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            answered = _ANSWERED_BY_CACHE.set(False)
             try:
                 result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
             except BaseException as exc:
                 lead.fail(exc)
                 raise
-            lead.land(result)
+            else:
+                lead.land(result, _ANSWERED_BY_CACHE.get())
+            finally:
+                _ANSWERED_BY_CACHE.reset(answered)
             return result
 
     async def _agenerate_with_cache(
@@ -740,6 +756,7 @@ class ScaledChatModel(BaseChatModel):
                 if landed is not None:
                     return landed
                 return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            answered = _ANSWERED_BY_CACHE.set(False)
             try:
                 result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
             except asyncio.CancelledError:
@@ -748,13 +765,17 @@ class ScaledChatModel(BaseChatModel):
             except BaseException as exc:
                 lead.fail(exc)
                 raise
-            lead.land(result)
+            else:
+                lead.land(result, _ANSWERED_BY_CACHE.get())
+            finally:
+                _ANSWERED_BY_CACHE.reset(answered)
             return result
 
     def _convert_cached_generations(self, cache_val: list[Any]) -> list[ChatGeneration]:
         """LangChain's cache hit (invoke/generate, sync or async): told to the budgets."""
         generations = super()._convert_cached_generations(cache_val)
         _cache_hit(self, _identity.current(), generations)
+        _ANSWERED_BY_CACHE.set(True)
         return generations
 
     def _flight_key(
