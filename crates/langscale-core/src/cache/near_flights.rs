@@ -464,4 +464,52 @@ mod tests {
             Begun::Role(Role::Lead(_))
         ));
     }
+
+    fn question() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        (
+            prop::sample::select(vec!["What is", "what is", "Tell me", "whats"]),
+            prop::sample::select(vec!["the capital", "the population", "the capitol"]),
+            prop::sample::select(vec!["France", "france", "Peru", "Spain"]),
+            prop::sample::select(vec!["?", "", "??", " please?"]),
+        )
+            .prop_map(|(a, b, c, d)| format!("{a} {b} of {c}{d}"))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn follows_exactly_when_the_cache_would_hit(
+            stored in question(),
+            asked in question(),
+            same_scope in proptest::bool::ANY,
+        ) {
+            let c = cache();
+            let f = near();
+            let _ = f.begin_now(&c, probe(&c, "m", &stored));
+            let llm = if same_scope { "m" } else { "n" };
+            let follows = matches!(f.begin_now(&c, probe(&c, llm, &asked)), Role::Follow(_));
+            let fresh = cache();
+            let s = split_prompt("", "m", &stored);
+            fresh.insert(&s, Some(&fresh.embed_builtin(&s.text).unwrap()), "a".as_bytes().into()).unwrap();
+            let q = split_prompt("", llm, &asked);
+            let hit = !matches!(
+                fresh.lookup(&q, Some(&fresh.embed_builtin(&q.text).unwrap())),
+                super::super::Outcome::Miss { .. }
+            );
+            proptest::prop_assert_eq!(follows, hit);
+        }
+
+        #[test]
+        fn any_text_leads_or_follows_without_panicking(a in ".{0,60}", b in ".{0,60}") {
+            let c = cache();
+            let f = near();
+            let Role::Lead(ticket) = f.begin_now(&c, probe(&c, "m", &a)) else {
+                return Err(proptest::test_runner::TestCaseError::fail("first caller must lead"));
+            };
+            let _ = f.begin_now(&c, probe(&c, "m", &b));
+            proptest::prop_assert!(f.land(ticket, Landing::Abandoned));
+        }
+    }
 }
