@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use xxhash_rust::xxh3::xxh3_64;
+
 use super::coalesce::{Flight, FlightStats, Landing, Role, Ticket};
+use super::guard::Signature;
 use super::key::CacheKey;
 use super::semantic::{Probe, SemanticCache};
 
@@ -70,15 +73,28 @@ pub struct NearStats {
     pub similar: u64,
 }
 
+/// Guard signatures remembered (by text hash): a burst repeats a few texts many times.
+const SIGNATURES: u64 = 4096;
+
 /// The semantic cache's questions in flight. `Send + Sync`; share it through an `Arc`.
-#[derive(Debug)]
 pub struct NearFlights<V, E> {
     index: Mutex<Index<V, E>>,
+    signatures: moka::sync::Cache<u64, Arc<Signature>>,
     bound: Duration,
     next: AtomicU64,
     led: AtomicU64,
     followed: AtomicU64,
     similar: AtomicU64,
+}
+
+impl<V, E> std::fmt::Debug for NearFlights<V, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearFlights")
+            .field("bound", &self.bound)
+            .field("led", &self.led)
+            .field("followed", &self.followed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<V: Clone, E: Clone> NearFlights<V, E> {
@@ -89,6 +105,7 @@ impl<V: Clone, E: Clone> NearFlights<V, E> {
                 by_scope: HashMap::new(),
                 groups: HashMap::new(),
             }),
+            signatures: moka::sync::Cache::new(SIGNATURES),
             bound,
             next: AtomicU64::new(1),
             led: AtomicU64::new(0),
@@ -139,9 +156,15 @@ impl<V: Clone, E: Clone> NearFlights<V, E> {
             land_stale(stale);
             return Begun::Deferred(Box::new(probe));
         }
-        cache.prepare(&probe);
-        for other in &others {
-            cache.prepare(&other.probe);
+        for p in std::iter::once(&probe).chain(others.iter().map(|o| &o.probe)) {
+            if p.needs_signature() {
+                let text = p.text();
+                let signature = self
+                    .signatures
+                    .get_with(xxh3_64(text.as_bytes()), || Arc::new(Signature::of(text)));
+                p.set_signature(signature);
+            }
+            cache.prepare(p);
         }
         let now = Instant::now();
         let mut index = self.index();

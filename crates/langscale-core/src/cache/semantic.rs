@@ -547,7 +547,7 @@ pub struct Probe {
     text: String,
     /// Whether this cache's own embedder may embed the text (else only a given vector).
     own: bool,
-    signature: std::sync::OnceLock<Signature>,
+    signature: std::sync::OnceLock<Arc<Signature>>,
     vector: std::sync::OnceLock<Option<Arc<[f32]>>>,
     surface: std::sync::OnceLock<Option<Vec<f32>>>,
 }
@@ -561,6 +561,21 @@ impl Probe {
     /// The exact key of the whole prompt.
     pub fn exact(&self) -> CacheKey {
         self.exact
+    }
+
+    /// The text compared by similarity.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether its guard signature is still to be worked out.
+    pub fn needs_signature(&self) -> bool {
+        self.signature.get().is_none()
+    }
+
+    /// Its guard signature, worked out elsewhere (remembered for the same text).
+    pub fn set_signature(&self, signature: Arc<Signature>) {
+        let _ = self.signature.set(signature);
     }
 
     /// Whether comparing it by similarity still needs its embedding worked out (the signature
@@ -607,7 +622,9 @@ impl SemanticCache {
     }
 
     fn signature_of<'p>(&self, probe: &'p Probe) -> &'p Signature {
-        probe.signature.get_or_init(|| Signature::of(&probe.text))
+        probe
+            .signature
+            .get_or_init(|| Arc::new(Signature::of(&probe.text)))
     }
 
     fn vector_of<'p>(&self, probe: &'p Probe) -> Option<&'p [f32]> {
