@@ -51,6 +51,7 @@ def cases(settings: Settings) -> list[Case]:
         Case("key normalisation", lambda: _key_normalisation(settings)),
         Case("memory per entry", lambda: _memory(settings)),
         Case("100 identical requests at once", lambda: _coalescing(settings)),
+        Case("100 near-duplicate requests at once", lambda: _near_coalescing(settings)),
     ]
 
 
@@ -476,3 +477,69 @@ def _coalescing(settings: Settings) -> list[Row]:
     calls = Row(group, "provider calls", "calls", ours.calls, theirs.calls)
     calls.target, calls.met = "1", ours.calls == 1
     return [calls, Row(group, "wall time of the burst", "ms", ls_ms, lc_ms)]
+
+
+# --- coalescing: a burst of near-duplicates (retypes of one question) ----------------------
+
+LABELLED = (
+    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "pairs-generated.jsonl"
+)
+
+
+def _retypes() -> list[str]:
+    """Retypes of one labelled question (``shared/data``, key 3:France) that the built-in
+    SemanticCache answers with one another, every way round (so whichever caller leads, the
+    cache itself would answer every other with its answer)."""
+    with LABELLED.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    texts = sorted(
+        {
+            t
+            for r in rows
+            if r["same"] and r["kind"] == "surface" and r["a_key"] == "3:France"
+            for t in (r["a"], r["b"])
+        }
+    )
+    generation = [ChatGeneration(message=AIMessage("Paris."))]
+
+    def answers(stored: str, asked: str) -> bool:
+        cache = langscale.SemanticCache()
+        cache.update(dumps([HumanMessage(stored)]), "m", generation)
+        return cache.lookup(dumps([HumanMessage(asked)]), "m") is not None
+
+    return [t for t in texts if all(answers(t, u) and answers(u, t) for u in texts)]
+
+
+def _near_burst(model: Any, texts: list[str]) -> float:
+    async def main() -> None:
+        await asyncio.gather(*(model.ainvoke(texts[i % len(texts)]) for i in range(BURST)))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    return (time.perf_counter() - started) * 1e3
+
+
+def _near_coalescing(settings: Settings) -> list[Row]:
+    """100 concurrent ainvoke of retypes of one question: langscale (ScaledChatModel with a
+    SemanticCache) against the same model with LangChain's InMemoryCache (each distinct text
+    misses, and all of them at once) and with a SemanticCache but no ScaledChatModel (no
+    coalescing: every caller misses before the first answer is stored)."""
+    if not LABELLED.exists():
+        print(f"no data set at {LABELLED}")
+        return []
+    texts = _retypes()
+    ours, theirs, plain = _SlowModel(), _SlowModel(cache=InMemoryCache()), _SlowModel()
+    ls_ms = _near_burst(langscale.ScaledChatModel([ours], cache=langscale.SemanticCache()), texts)
+    lc_ms = _near_burst(theirs, texts)
+    plain.cache = langscale.SemanticCache()
+    plain_ms = _near_burst(plain, texts)
+    group = (
+        f"coalescing: {BURST} concurrent near-duplicate ainvoke ({len(texts)} retypes of one"
+        f" question), {PROVIDER_SECONDS * 1e3:g} ms calls"
+    )
+    calls = Row(group, "provider calls", "calls", ours.calls, theirs.calls)
+    calls.target, calls.met = "1", ours.calls == 1
+    calls.extra["semantic_cache_alone_calls"] = plain.calls
+    wall = Row(group, "wall time of the burst", "ms", ls_ms, lc_ms)
+    wall.extra["semantic_cache_alone_ms"] = round(plain_ms, 1)
+    return [calls, wall]

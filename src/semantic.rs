@@ -451,6 +451,24 @@ impl SemanticCache {
     }
 }
 
+// For request coalescing (`coalesce.rs`): a question in flight as this cache compares it.
+impl SemanticCache {
+    /// The core cache, whose rule decides which question in flight answers which.
+    pub(crate) fn core(&self) -> &cache::SemanticCache {
+        &self.cache
+    }
+
+    /// `split` as the cache compares it, embedded as a lookup would be: `vector`, else by the
+    /// cache's own embedder when it uses one (when a comparison first needs it).
+    pub(crate) fn probe(&self, split: &SplitPrompt, vector: Option<Vec<f32>>) -> cache::Probe {
+        match vector {
+            Some(v) => self.cache.probe(&split.scoped, Some(&v)),
+            None if self.builtin => self.cache.probe_own(&split.scoped),
+            None => self.cache.probe(&split.scoped, None),
+        }
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SemanticCache>()?;
     m.add_class::<SplitPrompt>()?;

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from langchain_core import exceptions as lc
@@ -48,6 +49,7 @@ from langscale.endpoint import (
 )
 from langscale.limiter import RateLimiter
 from langscale.prices import Prices
+from langscale.semantic import SemanticCache
 
 
 class ScaledModelError(_core.LangscaleError, lc.ModelError):
@@ -315,6 +317,50 @@ def _landed(kind: str, value: Any) -> ChatResult | None:
     return None
 
 
+def _semantic_cache(model: BaseChatModel) -> SemanticCache | None:
+    """The langscale SemanticCache LangChain consults for ``model``, if that is the one."""
+    cache = model.cache if isinstance(model.cache, BaseCache) else get_llm_cache()
+    return cache if isinstance(cache, SemanticCache) else None
+
+
+# Whether the cache answered the request now leading a flight (LangChain tells us through
+# _convert_cached_generations, in the leader's own context).
+_ANSWERED_BY_CACHE: ContextVar[bool] = ContextVar("langscale_answered_by_cache", default=False)
+
+
+class _Lead:
+    """A leader's handle on its flight: exact (by key) or near-duplicate (by ticket)."""
+
+    __slots__ = ("flights", "key", "ticket")
+
+    def __init__(self, flights: Any, key: str | None, ticket: int) -> None:
+        self.flights, self.key, self.ticket = flights, key, ticket
+
+    def land(self, result: ChatResult, from_cache: bool) -> None:
+        """The leader's answer for its followers. With a SemanticCache, one the cache gave it
+        is not passed on: the followers look the cache up themselves (microseconds), so a
+        stored entry answers a near-duplicate only by the cache's own rule, never because it
+        answered a similar question."""
+        if self.key is not None:
+            self.flights.land_value(self.key, result)
+        elif from_cache:
+            self.flights.abandon_similar(self.ticket)
+        else:
+            self.flights.land_similar(self.ticket, result)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.key is None:
+            self.flights.fail_similar(self.ticket, exc)
+        else:
+            self.flights.land_failure(self.key, self.ticket, exc)
+
+    def abandon(self) -> None:
+        if self.key is None:
+            self.flights.abandon_similar(self.ticket)
+        else:
+            self.flights.abandon(self.key, self.ticket)
+
+
 def _usage(result: ChatResult) -> tuple[int, int]:
     for gen in result.generations:
         usage = getattr(getattr(gen, "message", None), "usage_metadata", None)
@@ -380,7 +426,9 @@ class ScaledChatModel(BaseChatModel):
     coalesce: bool = True
     """With a cache (``cache=`` or ``set_llm_cache``): identical requests in flight at once
     (same prompt, parameters and tenant) make one call; the others wait for its answer (a copy
-    each) or its exception. ``invoke``/``ainvoke``/``generate`` only: streams are not shared."""
+    each) or its exception. With a ``langscale.SemanticCache`` a near-duplicate the cache
+    would answer with the call's answer (same scope, similar last turn, the guard agreeing)
+    waits for it too. ``invoke``/``ainvoke``/``generate`` only: streams are not shared."""
     coalesce_wait: float = 60.0
     """The longest a request waits for another's identical call before making its own."""
 
@@ -670,20 +718,22 @@ class ScaledChatModel(BaseChatModel):
         with _identity.bound(_identity.of_run(run_manager)):
             if not self.coalesce:
                 return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
-            flights = self._private()["_flights"]
-            key = self._flight_key(messages, stop, kwargs)
-            ticket, flight = flights.begin(key)
+            lead, flight = self._begin_flight(messages, stop, kwargs)
             if flight is not None:
                 landed = _landed(*flight.wait())
                 if landed is not None:
                     return landed
                 return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+            answered = _ANSWERED_BY_CACHE.set(False)
             try:
                 result = super()._generate_with_cache(messages, stop, run_manager, **kwargs)
             except BaseException as exc:
-                flights.land_failure(key, ticket, exc)
+                lead.fail(exc)
                 raise
-            flights.land_value(key, result)
+            else:
+                lead.land(result, _ANSWERED_BY_CACHE.get())
+            finally:
+                _ANSWERED_BY_CACHE.reset(answered)
             return result
 
     async def _agenerate_with_cache(
@@ -700,29 +750,32 @@ class ScaledChatModel(BaseChatModel):
         with _identity.bound(_identity.of_run(run_manager)):
             if not self.coalesce:
                 return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
-            flights = self._private()["_flights"]
-            key = self._flight_key(messages, stop, kwargs)
-            ticket, flight = flights.begin(key)
+            lead, flight = await self._abegin_flight(messages, stop, kwargs)
             if flight is not None:
                 landed = _landed(*await flight.wait_async())
                 if landed is not None:
                     return landed
                 return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
+            answered = _ANSWERED_BY_CACHE.set(False)
             try:
                 result = await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
             except asyncio.CancelledError:
-                flights.abandon(key, ticket)  # followers make their own call
+                lead.abandon()  # followers make their own call
                 raise
             except BaseException as exc:
-                flights.land_failure(key, ticket, exc)
+                lead.fail(exc)
                 raise
-            flights.land_value(key, result)
+            else:
+                lead.land(result, _ANSWERED_BY_CACHE.get())
+            finally:
+                _ANSWERED_BY_CACHE.reset(answered)
             return result
 
     def _convert_cached_generations(self, cache_val: list[Any]) -> list[ChatGeneration]:
         """LangChain's cache hit (invoke/generate, sync or async): told to the budgets."""
         generations = super()._convert_cached_generations(cache_val)
         _cache_hit(self, _identity.current(), generations)
+        _ANSWERED_BY_CACHE.set(True)
         return generations
 
     def _flight_key(
@@ -732,6 +785,56 @@ class ScaledChatModel(BaseChatModel):
         without its random message ids, the parameters, the tenant's scope)."""
         llm_string = _identity.scoped(self._get_llm_string(stop=stop, **kwargs))
         return str(_core.cache_key("", llm_string, dumps(messages)))
+
+    def _split(
+        self,
+        cache: SemanticCache,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """The prompt as ``cache`` splits it for a lookup, always within the tenant's scope
+        (a cache shared by tenants still never makes one wait for another's call)."""
+        llm_string = _identity.scoped(self._get_llm_string(stop=stop, **kwargs))
+        return cache._core.split_prompt(dumps(messages), llm_string)
+
+    def _begin_flight(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        """(lead, None): make the call, then land it with ``lead``; (None, flight): wait for
+        the flight. With a SemanticCache a near-duplicate the cache would answer with the
+        leader's answer follows too (the core decides, by the cache's own rule)."""
+        flights = self._private()["_flights"]
+        cache = _semantic_cache(self)
+        if cache is None:
+            key = self._flight_key(messages, stop, kwargs)
+            ticket, flight = flights.begin(key)
+            return (None if ticket is None else _Lead(flights, key, ticket)), flight
+        split = self._split(cache, messages, stop, kwargs)
+        vector = None if cache._embeddings is None else cache._embed(split.text)
+        ticket, flight = flights.begin_similar(cache._core, split, vector)
+        return (None if ticket is None else _Lead(flights, None, ticket)), flight
+
+    async def _abegin_flight(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        """``_begin_flight`` for the async path (embeddings off the event loop)."""
+        cache = _semantic_cache(self)
+        if cache is None or (cache._embeddings is None and cache._native is None):
+            return self._begin_flight(messages, stop, kwargs)
+        flights = self._private()["_flights"]
+        split = self._split(cache, messages, stop, kwargs)
+        if cache._embeddings is not None:
+            vector = await cache._aembed(split.text)
+            ticket, flight = flights.begin_similar(cache._core, split, vector)
+        else:
+            # The model takes milliseconds per text: when the comparison needs it (another
+            # question in flight in the scope), embed on a worker thread. The cache remembers
+            # the vector, so its lookup does not embed the text again.
+            ticket, flight = flights.begin_similar(cache._core, split, None, True)
+            if ticket is None and flight is None:
+                ticket, flight = await asyncio.to_thread(flights.begin_similar, cache._core, split)
+        return (None if ticket is None else _Lead(flights, None, ticket)), flight
 
     def _failure(
         self, detail: str | None, attempt: int | None, errors: dict[int, tuple[int, BaseException]]

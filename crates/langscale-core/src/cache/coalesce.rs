@@ -52,7 +52,7 @@ pub struct Flight<V, E> {
 }
 
 impl<V: Clone, E: Clone> Flight<V, E> {
-    fn new(ticket: Ticket, deadline: Instant) -> Self {
+    pub(crate) fn new(ticket: Ticket, deadline: Instant) -> Self {
         Self {
             ticket,
             deadline,
@@ -62,7 +62,7 @@ impl<V: Clone, E: Clone> Flight<V, E> {
         }
     }
 
-    fn land(&self, landing: Landing<V, E>) {
+    pub(crate) fn land(&self, landing: Landing<V, E>) {
         let mut landed = self.landed.lock().unwrap_or_else(PoisonError::into_inner);
         if landed.is_none() {
             *landed = Some(landing);
@@ -77,6 +77,16 @@ impl<V: Clone, E: Clone> Flight<V, E> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether it still holds callers back at `now`: not landed, not stale.
+    pub(crate) fn is_open(&self, now: Instant) -> bool {
+        self.deadline > now
+            && self
+                .landed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
     }
 
     /// The leader's ticket.

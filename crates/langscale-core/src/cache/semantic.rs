@@ -535,6 +535,163 @@ impl SemanticCache {
     }
 }
 
+/// A question as this cache compares it (scope, exact key, guard signature, embeddings),
+/// taken before it is stored: a question in flight is matched against others by
+/// [`SemanticCache::answers`], the same rule a lookup applies to a stored entry. The
+/// signature and embeddings are worked out when a comparison first needs them (most
+/// questions never meet another in flight), once.
+#[derive(Debug)]
+pub struct Probe {
+    scope: CacheKey,
+    exact: CacheKey,
+    text: String,
+    /// Whether this cache's own embedder may embed the text (else only a given vector).
+    own: bool,
+    signature: std::sync::OnceLock<Arc<Signature>>,
+    vector: std::sync::OnceLock<Option<Arc<[f32]>>>,
+    surface: std::sync::OnceLock<Option<Vec<f32>>>,
+}
+
+impl Probe {
+    /// The scope it may only be matched within.
+    pub fn scope(&self) -> CacheKey {
+        self.scope
+    }
+
+    /// The exact key of the whole prompt.
+    pub fn exact(&self) -> CacheKey {
+        self.exact
+    }
+
+    /// The text compared by similarity.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether its guard signature is still to be worked out.
+    pub fn needs_signature(&self) -> bool {
+        self.signature.get().is_none()
+    }
+
+    /// Its guard signature, worked out elsewhere (remembered for the same text).
+    pub fn set_signature(&self, signature: Arc<Signature>) {
+        let _ = self.signature.set(signature);
+    }
+
+    /// Whether comparing it by similarity still needs its embedding worked out (the signature
+    /// and n-grams are cheap beside a model's embedding).
+    pub fn needs_embedding(&self) -> bool {
+        self.own && self.vector.get().is_none()
+    }
+}
+
+impl SemanticCache {
+    fn probe_of(&self, scoped: &Scoped, own: bool) -> Probe {
+        Probe {
+            scope: scoped.scope,
+            exact: scoped.exact,
+            text: scoped.text.clone(),
+            own,
+            signature: std::sync::OnceLock::new(),
+            vector: std::sync::OnceLock::new(),
+            surface: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `scoped` as [`SemanticCache::answers`] compares it, with `vector` its embedding (None,
+    /// or one this cache would refuse: it is compared as a lookup without a vector is).
+    pub fn probe(&self, scoped: &Scoped, vector: Option<&[f32]>) -> Probe {
+        let probe = self.probe_of(scoped, false);
+        let _ = probe
+            .vector
+            .set(vector.and_then(|v| self.check_vector(v).ok()));
+        probe
+    }
+
+    /// `scoped` as [`SemanticCache::answers`] compares it, embedded by this cache's own
+    /// embedder (as [`SemanticCache::embed_builtin`]) when a comparison first needs it.
+    pub fn probe_own(&self, scoped: &Scoped) -> Probe {
+        self.probe_of(scoped, true)
+    }
+
+    /// Work out what comparing `probe` needs, now (outside any lock the caller holds).
+    pub fn prepare(&self, probe: &Probe) {
+        let _ = self.signature_of(probe);
+        let _ = self.vector_of(probe);
+        let _ = self.surface_of(probe);
+    }
+
+    fn signature_of<'p>(&self, probe: &'p Probe) -> &'p Signature {
+        probe
+            .signature
+            .get_or_init(|| Arc::new(Signature::of(&probe.text)))
+    }
+
+    fn vector_of<'p>(&self, probe: &'p Probe) -> Option<&'p [f32]> {
+        probe
+            .vector
+            .get_or_init(|| {
+                // An embedder that fails on this text leaves it to exact matches, as a lookup.
+                let own = probe.own.then(|| self.embed_builtin(&probe.text).ok());
+                own.flatten()
+            })
+            .as_deref()
+    }
+
+    fn surface_of<'p>(&self, probe: &'p Probe) -> Option<&'p [f32]> {
+        probe
+            .surface
+            .get_or_init(|| self.surface.as_ref().map(|s| s.embed(&probe.text)))
+            .as_deref()
+    }
+
+    /// Whether a lookup of `query` would be answered by an entry stored for `stored`, by the
+    /// rule [`SemanticCache::lookup`] applies (the same prompt; else the same scope, a
+    /// similarity at or above the threshold, or the n-gram one for a hybrid cache, and the
+    /// guard agreeing). Some(how far it clears its threshold, for ranking; `f32::INFINITY`
+    /// for the same prompt), or None. Counts nothing.
+    pub fn answers(&self, stored: &Probe, query: &Probe) -> Option<f32> {
+        if stored.scope != query.scope {
+            return None;
+        }
+        if stored.exact == query.exact {
+            return Some(f32::INFINITY);
+        }
+        let margin = |a: &[f32], b: &[f32], threshold: f32| {
+            if a.len() != b.len() {
+                return None;
+            }
+            let similarity = super::index::dot(a, b);
+            (similarity >= threshold).then_some(similarity - threshold)
+        };
+        let model = match (self.vector_of(stored), self.vector_of(query)) {
+            (Some(a), Some(b)) => margin(a, b, self.config.threshold),
+            _ => None,
+        };
+        let surface = match (
+            self.surface_of(stored),
+            self.surface_of(query),
+            self.config.surface_threshold,
+        ) {
+            (Some(a), Some(b), Some(threshold)) => margin(a, b, threshold),
+            _ => None,
+        };
+        let best = match (model, surface) {
+            (Some(m), Some(s)) => m.max(s),
+            (m, s) => m.or(s)?,
+        };
+        if self.config.guard
+            && self
+                .signature_of(stored)
+                .conflict(self.signature_of(query))
+                .is_some()
+        {
+            return None;
+        }
+        Some(best)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
