@@ -43,8 +43,10 @@ lint: install
 test-rust:
 	cargo test -p langscale-core --lib --tests
 
+# -n auto: one worker per core (xdist); many tests wait on servers, sleeps and other
+# processes, so two workers on two cores halve the wall time.
 test-python: install build-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 ## test: install test dependencies, build the extension, run cargo test and pytest
 test: test-rust test-python
