@@ -6,6 +6,7 @@
 //! budget, which is `route::budget`.)
 
 mod config;
+mod lease;
 mod ledger;
 mod shared;
 mod shared_ledger;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{BudgetCap, LevelConfig, OnOver, RedisDown, SpendConfig};
+pub use lease::LeaseStats;
 pub use ledger::{Ledger, LevelReport, Report, UnixClock};
 pub use shared::{SharedMeter, SharedRefusal, SharedSpend};
 pub use shared_ledger::{SharedLedger, SharedLedgerStats};
