@@ -110,7 +110,10 @@ pub struct SpendConfig {
     #[serde(default = "default_lease", deserialize_with = "lease_flag")]
     pub lease: bool,
     /// The most of the room left beyond a call that one lease may take.
-    #[serde(default = "default_lease_share")]
+    #[serde(
+        default = "default_lease_share",
+        deserialize_with = "lease_share_number"
+    )]
     pub lease_share: f64,
 }
 
@@ -134,6 +137,18 @@ fn default_lease() -> bool {
 }
 fn default_lease_share() -> f64 {
     0.1
+}
+
+/// `lease_share` is a number; anything else is refused naming it.
+fn lease_share_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_f64().ok_or_else(|| {
+            serde::de::Error::custom(format!("lease_share must be a number, got {n}"))
+        }),
+        other => Err(serde::de::Error::custom(format!(
+            "lease_share must be a number, got {other}"
+        ))),
+    }
 }
 
 /// `lease` is true or false; anything else is refused naming it (serde alone would not say

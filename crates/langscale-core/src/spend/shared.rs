@@ -225,7 +225,10 @@ for i = 1, n do
       local free = r.limit - r.others - r.cover
       if free > 0 and r.want > r.cover then
         local cap = share * free
-        if cap >= r.unit and r.unit > 0 then extra = math.min(r.want - r.cover, cap) end
+        if cap >= r.unit and r.unit > 0 then
+          -- Whole calls only: a fraction of one would sit unused in the lease.
+          extra = math.floor(math.min(r.want - r.cover, cap) / r.unit + 1e-9) * r.unit
+        end
       end
       new = math.max(r.hold1, r.cover + extra)
     end
