@@ -475,6 +475,7 @@ impl Leases {
                         let take = &sent.takes[i];
                         let call = sent.call.get(i).copied().unwrap_or(0.0);
                         l.reserved += call;
+                        l.taken += call;
                         if call > 0.0 {
                             l.idle_ticks = 0;
                         }
