@@ -266,12 +266,16 @@ impl Leases {
         loop {
             let now = Instant::now();
             for a in asks {
-                let lease = st
-                    .leases
-                    .entry(a.meter.name.clone())
-                    .or_insert_with(|| Lease::new(a.meter.clone(), now));
-                if lease.meter.limit.to_bits() != a.meter.limit.to_bits() {
-                    lease.meter.limit = a.meter.limit;
+                match st.leases.get_mut(&a.meter.name) {
+                    Some(l) => {
+                        if l.meter.limit.to_bits() != a.meter.limit.to_bits() {
+                            l.meter.limit = a.meter.limit;
+                        }
+                    }
+                    None => {
+                        st.leases
+                            .insert(a.meter.name.clone(), Lease::new(a.meter.clone(), now));
+                    }
                 }
             }
             let short: Vec<usize> = asks
@@ -502,7 +506,8 @@ impl Leases {
                         .collect();
                     Applied::Refused(over)
                 } else {
-                    Applied::Granted
+                    // An id already used: nothing was granted (never on a caller's fresh id).
+                    Applied::Failed
                 }
             }
             Err(_) => {
