@@ -191,3 +191,42 @@ def test_junk_lease_settings_are_a_config_error_or_budgets_that_work(redis_serve
     budgets.flush()
     assert used(budgets) == pytest.approx(3.0)
     assert budgets.report()["in_flight"] == 0
+
+
+def test_a_lease_booking_retried_after_a_lost_reply_counts_once(killable_redis, redis_prefix):
+    import os
+    import signal
+
+    s = store(killable_redis.url, redis_prefix, timeout=0.1)
+    budgets = Budgets(daily(1e6), store=s)
+    llm = model(budgets)
+    assert [_invoke(llm) for _ in range(10)] == ["ok"] * 10
+    assert budgets.stats()["leased"] >= 5  # spend settled here, not yet booked
+    assert killable_redis.process is not None
+
+    def done() -> int:
+        return len(killable_redis.cli("--scan", "--pattern", f"*{redis_prefix}*done*").split())
+
+    ran = done()
+    pid = killable_redis.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # Its booking reaches the paused server, but no reply comes back in time: kept.
+        budgets.report()
+        assert budgets.stats()["pending"] >= 1
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 15
+    while done() <= ran:  # the server ran the booking once resumed ...
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    while not s.stats()["up"]:
+        assert time.monotonic() < deadline, "the store never reconnected"
+        time.sleep(0.05)
+    # ... and the write-back retries it under the same id: not counted again.
+    budgets.flush()
+    assert budgets.stats()["pending"] == 0
+    other = Budgets(daily(1e6), store=store(killable_redis.url, redis_prefix))
+    assert used(other) == pytest.approx(10.0)
+    assert tenant(other)["requests"] == 10
+    assert tenant(other)["usd"] == pytest.approx(10.0)
