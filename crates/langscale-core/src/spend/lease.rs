@@ -433,9 +433,15 @@ impl Leases {
         self.operations.fetch_add(1, Ordering::Relaxed);
         let terms = self.terms();
         let ttl = u64::try_from(terms.ttl.as_micros()).unwrap_or(u64::MAX);
+        let books = sent.takes.iter().any(|t| t.book != 0.0)
+            || sent.levels.iter().any(|l| l.charge != Charge::default());
         let (spend, op, takes, levels) = (
             self.spend.clone(),
-            sent.op.clone(),
+            if books {
+                sent.op.clone()
+            } else {
+                String::new()
+            },
             sent.takes.clone(),
             sent.levels.clone(),
         );

@@ -153,7 +153,9 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', lexpiry, '-inf', now)) do
   unhold(holds, lexpiry, old)
 end
 local ttl, n, m, share = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local dup = redis.call('SET', done, '1', 'NX', 'PX', 86400000) == false
+-- Only an operation that books needs to be recognised when retried.
+local dup = false
+if ARGV[1] ~= '' then dup = redis.call('SET', done, '1', 'NX', 'PX', 86400000) == false end
 local W = 11
 local rows, fails, out = {}, {}, {}
 for i = 1, n do
@@ -633,7 +635,8 @@ impl SharedSpend {
     }
 
     /// One lease operation, all meters at once, idempotent by `op` (a retry after a lost reply
-    /// changes nothing). Holds not renewed expire after `ttl_us` (server time).
+    /// changes nothing; an empty `op`, for one that books nothing, leaves no marker). Holds
+    /// not renewed expire after `ttl_us` (server time).
     pub async fn lease(
         &self,
         op: &str,
