@@ -2,8 +2,9 @@
 //! and tokens per minute, a concurrency cap and budgets in USD or tokens over a window.
 //! Enforced by reservation: a call reserves its estimated cost at every level at once (one
 //! lock here, one Lua script in Redis: no check-then-increment race), then settles with its
-//! real usage or releases; a reservation never settled expires. (Not the router's retry
-//! budget, which is `route::budget`.)
+//! real usage or releases; a reservation never settled expires. In Redis, a process leases a
+//! slice of each budget and reserves against it without a round trip (`lease`). (Not the
+//! router's retry budget, which is `route::budget`.)
 
 mod config;
 mod lease;

@@ -10,7 +10,9 @@
 //! drops reservations past their deadline, so a crashed worker does not hold budget.
 //! Settle (and release, a settle of nothing) is idempotent by id: a `done` marker kept a day.
 //! Per level, a hash of counters (requests, usd, refusals, cache savings) and a set naming
-//! the levels seen, for reports.
+//! the levels seen, for reports. A lease ([`super::lease`]) is a hold like a reservation's,
+//! one per meter and process, with its own expiry set (`lexpiry`, kept out of the count of
+//! reservations in flight); one script books what a lease settled and resizes its hold.
 //!
 //! Window arithmetic stays in Rust ([`Span`]): the script gets each meter's slot length and
 //! how many slots count. A calendar month has no fixed length, so for it Rust names the
