@@ -1,7 +1,9 @@
 """Tenant budgets shared through Redis (issue 16): how far 200 concurrent requests in 4
-processes overshoot one shared budget, beside the check-then-increment a gateway does in Redis
-(LiteLLM's pattern: read the spend, call, then add the cost), and what a budget check costs
-per call (Redis round trips, time per ``ScaledChatModel.invoke`` on a fake model).
+processes overshoot one shared budget, with leases and with one script per reserve and settle
+(``lease=False``), beside the check-then-increment a gateway does in Redis (LiteLLM's pattern:
+read the spend, call, then add the cost), and what a budget check costs per call (Redis round
+trips counted by the store, time per ``ScaledChatModel.invoke`` on a fake model), leased and
+per call side by side in the same run.
 
 Starts its own ``redis-server`` on loopback through ``tests/redis_server.py``; the baseline
 needs ``redis`` (the ``bench`` extra).
@@ -78,8 +80,8 @@ class Priced(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
-def _config(usd: float) -> dict[str, Any]:
-    return {"tenant_default": {"budgets": [{"usd": usd, "window": "day"}]}}
+def _config(usd: float, lease: bool = True) -> dict[str, Any]:
+    return {"tenant_default": {"budgets": [{"usd": usd, "window": "day"}]}, "lease": lease}
 
 
 def _model(budgets: Budgets | None, delay: float = 0.0) -> ScaledChatModel:
@@ -91,9 +93,10 @@ def _model(budgets: Budgets | None, delay: float = 0.0) -> ScaledChatModel:
 # --- overshoot -------------------------------------------------------------------------
 
 
-def _ours_worker(url: str, prefix: str, go: Any, out: Any) -> None:
+def _ours_worker(url: str, prefix: str, go: Any, out: Any, lease: bool = True) -> None:
     store = langscale.RedisStore(url, prefix=prefix, timeout=1.0)
-    llm = _model(Budgets(_config(LIMIT), store=store), delay=0.02)
+    budgets = Budgets(_config(LIMIT, lease), store=store)
+    llm = _model(budgets, delay=0.02)
     admitted = [0] * THREADS
 
     def run(i: int) -> None:
@@ -109,7 +112,16 @@ def _ours_worker(url: str, prefix: str, go: Any, out: Any) -> None:
     out.put("ready")
     go.wait(120)
     _threads(run)
-    out.put(sum(admitted))
+    budgets.flush()
+    out.put((sum(admitted), store.stats()["calls"], budgets.stats()["leased"]))
+
+
+def _leased_worker(url: str, prefix: str, go: Any, out: Any) -> None:
+    _ours_worker(url, prefix, go, out, lease=True)
+
+
+def _per_call_worker(url: str, prefix: str, go: Any, out: Any) -> None:
+    _ours_worker(url, prefix, go, out, lease=False)
 
 
 def _theirs_worker(url: str, prefix: str, go: Any, out: Any) -> None:
@@ -152,30 +164,42 @@ def _in_processes(worker: Any, url: str, prefix: str) -> int:
     ready = [out.get(timeout=120) for _ in procs]
     assert ready == ["ready"] * PROCESSES, ready
     go.set()
-    admitted = sum(out.get(timeout=300) for _ in procs)
+    results = [out.get(timeout=300) for _ in procs]
     for p in procs:
         p.join(timeout=30)
-    return admitted
+    return results
+
+
+def _ours(worker: Any, url: str) -> tuple[float, dict[str, Any]]:
+    prefix = f"b{uuid.uuid4().hex[:8]}"
+    results = _in_processes(worker, url, prefix)
+    admitted = sum(r[0] for r in results)
+    report = Budgets(_config(LIMIT), store=langscale.RedisStore(url, prefix=prefix)).report()
+    level = report["levels"]["tenant:acme"]
+    spent = level["usd"]
+    return max(0.0, spent - LIMIT), {
+        "admitted": admitted,
+        "calls_tried": admitted + level["refused"],
+        "redis_round_trips": sum(r[1] for r in results),
+        "leased_calls": sum(r[2] for r in results),
+        "spent_usd": spent,
+        "refused": level["refused"],
+        "in_flight_at_end": report["in_flight"],
+    }
 
 
 def _overshoot(url: str, settings: Settings) -> list[Row]:
     prefix = f"b{uuid.uuid4().hex[:8]}"
-    admitted = _in_processes(_ours_worker, url, prefix)
-    report = Budgets(_config(LIMIT), store=langscale.RedisStore(url, prefix=prefix)).report()
-    level = report["levels"]["tenant:acme"]
-    spent = level["usd"]
-    ours = max(0.0, spent - LIMIT)
-    extra: dict[str, Any] = {
-        "langscale_admitted": admitted,
-        "langscale_spent_usd": spent,
-        "langscale_refused": level["refused"],
-        "in_flight_at_end": report["in_flight"],
+    ours, leased = _ours(_leased_worker, url)
+    per_call_over, per_call = _ours(_per_call_worker, url)
+    extra: dict[str, Any] = {f"langscale_leased_{k}": v for k, v in leased.items()} | {
+        f"langscale_per_call_{k}": v for k, v in per_call.items()
     }
     theirs = None
     try:
         import redis
 
-        admitted_theirs = _in_processes(_theirs_worker, url, prefix)
+        admitted_theirs = sum(_in_processes(_theirs_worker, url, prefix))
         spent_theirs = float(redis.Redis.from_url(url).get(f"{prefix}:spend:acme") or 0.0)
         theirs = max(0.0, spent_theirs - LIMIT)
         extra |= {"langchain_admitted": admitted_theirs, "langchain_spent_usd": spent_theirs}
@@ -184,14 +208,23 @@ def _overshoot(url: str, settings: Settings) -> list[Row]:
     return [
         Row(
             GROUP_OVERSHOOT,
-            "spend beyond the budget vs check-then-increment in Redis",
+            "spend beyond the budget, leased vs check-then-increment in Redis",
             "USD",
             ours,
             theirs,
             target="0 beyond reservations in flight",
             met=ours <= 1e-9,
             extra=extra,
-        )
+        ),
+        Row(
+            GROUP_OVERSHOOT,
+            "spend beyond the budget, lease=false vs check-then-increment in Redis",
+            "USD",
+            per_call_over,
+            theirs,
+            target="0 beyond reservations in flight",
+            met=per_call_over <= 1e-9,
+        ),
     ]
 
 
@@ -201,16 +234,21 @@ def _overshoot(url: str, settings: Settings) -> list[Row]:
 def _check_cost(url: str, settings: Settings) -> list[Row]:
     n = settings.pick(2000, 200)
     rounds = settings.pick(7, 2)
-    store = langscale.RedisStore(url, prefix=f"b{uuid.uuid4().hex[:8]}", timeout=0.5)
-    big = _config(1e12)
-    shared, local = Budgets(big, store=store), Budgets(big)
-    plain, with_local, with_shared = _model(None), _model(local), _model(shared)
+    big = 1e12
+
+    def on_store(lease: bool) -> tuple[langscale.RedisStore, Budgets]:
+        s = langscale.RedisStore(url, prefix=f"b{uuid.uuid4().hex[:8]}", timeout=0.5)
+        return s, Budgets(_config(big, lease), store=s)
+
+    (leased_store, leased), (per_call_store, per_call) = on_store(True), on_store(False)
+    plain, with_local = _model(None), _model(Budgets(_config(big)))
+    with_leased, with_per_call = _model(leased), _model(per_call)
     messages = [HumanMessage("hi")]
 
     def invoke(llm: ScaledChatModel) -> Any:
         return lambda: llm.invoke(messages, max_tokens=196)
 
-    def per_call(llm: ScaledChatModel) -> Any:
+    def per_invoke(llm: ScaledChatModel) -> Any:
         def sample() -> float:
             with langscale.tenant("acme"):
                 return time_calls(invoke(llm), n, gc_off=False) / 1000
@@ -219,26 +257,59 @@ def _check_cost(url: str, settings: Settings) -> list[Row]:
 
     medians = compare(
         {
-            "plain": per_call(plain),
-            "local": per_call(with_local),
-            "shared": per_call(with_shared),
+            "plain": per_invoke(plain),
+            "local": per_invoke(with_local),
+            "leased": per_invoke(with_leased),
+            "per_call": per_invoke(with_per_call),
         },
         rounds,
     )
-    before = store.stats()["calls"]
-    with langscale.tenant("acme"):
-        for _ in range(n):
-            invoke(with_shared)()
-    trips = (store.stats()["calls"] - before) / n
+
+    def trips(s: langscale.RedisStore, llm: ScaledChatModel) -> float:
+        before = s.stats()["calls"]
+        with langscale.tenant("acme"):
+            for _ in range(n):
+                invoke(llm)()
+        return (s.stats()["calls"] - before) / n
+
+    trips_leased = trips(leased_store, with_leased)
+    trips_per_call = trips(per_call_store, with_per_call)
+    check = {side: medians[side] - medians["plain"] for side in ("local", "leased", "per_call")}
     return [
         Row(
             GROUP_COST,
-            "Redis round trips per call (reserve, settle)",
+            "Redis round trips per call, leased vs lease=false (reserve + settle)",
             "round trips",
-            trips,
-            None,
-            target="1 per call (issue 16; leasing not built)",
-            met=trips <= 1.0,
+            trips_leased,
+            trips_per_call,
+            target="<= 1 with leasing (issue 16)",
+            met=trips_leased <= 1.0,
+            extra={"counted_by": "RedisStore.stats()['calls']", "calls": n},
+        ),
+        Row(
+            GROUP_COST,
+            "budget check (reserve + settle) in Redis, leased vs lease=false",
+            "µs/call",
+            check["leased"],
+            check["per_call"],
+            extra={
+                "how": "invoke with budgets minus invoke without, medians",
+                "in_process_us": check["local"],
+            },
+        ),
+        Row(
+            GROUP_COST,
+            "budgets in Redis, leased vs no budgets",
+            "µs/invoke",
+            medians["leased"],
+            medians["plain"],
+        ),
+        Row(
+            GROUP_COST,
+            "budgets in Redis, lease=false vs no budgets",
+            "µs/invoke",
+            medians["per_call"],
+            medians["plain"],
         ),
         Row(
             GROUP_COST,
@@ -246,13 +317,5 @@ def _check_cost(url: str, settings: Settings) -> list[Row]:
             "µs/invoke",
             medians["local"],
             medians["plain"],
-        ),
-        Row(
-            GROUP_COST,
-            "budgets in Redis vs no budgets",
-            "µs/invoke",
-            medians["shared"],
-            medians["plain"],
-            extra={"in_process_us": medians["local"]},
         ),
     ]

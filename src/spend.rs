@@ -51,7 +51,8 @@ impl Budgets {
     }
 
     /// Shared budgets only (else all zero): calls admitted and refused from the local share
-    /// while Redis was down, and settlements still to be written back.
+    /// while Redis was down, settlements still to be written back, calls admitted from a
+    /// lease, lease scripts run and leases held.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = match &self.budgets {
             CoreBudgets::Shared(s) => s.stats(),
@@ -61,14 +62,17 @@ impl Budgets {
         d.set_item("local_admitted", s.local_admitted)?;
         d.set_item("local_refused", s.local_refused)?;
         d.set_item("pending", s.pending)?;
+        d.set_item("leased", s.lease.leased)?;
+        d.set_item("lease_operations", s.lease.operations)?;
+        d.set_item("leases", s.lease.leases)?;
         Ok(d)
     }
 
-    /// Write back spend settled while Redis was down, if it is up (shared budgets; else
-    /// nothing). Done on every call anyway; this is for a process about to exit.
+    /// Write back spend settled while Redis was down or under a lease, and hand leases back,
+    /// if Redis is up (shared budgets; else nothing): for a process about to exit.
     fn flush(&self, py: Python<'_>) {
         if let CoreBudgets::Shared(s) = &self.budgets {
-            py.detach(|| s.flush());
+            py.detach(|| s.hand_back());
         }
     }
 

@@ -5,18 +5,35 @@ changeable at run time with ``update``; pass to ``ScaledChatModel(budgets=...)``
 
 from __future__ import annotations
 
+import atexit
 import json
+import math
 import os
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from langscale import _core
 
 
+def _finite(value: Any, path: str) -> None:
+    """JSON has no NaN or infinity, and no setting takes one: name the first found."""
+    if isinstance(value, float) and not math.isfinite(value):
+        msg = f"{path} must be a finite number, got {value}"
+        raise _core.ConfigError(msg)
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _finite(v, f"{path}[{i}]")
+
+
 def _json(config: Any) -> str:
     if not isinstance(config, Mapping):
         msg = f"budgets must be a dict, got {config!r}"
         raise _core.ConfigError(msg)
+    _finite(config, "")
     try:
         return json.dumps(config, allow_nan=True)
     except (TypeError, ValueError) as err:
@@ -33,11 +50,15 @@ class Budgets:
     day or month, ``calendar`` true for the UTC calendar period, else rolling), ``on_over``
     (raise, wait or degrade) and ``wait_timeout``; and ``shadow``, ``near``,
     ``output_estimate``, ``reservation_ttl``, ``degrade_tag``, ``on_redis_down``
-    (``local_share`` or ``fail_closed``) and ``local_share``. Unknown keys and bad values
-    raise ``ConfigError`` naming them. Thread- and asyncio-safe.
+    (``local_share`` or ``fail_closed``), ``local_share``, ``lease`` (true, the default, or
+    false) and ``lease_share``. Unknown keys and bad values raise ``ConfigError`` naming them.
+    Thread- and asyncio-safe.
 
     ``store``: a ``langscale.RedisStore`` to hold the budgets in Redis, shared by every
     process using that store (and prefix); None (the default) keeps them in this process.
+    With ``lease`` each process reserves from a slice of each budget it leased (no Redis round
+    trip while it lasts) and writes its spend back within a second, on ``flush()``, and at
+    interpreter exit.
     """
 
     def __init__(
@@ -47,6 +68,10 @@ class Budgets:
             msg = f"store must be a langscale.RedisStore or None, got {store!r}"
             raise _core.ConfigError(msg)
         self._core = _core.Budgets(_json({} if config is None else config), store)
+        if store is not None:
+            # Spend settled under a lease is written back at exit (a process killed loses at
+            # most its last second of it; its leases expire in Redis).
+            atexit.register(_flush_at_exit, weakref.ref(self))
 
     @property
     def shared(self) -> bool:
@@ -55,12 +80,15 @@ class Budgets:
 
     def stats(self) -> dict[str, int]:
         """Budgets in Redis: ``local_admitted`` and ``local_refused`` (calls decided without
-        Redis while it was down) and ``pending`` (settlements still to be written back)."""
+        Redis while it was down), ``pending`` (settlements still to be written back),
+        ``leased`` (calls admitted from a lease, no round trip), ``lease_operations`` (lease
+        scripts run) and ``leases`` (leases held now)."""
         return self._core.stats()
 
     def flush(self) -> None:
-        """Write back spend settled while Redis was down, now if it is up (it is also done on
-        every call): for a process about to exit."""
+        """Write back spend settled while Redis was down or under a lease and hand leases
+        back, now if Redis is up: for a process about to exit (done at interpreter exit too;
+        ``multiprocessing`` workers skip that, so call it there)."""
         self._core.flush()
 
     @classmethod
@@ -86,6 +114,12 @@ class Budgets:
         would_refuse (shadow), usd, tokens, cache hits and savings, and each limit's use,
         remaining and ``near`` flag."""
         return self._core.report()
+
+
+def _flush_at_exit(ref: weakref.ReferenceType[Budgets]) -> None:
+    budgets = ref()
+    if budgets is not None:
+        budgets.flush()
 
 
 def _read(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -105,6 +105,16 @@ pub struct SpendConfig {
     /// This process's share of each limit while Redis is down.
     #[serde(default = "default_share")]
     pub local_share: f64,
+    /// Budgets in Redis: take leases (a slice of each budget per round trip) and reserve and
+    /// settle against them in this process; false: one script per reserve and per settle.
+    #[serde(default = "default_lease", deserialize_with = "lease_flag")]
+    pub lease: bool,
+    /// The most of the room left beyond a call that one lease may take.
+    #[serde(
+        default = "default_lease_share",
+        deserialize_with = "lease_share_number"
+    )]
+    pub lease_share: f64,
 }
 
 fn default_near() -> f64 {
@@ -122,6 +132,35 @@ fn default_tag() -> String {
 fn default_share() -> f64 {
     0.25
 }
+fn default_lease() -> bool {
+    true
+}
+fn default_lease_share() -> f64 {
+    0.1
+}
+
+/// `lease_share` is a number; anything else is refused naming it.
+fn lease_share_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_f64().ok_or_else(|| {
+            serde::de::Error::custom(format!("lease_share must be a number, got {n}"))
+        }),
+        other => Err(serde::de::Error::custom(format!(
+            "lease_share must be a number, got {other}"
+        ))),
+    }
+}
+
+/// `lease` is true or false; anything else is refused naming it (serde alone would not say
+/// which key).
+fn lease_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => Ok(b),
+        other => Err(serde::de::Error::custom(format!(
+            "lease must be true or false, got {other}"
+        ))),
+    }
+}
 
 impl Default for SpendConfig {
     fn default() -> Self {
@@ -138,6 +177,8 @@ impl Default for SpendConfig {
             degrade_tag: default_tag(),
             on_redis_down: RedisDown::default(),
             local_share: default_share(),
+            lease: default_lease(),
+            lease_share: default_lease_share(),
         }
     }
 }
@@ -281,6 +322,12 @@ impl SpendConfig {
             return Err(bad(format!(
                 "local_share must be above 0 and at most 1, got {}",
                 self.local_share
+            )));
+        }
+        if !(self.lease_share.is_finite() && self.lease_share > 0.0 && self.lease_share <= 1.0) {
+            return Err(bad(format!(
+                "lease_share must be above 0 and at most 1, got {}",
+                self.lease_share
             )));
         }
         Ok(())

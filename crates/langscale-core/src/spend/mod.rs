@@ -2,10 +2,12 @@
 //! and tokens per minute, a concurrency cap and budgets in USD or tokens over a window.
 //! Enforced by reservation: a call reserves its estimated cost at every level at once (one
 //! lock here, one Lua script in Redis: no check-then-increment race), then settles with its
-//! real usage or releases; a reservation never settled expires. (Not the router's retry
-//! budget, which is `route::budget`.)
+//! real usage or releases; a reservation never settled expires. In Redis, a process leases a
+//! slice of each budget and reserves against it without a round trip (`lease`). (Not the
+//! router's retry budget, which is `route::budget`.)
 
 mod config;
+mod lease;
 mod ledger;
 mod shared;
 mod shared_ledger;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{BudgetCap, LevelConfig, OnOver, RedisDown, SpendConfig};
+pub use lease::LeaseStats;
 pub use ledger::{Ledger, LevelReport, Report, UnixClock};
 pub use shared::{SharedMeter, SharedRefusal, SharedSpend};
 pub use shared_ledger::{SharedLedger, SharedLedgerStats};

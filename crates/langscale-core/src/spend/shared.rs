@@ -10,7 +10,9 @@
 //! drops reservations past their deadline, so a crashed worker does not hold budget.
 //! Settle (and release, a settle of nothing) is idempotent by id: a `done` marker kept a day.
 //! Per level, a hash of counters (requests, usd, refusals, cache savings) and a set naming
-//! the levels seen, for reports.
+//! the levels seen, for reports. A lease ([`super::lease`]) is a hold like a reservation's,
+//! one per meter and process, with its own expiry set (`lexpiry`, kept out of the count of
+//! reservations in flight); one script books what a lease settled and resizes its hold.
 //!
 //! Window arithmetic stays in Rust ([`Span`]): the script gets each meter's slot length and
 //! how many slots count. A calendar month has no fixed length, so for it Rust names the
@@ -42,6 +44,9 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local holds, expiry, levels = KEYS[1], KEYS[2], KEYS[3]
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
   unhold(holds, expiry, old)
+end
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[#KEYS], '-inf', now)) do
+  unhold(holds, KEYS[#KEYS], old)
 end
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local n, m, force = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
@@ -139,6 +144,133 @@ end
 return 1
 ";
 
+const LEASE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local holds, lexpiry, done, levels, expiry = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
+  unhold(holds, expiry, old)
+end
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', lexpiry, '-inf', now)) do
+  unhold(holds, lexpiry, old)
+end
+local ttl, n, m, share = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- Only an operation that books needs to be recognised when retried.
+local dup = false
+if ARGV[1] ~= '' then dup = redis.call('SET', done, '1', 'NX', 'PX', 86400000) == false end
+local W = 11
+local rows, fails, out = {}, {}, {}
+for i = 1, n do
+  local key, b = KEYS[5 + i], 6 + W * (i - 1)
+  local lid = ARGV[b]
+  local slot_us, slots, limit = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local book, cover, want = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+  local unit, shrink = tonumber(ARGV[b + 7]), ARGV[b + 8] == '1'
+  local fixed, fixed_end = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
+  local current = math.floor(now / slot_us)
+  if fixed > 0 then current = fixed end
+  local hold0 = 0
+  local v = redis.call('HGET', holds, lid)
+  if v then hold0 = tonumber(string.match(v, '|([^;|]+);$')) or 0 end
+  if dup then book = 0 end
+  local hold1 = hold0 - book
+  if hold1 < 0 then hold1 = 0 end
+  if book > 0 then
+    redis.call('HINCRBYFLOAT', key, string.format('%.0f', current), string.format('%.17g', book))
+  end
+  local first = current - slots + 1
+  local held = tonumber(redis.call('HGET', key, 'held') or '0')
+  local booked, list = 0, {}
+  local all = redis.call('HGETALL', key)
+  for j = 1, #all, 2 do
+    if all[j] ~= 'held' then
+      local s = tonumber(all[j])
+      if s < first then
+        redis.call('HDEL', key, all[j])
+      else
+        booked = booked + tonumber(all[j + 1])
+        list[#list + 1] = {s, tonumber(all[j + 1])}
+      end
+    end
+  end
+  local others = booked + held - hold0
+  if others < 0 then others = 0 end
+  rows[i] = {key = key, lid = lid, hold0 = hold0, hold1 = hold1, others = others, limit = limit,
+    cover = cover, want = want, unit = unit, shrink = shrink}
+  if not dup and not shrink and cover > hold1 + 1e-12 and others + cover > limit + 1e-9 then
+    local resets = -1
+    if cover <= limit and slots > 0 then
+      table.sort(list, function(x, y) return x[1] < y[1] end)
+      local u = others
+      for _, e in ipairs(list) do
+        u = u - e[2]
+        if u + cover <= limit + 1e-9 then
+          if fixed > 0 then resets = fixed_end - now else resets = (e[1] + slots) * slot_us - now end
+          break
+        end
+      end
+    end
+    fails[#fails + 1] = tostring(i)
+    fails[#fails + 1] = string.format('%.17g', others)
+    fails[#fails + 1] = string.format('%.0f', resets)
+  end
+end
+local refused = #fails > 0
+for i = 1, n do
+  local r = rows[i]
+  local new = r.hold0
+  if not dup then
+    if r.shrink then
+      new = r.cover
+    elseif refused then
+      new = r.hold1
+    else
+      local extra = 0
+      local free = r.limit - r.others - r.cover
+      if free > 0 and r.want > r.cover then
+        local cap = share * free
+        if cap >= r.unit and r.unit > 0 then
+          -- Whole calls only: a fraction of one would sit unused in the lease.
+          extra = math.floor(math.min(r.want - r.cover, cap) / r.unit + 1e-9) * r.unit
+        end
+      end
+      new = math.max(r.hold1, r.cover + extra)
+    end
+    if new < 1e-12 then new = 0 end
+    local d = new - r.hold0
+    if d ~= 0 then
+      local h = tonumber(redis.call('HGET', r.key, 'held') or '0') + d
+      if h < 1e-12 then h = 0 end
+      redis.call('HSET', r.key, 'held', string.format('%.17g', h))
+    end
+    if new > 0 then
+      redis.call('HSET', holds, r.lid, r.key .. '|' .. string.format('%.17g', new) .. ';')
+      redis.call('ZADD', lexpiry, now + ttl, r.lid)
+    else
+      redis.call('HDEL', holds, r.lid)
+      redis.call('ZREM', lexpiry, r.lid)
+    end
+  end
+  out[#out + 1] = string.format('%.17g', new)
+  out[#out + 1] = string.format('%.17g', r.others)
+end
+if not dup then
+  local lb = 6 + W * n
+  for j = 1, m do
+    local c, b = KEYS[5 + n + j], lb + 5 * (j - 1)
+    redis.call('SADD', levels, ARGV[b])
+    if ARGV[b + 1] ~= '0' then redis.call('HINCRBY', c, 'requests', ARGV[b + 1]) end
+    if ARGV[b + 2] ~= '0' then redis.call('HINCRBY', c, 'tokens', ARGV[b + 2]) end
+    if tonumber(ARGV[b + 3]) ~= 0 then redis.call('HINCRBYFLOAT', c, 'usd', ARGV[b + 3]) end
+    if refused and ARGV[b + 4] == '1' then redis.call('HINCRBY', c, 'refused', 1) end
+  end
+end
+local flag = 1
+if refused then flag = 0 end
+if dup then flag = 2 end
+return {flag, fails, out}
+";
+
 const SAVED: &str = r"
 local m = tonumber(ARGV[1])
 for j = 1, m do
@@ -157,6 +289,9 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local holds, expiry = KEYS[1], KEYS[2]
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
   unhold(holds, expiry, old)
+end
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[#KEYS], '-inf', now)) do
+  unhold(holds, KEYS[#KEYS], old)
 end
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local useds, counters = {}, {}
@@ -208,6 +343,11 @@ fn reserve_script() -> &'static Lua {
 fn settle_script() -> &'static Lua {
     static CELL: OnceLock<Lua> = OnceLock::new();
     CELL.get_or_init(|| Lua::new(with_unhold(SETTLE)))
+}
+
+fn lease_script() -> &'static Lua {
+    static CELL: OnceLock<Lua> = OnceLock::new();
+    CELL.get_or_init(|| Lua::new(with_unhold(LEASE)))
 }
 
 fn saved_script() -> &'static Lua {
@@ -305,6 +445,73 @@ fn float(x: f64) -> String {
     }
 }
 
+/// The meters a script found over their limit: (1-based index, used, µs until it resets).
+fn refusals(fails: &[String]) -> Vec<SharedRefusal> {
+    fails
+        .chunks(3)
+        .filter_map(|c| match c {
+            [i, used, resets] => Some(SharedRefusal {
+                meter: i.parse::<usize>().ok()?.checked_sub(1)?,
+                used: num(used),
+                resets_in_us: match resets.parse::<i64>() {
+                    Ok(-1) | Err(_) => None,
+                    // A negative time to a month's end: this host's clock is ahead.
+                    Ok(r) => Some(u64::try_from(r).unwrap_or(0)),
+                },
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One meter of a lease operation: book the spend settled under the lease, then set its hold
+/// to at least `cover` (refused, all or none, when that does not fit under the limit), growing
+/// it toward `want` by at most `share` of the room left beyond `cover`, and not at all when
+/// that is less than `unit` (one call). `shrink`: set the hold to exactly `cover` (a return).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseTake {
+    pub meter: SharedMeter,
+    /// The lease's id among the holds (one per meter and process).
+    pub lease: String,
+    pub book: f64,
+    pub cover: f64,
+    pub want: f64,
+    pub unit: f64,
+    pub shrink: bool,
+}
+
+/// Counters a lease operation adds at one level; `call`: the call asking is counted here (a
+/// refusal counts at it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseLevel {
+    pub name: String,
+    pub charge: Charge,
+    pub call: bool,
+}
+
+/// What a lease operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// Booked, and every hold is at least its `cover`.
+    Granted,
+    /// Booked, but some `cover` did not fit: holds unchanged (after booking).
+    Refused,
+    /// This operation id had already run (a retry after a lost reply): nothing changed.
+    Duplicate,
+}
+
+/// The answer to a lease operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leased {
+    pub outcome: LeaseOutcome,
+    /// Meters whose `cover` did not fit; `used` is what the others use (booked plus held).
+    pub over: Vec<SharedRefusal>,
+    /// Each lease's hold now.
+    pub holds: Vec<f64>,
+    /// What every other hold and the booked spend use of each meter.
+    pub others: Vec<f64>,
+}
+
 /// Budgets in Redis, one round trip per operation.
 #[derive(Debug, Clone)]
 pub struct SharedSpend {
@@ -377,26 +584,12 @@ impl SharedSpend {
             keys.push(self.counter_key(l));
         }
         args.extend(levels.iter().cloned());
+        keys.push(self.key("lexpiry"));
         let (ok, fails, used): (i64, Vec<String>, Vec<String>) =
             self.store.eval(reserve_script(), keys, args).await?;
-        let over = fails
-            .chunks(3)
-            .filter_map(|c| match c {
-                [i, used, resets] => Some(SharedRefusal {
-                    meter: i.parse::<usize>().ok()?.checked_sub(1)?,
-                    used: num(used),
-                    resets_in_us: match resets.parse::<i64>() {
-                        Ok(-1) | Err(_) => None,
-                        // A negative time to a month's end: this host's clock is ahead.
-                        Ok(r) => Some(u64::try_from(r).unwrap_or(0)),
-                    },
-                }),
-                _ => None,
-            })
-            .collect();
         Ok(Reserved {
             held: ok == 1,
-            over,
+            over: refusals(&fails),
             used: used.iter().map(|u| num(u)).collect(),
         })
     }
@@ -443,6 +636,81 @@ impl SharedSpend {
         Ok(n == 1)
     }
 
+    /// One lease operation, all meters at once, idempotent by `op` (a retry after a lost reply
+    /// changes nothing; an empty `op`, for one that books nothing, leaves no marker). Holds
+    /// not renewed expire after `ttl_us` (server time).
+    pub async fn lease(
+        &self,
+        op: &str,
+        takes: &[LeaseTake],
+        levels: &[LeaseLevel],
+        share: f64,
+        ttl_us: u64,
+        now_us: u64,
+    ) -> Result<Leased, StoreError> {
+        let mut keys = vec![
+            self.key("holds"),
+            self.key("lexpiry"),
+            self.key(&format!("done:{op}")),
+            self.key("levels"),
+            self.key("expiry"),
+        ];
+        let mut args = vec![
+            op.to_owned(),
+            ttl_us.to_string(),
+            takes.len().to_string(),
+            levels.len().to_string(),
+            float(share),
+        ];
+        for t in takes {
+            let (slot_us, slots, fixed, fixed_end) = t.meter.slots(now_us);
+            keys.push(self.meter_key(&t.meter));
+            args.extend([
+                t.lease.clone(),
+                slot_us.to_string(),
+                slots.to_string(),
+                float(t.meter.limit),
+                float(t.book),
+                float(t.cover),
+                float(t.want),
+                float(t.unit),
+                if t.shrink { "1" } else { "0" }.to_owned(),
+                fixed.to_string(),
+                fixed_end.to_string(),
+            ]);
+        }
+        for l in levels {
+            keys.push(self.counter_key(&l.name));
+            args.extend([
+                l.name.clone(),
+                l.charge.requests.to_string(),
+                l.charge.tokens.to_string(),
+                float(l.charge.usd),
+                if l.call { "1" } else { "0" }.to_owned(),
+            ]);
+        }
+        let (flag, fails, out): (i64, Vec<String>, Vec<String>) =
+            self.store.eval(lease_script(), keys, args).await?;
+        let mut holds = Vec::with_capacity(takes.len());
+        let mut others = Vec::with_capacity(takes.len());
+        for pair in out.chunks(2) {
+            if let [h, o] = pair {
+                holds.push(num(h));
+                others.push(num(o));
+            }
+        }
+        Ok(Leased {
+            outcome: match flag {
+                1 => LeaseOutcome::Granted,
+                2 => LeaseOutcome::Duplicate,
+                _ => LeaseOutcome::Refused,
+            },
+            over: refusals(&fails),
+            holds,
+            others,
+        })
+    }
+
     /// Give reservation `id` back uncharged: a settle of nothing.
     pub async fn release(&self, id: &str) -> Result<bool, StoreError> {
         self.settle(id, &[], &[], &[], None, 0).await
@@ -474,6 +742,7 @@ impl SharedSpend {
             args.extend([slot_us.to_string(), slots.to_string(), fixed.to_string()]);
         }
         keys.extend(levels.iter().map(|l| self.counter_key(l)));
+        keys.push(self.key("lexpiry"));
         let (in_flight, used, counters): (String, Vec<String>, Vec<String>) =
             self.store.eval(read_script(), keys, args).await?;
         Ok(Read {

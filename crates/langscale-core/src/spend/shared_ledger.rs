@@ -2,6 +2,11 @@
 //! semantics (levels, meters, policies, shadow mode, the same refusals) with the state in
 //! Redis, one script per reserve, settle or release ([`SharedSpend`]).
 //!
+//! With `lease` (the default), calls whose every limit has a window reserve and settle
+//! against this process's leases ([`super::lease`]): no round trip while a lease has room.
+//! Calls under a concurrency cap, in shadow mode or serving a degraded level take one
+//! script per reserve and settle, as with `lease = false`.
+//!
 //! Redis down: `on_redis_down = "fail_closed"` refuses every call that has a budget;
 //! `"local_share"` admits from this process's share (`local_share`) of what each meter had
 //! left when Redis last answered (of the whole limit for a meter never seen), windows frozen
@@ -15,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::config::{LevelConfig, OnOver, RedisDown, SpendConfig};
+use super::lease::{Admit, Ask, LeaseStats, Leases, Terms};
 use super::ledger::{Counters, LevelReport, MeterReport, Report};
 use super::shared::{Charge, SharedMeter, SharedRefusal, SharedSpend, Take, COUNTERS};
 use super::{Cost, Exceeded, Level, Meter, Refusal, Who};
@@ -22,8 +28,13 @@ use crate::clock::Clock;
 use crate::limit::LimitError;
 use crate::store::{unique_id, Store};
 
-/// Ids of reservations held in Redis carry this bit; the others are held locally (Redis down).
+/// Ids of reservations held in Redis carry this bit; those under a lease `LEASED`; the others
+/// are held locally (Redis down).
 const IN_REDIS: u64 = 1 << 63;
+const LEASED: u64 = 1 << 62;
+const ID_BITS: u64 = LEASED - 1;
+/// The longest a lease's hold lives in Redis unrenewed (shorter if `reservation_ttl` is).
+const LEASE_TTL: Duration = Duration::from_secs(10);
 
 const EPSILON: f64 = 1e-9;
 
@@ -165,6 +176,8 @@ pub struct SharedLedgerStats {
     pub local_refused: u64,
     /// Settlements waiting to be written back.
     pub pending: usize,
+    /// Leasing: calls admitted from a lease, lease scripts run, leases held now.
+    pub lease: LeaseStats,
 }
 
 /// Budgets in Redis, shared by every process naming the same store prefix.
@@ -177,6 +190,16 @@ pub struct SharedLedger {
     origin: String,
     next: AtomicU64,
     down: Mutex<Down>,
+    leases: Arc<Leases>,
+}
+
+fn terms(config: &SpendConfig) -> Terms {
+    Terms {
+        share: config.lease_share,
+        ttl: config.ttl().min(LEASE_TTL),
+        reservation: config.ttl(),
+        enabled: config.lease,
+    }
 }
 
 impl SharedLedger {
@@ -186,13 +209,17 @@ impl SharedLedger {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, LimitError> {
         config.check()?;
+        let spend = SharedSpend::new(store);
+        let origin = unique_id();
+        let leases = Leases::new(spend.clone(), origin.clone(), terms(&config));
         Ok(Self {
-            spend: SharedSpend::new(store),
+            spend,
             config: RwLock::new(Arc::new(config)),
             clock,
-            origin: unique_id(),
+            origin,
             next: AtomicU64::new(0),
             down: Mutex::new(Down::default()),
+            leases,
         })
     }
 
@@ -206,6 +233,7 @@ impl SharedLedger {
 
     pub fn update(&self, config: SpendConfig) -> Result<(), LimitError> {
         config.check()?;
+        self.leases.set_terms(terms(&config));
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
         Ok(())
     }
@@ -215,7 +243,8 @@ impl SharedLedger {
         SharedLedgerStats {
             local_admitted: d.local_admitted,
             local_refused: d.local_refused,
-            pending: d.pending.iter().filter(|p| p.cost.is_some()).count(),
+            pending: d.pending.iter().filter(|p| p.cost.is_some()).count() + self.leases.pending(),
+            lease: self.leases.stats(),
         }
     }
 
@@ -254,7 +283,59 @@ impl SharedLedger {
                 })
             })
             .collect();
-        let n = self.next.fetch_add(1, Ordering::Relaxed) & !IN_REDIS;
+        if let Some(answer) = self.reserve_leased(&config, who, &planned, &takes, &levels) {
+            return answer;
+        }
+        self.reserve_per_call(&config, who, &planned, &takes, levels)
+    }
+
+    /// From this process's leases, when every limit of the call can be leased; None: the
+    /// call takes the per-call path.
+    fn reserve_leased(
+        &self,
+        config: &SpendConfig,
+        who: &Who,
+        planned: &[Planned],
+        takes: &[(usize, Take)],
+        levels: &[String],
+    ) -> Option<Result<u64, Refusal>> {
+        let leasable = config.lease
+            && !config.shadow
+            && takes
+                .iter()
+                .all(|(i, t)| t.check && planned.get(*i).is_some_and(|p| p.meter.span.is_some()));
+        if !leasable || !self.store().is_up() {
+            return None;
+        }
+        let asks: Vec<Ask<'_>> = takes
+            .iter()
+            .map(|(_, t)| Ask {
+                meter: &t.meter,
+                amount: t.amount,
+            })
+            .collect();
+        match self.leases.reserve(&asks, levels) {
+            Admit::Held(id) => Some(Ok(LEASED | (id & ID_BITS))),
+            Admit::Refused(over) => {
+                self.lock().seen.extend(levels.iter().cloned());
+                Some(Err(self.refusal_of(who, planned, takes, &over)))
+            }
+            // Redis did not answer (the down policy decides), or a lease stayed busy.
+            Admit::Failed if self.store().is_up() => None,
+            Admit::Failed => Some(self.reserve_down(config, who, planned, takes, levels.to_vec())),
+        }
+    }
+
+    /// One script holds every limit of the call.
+    fn reserve_per_call(
+        &self,
+        config: &SpendConfig,
+        who: &Who,
+        planned: &[Planned],
+        takes: &[(usize, Take)],
+        levels: Vec<String>,
+    ) -> Result<u64, Refusal> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) & ID_BITS;
         let id = self.redis_id(n);
         let ttl = u64::try_from(config.ttl().as_micros()).unwrap_or(u64::MAX);
         let now = self.now_us();
@@ -276,7 +357,7 @@ impl SharedLedger {
                     cost: None,
                 });
             }
-            return self.reserve_down(&config, who, &planned, &takes, levels);
+            return self.reserve_down(config, who, planned, takes, levels);
         };
         {
             let mut d = self.lock();
@@ -289,7 +370,7 @@ impl SharedLedger {
         if reserved.held {
             return Ok(IN_REDIS | n);
         }
-        Err(self.refusal_of(who, &planned, &takes, &reserved.over))
+        Err(self.refusal_of(who, planned, takes, &reserved.over))
     }
 
     fn refusal_of(
@@ -336,7 +417,9 @@ impl SharedLedger {
         takes: &[(usize, Take)],
         levels: Vec<String>,
     ) -> Result<u64, Refusal> {
+        let seen = self.leases.take_seen();
         let mut d = self.lock();
+        d.last_used.extend(seen);
         d.seen.extend(levels);
         let mut found = None;
         if config.on_redis_down == RedisDown::FailClosed {
@@ -386,7 +469,7 @@ impl SharedLedger {
             held.push((t.meter.name.clone(), t.amount));
         }
         d.next_local += 1;
-        let id = d.next_local & !IN_REDIS;
+        let id = d.next_local & ID_BITS;
         d.holds.insert(id, held);
         d.local_admitted += 1;
         Ok(id)
@@ -395,6 +478,35 @@ impl SharedLedger {
     /// Charge `cost` for reservation `id` and drop its hold. A settlement Redis does not take
     /// now is kept and written back later; one retried after a lost reply counts once.
     pub fn settle(&self, id: u64, who: &Who, cost: Cost) {
+        if id & LEASED != 0 {
+            let config = self.config();
+            let (planned, levels) = plan(&config, who);
+            let real: Vec<(&SharedMeter, f64)> = planned
+                .iter()
+                .filter(|p| p.meter.span.is_some())
+                .map(|p| (&p.shared, p.meter.unit.of(&cost)))
+                .collect();
+            let charge = Charge {
+                requests: cost.requests,
+                tokens: cost.tokens,
+                usd: cost.usd,
+            };
+            if self.store().is_up() {
+                self.leases.settle(id & ID_BITS, &real, &levels, charge);
+                return;
+            }
+            // Redis is down: written back as a settlement made while down.
+            self.leases.release(id & ID_BITS);
+            let n = self.next.fetch_add(1, Ordering::Relaxed) & ID_BITS;
+            let mut d = self.lock();
+            take_share(&mut d, &config, who, cost);
+            d.pending.push(Pending {
+                id: format!("{}:ls{n}", self.origin),
+                who: who.clone(),
+                cost: Some(cost),
+            });
+            return;
+        }
         if id & IN_REDIS == 0 {
             let mut d = self.lock();
             unhold(&mut d, id);
@@ -446,6 +558,10 @@ impl SharedLedger {
 
     /// Give reservation `id` back uncharged. If Redis does not answer, its hold expires.
     pub fn release(&self, id: u64) {
+        if id & LEASED != 0 {
+            self.leases.release(id & ID_BITS);
+            return;
+        }
         if id & IN_REDIS == 0 {
             unhold(&mut self.lock(), id);
             return;
@@ -464,6 +580,9 @@ impl SharedLedger {
     pub fn flush(&self) {
         if !self.store().is_up() {
             return;
+        }
+        if self.leases.pending() > 0 {
+            self.leases.retry_pending();
         }
         let batch = {
             let mut d = self.lock();
@@ -510,10 +629,25 @@ impl SharedLedger {
             .block_on(async move { spend.saved(&levels, cost.usd, cost.tokens).await });
     }
 
-    /// Spend, limits and what is left per level, as Redis holds them (two round trips); while
-    /// Redis is down, what this process last saw plus what it took since.
+    /// Write back everything now and hand this process's leases back: for a process about to
+    /// exit (what is left unwritten at exit is lost; leases expire by themselves).
+    pub fn hand_back(&self) {
+        self.flush();
+        if self.store().is_up() {
+            self.leases.run_tick(None, true, false, false);
+        }
+    }
+
+    /// Spend, limits and what is left per level, as Redis holds them (two round trips, and
+    /// one to book what leases settled); while Redis is down, what this process last saw plus
+    /// what it took since. A limit's use counts every process's leases, less what this
+    /// process's leases hold unused.
     pub fn report(&self) -> Report {
         self.flush();
+        if self.store().is_up() {
+            self.leases.run_tick(None, false, false, false);
+        }
+        let idle = self.leases.idle();
         let config = self.config();
         let spend = self.spend.clone();
         let levels = self.store().block_on(async move { spend.levels().await });
@@ -553,7 +687,8 @@ impl SharedLedger {
             let mut reports = Vec::new();
             while let Some((_, meter, _)) = m.next_if(|(k, _, _)| k == key) {
                 let u = used.next().copied().unwrap_or(0.0);
-                reports.push(meter_report(&config, meter, u));
+                let mine = idle.get(&shared_meter(key, meter).name).copied();
+                reports.push(meter_report(&config, meter, u - mine.unwrap_or(0.0)));
             }
             out.push(LevelReport {
                 key: key.clone(),
@@ -563,7 +698,7 @@ impl SharedLedger {
         }
         Report {
             levels: out,
-            in_flight: read.in_flight + self.lock().holds.len(),
+            in_flight: read.in_flight + self.lock().holds.len() + self.leases.in_flight(),
             shadow: config.shadow,
         }
     }
@@ -596,7 +731,7 @@ impl SharedLedger {
             .collect();
         Report {
             levels,
-            in_flight: d.holds.len(),
+            in_flight: d.holds.len() + self.leases.in_flight(),
             shadow: config.shadow,
         }
     }

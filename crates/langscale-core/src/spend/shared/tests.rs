@@ -236,3 +236,169 @@ fn a_calendar_month_counts_from_its_first_and_says_when_it_ends() {
         "{resets} vs {expected}"
     );
 }
+
+fn take(m: &SharedMeter, lease: &str, book: f64, cover: f64, want: f64) -> LeaseTake {
+    LeaseTake {
+        meter: m.clone(),
+        lease: lease.into(),
+        book,
+        cover,
+        want,
+        unit: 1.0,
+        shrink: false,
+    }
+}
+
+#[test]
+fn a_lease_grows_by_whole_calls_within_its_share_and_not_at_all_near_the_limit() {
+    let Some(server) = server() else { return };
+    let spend = Arc::new(spend(server.port, "lease-size"));
+    let m = meter("t:acme/usd", 100.0);
+    let s = Arc::clone(&spend);
+    let (out, used) = spend
+        .store
+        .block_on(async move {
+            let ttl = 60_000_000;
+            let mut out = Vec::new();
+            // Wants 50 beyond the call: 10% of the 99 left beyond it, in whole calls: 9.
+            let a = [take(&m, "A", 0.0, 1.0, 51.0)];
+            out.push(s.lease("op1", &a, &[], 0.1, ttl, 0).await?);
+            // Another lease sees A's 10 as used: 10% of 89 is 8.9, so 8.
+            let b = [take(&m, "B", 0.0, 1.0, 51.0)];
+            out.push(s.lease("op2", &b, &[], 0.1, ttl, 0).await?);
+            // A books 10 spent and asks 75 for one big call: 19 used beside it, 6 left after
+            // it, 10% of that is under a call: nothing extra.
+            let c = [take(&m, "A", 10.0, 75.0, 80.0)];
+            out.push(s.lease("op3", &c, &[], 0.1, ttl, 0).await?);
+            let used = s.used(&m).await?;
+            // Near the limit: one call each, nothing beyond.
+            let d = [take(&m, "C", 0.0, 1.0, 40.0)];
+            out.push(s.lease("op4", &d, &[], 0.1, ttl, 0).await?);
+            let e = [take(&m, "D", 0.0, 1.0, 40.0)];
+            out.push(s.lease("op5", &e, &[], 0.1, ttl, 0).await?);
+            Ok((out, used))
+        })
+        .unwrap();
+    assert_eq!(out[0].outcome, LeaseOutcome::Granted);
+    assert!((out[0].holds[0] - 10.0).abs() < 1e-9, "{:?}", out[0]);
+    assert!((out[1].holds[0] - 9.0).abs() < 1e-9, "{:?}", out[1]);
+    assert!((out[1].others[0] - 10.0).abs() < 1e-9, "{:?}", out[1]);
+    assert_eq!(out[2].outcome, LeaseOutcome::Granted);
+    assert!((out[2].holds[0] - 75.0).abs() < 1e-9, "{:?}", out[2]);
+    assert!((out[2].others[0] - 19.0).abs() < 1e-9, "{:?}", out[2]);
+    assert!((used - 94.0).abs() < 1e-9, "used {used}");
+    for o in &out[3..] {
+        assert_eq!(o.outcome, LeaseOutcome::Granted);
+        assert!((o.holds[0] - 1.0).abs() < 1e-9, "{o:?}");
+    }
+}
+
+#[test]
+fn a_lease_never_takes_more_than_the_room_and_a_refusal_still_books() {
+    let Some(server) = server() else { return };
+    let spend = Arc::new(spend(server.port, "lease-refuse"));
+    let m = meter("t:acme/usd", 3.0);
+    let s = Arc::clone(&spend);
+    let (granted, refused, used) = spend
+        .store
+        .block_on(async move {
+            let g = s
+                .lease(
+                    "op1",
+                    &[take(&m, "A", 0.0, 3.0, 9.0)],
+                    &[],
+                    1.0,
+                    60_000_000,
+                    0,
+                )
+                .await?;
+            // B asks for one call: nothing left. A books 2.5 and keeps 0.5 for a call in flight.
+            let r = s
+                .lease(
+                    "op2",
+                    &[take(&m, "B", 0.0, 1.0, 2.0)],
+                    &[],
+                    1.0,
+                    60_000_000,
+                    0,
+                )
+                .await?;
+            let _ = s
+                .lease(
+                    "op3",
+                    &[LeaseTake {
+                        shrink: true,
+                        ..take(&m, "A", 2.5, 0.5, 0.5)
+                    }],
+                    &[],
+                    1.0,
+                    60_000_000,
+                    0,
+                )
+                .await?;
+            let used = s.used(&m).await?;
+            Ok((g, r, used))
+        })
+        .unwrap();
+    assert!((granted.holds[0] - 3.0).abs() < 1e-9);
+    assert_eq!(refused.outcome, LeaseOutcome::Refused);
+    assert_eq!(refused.over[0].meter, 0);
+    assert!((refused.over[0].used - 3.0).abs() < 1e-9);
+    assert_eq!(refused.holds[0], 0.0);
+    assert!(
+        (used - 3.0).abs() < 1e-9,
+        "2.5 booked + 0.5 held, got {used}"
+    );
+}
+
+#[test]
+fn a_retried_lease_operation_books_once_and_an_unrenewed_lease_expires() {
+    let Some(server) = server() else { return };
+    let spend = Arc::new(spend(server.port, "lease-retry"));
+    let m = meter("t:acme/tokens", 100.0);
+    let s = Arc::clone(&spend);
+    let (first, again, held, after) = spend
+        .store
+        .block_on(async move {
+            s.lease(
+                "op0",
+                &[take(&m, "A", 0.0, 10.0, 10.0)],
+                &[],
+                0.1,
+                200_000,
+                0,
+            )
+            .await?;
+            let levels = [LeaseLevel {
+                name: "t:acme".into(),
+                charge: Charge {
+                    requests: 3,
+                    tokens: 30,
+                    usd: 0.3,
+                },
+                call: false,
+            }];
+            let op = [take(&m, "A", 4.0, 0.0, 0.0)];
+            let first = s.lease("op1", &op, &levels, 0.1, 200_000, 0).await?;
+            let again = s.lease("op1", &op, &levels, 0.1, 200_000, 0).await?;
+            let held = s.used(&m).await?;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let after = s
+                .read(std::slice::from_ref(&m), &["t:acme".into()], 0)
+                .await?;
+            Ok((first, again, held, after))
+        })
+        .unwrap();
+    assert_eq!(first.outcome, LeaseOutcome::Granted);
+    assert!((first.holds[0] - 6.0).abs() < 1e-9, "10 held less 4 booked");
+    assert_eq!(again.outcome, LeaseOutcome::Duplicate);
+    assert!((again.holds[0] - 6.0).abs() < 1e-9);
+    assert!(
+        (held - 10.0).abs() < 1e-9,
+        "4 booked once + 6 held, got {held}"
+    );
+    // The hold expired unrenewed; the booking and the counters stay, once.
+    assert!((after.used[0] - 4.0).abs() < 1e-9, "{after:?}");
+    assert_eq!(after.counters[0][0], 3.0);
+    assert_eq!(after.counters[0][4], 30.0);
+}

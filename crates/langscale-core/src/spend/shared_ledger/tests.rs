@@ -320,3 +320,81 @@ fn fail_closed_refuses_while_redis_is_down_naming_the_outage() {
     wait_until("the store to reconnect", || store.is_up());
     assert!(b.reserve(&who, usd(1.0), false).is_ok());
 }
+
+#[test]
+fn leased_calls_skip_the_round_trip_and_every_cent_is_booked() {
+    let Some(server) = server() else { return };
+    let store = Store::new(self::config(server.port, "leased")).unwrap();
+    let b = Budgets::shared(spend_config(1e6), store.clone(), Arc::new(UnixClock)).unwrap();
+    let Budgets::Shared(ledger) = &b else {
+        unreachable!()
+    };
+    let who = Who::new(Some("acme"), None);
+    let before = store.stats().calls;
+    for i in 0..200 {
+        // Reserved at 0.01, really 0.02 every other call: usage above the estimate counts.
+        let r = b.reserve(&who, usd(0.01), false).unwrap();
+        r.settle(usd(if i % 2 == 0 { 0.02 } else { 0.01 }));
+    }
+    let trips = store.stats().calls - before;
+    assert!(
+        trips < 40,
+        "{trips} round trips for 200 calls, {:?}",
+        ledger.stats()
+    );
+    assert!(ledger.stats().lease.leased > 150, "{:?}", ledger.stats());
+    // Another process's view, once this one has booked (report books first).
+    let _ = b.report();
+    let other = shared(server.port, "leased", spend_config(1e6));
+    let report = other.report();
+    let acme = report.levels.iter().find(|l| l.key == "t:acme").unwrap();
+    assert_eq!(acme.counters.requests, 200);
+    assert!(
+        (acme.counters.usd - 3.0).abs() < 1e-9,
+        "{}",
+        acme.counters.usd
+    );
+    // Used: the 3.0 booked, plus what this process's lease still holds unused.
+    assert!(acme.meters[0].used >= 3.0 - 1e-9);
+    ledger.hand_back();
+    let report = other.report();
+    let acme = report.levels.iter().find(|l| l.key == "t:acme").unwrap();
+    assert!(
+        (acme.meters[0].used - 3.0).abs() < 1e-9,
+        "{}",
+        acme.meters[0].used
+    );
+    assert_eq!(report.in_flight, 0);
+}
+
+#[test]
+fn four_leasing_processes_of_fifty_threads_against_room_for_ten_admit_ten() {
+    let Some(server) = server() else { return };
+    let ledgers: Vec<Budgets> = (0..4)
+        .map(|_| shared(server.port, "race4", spend_config(1.0)))
+        .collect();
+    let who = Who::new(Some("acme"), None);
+    let admitted = AtomicUsize::new(0);
+    let held = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for b in &ledgers {
+            for _ in 0..50 {
+                s.spawn(|| {
+                    if let Ok(r) = b.reserve(&who, usd(0.1), false) {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                        held.lock().unwrap().push(r);
+                    }
+                });
+            }
+        }
+    });
+    assert_eq!(admitted.load(Ordering::Relaxed), 10);
+    for r in held.into_inner().unwrap() {
+        r.settle(usd(0.1));
+    }
+    let report = ledgers[0].report();
+    let acme = report.levels.iter().find(|l| l.key == "t:acme").unwrap();
+    assert_eq!(acme.counters.requests, 10);
+    assert_eq!(acme.counters.refused, 190);
+    assert!((acme.meters[0].used - 1.0).abs() < 1e-9);
+}
