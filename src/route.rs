@@ -11,7 +11,7 @@ use langscale_core::limit::AnyLimiter;
 use langscale_core::route::classify::{self, ErrorFacts};
 use langscale_core::route::{
     self, Action, AttemptId, BreakerConfig, Deployment, ErrorKind, Limits, RequestInfo,
-    RetryBudgetConfig, RetryPolicy, RouterConfig, Strategy,
+    RetryBudgetConfig, RetryPolicy, RouterConfig, Strategy, Usage,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -20,27 +20,45 @@ use crate::args;
 use crate::errors::{config_error, CoreError};
 use crate::limit::any_limiter;
 
-/// (name, weight, priority, price_in_per_1k, price_out_per_1k, context_window, tags)
-type DeploymentSpec = (String, f64, i32, f64, f64, Option<u64>, Vec<String>);
+/// (name, weight, priority, price_in_per_1k, price_out_per_1k, context_window, tags,
+/// price_cache_read_per_1k, price_cache_write_per_1k)
+type DeploymentSpec = (
+    String,
+    f64,
+    i32,
+    f64,
+    f64,
+    Option<u64>,
+    Vec<String>,
+    Option<f64>,
+    Option<f64>,
+);
+
+/// A deployment's settings as Python passes them (any may be missing but the name).
+struct Settings<'a, 'py> {
+    name: &'a Bound<'py, PyAny>,
+    weight: Option<&'a Bound<'py, PyAny>>,
+    priority: Option<&'a Bound<'py, PyAny>>,
+    price_in: Option<&'a Bound<'py, PyAny>>,
+    price_out: Option<&'a Bound<'py, PyAny>>,
+    context_window: Option<&'a Bound<'py, PyAny>>,
+    tags: Option<&'a Bound<'py, PyAny>>,
+    price_cache_read: Option<&'a Bound<'py, PyAny>>,
+    price_cache_write: Option<&'a Bound<'py, PyAny>>,
+}
 
 /// A deployment's settings, each converted by `args` and the whole checked by the core.
-fn deployment(
-    name: &Bound<'_, PyAny>,
-    weight: Option<&Bound<'_, PyAny>>,
-    priority: Option<&Bound<'_, PyAny>>,
-    price_in: Option<&Bound<'_, PyAny>>,
-    price_out: Option<&Bound<'_, PyAny>>,
-    context_window: Option<&Bound<'_, PyAny>>,
-    tags: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Deployment> {
+fn deployment(s: &Settings<'_, '_>) -> PyResult<Deployment> {
     let d = Deployment {
-        name: args::text("name", name)?.to_owned(),
-        weight: args::number("weight", weight)?.unwrap_or(1.0),
-        priority: args::int32("priority", priority)?.unwrap_or(0),
-        price_in: args::number("price_in", price_in)?.unwrap_or(0.0),
-        price_out: args::number("price_out", price_out)?.unwrap_or(0.0),
-        context_window: args::count("context_window", context_window)?,
-        tags: tags.map_or(Ok(Vec::new()), |t| args::texts("tags", t))?,
+        name: args::text("name", s.name)?.to_owned(),
+        weight: args::number("weight", s.weight)?.unwrap_or(1.0),
+        priority: args::int32("priority", s.priority)?.unwrap_or(0),
+        price_in: args::number("price_in", s.price_in)?.unwrap_or(0.0),
+        price_out: args::number("price_out", s.price_out)?.unwrap_or(0.0),
+        price_cache_read: args::number("price_cache_read", s.price_cache_read)?,
+        price_cache_write: args::number("price_cache_write", s.price_cache_write)?,
+        context_window: args::count("context_window", s.context_window)?,
+        tags: s.tags.map_or(Ok(Vec::new()), |t| args::texts("tags", t))?,
     };
     d.validate().map_err(|e| config_error(e.to_string()))?;
     Ok(d)
@@ -55,12 +73,15 @@ fn spec(d: Deployment) -> DeploymentSpec {
         d.price_out,
         d.context_window,
         d.tags,
+        d.price_cache_read,
+        d.price_cache_write,
     )
 }
 
 /// Check a deployment's settings: the same tuple back, or a ConfigError naming the bad one.
 #[pyfunction]
-#[pyo3(signature = (name, weight=None, priority=None, price_in=None, price_out=None, context_window=None, tags=None))]
+#[pyo3(signature = (name, weight=None, priority=None, price_in=None, price_out=None, context_window=None, tags=None, price_cache_read=None, price_cache_write=None))]
+#[allow(clippy::too_many_arguments)] // Python's keyword arguments, one per setting
 fn check_deployment(
     name: &Bound<'_, PyAny>,
     weight: Option<&Bound<'_, PyAny>>,
@@ -69,8 +90,10 @@ fn check_deployment(
     price_out: Option<&Bound<'_, PyAny>>,
     context_window: Option<&Bound<'_, PyAny>>,
     tags: Option<&Bound<'_, PyAny>>,
+    price_cache_read: Option<&Bound<'_, PyAny>>,
+    price_cache_write: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<DeploymentSpec> {
-    deployment(
+    deployment(&Settings {
         name,
         weight,
         priority,
@@ -78,29 +101,35 @@ fn check_deployment(
         price_out,
         context_window,
         tags,
-    )
+        price_cache_read,
+        price_cache_write,
+    })
     .map(spec)
 }
 
 /// One spec tuple as `Router` takes it.
 fn from_spec(value: &Bound<'_, PyAny>) -> PyResult<Deployment> {
     let fields = args::items("deployment", value)?;
-    let [name, weight, priority, price_in, price_out, context_window, tags] = fields.as_slice()
+    let [name, weight, priority, price_in, price_out, context_window, tags, cache_read, cache_write] =
+        fields.as_slice()
     else {
         return Err(config_error(format!(
-            "a deployment is (name, weight, priority, price_in, price_out, context_window, tags), got {}",
+            "a deployment is (name, weight, priority, price_in, price_out, context_window, tags, \
+             price_cache_read, price_cache_write), got {}",
             args::describe(value)
         )));
     };
-    deployment(
+    deployment(&Settings {
         name,
-        Some(weight),
-        Some(priority),
-        Some(price_in),
-        Some(price_out),
-        Some(context_window),
-        Some(tags),
-    )
+        weight: Some(weight),
+        priority: Some(priority),
+        price_in: Some(price_in),
+        price_out: Some(price_out),
+        context_window: Some(context_window),
+        tags: Some(tags),
+        price_cache_read: Some(cache_read),
+        price_cache_write: Some(cache_write),
+    })
 }
 
 /// The score a `complexity` callable returned: a finite number, else a ConfigError naming it.
@@ -647,11 +676,23 @@ impl Run {
     }
 
     /// The call succeeded (a stream: its first chunk came) with this usage.
-    #[pyo3(signature = (attempt, input_tokens=0, output_tokens=0))]
-    fn succeeded(&self, py: Python<'_>, attempt: u32, input_tokens: u64, output_tokens: u64) {
-        self.step(py, |r| {
-            r.succeeded(AttemptId(attempt), input_tokens, output_tokens)
-        });
+    #[pyo3(signature = (attempt, input_tokens=0, output_tokens=0, cache_read=0, cache_write=0))]
+    fn succeeded(
+        &self,
+        py: Python<'_>,
+        attempt: u32,
+        input_tokens: u64,
+        output_tokens: u64,
+        cache_read: u64,
+        cache_write: u64,
+    ) {
+        let usage = Usage {
+            input: input_tokens,
+            output: output_tokens,
+            cache_read,
+            cache_write,
+        };
+        self.step(py, |r| r.succeeded(AttemptId(attempt), usage));
     }
 
     /// The call failed; what Python found on the exception (see `classify_error`). Returns the
@@ -699,8 +740,22 @@ impl Run {
 
     /// The same with input and output apart (a stream's final usage, or what a stream cut
     /// short received): the budgets are charged at the deployment's prices.
-    fn settle_usage(&self, py: Python<'_>, input_tokens: u64, output_tokens: u64) {
-        self.step(py, |r| r.settle_usage(input_tokens, output_tokens));
+    #[pyo3(signature = (input_tokens, output_tokens, cache_read=0, cache_write=0))]
+    fn settle_usage(
+        &self,
+        py: Python<'_>,
+        input_tokens: u64,
+        output_tokens: u64,
+        cache_read: u64,
+        cache_write: u64,
+    ) {
+        let usage = Usage {
+            input: input_tokens,
+            output: output_tokens,
+            cache_read,
+            cache_write,
+        };
+        self.step(py, |r| r.settle_usage(usage));
     }
 
     /// Every limiter refusal of this request: (attempt, deployment, exception).

@@ -335,8 +335,21 @@ def test_redis_store_constructor_needs_no_server_to_refuse(
     price_out=JUNK,
     context_window=JUNK,
     tags=JUNK,
+    price_cache_read=JUNK,
+    price_cache_write=JUNK,
 )
-def test_deployment(name, weight, priority, limiter, price_in, price_out, context_window, tags):
+def test_deployment(
+    name,
+    weight,
+    priority,
+    limiter,
+    price_in,
+    price_out,
+    context_window,
+    tags,
+    price_cache_read,
+    price_cache_write,
+):
     kwargs = {
         "name": name,
         "weight": weight,
@@ -346,6 +359,8 @@ def test_deployment(name, weight, priority, limiter, price_in, price_out, contex
         "price_out": price_out,
         "context_window": context_window,
         "tags": tags,
+        "price_cache_read": price_cache_read,
+        "price_cache_write": price_cache_write,
     }
     for key, value in kwargs.items():
         dep = clean(Deployment, model(), **{key: value})

@@ -3,6 +3,7 @@ their own are priced by their model's name; costs reach the router's figures."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any
@@ -11,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 import langscale
 from langscale import ConfigError, Deployment, Prices, ScaledChatModel
@@ -138,3 +139,104 @@ def test_any_table_gives_a_price_or_none_or_a_config_error(table):
         assert price is None or (price.price_in >= 0 and price.price_out >= 0)
         if price is not None and price.context_window is not None:
             assert price.context_window > 0
+
+
+class PromptCached(BaseChatModel):
+    """1,000 input tokens (600 read from the provider's prompt cache, 200 written to it) and
+    500 out, as LangChain reports them; streams its answer with the usage on the last chunk."""
+
+    model_name: str = "cached-model"
+
+    @property
+    def _llm_type(self) -> str:
+        return "prompt-cached"
+
+    @staticmethod
+    def _usage() -> dict[str, Any]:
+        return {
+            "input_tokens": 1000,
+            "output_tokens": 500,
+            "total_tokens": 1500,
+            "input_token_details": {"cache_read": 600, "cache_creation": 200},
+        }
+
+    def _generate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        message = AIMessage("ok", usage_metadata=self._usage())  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> Any:
+        yield ChatGenerationChunk(message=AIMessageChunk(content="o"))
+        last = AIMessageChunk(content="k", usage_metadata=self._usage())  # type: ignore[arg-type]
+        yield ChatGenerationChunk(message=last)
+
+
+# dollars per 1k: 200 plain at 1.0, 600 read at 0.1, 200 written at 1.25, 500 out at 4.0
+CACHED_COST = (200 * 1.0 + 600 * 0.1 + 200 * 1.25 + 500 * 4.0) / 1000
+
+
+@pytest.mark.parametrize("path", ["invoke", "ainvoke", "stream", "astream"])
+def test_prompt_cache_tokens_are_charged_at_their_prices(path):
+    budgets = langscale.Budgets(
+        {"tenant_default": {"budgets": [{"usd": 1000.0, "window": "day"}], "on_over": "raise"}}
+    )
+    dep = Deployment(
+        PromptCached(),
+        price_in=1.0,
+        price_out=4.0,
+        price_cache_read=0.1,
+        price_cache_write=1.25,
+    )
+    model = ScaledChatModel([dep], budgets=budgets)
+    with langscale.tenant("acme"):
+        if path == "invoke":
+            model.invoke("hi")
+        elif path == "ainvoke":
+            asyncio.run(model.ainvoke("hi"))
+        elif path == "stream":
+            assert "".join(str(c.content) for c in model.stream("hi")) == "ok"
+        else:
+
+            async def read() -> str:
+                return "".join([str(c.content) async for c in model.astream("hi")])
+
+            assert asyncio.run(read()) == "ok"
+    spent = budgets.report()["levels"]["tenant:acme"]["usd"]
+    assert spent == pytest.approx(CACHED_COST)
+    if path in ("invoke", "ainvoke"):
+        assert model.stats()["deployments"][0]["cost"] == pytest.approx(CACHED_COST)
+    # without cache prices every input token costs price_in
+    plain = ScaledChatModel([Deployment(PromptCached(), price_in=1.0, price_out=4.0)])
+    plain.invoke("hi")
+    assert plain.stats()["deployments"][0]["cost"] == pytest.approx(3.0)
+
+
+def test_price_file_cache_prices_reach_the_deployment():
+    table = {
+        "cached-model": {
+            "input_cost_per_token": 1e-3,
+            "output_cost_per_token": 4e-3,
+            "cache_read_input_token_cost": 1e-4,
+            "cache_creation_input_token_cost": 1.25e-3,
+        }
+    }
+    model = ScaledChatModel([PromptCached()], prices=Prices.from_litellm(table))
+    model.invoke("hi")
+    assert model.stats()["deployments"][0]["cost"] == pytest.approx(CACHED_COST)
+    dep = model._private()["_deps"][0]
+    assert dep.price_cache_read == pytest.approx(0.1)
+    assert dep.price_cache_write == pytest.approx(1.25)
+    # its own cache price wins over the file's
+    own = Deployment(PromptCached(), price_cache_read=0.0)
+    model = ScaledChatModel([own], prices=Prices.from_litellm(table))
+    assert model._private()["_deps"][0].price_cache_read == 0.0
+
+
+@pytest.mark.parametrize("field", ["price_cache_read", "price_cache_write"])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "cheap"])
+def test_bad_cache_prices_are_named(field, value):
+    with pytest.raises(ConfigError, match=field):
+        Deployment(PromptCached(), **{field: value})

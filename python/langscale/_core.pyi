@@ -276,7 +276,11 @@ class LocalEmbeddings:
 # (name, weight, priority, price_in, price_out, context_window, tags), as checked
 # RateLimiter, SharedRateLimiter, or a langscale.RateLimiter wrapping either
 _AnyLimiter = Any
-_DeploymentSpec = tuple[str, float, int, float, float, int | None, list[str]]
+# (name, weight, priority, price_in, price_out, context_window, tags, price_cache_read,
+#  price_cache_write)
+_DeploymentSpec = tuple[
+    str, float, int, float, float, int | None, list[str], float | None, float | None
+]
 
 @final
 class Router:
@@ -334,6 +338,8 @@ def check_deployment(
     price_out: float | None = None,
     context_window: int | None = None,
     tags: list[str] | tuple[str, ...] | None = None,
+    price_cache_read: float | None = None,
+    price_cache_write: float | None = None,
 ) -> _DeploymentSpec: ...
 
 # (kind, attempt, deployment, value): value is seconds for call/wait/sleep, the reason for fail
@@ -344,7 +350,14 @@ class Run:
     def next(self) -> _Action: ...
     def acquire(self) -> None: ...
     def aacquire(self) -> Awaitable[None]: ...
-    def succeeded(self, attempt: int, input_tokens: int = 0, output_tokens: int = 0) -> None: ...
+    def succeeded(
+        self,
+        attempt: int,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_read: int = 0,
+        cache_write: int = 0,
+    ) -> None: ...
     def failed(
         self,
         attempt: int,
@@ -358,7 +371,9 @@ class Run:
     ) -> str: ...
     def settle(self, used_tokens: int) -> None: ...
     def waited(self, attempt: int) -> float | None: ...
-    def settle_usage(self, input_tokens: int, output_tokens: int) -> None: ...
+    def settle_usage(
+        self, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0
+    ) -> None: ...
     def refusals(self) -> list[tuple[int, int, BaseException]]: ...
 
 def classify_error(

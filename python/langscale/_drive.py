@@ -21,7 +21,10 @@ from typing import Any, TypeVar
 from langscale._classify import facts
 
 T = TypeVar("T")
-Attempt = tuple[T, int, int]
+# (input, output, prompt-cache read, prompt-cache write) tokens, as Run.succeeded takes them
+Usage = tuple[int, int, int, int]
+NO_USAGE: Usage = (0, 0, 0, 0)
+Attempt = tuple[T, Usage]
 Errors = dict[int, tuple[int, BaseException]]
 Fail = Callable[[str | None, int | None, Errors], BaseException]
 
@@ -68,12 +71,12 @@ def _collect(
     """A worker-thread attempt ended: report it."""
     attempt, index, _, _ = running.pop(future)
     try:
-        value, used_in, used_out = future.result()
+        value, usage = future.result()
     except Exception as exc:
         _failed(run, errors, attempt, index, exc)
         return
     results[attempt] = value
-    run.succeeded(attempt, used_in, used_out)
+    run.succeeded(attempt, *usage)
 
 
 def _expire(run: Any, running: Running, errors: Errors, now: float) -> None:
@@ -97,12 +100,12 @@ def drive(run: Any, call: Callable[[int, int], Attempt[T]], fail: Fail, *, hedge
         if kind == "call":
             if value is None and not hedged:
                 try:
-                    out, used_in, used_out = call(index, attempt)
+                    out, usage = call(index, attempt)
                 except Exception as exc:
                     _failed(run, errors, attempt, index, exc)
                     continue
                 results[attempt] = out
-                run.succeeded(attempt, used_in, used_out)
+                run.succeeded(attempt, *usage)
             else:
                 context = contextvars.copy_context()
                 future = _pool().submit(context.run, call, index, attempt)
@@ -154,21 +157,21 @@ async def adrive(
         if exc is not None:
             _failed(run, errors, attempt, index, exc)
             return
-        value, used_in, used_out = task.result()
+        value, usage = task.result()
         results[attempt] = value
-        run.succeeded(attempt, used_in, used_out)
+        run.succeeded(attempt, *usage)
 
     try:
         while True:
             kind, attempt, index, value = run.next()
             if kind == "call" and not hedged:
                 try:
-                    out, used_in, used_out = await attempt_within(index, attempt, value)
+                    out, usage = await attempt_within(index, attempt, value)
                 except Exception as exc:
                     _failed(run, errors, attempt, index, exc)
                     continue
                 results[attempt] = out
-                run.succeeded(attempt, used_in, used_out)
+                run.succeeded(attempt, *usage)
             elif kind == "call":
                 task = asyncio.ensure_future(attempt_within(index, attempt, value))
                 running[task] = (attempt, index)

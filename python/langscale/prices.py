@@ -5,9 +5,9 @@ keeps. ``ScaledChatModel(prices=Prices.from_litellm(path))`` prices every deploy
 ``max_input_tokens`` as its context window when it has none.
 
 Read: ``input_cost_per_token`` and ``output_cost_per_token`` (dollars per token; langscale's
-prices are per 1,000 tokens) and ``max_input_tokens``. Cache read and write prices
-(``cache_read_input_token_cost``, ``cache_creation_input_token_cost``) are kept on the entry
-but not charged: usage does not say which input tokens were cached.
+prices are per 1,000 tokens), ``max_input_tokens``, and the prompt-cache prices
+(``cache_read_input_token_cost``, ``cache_creation_input_token_cost``), charged for the input
+tokens a call's usage reports as read from or written to the provider's prompt cache.
 """
 
 from __future__ import annotations

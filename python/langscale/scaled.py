@@ -34,7 +34,7 @@ from langscale import _core
 from langscale import identity as _identity
 from langscale import metrics as _metrics
 from langscale import store as _store
-from langscale._drive import adrive, drive
+from langscale._drive import NO_USAGE, Usage, adrive, drive
 from langscale._tenant_metrics import cache_hit as _cache_hit
 from langscale._tokens import estimate_input_tokens, model_name_of
 from langscale.budgets import Budgets
@@ -60,7 +60,14 @@ class ScaledModelError(_core.LangscaleError, lc.ModelError):
 
 class Deployment:
     """A chat model plus what the router needs to know about it. Every setting is checked
-    here: a bad one raises ``ConfigError`` naming it."""
+    here: a bad one raises ``ConfigError`` naming it.
+
+    Prices are per 1,000 tokens: ``price_in``, ``price_out``, and for input tokens the
+    provider reports as read from or written to its prompt cache (LangChain's
+    ``usage_metadata["input_token_details"]``: ``cache_read``, ``cache_creation``; OpenAI's
+    ``prompt_tokens_details.cached_tokens`` on the native path) ``price_cache_read`` and
+    ``price_cache_write`` (unset: ``price_in``). Budgets and cost figures charge each
+    call's usage at these prices."""
 
     def __init__(
         self,
@@ -75,6 +82,8 @@ class Deployment:
         context_window: int | None = None,
         tags: Sequence[str] = (),
         own_retries: bool = False,
+        price_cache_read: float | None = None,
+        price_cache_write: float | None = None,
     ) -> None:
         if not isinstance(model, BaseChatModel):
             msg = f"a deployment needs a LangChain chat model, got {model!r}"
@@ -99,8 +108,18 @@ class Deployment:
             self.price_out,
             self.context_window,
             self.tags,
+            self.price_cache_read,
+            self.price_cache_write,
         ) = _core.check_deployment(
-            name, weight, priority, price_in, price_out, context_window, tags
+            name,
+            weight,
+            priority,
+            price_in,
+            price_out,
+            context_window,
+            tags,
+            price_cache_read,
+            price_cache_write,
         )
         if priority is None:
             self.priority = None  # its place in the list
@@ -116,6 +135,8 @@ class Deployment:
             self.price_out,
             self.context_window,
             self.tags,
+            self.price_cache_read,
+            self.price_cache_write,
         )
 
     def __repr__(self) -> str:
@@ -276,6 +297,10 @@ def _priced(dep: Deployment, prices: Prices) -> Deployment:
         return dep
     priced = copy.copy(dep)
     priced.price_in, priced.price_out = price.price_in, price.price_out
+    if priced.price_cache_read is None:
+        priced.price_cache_read = price.cache_read
+    if priced.price_cache_write is None:
+        priced.price_cache_write = price.cache_write
     if priced.context_window is None:
         priced.context_window = price.context_window
     return priced
@@ -361,12 +386,25 @@ class _Lead:
             self.flights.abandon(self.key, self.ticket)
 
 
-def _usage(result: ChatResult) -> tuple[int, int]:
+def _tokens(usage: Any) -> Usage:
+    """(input, output, prompt-cache read, prompt-cache write) tokens of LangChain's
+    ``usage_metadata`` (``input_tokens`` counts the cached ones; ``input_token_details``
+    says how many were read from or written to the provider's prompt cache)."""
+    details = usage.get("input_token_details") or {}
+    return (
+        int(usage.get("input_tokens", 0) or 0),
+        int(usage.get("output_tokens", 0) or 0),
+        int(details.get("cache_read", 0) or 0),
+        int(details.get("cache_creation", 0) or 0),
+    )
+
+
+def _usage(result: ChatResult) -> Usage:
     for gen in result.generations:
         usage = getattr(getattr(gen, "message", None), "usage_metadata", None)
         if usage:
-            return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-    return 0, 0
+            return _tokens(usage)
+    return NO_USAGE
 
 
 class ScaledChatModel(BaseChatModel):
@@ -898,9 +936,9 @@ class ScaledChatModel(BaseChatModel):
             return self._native_generate(native, messages, stop, kwargs, run_manager)
         deps = self._private()["_deps"]
 
-        def call(index: int, attempt: int) -> tuple[ChatResult, int, int]:
+        def call(index: int, attempt: int) -> tuple[ChatResult, Usage]:
             result = self._call(deps[index], messages, stop, run_manager, kwargs, attempt, run)
-            return (result, *_usage(result))
+            return result, _usage(result)
 
         run = self._start(messages, kwargs, run_manager)
         return drive(run, call, self._failure, hedged=self.hedge_delay is not None)
@@ -917,11 +955,11 @@ class ScaledChatModel(BaseChatModel):
             return await self._native_agenerate(native, messages, stop, kwargs, run_manager)
         deps = self._private()["_deps"]
 
-        async def call(index: int, attempt: int) -> tuple[ChatResult, int, int]:
+        async def call(index: int, attempt: int) -> tuple[ChatResult, Usage]:
             result = await self._acall(
                 deps[index], messages, stop, run_manager, kwargs, attempt, run
             )
-            return (result, *_usage(result))
+            return result, _usage(result)
 
         run = self._start(messages, kwargs, run_manager)
         return await adrive(run, call, self._failure, hedged=self.hedge_delay is not None)
@@ -1012,13 +1050,13 @@ class ScaledChatModel(BaseChatModel):
             return
         deps = self._private()["_deps"]
 
-        def call(index: int, attempt: int) -> tuple[tuple[Any, Iterator[Any]], int, int]:
+        def call(index: int, attempt: int) -> tuple[tuple[Any, Iterator[Any]], Usage]:
             callbacks = _child(run_manager, CallbackManager, attempt, deps[index], run)
             model, call_kwargs = self._target(deps[index].model, kwargs)
             stream = iter(
                 model.stream(messages, stop=stop, config={"callbacks": callbacks}, **call_kwargs)
             )
-            return (next(stream, None), stream), 0, 0
+            return (next(stream, None), stream), NO_USAGE
 
         run = self._start(messages, kwargs, run_manager)
         first, rest = drive(run, call, self._failure, hedged=self.hedge_delay is not None)
@@ -1058,7 +1096,7 @@ class ScaledChatModel(BaseChatModel):
             return
         deps = self._private()["_deps"]
 
-        async def call(index: int, attempt: int) -> tuple[tuple[Any, AsyncIterator[Any]], int, int]:
+        async def call(index: int, attempt: int) -> tuple[tuple[Any, AsyncIterator[Any]], Usage]:
             callbacks = _child(run_manager, AsyncCallbackManager, attempt, deps[index], run)
             model, call_kwargs = self._target(deps[index].model, kwargs)
             stream = model.astream(
@@ -1068,7 +1106,7 @@ class ScaledChatModel(BaseChatModel):
                 first = await stream.__anext__()
             except StopAsyncIteration:
                 first = None
-            return (first, stream), 0, 0
+            return (first, stream), NO_USAGE
 
         run = self._start(messages, kwargs, run_manager)
         first, rest = await adrive(run, call, self._failure, hedged=self.hedge_delay is not None)
@@ -1084,18 +1122,15 @@ class ScaledChatModel(BaseChatModel):
             run.settle_usage(*_stream_usage(total, lambda: self._input_tokens(messages)))
 
 
-def _stream_usage(total: Any, input_tokens: Callable[[], int]) -> tuple[int, int]:
-    """(input, output) tokens a stream used: its usage metadata (the final chunk's), else
-    (cut short, or a provider that sends none) the prompt's estimate and what was received."""
+def _stream_usage(total: Any, input_tokens: Callable[[], int]) -> Usage:
+    """The tokens a stream used: its usage metadata (the final chunk's), else (cut short, or
+    a provider that sends none) the prompt's estimate and what was received."""
     usage = getattr(total, "usage_metadata", None) or {}
-    used_in, used_out = (
-        int(usage.get("input_tokens", 0) or 0),
-        int(usage.get("output_tokens", 0) or 0),
-    )
-    if used_in or used_out:
-        return used_in, used_out
+    used = _tokens(usage)
+    if used[0] or used[1]:
+        return used
     text = getattr(total, "text", "") or ""
-    return input_tokens(), (len(text) + 3) // 4
+    return input_tokens(), (len(text) + 3) // 4, 0, 0
 
 
 def _max_tokens(kwargs: dict[str, Any]) -> int | None:

@@ -149,14 +149,14 @@ impl RoutedEndpoints {
     }
 
     /// The loop: `call` makes one attempt on a deployment within its timeout; `usage` reads
-    /// (input, output) tokens off a success. Returns the winning value and its run (which
+    /// the tokens off a success. Returns the winning value and its run (which
     /// holds the permits while a stream is read).
     async fn drive<'a, T, F, Fut>(
         &'a self,
         info: RequestInfo,
         tokens: u64,
         call: F,
-        usage: fn(&T) -> (u64, u64),
+        usage: fn(&T) -> crate::route::Usage,
     ) -> Result<(Routed<T>, Run), RoutedError>
     where
         F: Fn(Arc<Endpoint>, Option<Duration>) -> Fut,
@@ -196,8 +196,7 @@ impl RoutedEndpoints {
                     };
                     match result {
                         Ok(value) => {
-                            let (input, output) = usage(&value);
-                            run.succeeded(attempt, input, output);
+                            run.succeeded(attempt, usage(&value));
                             results.insert(attempt, value);
                         }
                         Err(error) => {
@@ -261,7 +260,9 @@ impl RoutedEndpoints {
         let call = |endpoint: Arc<Endpoint>, timeout| async move {
             first_delta(&endpoint, req, timeout).await
         };
-        let (routed, run) = self.drive(info, tokens, call, |_| (0, 0)).await?;
+        let (routed, run) = self
+            .drive(info, tokens, call, |_| crate::route::Usage::default())
+            .await?;
         let (stream, first) = routed.value;
         Ok(Routed {
             value: RoutedStream { first, stream, run },
@@ -271,9 +272,12 @@ impl RoutedEndpoints {
     }
 }
 
-fn chat_usage(response: &ChatResponse) -> (u64, u64) {
+fn chat_usage(response: &ChatResponse) -> crate::route::Usage {
     let usage = response.usage.unwrap_or_default();
-    (usage.prompt_tokens, usage.completion_tokens)
+    crate::route::Usage {
+        cache_read: usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+        ..crate::route::Usage::new(usage.prompt_tokens, usage.completion_tokens)
+    }
 }
 
 async fn first_delta(
@@ -336,5 +340,39 @@ impl RoutedStream {
             self.run.settle(usage.total_tokens);
         }
         next
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::provider::types::Usage;
+
+    #[test]
+    fn cached_prompt_tokens_are_read_off_openai_usage() {
+        let usage: Usage = serde_json::from_str(
+            r#"{"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280,
+                "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0}}"#,
+        )
+        .unwrap();
+        let response = ChatResponse {
+            usage: Some(usage),
+            ..ChatResponse::default()
+        };
+        let read = chat_usage(&response);
+        assert_eq!((read.input, read.output, read.cache_read), (1200, 80, 1024));
+        // null details, or none at all: nothing cached
+        let plain: Usage =
+            serde_json::from_str(r#"{"prompt_tokens": 5, "prompt_tokens_details": null}"#).unwrap();
+        let response = ChatResponse {
+            usage: Some(plain),
+            ..ChatResponse::default()
+        };
+        assert_eq!(chat_usage(&response), crate::route::Usage::new(5, 0));
+        assert_eq!(
+            chat_usage(&ChatResponse::default()),
+            crate::route::Usage::default()
+        );
     }
 }

@@ -817,6 +817,7 @@ mod never_panics {
                 price_out,
                 context_window,
                 tags: Vec::new(),
+                ..route::Deployment::new("m")
             };
             let valid = d.validate().is_ok();
             prop_assert_eq!(

@@ -285,6 +285,17 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    /// The prompt tokens read from the provider's prompt cache (OpenAI's
+    /// `prompt_tokens_details.cached_tokens`), priced apart where the deployment says so.
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// The breakdown of `prompt_tokens` OpenAI reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 /// A completed (non-streaming) answer: the first choice.

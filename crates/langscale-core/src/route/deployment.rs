@@ -5,6 +5,45 @@ use std::time::Duration;
 
 use super::RouteError;
 
+/// The tokens one call used, as providers report them: `input` counts every prompt token,
+/// those read from (`cache_read`) or written to (`cache_write`) the provider's prompt cache
+/// included (LangChain's `usage_metadata` and OpenAI's `usage` both count them so).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl Usage {
+    /// Input and output tokens, nothing from a prompt cache.
+    pub fn new(input: u64, output: u64) -> Self {
+        Self {
+            input,
+            output,
+            ..Self::default()
+        }
+    }
+
+    /// Input plus output tokens.
+    pub fn total(&self) -> u64 {
+        self.input.saturating_add(self.output)
+    }
+
+    /// The same with the cached parts within `input` (a provider's odd report never makes
+    /// a negative count of uncached tokens).
+    pub fn clamped(&self) -> Self {
+        let cache_read = self.cache_read.min(self.input);
+        let cache_write = self.cache_write.min(self.input - cache_read);
+        Self {
+            cache_read,
+            cache_write,
+            ..*self
+        }
+    }
+}
+
 /// One place a request can be sent: a chat model with its routing settings. The caller keeps
 /// the model itself (and its rate limiter); the router refers to it by its index.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +57,11 @@ pub struct Deployment {
     pub price_in: f64,
     /// Price per 1,000 output tokens.
     pub price_out: f64,
+    /// Price per 1,000 input tokens read from the provider's prompt cache; `None`: `price_in`.
+    pub price_cache_read: Option<f64>,
+    /// Price per 1,000 input tokens written to the provider's prompt cache; `None`:
+    /// `price_in`.
+    pub price_cache_write: Option<f64>,
     /// Input + output tokens the model accepts; `None` if unknown.
     pub context_window: Option<u64>,
     pub tags: Vec<String>,
@@ -32,15 +76,29 @@ impl Deployment {
             priority: 0,
             price_in: 0.0,
             price_out: 0.0,
+            price_cache_read: None,
+            price_cache_write: None,
             context_window: None,
             tags: Vec::new(),
         }
     }
 
-    /// The price of a call with these token counts.
+    /// The price of a call with these token counts (no prompt cache involved).
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        self.charge(&Usage::new(input_tokens, output_tokens))
+    }
+
+    /// The price of a call with this usage: input tokens read from or written to the
+    /// provider's prompt cache at their own prices where the deployment has them.
+    pub fn charge(&self, usage: &Usage) -> f64 {
+        let usage = usage.clamped();
+        let plain = usage.input - usage.cache_read - usage.cache_write;
         // u64 -> f64 is exact below 2^53 tokens.
-        (self.price_in * input_tokens as f64 + self.price_out * output_tokens as f64) / 1000.0
+        (self.price_in * plain as f64
+            + self.price_cache_read.unwrap_or(self.price_in) * usage.cache_read as f64
+            + self.price_cache_write.unwrap_or(self.price_in) * usage.cache_write as f64
+            + self.price_out * usage.output as f64)
+            / 1000.0
     }
 
     /// Every setting in range, else an error naming the deployment and the setting.
@@ -57,7 +115,12 @@ impl Deployment {
                 self.weight
             )));
         }
-        for (field, price) in [("price_in", self.price_in), ("price_out", self.price_out)] {
+        for (field, price) in [
+            ("price_in", self.price_in),
+            ("price_out", self.price_out),
+            ("price_cache_read", self.price_cache_read.unwrap_or(0.0)),
+            ("price_cache_write", self.price_cache_write.unwrap_or(0.0)),
+        ] {
             if !(price.is_finite() && price >= 0.0) {
                 return Err(RouteError::Config(format!(
                     "deployment {name:?} has {field} {price}; it must be a finite number >= 0"
@@ -158,6 +221,49 @@ mod tests {
             ..Deployment::new("m")
         };
         assert!((d.cost(2000, 1000) - 2.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn prompt_cache_tokens_are_charged_at_their_own_prices() {
+        let usage = Usage {
+            input: 1000,
+            output: 100,
+            cache_read: 600,
+            cache_write: 200,
+        };
+        let plain = Deployment {
+            price_in: 1.0,
+            price_out: 4.0,
+            ..Deployment::new("m")
+        };
+        // no cache prices: every input token at price_in
+        assert!((plain.charge(&usage) - 1.4).abs() < 1e-12);
+        let cached = Deployment {
+            price_cache_read: Some(0.1),
+            price_cache_write: Some(1.25),
+            ..plain.clone()
+        };
+        // 200 plain + 600 read + 200 written + 100 out
+        let want = (200.0 * 1.0 + 600.0 * 0.1 + 200.0 * 1.25 + 100.0 * 4.0) / 1000.0;
+        assert!((cached.charge(&usage) - want).abs() < 1e-12);
+        // cached counts past the input are held to it, never a negative plain count
+        let odd = Usage {
+            input: 100,
+            output: 0,
+            cache_read: 80,
+            cache_write: 500,
+        };
+        assert_eq!(odd.clamped().cache_write, 20);
+        assert!((cached.charge(&odd) - (80.0 * 0.1 + 20.0 * 1.25) / 1000.0).abs() < 1e-12);
+        let bad = Deployment {
+            price_cache_read: Some(f64::NAN),
+            ..plain
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("price_cache_read"));
     }
 
     #[test]

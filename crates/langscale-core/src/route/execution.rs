@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::breaker::{Admission, BreakerState};
-use super::deployment::RequestInfo;
+use super::deployment::{RequestInfo, Usage};
 use super::nanos;
 use super::router::Router;
 use super::tenants::TenantOutcome;
@@ -113,8 +113,7 @@ pub enum Outcome {
     Success {
         /// Measured by the caller around the call itself.
         latency: Duration,
-        input_tokens: u64,
-        output_tokens: u64,
+        usage: Usage,
     },
     Failure(ErrorKind),
 }
@@ -362,18 +361,12 @@ impl Execution {
         state.call_ended();
         let now = router.clock.now_nanos();
         match outcome {
-            Outcome::Success {
-                latency,
-                input_tokens,
-                output_tokens,
-            } => {
-                state
-                    .stats
-                    .record_success(latency, input_tokens, output_tokens);
+            Outcome::Success { latency, usage } => {
+                state.stats.record_success(latency, &usage);
                 state.record_latency(latency, router.config.ewma_alpha);
                 state.breaker().record_success(now, admission);
                 router.counters.successes.fetch_add(1, Ordering::Relaxed);
-                self.record_tenant_success(now, deployment, input_tokens, output_tokens);
+                self.record_tenant_success(now, deployment, &usage);
                 self.finish(Step::Done {
                     attempt,
                     deployment,
@@ -842,7 +835,7 @@ impl Execution {
 
     /// The real usage of an answer that reported none when it succeeded (a stream, once
     /// read): added to the tenant's row, once.
-    pub fn note_usage(&mut self, input_tokens: u64, output_tokens: u64) {
+    pub fn note_usage(&mut self, usage: &Usage) {
         let (Some(d), Some(tenant)) = (self.usage_due.take(), &self.info.tenant) else {
             return;
         };
@@ -850,22 +843,23 @@ impl Execution {
             .router
             .deployments
             .get(d)
-            .map_or(0.0, |x| x.cost(input_tokens, output_tokens));
+            .map_or(0.0, |x| x.charge(usage));
         self.router
             .tenants
-            .add_usage(tenant, input_tokens, output_tokens, spend);
+            .add_usage(tenant, usage.input, usage.output, spend);
     }
 
     /// A request answered, in its tenant's row.
-    fn record_tenant_success(&mut self, now: u64, d: usize, input: u64, output: u64) {
+    fn record_tenant_success(&mut self, now: u64, d: usize, usage: &Usage) {
         let Some(tenant) = &self.info.tenant else {
             return;
         };
+        let (input, output) = (usage.input, usage.output);
         let spend = self
             .router
             .deployments
             .get(d)
-            .map_or(0.0, |x| x.cost(input, output));
+            .map_or(0.0, |x| x.charge(usage));
         self.router.tenants.record(
             tenant,
             &TenantOutcome {

@@ -42,7 +42,7 @@ pub use breaker::{
     Admission, Breaker, BreakerConfig, BreakerState, BreakerTransitions, BreakerWindow, ProbeToken,
 };
 pub use budget::{RetryBudget, RetryBudgetConfig};
-pub use deployment::{Deployment, RequestInfo};
+pub use deployment::{Deployment, RequestInfo, Usage};
 pub use execution::{
     AttemptError, AttemptId, AttemptKind, ErrorKind, Execution, FailReason, Outcome, Step,
 };

@@ -335,8 +335,8 @@ impl Router {
                         let mut b = s.breaker();
                         (b.state(now), b.transitions())
                     };
-                    let input_tokens = load(&s.stats.input_tokens);
-                    let output_tokens = load(&s.stats.output_tokens);
+                    let usage = s.stats.usage();
+                    let (input_tokens, output_tokens) = (usage.input, usage.output);
                     DeploymentSnapshot {
                         name: d.name.clone(),
                         requests: load(&s.stats.requests),
@@ -349,7 +349,7 @@ impl Router {
                         in_flight: s.in_flight(),
                         input_tokens,
                         output_tokens,
-                        cost: d.cost(input_tokens, output_tokens),
+                        cost: d.charge(&usage),
                         breaker,
                         breaker_transitions,
                         cooldown_remaining: s

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::deployment::Usage;
 use super::execution::{AttemptId, AttemptKind, ErrorKind, Execution, FailReason, Outcome, Step};
 use super::Router;
 use crate::limit::{AnyLimiter, AnyPermit, Ask, LimitError, Priority};
@@ -435,9 +436,9 @@ impl Run {
     /// The call succeeded (a stream: its first chunk arrived). Latency ends now; the permits
     /// are settled with the usage where known and held until the run ends (a stream keeps
     /// them while it is read).
-    pub fn succeeded(&mut self, attempt: AttemptId, input_tokens: u64, output_tokens: u64) {
+    pub fn succeeded(&mut self, attempt: AttemptId, usage: Usage) {
         let latency = self.elapsed(attempt);
-        let used = input_tokens.saturating_add(output_tokens);
+        let used = usage.total();
         if let Some(i) = self.slot(attempt) {
             self.attempts[i].answered = true;
             if used > 0 {
@@ -445,17 +446,11 @@ impl Run {
                     .permits
                     .iter_mut()
                     .for_each(|p| p.settle(used));
-                self.settle_hold(i, input_tokens, output_tokens);
+                self.settle_hold(i, &usage);
             }
         }
-        self.exec.report(
-            attempt,
-            Outcome::Success {
-                latency,
-                input_tokens,
-                output_tokens,
-            },
-        );
+        self.exec
+            .report(attempt, Outcome::Success { latency, usage });
         self.release_others(attempt);
     }
 
@@ -474,21 +469,21 @@ impl Run {
             return;
         }
         let input = self.tokens.min(used_tokens);
-        self.settle_usage(input, used_tokens - input);
+        self.settle_usage(Usage::new(input, used_tokens - input));
     }
 
     /// The same with input and output apart (priced apart): a stream's final usage, or for
     /// a stream cut short, what it received.
-    pub fn settle_usage(&mut self, input_tokens: u64, output_tokens: u64) {
-        let used = input_tokens.saturating_add(output_tokens);
+    pub fn settle_usage(&mut self, usage: Usage) {
+        let used = usage.total();
         if used > 0 {
             for slot in &mut self.attempts {
                 slot.permits.iter_mut().for_each(|p| p.settle(used));
             }
         }
-        self.exec.note_usage(input_tokens, output_tokens);
+        self.exec.note_usage(&usage);
         for i in 0..self.attempts.len() {
-            self.settle_hold(i, input_tokens, output_tokens);
+            self.settle_hold(i, &usage);
         }
     }
 
@@ -498,7 +493,7 @@ impl Run {
     }
 
     /// Settles the reservation the attempt at `i` holds, if any, with the real usage.
-    fn settle_hold(&mut self, i: usize, input: u64, output: u64) {
+    fn settle_hold(&mut self, i: usize, usage: &Usage) {
         let Some(slot) = self.attempts.get_mut(i) else {
             return;
         };
@@ -510,10 +505,10 @@ impl Run {
             .router()
             .deployments()
             .get(slot.deployment)
-            .map_or(0.0, |dep| dep.cost(input, output));
+            .map_or(0.0, |dep| dep.charge(usage));
         reservation.settle(Cost {
             requests: 1,
-            tokens: input.saturating_add(output),
+            tokens: usage.total(),
             usd,
         });
     }
@@ -710,7 +705,7 @@ mod tests {
         let mut r = run(&router, Limits::default(), 0);
         let (a, _) = call(r.next());
         clock.advance(Duration::from_millis(40));
-        r.succeeded(a, 3, 2);
+        r.succeeded(a, Usage::new(3, 2));
         assert!(matches!(r.next(), Action::Done { .. }));
         let d = &router.snapshot().deployments[0];
         assert_eq!(d.latency.max, Duration::from_millis(40));
@@ -736,7 +731,7 @@ mod tests {
         let (a, d) = call(r.next());
         assert_eq!(d, 1, "the refused deployment is not called");
         assert_eq!(r.refusals().len(), 1);
-        r.succeeded(a, 0, 0);
+        r.succeeded(a, Usage::new(0, 0));
         assert!(matches!(r.next(), Action::Done { deployment: 1, .. }));
         let s = router.snapshot();
         assert_eq!(s.deployments[0].errors.limited, 1);
@@ -888,7 +883,7 @@ mod tests {
         let mut r = run(&router, Limits::default(), 100).with_spend(spend(&b));
         let (a, _) = call(r.next());
         assert_eq!(b.report().in_flight, 1);
-        r.succeeded(a, 100, 50);
+        r.succeeded(a, Usage::new(100, 50));
         assert!(matches!(r.next(), Action::Done { .. }));
         drop(r);
         let report = b.report();
@@ -924,7 +919,7 @@ mod tests {
         let mut r = run(&router, Limits::default(), 100).with_spend(spend(&b));
         let (a, d) = call(r.next());
         assert_eq!(d, 1, "only the cheap deployment may serve");
-        r.succeeded(a, 10, 10);
+        r.succeeded(a, Usage::new(10, 10));
         assert!(matches!(r.next(), Action::Done { deployment: 1, .. }));
     }
 
@@ -948,7 +943,7 @@ mod tests {
         assert!(usd(&b).abs() < 1e-12);
         let mut r = run(&router, Limits::default(), 100).with_spend(spend(&b));
         let (a, _) = call(r.next());
-        r.succeeded(a, 0, 0); // a stream's first chunk: usage comes later
+        r.succeeded(a, Usage::new(0, 0)); // a stream's first chunk: usage comes later
         drop(r); // ...or never: the estimate (200 tokens at $10/1k) is charged
         assert!((usd(&b) - 2.0).abs() < 1e-9);
     }

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::deployment::Usage;
 use super::execution::{AttemptKind, ErrorKind};
 
 /// Failed calls by what went wrong.
@@ -170,6 +171,8 @@ pub(crate) struct DeploymentStats {
     pub(crate) cancelled: AtomicU64,
     pub(crate) input_tokens: AtomicU64,
     pub(crate) output_tokens: AtomicU64,
+    pub(crate) cache_read_tokens: AtomicU64,
+    pub(crate) cache_write_tokens: AtomicU64,
     pub(crate) latency: LatencyHistogram,
 }
 
@@ -185,6 +188,8 @@ impl DeploymentStats {
             cancelled: AtomicU64::new(0),
             input_tokens: AtomicU64::new(0),
             output_tokens: AtomicU64::new(0),
+            cache_read_tokens: AtomicU64::new(0),
+            cache_write_tokens: AtomicU64::new(0),
             latency: LatencyHistogram::new(),
         }
     }
@@ -200,12 +205,27 @@ impl DeploymentStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_success(&self, latency: Duration, input_tokens: u64, output_tokens: u64) {
+    pub(crate) fn record_success(&self, latency: Duration, usage: &Usage) {
+        let usage = usage.clamped();
         self.successes.fetch_add(1, Ordering::Relaxed);
-        self.input_tokens.fetch_add(input_tokens, Ordering::Relaxed);
+        self.input_tokens.fetch_add(usage.input, Ordering::Relaxed);
         self.output_tokens
-            .fetch_add(output_tokens, Ordering::Relaxed);
+            .fetch_add(usage.output, Ordering::Relaxed);
+        self.cache_read_tokens
+            .fetch_add(usage.cache_read, Ordering::Relaxed);
+        self.cache_write_tokens
+            .fetch_add(usage.cache_write, Ordering::Relaxed);
         self.latency.record(latency);
+    }
+
+    /// Every token answered so far, for the deployment's cost (charges add up linearly).
+    pub(crate) fn usage(&self) -> Usage {
+        Usage {
+            input: self.input_tokens.load(Ordering::Relaxed),
+            output: self.output_tokens.load(Ordering::Relaxed),
+            cache_read: self.cache_read_tokens.load(Ordering::Relaxed),
+            cache_write: self.cache_write_tokens.load(Ordering::Relaxed),
+        }
     }
 
     pub(crate) fn record_error(&self, kind: ErrorKind) {

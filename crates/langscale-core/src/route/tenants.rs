@@ -673,7 +673,7 @@ mod through_the_router {
     use crate::limit::{AnyLimiter, Limiter, LimiterConfig, Priority};
     use crate::route::{
         Action, AttemptId, Deployment, ErrorKind, Limits, Outcome, RequestInfo, Router,
-        RouterConfig, Run, Step, TenantSnapshot, OTHER_TENANT,
+        RouterConfig, Run, Step, TenantSnapshot, Usage, OTHER_TENANT,
     };
 
     fn router(n: usize) -> (Arc<Router>, Arc<FakeClock>) {
@@ -737,8 +737,7 @@ mod through_the_router {
             b,
             Outcome::Success {
                 latency: Duration::from_millis(30),
-                input_tokens: 1000,
-                output_tokens: 500,
+                usage: Usage::new(1000, 500),
             },
         );
         assert!(matches!(e.next(), Step::Done { .. }));
@@ -813,14 +812,14 @@ mod through_the_router {
         let Action::Call { attempt, .. } = r.next() else {
             panic!("expected a call")
         };
-        r.succeeded(attempt, 0, 0); // a stream: its first chunk
+        r.succeeded(attempt, Usage::new(0, 0)); // a stream: its first chunk
         assert!(matches!(r.next(), Action::Done { .. }));
         let acme = row(&router, "acme");
         assert_eq!((acme.requests, acme.successes), (1, 1));
         assert_eq!((acme.queued, acme.rejected, acme.throttled), (1, 1, 0));
         assert_eq!((acme.input_tokens, acme.output_tokens), (0, 0));
-        r.settle_usage(40, 10);
-        r.settle_usage(40, 10); // told twice, counted once
+        r.settle_usage(Usage::new(40, 10));
+        r.settle_usage(Usage::new(40, 10)); // told twice, counted once
         let acme = row(&router, "acme");
         assert_eq!((acme.input_tokens, acme.output_tokens), (40, 10));
         assert!((acme.spend - 0.06).abs() < 1e-9, "{}", acme.spend);

@@ -35,8 +35,7 @@ fn ok() -> Outcome {
 fn ok_in(latency: Duration) -> Outcome {
     Outcome::Success {
         latency,
-        input_tokens: 0,
-        output_tokens: 0,
+        usage: Usage::default(),
     }
 }
 
@@ -977,8 +976,7 @@ fn counters_and_snapshot_add_up() {
     for ms in [100, 200, 300] {
         let (step, _) = drive(&r, &clock, RequestInfo::default(), |_| Outcome::Success {
             latency: ms * MS,
-            input_tokens: 1000,
-            output_tokens: 500,
+            usage: Usage::new(1000, 500),
         });
         assert!(matches!(step, Step::Done { .. }));
     }
