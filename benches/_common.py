@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -130,11 +131,16 @@ def with_redis_server(
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rust_example(name: str, settings: Settings) -> list[dict[str, Any]]:
+def rust_example(
+    name: str, settings: Settings, env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Run the core's example ``name`` (release build; ``--quick`` in a quick run) and return
-    the JSON object it prints on each line."""
+    the JSON object it prints on each line; ``env`` adds environment variables."""
     cmd = ["cargo", "run", "--quiet", "--release", "-p", "langscale-core", "--example", name]
     if settings.quick:
         cmd += ["--", "--quick"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    run_env = {**os.environ, **env} if env else None
+    out = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, check=True, env=run_env
+    ).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]

@@ -9,7 +9,11 @@ scope holding every ``a`` (a hit is right only when the entry returned answers `
 
 Speed (embedding excluded): the Rust example ``semantic_speed`` times lookups in one scope of
 1k, 10k and 100k entries of 384 dimensions, inserts, index recall against an exact scan and
-memory per entry. Embedding time and the whole Python ``lookup`` are timed here.
+memory per entry. Embedding time and the whole Python ``lookup`` are timed here. The graph
+settings before issue 17 (8-bit construction walk 400 wide, tombstones and full rebuilds) run
+beside the current ones in the same run ("previous settings" rows), and two full turnovers of
+each index (every entry evicted as a new one comes in; the old rebuild starts once tombstones
+outnumber live entries, so in the second) time each removal.
 
 Run alone for the full threshold sweep: ``python benches/bench_semantic.py``.
 """
@@ -169,7 +173,14 @@ def _quality_rows(settings: Settings) -> list[Row]:
 
 def _speed_rows(settings: Settings) -> list[Row]:
     rows = []
-    for r in rust_example("semantic_speed", settings):
+    results = rust_example(
+        "semantic_speed", settings, {"LS_PARAMS": "current,previous", "LS_CHURN": "2"}
+    )
+    for r in results:
+        if r.get("params") == "previous":
+            rows += _previous_rows(r)
+            continue
+        rows += _insert_rows(r)
         n = r["entries"]
         rows.append(
             Row(
@@ -221,6 +232,84 @@ def _speed_rows(settings: Settings) -> list[Row]:
             )
         )
     return rows
+
+
+def _insert_rows(r: dict[str, Any], label: str = "") -> list[Row]:
+    """Insert p50/p99 into a full-size index (its last tenth of inserts) and, after the
+    turnovers, the removal cost and recall; the p50 target applies at 100k entries."""
+    n = r["entries"]
+    big = n == 100_000 and not label
+    rows = [
+        Row(
+            "semantic speed",
+            f"insert p50, {n:,} entries{label}",
+            "us",
+            r["insert_p50_us"],
+            None,
+            "<= 200" if big else "",
+            r["insert_p50_us"] <= 200 if big else None,
+            extra=r,
+        ),
+        Row("semantic speed", f"insert p99, {n:,} entries{label}", "us", r["insert_p99_us"], None),
+    ]
+    if "remove_max_us" in r:
+        rows += [
+            Row(
+                "semantic speed",
+                f"remove p50, {n:,} entries{label}",
+                "us",
+                r["remove_p50_us"],
+                None,
+            ),
+            Row(
+                "semantic speed",
+                f"remove p99, {n:,} entries{label}",
+                "us",
+                r["remove_p99_us"],
+                None,
+            ),
+            Row(
+                "semantic speed",
+                f"worst remove, {n:,} entries{label}",
+                "us",
+                r["remove_max_us"],
+                None,
+            ),
+            Row(
+                "semantic speed",
+                f"index recall@1 within 0.9 after turnovers, {n:,}{label}",
+                "",
+                r["recall_at_1_within_threshold_after_churn"],
+                None,
+                ">= 0.99",
+                r["recall_at_1_within_threshold_after_churn"] >= 0.99,
+            ),
+        ]
+    return rows
+
+
+def _previous_rows(r: dict[str, Any]) -> list[Row]:
+    """The settings before issue 17, for comparison in the same run (no targets)."""
+    n = r["entries"]
+    label = " (previous settings)"
+    return [
+        *_insert_rows(r, label),
+        Row("semantic speed", f"lookup p50, {n:,} entries{label}", "us", r["lookup_p50_us"], None),
+        Row(
+            "semantic speed",
+            f"index recall@1 within the 0.9 threshold, {n:,}{label}",
+            "",
+            r["recall_at_1_within_threshold"],
+            None,
+        ),
+        Row(
+            "semantic speed",
+            f"index recall@1 vs exact scan, {n:,}{label}",
+            "",
+            r["recall_at_1"],
+            None,
+        ),
+    ]
 
 
 def _median_us(fn: Callable[[], Any], n: int) -> float:

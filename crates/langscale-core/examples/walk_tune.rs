@@ -45,7 +45,7 @@ fn build(n: usize, params: HnswParams, data: &[Vec<f32>]) -> Hnsw {
     if let Some(f) = file {
         let (links, entry, top) = graph.parts();
         let mut words = vec![entry.unwrap_or(u32::MAX), top as u32];
-        for layers in links {
+        for layers in &links {
             words.push(layers.len() as u32);
             for list in layers {
                 words.push(list.len() as u32);
@@ -91,6 +91,7 @@ fn main() {
         ef_search: d.ef_search,
         binary_walk: d.binary_walk,
         ef_floor: d.ef_floor,
+        fast_construction: env_usize("LS_FAST", usize::from(d.fast_construction)) == 1,
     };
     let mut graph = build(n, params, &data);
     // LS_NOISE: how far the near-duplicate queries move from their stored vector (0.02:

@@ -102,6 +102,8 @@ struct Entry {
     value: Arc<[u8]>,
     /// Wall-clock expiry (ms since the epoch) set by the process that stored it; 0 never.
     expires_ms: u64,
+    /// Order of storing in this cache: the index forgets a key only for its newest entry.
+    stamp: u64,
 }
 
 impl Entry {
@@ -111,6 +113,29 @@ impl Entry {
 }
 
 type Scopes = RwLock<HashMap<CacheKey, Arc<RwLock<ScopeIndex>>>>;
+
+/// Unindex an entry moka let go of. The notice may come late (moka runs listeners when it
+/// gets to them): after a `clear()` and the same prompt stored again, the index holds the
+/// newer entry's stamp and keeps it.
+fn forget(listener_scopes: &[Arc<Scopes>; 2], key: CacheKey, entry: &Entry) {
+    for listener_scopes in listener_scopes {
+        let scope = read(listener_scopes).get(&entry.scope).cloned();
+        let Some(scope) = scope else { continue };
+        let emptied = {
+            let mut index = write(&scope);
+            index.remove_stamped(key, entry.stamp);
+            index.is_empty()
+        };
+        // An emptied scope is dropped, so memory stays bounded by `maxsize` however many
+        // scopes (conversations, system prompts) come and go.
+        if emptied {
+            let mut scopes = write(listener_scopes);
+            if scopes.get(&entry.scope).is_some_and(|s| read(s).is_empty()) {
+                scopes.remove(&entry.scope);
+            }
+        }
+    }
+}
 
 /// A semantic cache shared by any number of threads.
 pub struct SemanticCache {
@@ -129,6 +154,8 @@ pub struct SemanticCache {
     guard_rejections: AtomicU64,
     misses: AtomicU64,
     l2_errors: AtomicU64,
+    /// The last entry's stamp (see `Entry::stamp`).
+    stamps: AtomicU64,
 }
 
 impl std::fmt::Debug for SemanticCache {
@@ -189,26 +216,13 @@ impl SemanticCache {
         let mut builder = moka::sync::Cache::builder()
             .max_capacity(config.maxsize)
             .eviction_policy(EvictionPolicy::lru())
-            .eviction_listener(move |key: Arc<CacheKey>, entry: Arc<Entry>, cause| {
-                // A replaced entry keeps its key (same prompt, same vector): keep it indexed.
-                if cause == RemovalCause::Replaced {
-                    return;
-                }
-                for listener_scopes in &listener_scopes {
-                    let scope = read(listener_scopes).get(&entry.scope).cloned();
-                    let Some(scope) = scope else { continue };
-                    let emptied = {
-                        let mut index = write(&scope);
-                        index.remove(*key);
-                        index.is_empty()
-                    };
-                    // An emptied scope is dropped, so memory stays bounded by `maxsize`
-                    // however many scopes (conversations, system prompts) come and go.
-                    if emptied {
-                        let mut scopes = write(listener_scopes);
-                        if scopes.get(&entry.scope).is_some_and(|s| read(s).is_empty()) {
-                            scopes.remove(&entry.scope);
-                        }
+            .eviction_listener({
+                let scopes = listener_scopes;
+                move |key: Arc<CacheKey>, entry: Arc<Entry>, cause| {
+                    // A replaced entry keeps its key (same prompt, same vector): keep it
+                    // indexed.
+                    if cause != RemovalCause::Replaced {
+                        forget(&scopes, *key, &entry);
                     }
                 }
             });
@@ -233,6 +247,7 @@ impl SemanticCache {
             guard_rejections: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             l2_errors: AtomicU64::new(0),
+            stamps: AtomicU64::new(0),
             config,
         })
     }
@@ -442,31 +457,33 @@ impl SemanticCache {
             signature: Signature::of(&scoped.text),
             value,
             expires_ms,
+            stamp: self.stamps.fetch_add(1, Ordering::Relaxed) + 1,
         };
+        let stamp = entry.stamp;
         self.entries.insert(scoped.exact, Arc::new(entry));
         if let Some(surface) = &self.surface {
             let surface_vector = surface.embed(&scoped.text);
-            self.index(&self.surface_scopes, scoped, &surface_vector);
+            self.index(&self.surface_scopes, scoped, stamp, &surface_vector);
         }
         if let Some(vector) = vector {
-            self.index(&self.scopes, scoped, &vector);
+            self.index(&self.scopes, scoped, stamp, &vector);
         }
         Ok(())
     }
 
     /// Index `vector` under the entry's key in its scope's index in `scopes`.
-    fn index(&self, scopes: &Scopes, scoped: &Scoped, vector: &[f32]) {
+    fn index(&self, scopes: &Scopes, scoped: &Scoped, stamp: u64, vector: &[f32]) {
         // A scope emptied by evictions may be dropped between taking it and indexing into
         // it; then index into the scope the map holds now.
         loop {
             let scope = self.scope_for(scopes, scoped.scope, vector.len());
-            write(&scope).insert(scoped.exact, vector);
+            write(&scope).insert_stamped(scoped.exact, stamp, vector);
             let current = read(scopes)
                 .get(&scoped.scope)
                 .is_some_and(|s| Arc::ptr_eq(s, &scope));
             if !self.entries.contains_key(&scoped.exact) {
                 // Evicted (or expired) before it was indexed.
-                write(&scope).remove(scoped.exact);
+                write(&scope).remove_stamped(scoped.exact, stamp);
                 break;
             }
             if current {
@@ -940,6 +957,34 @@ mod tests {
             find(&c, "what is the boiling point of water"),
             Outcome::Semantic { .. }
         ));
+    }
+
+    /// moka runs eviction listeners when it gets to them: a notice for an entry that
+    /// `clear()` dropped may arrive after the same prompt was stored again, and must not
+    /// unindex the new entry. The late notice is delivered by hand, so the test does not
+    /// depend on when moka runs it.
+    #[test]
+    fn a_late_eviction_notice_after_clear_keeps_the_new_entry() {
+        let c = cache(SemanticConfig {
+            threshold: 0.5,
+            ..Default::default()
+        });
+        let asked = split_prompt("", "m", "How tall is Mount Everest?");
+        store(&c, "How tall is Mount Everest?", "old");
+        let old = c.entries.get(&asked.exact).unwrap();
+        c.clear();
+        store(&c, "How tall is Mount Everest?", "new");
+        let scopes = [Arc::clone(&c.scopes), Arc::clone(&c.surface_scopes)];
+        forget(&scopes, asked.exact, &old);
+        assert_eq!(c.scope_len(asked.scope), 1);
+        match find(&c, "how tall is mount everest") {
+            Outcome::Semantic { value, .. } => assert_eq!(&*value, b"new"),
+            other => panic!("{other:?}"),
+        }
+        // The notice for the entry itself still unindexes it.
+        let new = c.entries.get(&asked.exact).unwrap();
+        forget(&scopes, asked.exact, &new);
+        assert_eq!(c.scope_len(asked.scope), 0);
     }
 
     #[test]
