@@ -211,14 +211,20 @@ def test_chunks_and_text_generations_keep_their_types():
         got[0].generation_info["a"].append(2)  # type: ignore[index]
 
 
-def test_decoder_answers_every_entry_after_its_templates_are_evicted():
-    decoder = _codec.Decoder(size=2)
+@pytest.mark.parametrize("bound", [{"size": 2}, {"max_bytes": 1_000}, {"max_bytes": 10}])
+def test_decoder_answers_every_entry_within_its_bounds(bound):
+    decoder = _codec.Decoder(**bound)
     entries = [_codec.encode([ChatGeneration(message=AIMessage(f"answer {i}"))]) for i in range(5)]
     for _ in range(3):
         for i, raw in enumerate(entries):
             got = decoder.decode(raw)
             assert got[0].text == f"answer {i}"
             assert got[0].message.content == f"answer {i}"
+            assert len(decoder._templates) <= bound.get("size", 1_024)
+            assert decoder._bytes <= bound.get("max_bytes", 16 << 20)
+            assert decoder._bytes == sum(2 * len(k) for k in decoder._templates)
+    decoder.forget()
+    assert decoder._bytes == 0 and decoder.decode(entries[0])[0].text == "answer 0"
 
 
 def test_messages_with_extra_attributes_are_decoded_on_every_hit():

@@ -191,14 +191,17 @@ class _Template:
 
 class Decoder:
     """``decode`` for one cache, remembering the templates of the last ``size`` entries it
-    decoded (by their bytes, so a changed value is a new entry): a hit on a remembered entry
-    costs a copy, not a decode. Entries whose objects cannot be templated (attributes that
-    are not JSON data) are decoded on every hit. Thread-safe."""
+    decoded, within about ``max_bytes`` (by their bytes, so a changed value is a new entry):
+    a hit on a remembered entry costs a copy, not a decode. Entries whose objects cannot be
+    templated (attributes that are not JSON data), or larger than the whole budget, are
+    decoded on every hit. Thread-safe."""
 
-    def __init__(self, size: int = 1_024) -> None:
+    def __init__(self, size: int = 1_024, max_bytes: int = 16 << 20) -> None:
         self._size = size
+        self._max_bytes = max_bytes
         # None: the entry cannot be templated.
         self._templates: dict[bytes, tuple[_Template, ...] | None] = {}
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def decode(self, raw: bytes) -> list[Generation]:
@@ -210,24 +213,40 @@ class Decoder:
             return decode(raw)
         return [template.build() for template in templates]
 
+    @staticmethod
+    def _weight(raw: bytes) -> int:
+        # The key, and the templates' JSON: about as long as the entry.
+        return 2 * len(raw)
+
     def _first(self, raw: bytes) -> list[Generation]:
         generations = decode(raw)
+        weight = self._weight(raw)
+        if weight > self._max_bytes:
+            return generations
         try:
             # Built from the decoded objects before they are handed out; a template holds
-            # only their immutable values and JSON of the rest, so it shares nothing with them.
+            # JSON of their fields, so it shares nothing with them.
             templates: tuple[_Template, ...] | None = tuple(_Template(g) for g in generations)
         except (TypeError, ValueError):
             templates = None
         with self._lock:
-            while len(self._templates) >= self._size:
-                del self._templates[next(iter(self._templates))]
+            if raw in self._templates:  # another thread got here first
+                return generations
+            while self._templates and (
+                len(self._templates) >= self._size or self._bytes + weight > self._max_bytes
+            ):
+                oldest = next(iter(self._templates))
+                del self._templates[oldest]
+                self._bytes -= self._weight(oldest)
             self._templates[raw] = templates
+            self._bytes += weight
         return generations
 
     def forget(self) -> None:
         """Drop every template (for ``clear()``: memory goes back with the entries)."""
         with self._lock:
             self._templates.clear()
+            self._bytes = 0
 
 
 class UnreadableLog:
