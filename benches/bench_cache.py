@@ -38,7 +38,7 @@ from langscale import _core
 PROMPT_BYTES = 2_048
 # Prompts differ from one another only here, inside the human turn's text.
 VARIANT_MARK = "#VARIANT#"
-INVOKE_TARGET = 1.10
+INVOKE_TARGET = 1.05
 KEY_TARGET_NS = 5_000
 
 

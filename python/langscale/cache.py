@@ -52,13 +52,15 @@ class ExactCache(BaseCache):
             self._core.share(self._store)
         self._ttl = ttl
         self._unreadable = _codec.UnreadableLog(logger)
+        # Hits on recent entries are answered with copies of their decoded templates.
+        self._decoder = _codec.Decoder()
 
     def _l2_key(self, prompt: str, llm_string: str) -> str:
         return self._core.l2_key(prompt, llm_string)
 
     def _decode(self, prompt: str, llm_string: str, raw: bytes) -> list[Generation] | None:
         try:
-            return _codec.decode(raw)
+            return self._decoder.decode(raw)
         except (ValueError, KeyError, TypeError) as err:
             self._unreadable.note(err)
             self._core.unreadable(prompt, llm_string)
@@ -71,7 +73,7 @@ class ExactCache(BaseCache):
             raw = self._core.l2_open(sealed)
             if raw is None:
                 return None
-            found = _codec.decode(raw)
+            found = self._decoder.decode(raw)
         except (ValueError, KeyError, TypeError) as err:
             self._unreadable.note(err)
             self._core.l2_unreadable()
@@ -111,6 +113,7 @@ class ExactCache(BaseCache):
         """Drop every entry of this namespace: here, in Redis and (within a poll, about
         0.1 s) in every other process's L1; other namespaces and tenants keep theirs."""
         self._core.clear()
+        self._decoder.forget()
 
     # The work is microseconds and never blocks, so the async trio runs inline rather than
     # in an executor thread as BaseCache's defaults do.

@@ -116,6 +116,8 @@ class SemanticCache(BaseCache):
         self._cacheable = cacheable
         _metrics.track(self)
         self._unreadable = _codec.UnreadableLog(logger)
+        # Hits on recent entries are answered with copies of their decoded templates.
+        self._decoder = _codec.Decoder()
         self._stream: _core.IndexStream | None = None
         shared = _store.resolve(store, redis_url)
         if shared is not None:
@@ -181,7 +183,7 @@ class SemanticCache(BaseCache):
         if raw is None:
             return None, info
         try:
-            generations = _codec.decode(raw)
+            generations = self._decoder.decode(raw)
         except (ValueError, KeyError, TypeError) as err:
             self._unreadable.note(err)
             self._core.unreadable(kind, key)
@@ -277,6 +279,7 @@ class SemanticCache(BaseCache):
         """Drop every entry of this namespace: here and, shared, in every process tailing
         the stream under the same namespace and tenant (others keep theirs)."""
         self._core.clear()
+        self._decoder.forget()
 
     async def aclear(self, **kwargs: Any) -> None:
         self.clear()
