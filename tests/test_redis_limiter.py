@@ -498,3 +498,31 @@ def test_a_light_tenant_gets_its_slots_beside_a_heavy_one_in_other_processes(
     # and much better than first come, first served
     assert p95["fifo"] >= 2.0 * p95["fair"], p95
     assert len(fair) > len(fifo), counts
+
+
+def test_fair_slots_work_on_redis_cluster(redis_cluster, redis_prefix):
+    store = langscale.RedisStore(redis_cluster.urls, prefix=redis_prefix, cluster=True)
+    a = RateLimiter(max_concurrency=2, store=store, name="cs")
+    b = RateLimiter(max_concurrency=2, store=store, name="cs")
+    held = [a.acquire(timeout=2, tenant="heavy") for _ in range(2)]
+    assert not any(p.local for p in held)
+    # light, holding none of its share of 1, waits on the full cap and is starved ...
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.append(b.acquire(timeout=5, tenant="light")))
+    waiter.start()
+    time.sleep(0.1)
+    held.pop().release()
+    # ... so heavy, at its share, is refused the freed slot, which light then takes
+    stolen = 0
+    while waiter.is_alive():
+        permit = a.acquire(blocking=False, tenant="heavy")
+        if permit:
+            stolen += 1
+            held.append(permit)
+    waiter.join()
+    assert stolen == 0
+    assert got and not got[0].local
+    node = redis_cluster.nodes[0]
+    keys = [store.key("limiter:cs", k) for k in ("s", "c", "cc", "cz", "ts", "ta", "tw", "tz")]
+    assert len({node.cli("CLUSTER", "KEYSLOT", key) for key in keys}) == 1
+    assert store.stats()["errors"] == 0
