@@ -7,7 +7,9 @@ the p95 latency of a light tenant while a heavy one sends 20x its traffic into o
 against its p95 alone, against langscale with no tenants named (one FIFO queue) and against
 LangChain's limiter shared by both. The same across processes through Redis: a light tenant
 in one process beside a heavy one in three others, one limit shared by all four; its
-achieved share and p95 latency with tenants named, alone, and first come, first served.
+achieved share and p95 latency with tenants named, alone, and first come, first served; and
+the same for concurrency slots: a light tenant's one caller beside 20 callers of a heavy
+tenant in three other processes, all under one cap of 4 slots.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def cases(settings: Settings) -> list[Case]:
         Case(
             "fair shares over Redis: light tenant beside a 20x heavy one in 3 processes",
             lambda: with_redis_server(_shared_fairness, settings, SHARED_GROUP),
+        ),
+        Case(
+            "fair slots over Redis: light tenant beside 20 heavy callers in 3 processes",
+            lambda: with_redis_server(_slot_fairness, settings, SLOTS_GROUP),
         ),
     ]
     for stagger in (0.0, POLL_PERIOD):
@@ -509,5 +515,130 @@ def _shared_fairness(url: str, settings: Settings) -> list[Row]:
             fifo["light_share_of_offered"],
             target="at least 0.95 (it asks within its share)",
             met=fair["light_share_of_offered"] >= 0.95,
+        ),
+    ]
+
+
+# --- fair concurrency slots across processes through Redis ---------------------------------
+
+SLOTS_CAP = 4  # one concurrency cap held in Redis for every process
+SLOTS_HEAVY = (7, 7, 6)  # the heavy tenant's closed-loop callers in each of its processes
+SLOTS_THINK = 0.02  # the light caller's pause between calls
+SLOTS_GROUP = (
+    f"limiter over Redis: light tenant p95 latency (ms), one caller in one process beside "
+    f"{sum(SLOTS_HEAVY)} callers of another tenant in {len(SLOTS_HEAVY)} others, one cap of "
+    f"{SLOTS_CAP} slots, calls {CALL_SECONDS * 1e3:g} ms"
+)
+
+
+def _slot_worker(url, prefix, go, start_at, seconds, tenant, named, threads, think, out):
+    """Closed-loop callers of one tenant (a spawned process): each pauses `think` s, waits for
+    a slot and holds it for one call; the latencies (wait + call, ms) and waits (ms) of the
+    calls admitted before the end."""
+    store = langscale.RedisStore(url, prefix=prefix)
+    limiter = langscale.RateLimiter(max_concurrency=SLOTS_CAP, store=store, name="slots")
+    latencies: list[float] = []
+    waits: list[float] = []
+    lock = threading.Lock()
+    out.put("ready")
+    go.wait(120)
+    begin = start_at.value
+    end = begin + seconds
+
+    def run() -> None:
+        time.sleep(max(0.0, begin - time.time()))
+        while True:
+            time.sleep(think)
+            asked = time.time()
+            if asked >= end:
+                return
+            try:
+                permit = limiter.acquire(
+                    timeout=max(0.001, end - asked), tenant=tenant if named else None
+                )
+            except langscale.RateLimitTimeout:
+                return
+            admitted = time.time()
+            time.sleep(CALL_SECONDS)
+            permit.release()
+            if admitted < end:
+                with lock:
+                    waits.append((admitted - asked) * 1e3)
+                    latencies.append((time.time() - asked) * 1e3)
+
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out.put((tenant, latencies, waits, limiter.stats()["local"]))
+
+
+def _slot_run(url: str, seconds: float, named: bool, heavy: bool) -> dict[str, float]:
+    plan = [("light", 1, SLOTS_THINK)]
+    if heavy:
+        plan += [("heavy", n, 0.0) for n in SLOTS_HEAVY]
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    go = ctx.Event()
+    start_at = ctx.Value("d", 0.0)
+    procs = [
+        ctx.Process(
+            target=_slot_worker,
+            args=(url, prefix, go, start_at, seconds, tenant, named, n, think, out),
+        )
+        for tenant, n, think in plan
+    ]
+    for p in procs:
+        p.start()
+    ready = [out.get(timeout=120) for _ in procs]
+    assert ready == ["ready"] * len(procs), ready
+    start_at.value = time.time() + 0.5
+    go.set()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    light_ms, light_waits = next((lat, w) for t, lat, w, _ in results if t == "light")
+    heavy = sum(len(lat) for t, lat, _, _ in results if t == "heavy")
+    return {
+        "light_p95_ms": _quantile_ms(light_ms, 0.95),
+        "light_p95_wait_ms": _quantile_ms(light_waits, 0.95),
+        "light_calls_per_s": len(light_ms) / seconds,
+        "heavy_calls_per_s": heavy / seconds,
+        "local_admissions": sum(local for *_, local in results),
+    }
+
+
+def _slot_fairness(url: str, settings: Settings) -> list[Row]:
+    seconds = settings.pick(8.0, 2.0)
+    alone = _slot_run(url, seconds, named=True, heavy=False)
+    fair = _slot_run(url, seconds, named=True, heavy=True)
+    fifo = _slot_run(url, seconds, named=False, heavy=True)
+    detail = {"alone": alone, "fair": fair, "fifo": fifo}
+    return [
+        Row(
+            SLOTS_GROUP,
+            "with tenants vs alone (langscale both)",
+            "ms",
+            fair["light_p95_ms"],
+            alone["light_p95_ms"],
+            target=f"within {FAIR_TARGET:g}x of alone",
+            met=fair["light_p95_ms"] <= FAIR_TARGET * alone["light_p95_ms"],
+            extra=detail,
+        ),
+        Row(
+            SLOTS_GROUP,
+            "with tenants vs no tenants named (first come, first served)",
+            "ms",
+            fair["light_p95_ms"],
+            fifo["light_p95_ms"],
+        ),
+        Row(
+            SLOTS_GROUP,
+            "p95 wait for a slot (ms), with tenants vs first come, first served",
+            "ms",
+            fair["light_p95_wait_ms"],
+            fifo["light_p95_wait_ms"],
         ),
     ]

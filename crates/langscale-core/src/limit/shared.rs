@@ -17,6 +17,13 @@
 //!   for twice its wait; while another tenant is starved, a tenant is admitted only within its
 //!   share (a GCRA of its own at the share's rate), else it may use whatever is free. Requests
 //!   naming no tenant do no extra work and take no part; tenants never lease.
+//! - Fair slots: with a concurrency cap, a tenant's slot share is max(1, floor(share × cap)).
+//!   Its slots are members `ticket|tenant`, counted per tenant in a hash that every removal
+//!   keeps right (release, and the admission script when it prunes expired slots). With the
+//!   slots full, a waiting tenant holding fewer than its slot share marks itself slot-starved
+//!   until just after its next poll (cleared when it is admitted); while another tenant is so
+//!   marked, a tenant holding its slot share or more is refused a free slot, which goes to the
+//!   starved tenant at its next poll. Requests naming no tenant keep first-come slots.
 //! - Redis down: admissions come from a local limiter holding this process's share of every
 //!   limit (`local_share`, or one over the live workers counted by the heartbeat); sharing
 //!   resumes as soon as the store is up again.
@@ -50,9 +57,23 @@ for p = 0, prio - 1 do
   redis.call('ZREMRANGEBYSCORE', w, '-inf', string.format('%.17g', now))
   if redis.call('ZCARD', w) > 0 then return wait(2000) end
 end
+-- Concurrency slots: members are tickets, 'ticket|tenant' for a tenant's slot; KEYS[6] counts
+-- each tenant's slots and is kept right by every removal (here, and the release script).
+local used = 0
 if cmax > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
-  if redis.call('ZCARD', KEYS[2]) >= cmax then return wait(5000) end
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.17g', now))
+    for _, m in ipairs(gone) do
+      local bar = string.find(m, '|', 1, true)
+      if bar then
+        local who = string.sub(m, bar + 1)
+        if redis.call('HINCRBY', KEYS[6], who, -1) <= 0 then redis.call('HDEL', KEYS[6], who) end
+      end
+    end
+  end
+  used = redis.call('ZCARD', KEYS[2])
+  if used >= cmax and not ARGV[9 + nb * 4] then return wait(5000) end
 end
 -- Fair shares (only when the request names a tenant): the tenant's share is its weight over
 -- the weights of the tenants seen in the last second; a per-tenant GCRA at that share says
@@ -62,22 +83,45 @@ local tenant = ARGV[9 + nb * 4]
 local share, others = 1, false
 if tenant then
   local cutoff = string.format('%.17g', now - 1000000)
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. cutoff)
-  for _, g in ipairs(gone) do redis.call('HDEL', KEYS[8], g) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. cutoff)
-  redis.call('ZADD', KEYS[7], string.format('%.17g', now), tenant)
-  redis.call('HSET', KEYS[8], tenant, ARGV[10 + nb * 4])
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', '(' .. cutoff)
+  for _, g in ipairs(gone) do redis.call('HDEL', KEYS[9], g) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. cutoff)
+  redis.call('ZADD', KEYS[8], string.format('%.17g', now), tenant)
+  redis.call('HSET', KEYS[9], tenant, ARGV[10 + nb * 4])
   local sum = 0
-  for _, a in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
-    sum = sum + (tonumber(redis.call('HGET', KEYS[8], a)) or 1)
+  for _, a in ipairs(redis.call('ZRANGE', KEYS[8], 0, -1)) do
+    sum = sum + (tonumber(redis.call('HGET', KEYS[9], a)) or 1)
   end
   local weight = tonumber(ARGV[10 + nb * 4])
   share = weight / math.max(sum, weight)
-  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', string.format('%.17g', now))
-  local n = redis.call('ZCARD', KEYS[9])
-  if redis.call('ZSCORE', KEYS[9], tenant) then n = n - 1 end
+  redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', string.format('%.17g', now))
+  local n = redis.call('ZCARD', KEYS[10])
+  if redis.call('ZSCORE', KEYS[10], tenant) then n = n - 1 end
   others = n > 0
-  for k = 7, 9 do redis.call('PEXPIRE', KEYS[k], 60000) end
+  for k = 8, 10 do redis.call('PEXPIRE', KEYS[k], 60000) end
+end
+-- Fair slots: a tenant's slot share is max(1, floor(share * cmax)). With the slots full, a
+-- waiting tenant holding fewer marks itself starved (KEYS[11]) until just after its next
+-- poll; while another tenant is starved, one holding its slot share or more is refused a
+-- free slot, which the starved tenant takes at its next poll.
+local held, slot_share = 0, 0
+if tenant and cmax > 0 then
+  if used == 0 then redis.call('DEL', KEYS[6]) end
+  held = tonumber(redis.call('HGET', KEYS[6], tenant) or '0')
+  slot_share = math.max(1, math.floor(share * cmax + 1e-9))
+  redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', string.format('%.17g', now))
+  if used >= cmax then
+    if held < slot_share and register then
+      redis.call('ZADD', KEYS[11], string.format('%.17g', now + 50000), tenant)
+      redis.call('PEXPIRE', KEYS[11], 60000)
+    end
+    return wait(5000)
+  end
+  if held >= slot_share then
+    local n = redis.call('ZCARD', KEYS[11])
+    if redis.call('ZSCORE', KEYS[11], tenant) then n = n - 1 end
+    if n > 0 then return wait(5000) end
+  end
 end
 local take = want
 local tats, mine = {}, {}
@@ -106,7 +150,7 @@ for i = 0, nb - 1 do
     if kind ~= 'r' then units = tokens end
     local tcap = math.max(cap, ti * math.max(units, 1))
     local field = ARGV[b] .. ':' .. tenant
-    local ttat = tonumber(redis.call('HGET', KEYS[6], field) or '0')
+    local ttat = tonumber(redis.call('HGET', KEYS[7], field) or '0')
     if ttat < now then ttat = now end
     mine[i] = {field, ttat, ti, tcap}
     if units > 0 and ttat + units * ti - now > tcap + 1e-6 then
@@ -119,7 +163,7 @@ if tenant and others and not within then return wait(math.max(tdelay, 1)) end
 if take < 1 then
   if tenant and within and register then
     local till = now + 2 * math.min(delay, 3600000000) + 50000
-    redis.call('ZADD', KEYS[9], string.format('%.17g', till), tenant)
+    redis.call('ZADD', KEYS[10], string.format('%.17g', till), tenant)
   end
   return wait(math.max(delay, 1))
 end
@@ -136,9 +180,9 @@ for i = 0, nb - 1 do
     if m then
       -- Beyond its share the tenant owes at most one burst, not its whole excess.
       local tnew = math.min(m[2] + units * m[3], now + m[4])
-      redis.call('HSET', KEYS[6], m[1], string.format('%.17g', tnew))
+      redis.call('HSET', KEYS[7], m[1], string.format('%.17g', tnew))
       local tttl = math.min(math.max(math.ceil((tnew - now) / 1000) + 1000, 60000), 1e12)
-      redis.call('PEXPIRE', KEYS[6], string.format('%.0f', tttl))
+      redis.call('PEXPIRE', KEYS[7], string.format('%.0f', tttl))
     end
   end
 end
@@ -147,8 +191,15 @@ if horizon > 0 then
   redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl))
 end
 if cmax > 0 then
-  redis.call('ZADD', KEYS[2], string.format('%.17g', now + slot_ttl), id)
-  redis.call('PEXPIRE', KEYS[2], math.ceil(slot_ttl / 1000) + 1000)
+  local member, ttl = id, math.ceil(slot_ttl / 1000) + 1000
+  if tenant then
+    member = id .. '|' .. tenant
+    redis.call('HINCRBY', KEYS[6], tenant, 1)
+    redis.call('PEXPIRE', KEYS[6], ttl)
+    redis.call('ZREM', KEYS[11], tenant)
+  end
+  redis.call('ZADD', KEYS[2], string.format('%.17g', now + slot_ttl), member)
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
 for p = 0, 2 do redis.call('ZREM', KEYS[3 + p], id) end
 return {take, 0}
@@ -180,7 +231,21 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) / 1000) + 1000)
 for i = 4, #ARGV do
   redis.call('ZADD', KEYS[2], 'XX', string.format('%.17g', now + tonumber(ARGV[3])), ARGV[i])
 end
+if #ARGV >= 4 then
+  -- The sets outlive the slots renewed in them (calls longer than slot_ttl included).
+  local ttl = math.ceil(tonumber(ARGV[3]) / 1000) + 1000
+  for k = 2, 3 do redis.call('PEXPIRE', KEYS[k], ttl) end
+end
 return redis.call('ZCARD', KEYS[1])
+";
+
+/// Give back a tenant's slot: its count goes down only if the slot was still held (not
+/// already expired and counted off by the admission script).
+const RELEASE: &str = r"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+end
+return 1
 ";
 
 /// The longest a waiter sleeps before asking again, and the longest a lease stays valid.
@@ -198,6 +263,11 @@ fn take_script() -> &'static Lua {
 fn adjust_script() -> &'static Lua {
     static S: OnceLock<Lua> = OnceLock::new();
     script(&S, ADJUST)
+}
+
+fn release_script() -> &'static Lua {
+    static S: OnceLock<Lua> = OnceLock::new();
+    script(&S, RELEASE)
 }
 
 fn heartbeat_script() -> &'static Lua {
@@ -278,8 +348,12 @@ struct Keys {
     slots: String,
     members: String,
     waiting: [String; 3],
+    /// Slots held per tenant.
+    slot_counts: String,
     /// Tenant TATs, active tenants, their weights, starved tenants.
     fair: [String; 4],
+    /// Tenants starved of concurrency slots.
+    slot_starved: String,
 }
 
 #[derive(Debug, Default)]
@@ -438,6 +512,8 @@ impl SharedLimiter {
                 store.key(&tag, "tw"),
                 store.key(&tag, "tz"),
             ],
+            slot_counts: store.key(&tag, "cc"),
+            slot_starved: store.key(&tag, "cz"),
         };
         let weights = limits
             .tenant_weights
@@ -537,13 +613,13 @@ impl SharedLimiter {
         let store = self.inner.store.clone();
         let outcome = store.block_on(async move {
             let taken = inner.take(&ticket, priority, false, tokens, &flow).await;
-            Ok::<_, StoreError>((inner, ticket, taken))
+            Ok::<_, StoreError>((inner, ticket, flow, taken))
         });
         match outcome {
-            Ok((inner, ticket, Ok(Taken::Units(units)))) => {
-                Ok(Some(inner.admitted(ticket, units, tokens, priority)))
+            Ok((inner, ticket, flow, Ok(Taken::Units(units)))) => {
+                Ok(Some(inner.admitted(ticket, units, tokens, priority, &flow)))
             }
-            Ok((_, _, Ok(Taken::Wait(_)))) => Ok(None),
+            Ok((_, _, _, Ok(Taken::Wait(_)))) => Ok(None),
             _ => self.inner.local_try(tokens, priority),
         }
     }
@@ -601,6 +677,15 @@ impl SharedLimiter {
                 timeout.map_or(0.0, |t| t.as_secs_f64()),
             ))
         })
+    }
+}
+
+/// A concurrency slot's member in the shared set: the ticket (which holds no `|`), and for a
+/// tenant's slot `ticket|tenant`, as the admission script writes it.
+fn slot_member(ticket: String, tenant: &Flow) -> String {
+    match tenant {
+        Some(t) => format!("{ticket}|{t}"),
+        None => ticket,
     }
 }
 
@@ -768,6 +853,7 @@ impl Inner {
         }
         let mut keys = vec![self.keys.state.clone(), self.keys.slots.clone()];
         keys.extend(self.keys.waiting.iter().cloned());
+        keys.push(self.keys.slot_counts.clone());
         if let Some(tenant) = tenant {
             let weight = self
                 .weights
@@ -779,6 +865,7 @@ impl Inner {
             args.push(tenant.to_string());
             args.push(format!("{weight:.9}"));
             keys.extend(self.keys.fair.iter().cloned());
+            keys.push(self.keys.slot_starved.clone());
         }
         self.counters.round_trips.fetch_add(1, Ordering::Relaxed);
         let (units, wait_us): (u64, u64) = self.store.eval(take_script(), keys, args).await?;
@@ -796,6 +883,7 @@ impl Inner {
         units: u64,
         tokens: u64,
         priority: Priority,
+        tenant: &Flow,
     ) -> SharedPermit {
         if units > 1 {
             let slowest = self
@@ -816,12 +904,13 @@ impl Inner {
         }
         self.counters.acquired.fetch_add(1, Ordering::Relaxed);
         let slot = self.config.limits.max_concurrency.map(|_| {
+            let slot = slot_member(ticket, tenant);
             self.held
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(ticket.clone());
+                .insert(slot.clone());
             self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-            ticket
+            slot
         });
         self.permit(tokens, priority, Admission::Shared { slot })
     }
@@ -904,7 +993,7 @@ impl Inner {
                             Ordering::Relaxed,
                         );
                     }
-                    return Ok(self.admitted(ticket, units, tokens, priority));
+                    return Ok(self.admitted(ticket, units, tokens, priority, &tenant));
                 }
                 Ok(Taken::Wait(after)) => {
                     registration.active = true;
@@ -961,6 +1050,13 @@ impl Inner {
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         let store = self.store.clone();
         let key = self.keys.slots.clone();
+        if let Some((_, tenant)) = slot.split_once('|') {
+            let keys = vec![key, self.keys.slot_counts.clone()];
+            let args = vec![slot.clone(), tenant.to_owned()];
+            self.store
+                .spawn(async move { store.eval::<i64>(release_script(), keys, args).await });
+            return;
+        }
         self.store.spawn(async move {
             let mut cmd = redis::cmd("ZREM");
             cmd.arg(key).arg(slot);
@@ -1041,7 +1137,11 @@ fn start_heartbeat(weak: Weak<Inner>) {
                     .iter()
                     .cloned(),
             );
-            let keys = vec![inner.keys.members.clone(), inner.keys.slots.clone()];
+            let keys = vec![
+                inner.keys.members.clone(),
+                inner.keys.slots.clone(),
+                inner.keys.slot_counts.clone(),
+            ];
             if let Ok(workers) = inner
                 .store
                 .eval::<u64>(heartbeat_script(), keys, args)

@@ -351,3 +351,110 @@ fn tenants_share_by_weight_and_bad_weights_are_config_errors() {
     let starved: Vec<String> = store.block_on(async move { s.query(cmd).await }).unwrap();
     assert_eq!(starved, vec!["tin".to_owned()]);
 }
+
+fn slot_limiter(store: &Store, name: &str, cmax: u32) -> SharedLimiter {
+    SharedLimiter::new(
+        store.clone(),
+        SharedLimiterConfig {
+            name: name.into(),
+            limits: LimiterConfig {
+                max_concurrency: Some(cmax),
+                ..LimiterConfig::default()
+            },
+            ..SharedLimiterConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+fn slot_count(store: &Store, name: &str, tenant: &str) -> Option<i64> {
+    let mut cmd = redis::cmd("HGET");
+    cmd.arg(store.key(&format!("limiter:{name}"), "cc"))
+        .arg(tenant);
+    let s = store.clone();
+    store
+        .block_on(async move { s.query::<Option<i64>>(cmd).await })
+        .unwrap()
+}
+
+#[test]
+fn a_starved_tenant_gets_the_next_free_slot_before_a_tenant_at_its_share() {
+    use crate::limit::Ask;
+    let Some(server) = server() else { return };
+    let store = Store::new(config(server.port, "cs")).unwrap();
+    let (a, b) = (slot_limiter(&store, "q", 4), slot_limiter(&store, "q", 4));
+    let light = Ask::new(Priority::Standard, Some("light"));
+    let heavy = Ask::new(Priority::Standard, Some("heavy"));
+    // alone, heavy may take every slot
+    let mut held: Vec<_> = (0..4)
+        .map(|_| b.try_acquire(0, heavy.clone()).unwrap().unwrap())
+        .collect();
+    assert_eq!(slot_count(&store, "q", "heavy"), Some(4));
+    // light (slot share 2 of 4, holding none) waits and marks itself starved
+    let waiter = {
+        let a = a.clone();
+        std::thread::spawn(move || a.acquire_blocking(0, light, Some(Duration::from_secs(5))))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    held.pop();
+    // heavy (3 slots, its share 2) asks again and again for the freed slot: first come, it
+    // would win it; it is refused while light is starved, and light takes it
+    let mut stolen = 0;
+    while !waiter.is_finished() {
+        if let Some(p) = b.try_acquire(0, heavy.clone()).unwrap() {
+            stolen += 1;
+            held.push(p);
+        }
+    }
+    let permit = waiter.join().unwrap().unwrap();
+    assert_eq!(stolen, 0, "heavy took the slot a starved tenant waited for");
+    assert_eq!(slot_count(&store, "q", "light"), Some(1));
+    assert_eq!(slot_count(&store, "q", "heavy"), Some(3));
+    // counts follow releases down to nothing
+    drop(permit);
+    held.clear();
+    eventually("counts released", || {
+        slot_count(&store, "q", "light").is_none() && slot_count(&store, "q", "heavy").is_none()
+    });
+    // requests naming no tenant keep first-come slots and no counts
+    let plain: Vec<_> = (0..4)
+        .map(|_| a.try_acquire(0, Priority::Standard).unwrap().unwrap())
+        .collect();
+    assert!(a.try_acquire(0, Priority::Standard).unwrap().is_none());
+    assert_eq!(slot_count(&store, "q", "heavy"), None);
+    drop(plain);
+}
+
+#[test]
+fn an_expired_tenant_slot_is_counted_off() {
+    use crate::limit::Ask;
+    let Some(server) = server() else { return };
+    let store = Store::new(config(server.port, "ce")).unwrap();
+    let l = slot_limiter(&store, "e", 2);
+    let heavy = Ask::new(Priority::Standard, Some("heavy"));
+    // two slots of a crashed worker, as the admission script writes them, expiring soon
+    let (slots, counts) = (store.key("limiter:e", "c"), store.key("limiter:e", "cc"));
+    let s = store.clone();
+    let (secs, micros): (u64, u64) = store
+        .block_on(async move { s.query(redis::cmd("TIME")).await })
+        .unwrap();
+    let expiry = (secs * 1_000_000 + micros + 200_000) as f64;
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZADD")
+        .arg(&slots)
+        .arg(expiry)
+        .arg("dead:1|heavy")
+        .arg(expiry)
+        .arg("dead:2|heavy")
+        .ignore();
+    pipe.cmd("HSET").arg(&counts).arg("heavy").arg(2).ignore();
+    let s = store.clone();
+    store
+        .block_on(async move { s.pipeline::<()>(pipe).await })
+        .unwrap();
+    assert!(l.try_acquire(0, heavy.clone()).unwrap().is_none());
+    std::thread::sleep(Duration::from_millis(300));
+    let permit = l.try_acquire(0, heavy.clone()).unwrap();
+    assert!(permit.is_some(), "the crashed worker's slots expired");
+    assert_eq!(slot_count(&store, "e", "heavy"), Some(1));
+}
