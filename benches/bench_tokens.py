@@ -47,6 +47,7 @@ def cases(settings: Settings) -> list[Case]:
     return [
         Case("count speed", lambda: _speed(settings)),
         Case("estimate error", _error),
+        Case("error against the simulator's usage", _error_vs_sim),
     ]
 
 
@@ -229,6 +230,50 @@ def _error() -> list[Row]:
                     extra={"p95": p95, "chats": len(chats)},
                 )
             )
+    return rows
+
+
+def _error_vs_sim() -> list[Row]:
+    """What a budget reserves for a call's input (``langscale._tokens``, as
+    ``ScaledChatModel`` counts: exact for an OpenAI model name, else chars/4) against the
+    usage the provider then reports: the simulator counting with o200k_base as OpenAI does,
+    called through ``ChatEndpoint``."""
+    from langscale import ChatEndpoint, sim
+
+    qs = questions()
+    sets = {
+        "one-question chats": [[("user", q)] for q in qs[:300]],
+        "typical chats": typical_chats(qs, limit=100),
+    }
+    rows = []
+    with sim.serve(sim.Provider("openai-like", models=("gpt-4o",), tokenizer="o200k_base")) as s:
+        endpoint = ChatEndpoint(s.url(), "gpt-4o")
+        for set_name, chats in sets.items():
+            errors: dict[str, list[float]] = {"exact (gpt-4o)": [], "chars/4": []}
+            for chat in chats:
+                messages = as_messages(chat)
+                usage = endpoint.invoke(messages).usage_metadata
+                assert usage is not None
+                real = usage["input_tokens"]
+                exact = estimate_input_tokens(messages, "gpt-4o")
+                estimate = estimate_input_tokens(messages)
+                errors["exact (gpt-4o)"].append(abs(exact - real) / real * 100)
+                errors["chars/4"].append(abs(estimate - real) / real * 100)
+            for how, errs in errors.items():
+                errs.sort()
+                p95 = errs[min(len(errs) - 1, int(0.95 * len(errs)))]
+                rows.append(
+                    Row(
+                        GROUP,
+                        f"input tokens reserved, {how}, vs the provider's usage (simulator "
+                        f"counting o200k_base), {len(chats)} {set_name}: mean absolute error "
+                        f"(p95 {p95:.1f}%)",
+                        "%",
+                        statistics.mean(errs),
+                        None,
+                        extra={"p95": p95, "chats": len(chats)},
+                    )
+                )
     return rows
 
 

@@ -336,3 +336,29 @@ def test_chat_openai_structured_output_both_methods():
         for method in ("json_schema", "function_calling"):
             trip = model.with_structured_output(Trip, method=method).invoke("Plan 4 days in Lisbon")
             assert trip == Trip(city="Lisbon", days=4), method
+
+
+def test_a_tokenizer_makes_usage_count_as_openai_does():
+    """With ``tokenizer`` the simulator's prompt_tokens are OpenAI's count: what langscale
+    reserves for an OpenAI model (``langscale._tokens``) is then exactly the usage."""
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    from langscale._tokens import estimate_input_tokens
+
+    chats = [
+        [HumanMessage("What is the capital of France?")],
+        [
+            SystemMessage("You answer in one sentence."),
+            HumanMessage("Wie spät ist es in Tokio? 東京"),
+            AIMessage("It is 9 pm."),
+            HumanMessage("And in Paris?"),
+        ],
+    ]
+    with sim.serve(sim.Provider("p", models=("gpt-4o",), tokenizer="o200k_base")) as s:
+        endpoint = langscale.ChatEndpoint(s.url(), "gpt-4o")
+        for messages in chats:
+            usage = endpoint.invoke(messages).usage_metadata
+            assert usage is not None
+            assert usage["input_tokens"] == estimate_input_tokens(messages, "gpt-4o")
+    with pytest.raises(langscale.ConfigError, match="tokenizer"):
+        sim.serve(sim.Provider("p", tokenizer="gpt2")).__enter__()

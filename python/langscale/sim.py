@@ -82,6 +82,9 @@ class Provider:
     faults: Sequence[Fault | Mapping[str, Any]] = field(default_factory=tuple)
     host: str = "127.0.0.1"
     port: int = 0
+    # Count prompt tokens with this OpenAI encoding ("o200k_base", "cl100k_base"), as
+    # OpenAI's usage does; None: about four characters a token (cheaper under load).
+    tokenizer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -73,6 +73,14 @@ impl Encoding {
         })
     }
 
+    /// The encoding of this name as OpenAI and tiktoken spell it (`o200k_base`,
+    /// `cl100k_base`), or None.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Encoding::O200kBase, Encoding::Cl100kBase]
+            .into_iter()
+            .find(|e| e.name() == name)
+    }
+
     /// The encoding's name as OpenAI and tiktoken spell it.
     pub fn name(self) -> &'static str {
         match self {

@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::cache::embed::HashEmbedder;
+use crate::tokens::{self, Encoding};
 
 const WORDS: &[&str] = &[
     "the",
@@ -90,20 +91,32 @@ pub fn content_text(content: &Value) -> String {
     }
 }
 
-/// Prompt tokens of a chat request: each message's text and tool calls, plus framing.
-pub fn prompt_tokens(messages: &[Value], tools: &[Value]) -> u64 {
-    let mut total = 3;
+/// Prompt tokens of a chat request: each message's text and tool calls, plus framing. With
+/// an encoding, counted as OpenAI's cookbook does (3 a message, role and content encoded, 3
+/// priming the reply; tool calls and tools as their JSON); else about four characters a
+/// token and 4 a message.
+pub fn prompt_tokens(messages: &[Value], tools: &[Value], encoding: Option<Encoding>) -> u64 {
+    let count = |text: &str| {
+        encoding
+            .and_then(|e| e.count(text))
+            .unwrap_or_else(|| estimate_tokens(text))
+    };
+    let exact = encoding.is_some();
+    let mut total = if exact { tokens::REPLY_PRIMING } else { 3 };
     for m in messages {
-        total += 4;
-        total += m
-            .get("content")
-            .map_or(0, |c| estimate_tokens(&content_text(c)));
+        if exact {
+            let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+            total += tokens::TOKENS_PER_MESSAGE + count(role);
+        } else {
+            total += 4;
+        }
+        total += m.get("content").map_or(0, |c| count(&content_text(c)));
         if let Some(calls) = m.get("tool_calls") {
-            total += estimate_tokens(&calls.to_string());
+            total += count(&calls.to_string());
         }
     }
     for t in tools {
-        total += estimate_tokens(&t.to_string());
+        total += count(&t.to_string());
     }
     total
 }
@@ -508,6 +521,26 @@ pub fn embedding(text: &str, dim: usize) -> Vec<f32> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompt_tokens_with_an_encoding_count_as_openai_does() {
+        let messages = [
+            json!({"role": "system", "content": "You are terse."}),
+            json!({"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]}),
+        ];
+        let exact = prompt_tokens(&messages, &[], Some(Encoding::O200kBase));
+        let cookbook = tokens::count_exact(
+            Encoding::O200kBase,
+            &[("system", "You are terse."), ("user", "Weather in Paris?")],
+        );
+        assert_eq!(Some(exact), cookbook);
+        // without one: chars/4 and 4 a message, as before
+        let estimate = prompt_tokens(&messages, &[], None);
+        assert_eq!(estimate, 3 + 4 + 4 + 4 + 5);
+        // tools count either way
+        let tools = [json!({"type": "function", "function": {"name": "get_weather"}})];
+        assert!(prompt_tokens(&messages, &tools, Some(Encoding::O200kBase)) > exact);
+    }
 
     fn request<'a>(messages: &'a [Value], tools: &'a [Value]) -> ChatRequest<'a> {
         ChatRequest {

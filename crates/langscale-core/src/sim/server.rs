@@ -548,7 +548,7 @@ async fn chat(
             return call.reply(Outcome::ClientError, bad_request(message, code))
         }
     };
-    let prompt = content::prompt_tokens(&req.messages, &req.tools);
+    let prompt = content::prompt_tokens(&req.messages, &req.tools, p.config.encoding());
     if let Some(window) = p.config.context_window {
         if prompt > window {
             let message = format!(
