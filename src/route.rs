@@ -132,6 +132,16 @@ fn from_spec(value: &Bound<'_, PyAny>) -> PyResult<Deployment> {
     })
 }
 
+/// A call's usage as Python reports it (input counts the prompt-cache tokens too).
+fn usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
+    Usage {
+        input,
+        output,
+        cache_read,
+        cache_write,
+    }
+}
+
 /// The score a `complexity` callable returned: a finite number, else a ConfigError naming it.
 pub(crate) fn complexity_hint(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
     args::number("the complexity callable's result", value)
@@ -686,12 +696,7 @@ impl Run {
         cache_read: u64,
         cache_write: u64,
     ) {
-        let usage = Usage {
-            input: input_tokens,
-            output: output_tokens,
-            cache_read,
-            cache_write,
-        };
+        let usage = usage(input_tokens, output_tokens, cache_read, cache_write);
         self.step(py, |r| r.succeeded(AttemptId(attempt), usage));
     }
 
@@ -749,12 +754,7 @@ impl Run {
         cache_read: u64,
         cache_write: u64,
     ) {
-        let usage = Usage {
-            input: input_tokens,
-            output: output_tokens,
-            cache_read,
-            cache_write,
-        };
+        let usage = usage(input_tokens, output_tokens, cache_read, cache_write);
         self.step(py, |r| r.settle_usage(usage));
     }
 
