@@ -491,11 +491,15 @@ async fn retries_honour_retry_after_then_succeed() {
     let ep = Arc::new(endpoint(&server.url));
     let once = RoutedEndpoints::retrying(Arc::clone(&ep), 1).unwrap();
     let info = RequestInfo::default;
-    assert!(once.chat(&conversation(), info(), 0).await.is_err());
+    assert!(once.chat(&conversation(), info(), 0, None).await.is_err());
     calls.store(0, Ordering::SeqCst);
     let started = std::time::Instant::now();
     let twice = RoutedEndpoints::retrying(ep, 2).unwrap();
-    let ok = twice.chat(&conversation(), info(), 0).await.unwrap().value;
+    let ok = twice
+        .chat(&conversation(), info(), 0, None)
+        .await
+        .unwrap()
+        .value;
     assert_eq!(ok.content, "finally");
     assert!(started.elapsed() >= Duration::from_millis(100));
 }
@@ -544,7 +548,7 @@ async fn routed_fails_over_on_429_and_500_and_cools_the_limited_one_down() {
     let healthy = Server::start(|_| Reply::json(200, &completion("from the third"))).await;
     let r = routed(&[&limited.url, &broken.url, &healthy.url], fast_retries());
     let out = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap();
     assert_eq!(out.value.content, "from the third");
@@ -555,7 +559,7 @@ async fn routed_fails_over_on_429_and_500_and_cools_the_limited_one_down() {
     );
     // The limited deployment is cooling down for 30 s: the next request skips it.
     let out = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap();
     assert_eq!(out.deployment, 2);
@@ -573,7 +577,7 @@ async fn routed_gives_the_fatal_error_of_the_provider() {
     let healthy = Server::start(|_| Reply::json(200, &completion("unused"))).await;
     let r = routed(&[&auth.url, &healthy.url], fast_retries());
     let e = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap_err();
     let RoutedError::Provider {
@@ -597,7 +601,7 @@ async fn routed_failure_lists_every_attempt_of_every_deployment() {
         Server::start(|_| Reply::json(429, &json!({"error": {"message": "quota"}}))).await;
     let r = routed(&[&broken.url, &limited.url], fast_retries());
     let e = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap_err();
     let chat_attempts = match e {
@@ -625,7 +629,10 @@ async fn routed_failure_lists_every_attempt_of_every_deployment() {
     // The same for a stream that never opens.
     let broken = Server::start(|_| Reply::json(503, &json!({"error": {"message": "x"}}))).await;
     let r = routed(&[&broken.url, &broken.url], fast_retries());
-    let Err(e) = r.stream(&conversation(), RequestInfo::default(), 10).await else {
+    let Err(e) = r
+        .stream(&conversation(), RequestInfo::default(), 10, None)
+        .await
+    else {
         panic!("a stream from broken deployments opened")
     };
     let RoutedError::Provider { attempts, .. } = e else {
@@ -652,7 +659,7 @@ async fn routed_attempt_timeouts_move_on() {
     let r = routed(&[&slow.url, &fast.url], config);
     let started = std::time::Instant::now();
     let out = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap();
     assert_eq!((out.deployment, out.value.content.as_str()), (1, "fast"));
@@ -682,7 +689,7 @@ async fn routed_streams_fail_over_until_the_first_delta() {
     };
     let r = routed(&[&broken.url, &good.url], config);
     let mut out = r
-        .stream(&conversation(), RequestInfo::default(), 10)
+        .stream(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap();
     assert_eq!(out.deployment, 1);
@@ -706,7 +713,7 @@ async fn routed_hedges_a_slow_call() {
     let r = routed(&[&slow.url, &fast.url], config);
     let started = std::time::Instant::now();
     let out = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap();
     assert_eq!(out.value.content, "hedge");
