@@ -277,6 +277,8 @@ impl Endpoint {
 enum Source {
     Plain(provider::ChatStream),
     Routed(Box<RoutedStream>),
+    /// Dropped (its settlement done).
+    Gone,
 }
 
 impl Source {
@@ -284,6 +286,7 @@ impl Source {
         match self {
             Self::Plain(s) => s.next().await,
             Self::Routed(s) => s.next().await,
+            Self::Gone => None,
         }
     }
 }
@@ -299,6 +302,23 @@ impl ChatStream {
         Self {
             source: Arc::new(tokio::sync::Mutex::new(source)),
         }
+    }
+}
+
+impl Drop for ChatStream {
+    /// A routed stream not read to its end settles its budgets now: with budgets in Redis
+    /// that is a round trip, made without the GIL (Python drops objects holding it).
+    fn drop(&mut self) {
+        let remote = self
+            .source
+            .try_lock()
+            .is_ok_and(|s| matches!(&*s, Source::Routed(r) if r.settles_remotely()));
+        if !remote {
+            return;
+        }
+        let gone = Arc::new(tokio::sync::Mutex::new(Source::Gone));
+        let source = std::mem::replace(&mut self.source, gone);
+        Python::attach(|py| py.detach(move || drop(source)));
     }
 }
 

@@ -302,6 +302,7 @@ impl RoutedEndpoints {
                 run: Some(run),
                 tokens,
                 received: 0,
+                usage: None,
             },
             deployment: routed.deployment,
             attempts: routed.attempts,
@@ -411,6 +412,8 @@ pub struct RoutedStream {
     tokens: u64,
     /// Characters of content received so far.
     received: usize,
+    /// The latest usage a chunk carried (OpenAI's final chunk, with `include_usage`).
+    usage: Option<crate::route::Usage>,
 }
 
 impl RoutedStream {
@@ -419,30 +422,44 @@ impl RoutedStream {
             Some(first) => Some(Ok(first)),
             None => self.stream.next().await,
         };
-        if let Some(Ok(delta)) = &next {
-            self.received = self.received.saturating_add(delta.content.chars().count());
-            if let Some(usage) = delta.usage {
-                self.settle(route_usage(usage));
+        match &next {
+            Some(Ok(delta)) => {
+                self.received = self.received.saturating_add(delta.content.chars().count());
+                if let Some(usage) = delta.usage {
+                    self.usage = Some(route_usage(usage));
+                }
             }
+            // The end (or a broken stream): charged now, not when the stream is dropped.
+            Some(Err(_)) | None => self.settle(),
         }
         next
     }
 
-    /// Settles the run with `usage` (once: the final chunk's, or what a cut stream got).
-    fn settle(&mut self, usage: crate::route::Usage) {
-        if let Some(mut run) = self.run.take() {
-            run.step(|r| r.settle_usage(usage));
-            run.finish();
-        }
+    /// Whether ending it still settles budgets held in Redis (a round trip): the caller
+    /// may want to let other threads run meanwhile.
+    pub fn settles_remotely(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.remote)
+    }
+
+    /// Settles the run once: with the final chunk's usage, else (cut short, or a provider
+    /// that sends none) the input estimate and about four characters a token for what was
+    /// received, as the Python driver charges it.
+    fn settle(&mut self) {
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        let usage = self.usage.unwrap_or_else(|| {
+            let output = u64::try_from(self.received.div_ceil(4)).unwrap_or(u64::MAX);
+            crate::route::Usage::new(self.tokens, output)
+        });
+        run.step(|r| r.settle_usage(usage));
+        run.finish();
     }
 }
 
 impl Drop for RoutedStream {
-    /// Cut short (or no usage sent): charged the input estimate and about four characters
-    /// a token for what was received, as the Python driver charges it.
     fn drop(&mut self) {
-        let output = u64::try_from(self.received.div_ceil(4)).unwrap_or(u64::MAX);
-        self.settle(crate::route::Usage::new(self.tokens, output));
+        self.settle();
     }
 }
 

@@ -838,3 +838,115 @@ mod never_panics {
         }
     }
 }
+
+// --- tenant budgets on the native loop ------------------------------------------------------
+
+/// Priced routed endpoints ($10 per 1k tokens in and out) and budgets of `usd` a day for
+/// tenant "acme".
+fn priced_with_budgets(url: &str, usd: f64) -> (RoutedEndpoints, crate::spend::Budgets) {
+    use crate::spend::{BudgetCap, Budgets, LevelConfig, SpendConfig, Window};
+    let deployment = route::Deployment {
+        price_in: 10.0,
+        price_out: 10.0,
+        ..route::Deployment::new("d0")
+    };
+    let router = Arc::new(
+        route::Router::new(vec![deployment], fast_retries(), Arc::new(SystemClock)).unwrap(),
+    );
+    let native = NativeDeployment {
+        endpoint: Arc::new(endpoint(url)),
+        limiter: None,
+    };
+    let routed = RoutedEndpoints::new(router, vec![native], None).unwrap();
+    let level = LevelConfig {
+        budgets: vec![BudgetCap {
+            usd: Some(usd),
+            tokens: None,
+            window: Window::Day,
+            calendar: false,
+        }],
+        ..LevelConfig::default()
+    };
+    let config = SpendConfig {
+        tenant_default: Some(level),
+        ..SpendConfig::default()
+    };
+    (
+        routed,
+        Budgets::local(config, Arc::new(SystemClock)).unwrap(),
+    )
+}
+
+fn acme(
+    budgets: &crate::spend::Budgets,
+    output_tokens: u64,
+) -> (RequestInfo, Option<route::Spend>) {
+    let info = RequestInfo {
+        tenant: Some(Arc::from("acme")),
+        ..RequestInfo::default()
+    };
+    let spend = route::Spend {
+        budgets: budgets.clone(),
+        who: crate::spend::Who::new(Some("acme"), None),
+        output_tokens: Some(output_tokens),
+    };
+    (info, Some(spend))
+}
+
+fn acme_usd(budgets: &crate::spend::Budgets) -> f64 {
+    let report = budgets.report();
+    assert_eq!(report.in_flight, 0, "every reservation settled or released");
+    report
+        .levels
+        .iter()
+        .find(|l| l.key == "t:acme")
+        .map_or(0.0, |l| l.counters.usd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_chat_reserves_then_settles_real_usage_and_refuses_over_budget() {
+    let server = Server::start(|_| Reply::json(200, &completion("ok"))).await;
+    // Each call reserves 11 + 100 tokens ($1.11) and uses 11 + 3 ($0.14).
+    let (r, budgets) = priced_with_budgets(&server.url, 1.2);
+    let (info, spend) = acme(&budgets, 100);
+    let out = r.chat(&conversation(), info, 11, spend).await.unwrap();
+    assert_eq!(out.value.content, "ok");
+    assert!((acme_usd(&budgets) - 0.14).abs() < 1e-9);
+    // $0.14 spent + $1.11 reserved is over $1.20: refused before any call goes out.
+    let (info, spend) = acme(&budgets, 100);
+    let err = r.chat(&conversation(), info, 11, spend).await.unwrap_err();
+    let RoutedError::Limit(crate::limit::LimitError::Budget(exceeded)) = err else {
+        panic!("expected the budget's refusal, got {err:?}");
+    };
+    assert_eq!(exceeded.tenant.as_deref(), Some("acme"));
+    assert_eq!(server.requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_streams_settle_from_the_final_chunk_or_pay_what_they_got() {
+    let server = Server::start(|_| {
+        Reply::sse(
+            &[
+                chunk(&json!({"role": "assistant", "content": "abcdefgh"}), None),
+                chunk(&json!({"content": "ijkl"}), Some("stop")),
+                json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 40, "completion_tokens": 60, "total_tokens": 100}}),
+            ],
+            true,
+        )
+    })
+    .await;
+    let (r, budgets) = priced_with_budgets(&server.url, 100.0);
+    let (info, spend) = acme(&budgets, 500);
+    let mut out = r.stream(&conversation(), info, 40, spend).await.unwrap();
+    while let Some(d) = out.value.next().await {
+        d.unwrap();
+    }
+    // The final chunk's 100 tokens at $10 per 1k, not the 540 reserved.
+    assert!((acme_usd(&budgets) - 1.0).abs() < 1e-9);
+    // Cut after the first delta: the input estimate (40) plus 8 characters (2 tokens).
+    let (info, spend) = acme(&budgets, 500);
+    let mut out = r.stream(&conversation(), info, 40, spend).await.unwrap();
+    assert_eq!(out.value.next().await.unwrap().unwrap().content, "abcdefgh");
+    drop(out);
+    assert!((acme_usd(&budgets) - 1.42).abs() < 1e-9);
+}
