@@ -220,6 +220,24 @@ def test_native_budgets_in_redis(redis_server, redis_prefix, served):
             llm.invoke(PROMPT, max_tokens=OUT)
     assert (info.value.tenant, info.value.limit) == ("acme", 2.5)
     assert tenant_usd(budgets) == pytest.approx(2.0)
+    # A stream dropped unread settles in Redis too (without the GIL: other threads run).
+    with langscale.tenant("cut"):
+        stream = llm.stream(PROMPT, max_tokens=OUT)
+        next(stream)
+        stream.close()
+    del stream
+    assert 0.08 <= tenant_usd(budgets, "cut") < 0.5
+    assert budgets.report()["in_flight"] == 0
+
+
+def test_bad_user_or_output_tokens_for_the_native_router_are_refused(served):
+    llm = model("native", Budgets(daily(1.0)), deployment(served))
+    request = '{"messages": [{"role": "user", "content": "hi"}]}'
+    with pytest.raises(langscale.ConfigError, match="user"):
+        llm._native.chat(request, 0, 0, 1, None, "acme", 42, None)
+    with pytest.raises(OverflowError):
+        llm._native.chat(request, 0, 0, 1, None, "acme", None, -1)
+    assert served.stats("p")["chat_requests"] == 0
 
 
 def test_redis_budgets_from_many_threads_keep_the_runtime_going(redis_server, redis_prefix, served):
