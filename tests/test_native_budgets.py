@@ -262,3 +262,23 @@ def test_redis_budgets_from_many_threads_keep_the_runtime_going(redis_server, re
         t.join(60)
     assert errors == []
     assert tenant_usd(budgets) == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_wait_on_budgets_in_redis_from_coroutines(redis_server, redis_prefix, path):
+    """The wait policy's naps and Redis round trips on the runtime (async calls): the second
+    call waits for the first to settle below its reservation, then goes."""
+    store = langscale.RedisStore(redis_server.url, prefix=redis_prefix)
+    budgets = Budgets(daily(3.0, "wait", wait_timeout=5.0), store=store)
+    with sim.serve(provider("p", time_to_first_token=0.4)) as s:
+        llm = model(path, budgets, deployment(s))
+
+        async def main() -> list[Any]:
+            with langscale.tenant("acme"):
+                calls = (llm.ainvoke(PROMPT, max_tokens=192) for _ in range(2))
+                return await asyncio.gather(*calls, return_exceptions=True)
+
+        results = asyncio.run(main())
+        assert [type(r).__name__ for r in results] == ["AIMessage", "AIMessage"]
+        assert s.stats("p")["chat_requests"] == 2
+    assert tenant_usd(budgets) == pytest.approx(2.0)

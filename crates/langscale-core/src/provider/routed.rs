@@ -17,6 +17,7 @@ use super::error::ProviderError;
 use super::types::{ChatRequest, ChatResponse, StreamDelta};
 use crate::clock::SystemClock;
 use crate::limit::{AnyLimiter, LimitError};
+use crate::route::blocking_if;
 use crate::route::{
     Action, AttemptId, BreakerConfig, Deployment, FailReason, Limits, RequestInfo,
     RetryBudgetConfig, RetryPolicy, Router, RouterConfig, Run, Spend,
@@ -191,15 +192,7 @@ impl RoutedEndpoints {
                     });
                 }
                 Action::Acquire(request) => {
-                    let granted = if remote {
-                        // A reservation in Redis is a round trip (and a wait policy naps):
-                        // on a blocking thread, not on one of the runtime's workers.
-                        tokio::task::spawn_blocking(move || request.acquire_blocking())
-                            .await
-                            .map_err(|e| RoutedError::Config(format!("permit task: {e}")))?
-                    } else {
-                        request.acquire().await
-                    };
+                    let granted = request.acquire().await;
                     run.step(|r| r.permitted(granted));
                 }
                 Action::Wait(limit) => {
@@ -382,19 +375,6 @@ impl Steps {
     fn finish(self) {
         let Self { run, remote } = self;
         blocking_if(remote, move || drop(run));
-    }
-}
-
-/// `f` may block for a Redis round trip (`remote`): inside a multi-threaded runtime, say
-/// so with `block_in_place`; elsewhere (a plain thread, a single-threaded runtime where
-/// that would panic) just run it.
-fn blocking_if<R>(remote: bool, f: impl FnOnce() -> R) -> R {
-    let multi = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if remote && multi {
-        tokio::task::block_in_place(f)
-    } else {
-        f()
     }
 }
 
