@@ -263,8 +263,7 @@ impl RoutedEndpoints {
     ) -> Result<Routed<ChatResponse>, RoutedError> {
         let call =
             |endpoint: Arc<Endpoint>, timeout| async move { endpoint.chat(req, timeout).await };
-        let (routed, run) = self.drive(info, tokens, spend, call, chat_usage).await?;
-        run.finish();
+        let (routed, _run) = self.drive(info, tokens, spend, call, chat_usage).await?;
         Ok(routed)
     }
 
@@ -370,11 +369,14 @@ impl Steps {
         let run = &mut self.run;
         blocking_if(self.remote, || f(run))
     }
+}
 
-    /// The run ends: a reservation still held is settled or released (its `Drop`).
-    fn finish(self) {
-        let Self { run, remote } = self;
-        blocking_if(remote, move || drop(run));
+impl Drop for Steps {
+    /// The run ends (its answer in, failed, or the request dropped mid-way): a reservation
+    /// still held is settled or released, off the runtime's workers when that is a round trip.
+    fn drop(&mut self) {
+        let run = &mut self.run;
+        blocking_if(self.remote, || run.end());
     }
 }
 
@@ -433,7 +435,6 @@ impl RoutedStream {
             crate::route::Usage::new(self.tokens, output)
         });
         run.step(|r| r.settle_usage(usage));
-        run.finish();
     }
 }
 

@@ -662,16 +662,25 @@ impl Run {
     }
 }
 
-impl Drop for Run {
-    /// A reservation still held by an attempt that answered was used but never told how
-    /// much (no usage reported): it is charged its estimate. Others are released.
-    fn drop(&mut self) {
+impl Run {
+    /// The request is over: a reservation still held by an attempt that answered was used
+    /// but never told how much (no usage reported): it is charged its estimate. Others are
+    /// released. Dropping the run does this; a driver calls it first where that may block
+    /// (budgets in Redis).
+    pub fn end(&mut self) {
         for slot in &mut self.attempts {
-            if let (Some(reservation), true) = (slot.reservation.take(), slot.answered) {
+            let reservation = slot.reservation.take();
+            if let (Some(reservation), true) = (reservation, slot.answered) {
                 let estimate = reservation.estimate();
                 reservation.settle(estimate);
             }
         }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
