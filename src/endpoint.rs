@@ -10,7 +10,8 @@ use langscale_core::provider::{
     self, ChatRequest, ChatResponse, EndpointConfig, NativeDeployment,
     ProviderError as CoreProviderError, RoutedEndpoints, RoutedError, RoutedStream, StreamDelta,
 };
-use langscale_core::route::RequestInfo;
+use langscale_core::route::{RequestInfo, Spend};
+use langscale_core::spend::{Budgets, Who};
 use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration};
 use pyo3::prelude::*;
 
@@ -261,7 +262,7 @@ impl Endpoint {
             match routed {
                 None => inner.chat(&req, timeout).await,
                 Some(routed) => routed
-                    .chat(&req, RequestInfo::default(), 0)
+                    .chat(&req, RequestInfo::default(), 0, None)
                     .await
                     .map(|r| r.value)
                     .map_err(|e| match e {
@@ -276,6 +277,8 @@ impl Endpoint {
 enum Source {
     Plain(provider::ChatStream),
     Routed(Box<RoutedStream>),
+    /// Dropped (its settlement done).
+    Gone,
 }
 
 impl Source {
@@ -283,6 +286,7 @@ impl Source {
         match self {
             Self::Plain(s) => s.next().await,
             Self::Routed(s) => s.next().await,
+            Self::Gone => None,
         }
     }
 }
@@ -298,6 +302,23 @@ impl ChatStream {
         Self {
             source: Arc::new(tokio::sync::Mutex::new(source)),
         }
+    }
+}
+
+impl Drop for ChatStream {
+    /// A routed stream not read to its end settles its budgets now: with budgets in Redis
+    /// that is a round trip, made without the GIL (Python drops objects holding it).
+    fn drop(&mut self) {
+        let remote = self
+            .source
+            .try_lock()
+            .is_ok_and(|s| matches!(&*s, Source::Routed(r) if r.settles_remotely()));
+        if !remote {
+            return;
+        }
+        let gone = Arc::new(tokio::sync::Mutex::new(Source::Gone));
+        let source = std::mem::replace(&mut self.source, gone);
+        Python::attach(|py| py.detach(move || drop(source)));
     }
 }
 
@@ -338,6 +359,8 @@ impl ChatStream {
 #[pyclass(frozen, module = "langscale._core")]
 pub struct NativeRouter {
     inner: Arc<RoutedEndpoints>,
+    /// The router's tenant budgets: every call reserves from them, as `Router.start` does.
+    budgets: Option<Budgets>,
 }
 
 /// (deployment, response)
@@ -362,11 +385,12 @@ impl NativeRouter {
             .map_err(routed_error)?;
         Ok(Self {
             inner: Arc::new(inner),
+            budgets: router.budgets.clone(),
         })
     }
 
     /// One routed completion (blocking, GIL released): (deployment, response).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None))]
     #[allow(clippy::too_many_arguments)]
     fn chat(
         &self,
@@ -377,6 +401,8 @@ impl NativeRouter {
         turns: usize,
         complexity_hint: Option<&Bound<'_, PyAny>>,
         tenant: Option<&Bound<'_, PyAny>>,
+        user: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<u64>,
     ) -> PyResult<PyRouted> {
         let req = request(request_json)?;
         let info = info(
@@ -386,14 +412,15 @@ impl NativeRouter {
             complexity_hint,
             tenant,
         )?;
+        let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
-        py.detach(move || runtime().block_on(inner.chat(&req, info, estimated_input_tokens)))
+        py.detach(move || runtime().block_on(inner.chat(&req, info, estimated_input_tokens, spend)))
             .map(|r| (r.deployment, response(r.value)))
             .map_err(routed_error)
     }
 
     /// An awaitable of one routed completion: (deployment, response).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None))]
     #[allow(clippy::too_many_arguments)]
     fn achat<'py>(
         &self,
@@ -404,6 +431,8 @@ impl NativeRouter {
         turns: usize,
         complexity_hint: Option<&Bound<'py, PyAny>>,
         tenant: Option<&Bound<'py, PyAny>>,
+        user: Option<&Bound<'py, PyAny>>,
+        output_tokens: Option<u64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = request(request_json)?;
         let info = info(
@@ -413,10 +442,11 @@ impl NativeRouter {
             complexity_hint,
             tenant,
         )?;
+        let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             inner
-                .chat(&req, info, estimated_input_tokens)
+                .chat(&req, info, estimated_input_tokens, spend)
                 .await
                 .map(|r| (r.deployment, response(r.value)))
                 .map_err(routed_error)
@@ -424,7 +454,7 @@ impl NativeRouter {
     }
 
     /// A routed stream (blocking until a deployment sent its first delta).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
@@ -435,6 +465,8 @@ impl NativeRouter {
         turns: usize,
         complexity_hint: Option<&Bound<'_, PyAny>>,
         tenant: Option<&Bound<'_, PyAny>>,
+        user: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<u64>,
     ) -> PyResult<(usize, ChatStream)> {
         let req = request(request_json)?;
         let info = info(
@@ -444,19 +476,22 @@ impl NativeRouter {
             complexity_hint,
             tenant,
         )?;
+        let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
-        py.detach(move || runtime().block_on(inner.stream(&req, info, estimated_input_tokens)))
-            .map(|r| {
-                (
-                    r.deployment,
-                    ChatStream::new(Source::Routed(Box::new(r.value))),
-                )
-            })
-            .map_err(routed_error)
+        py.detach(move || {
+            runtime().block_on(inner.stream(&req, info, estimated_input_tokens, spend))
+        })
+        .map(|r| {
+            (
+                r.deployment,
+                ChatStream::new(Source::Routed(Box::new(r.value))),
+            )
+        })
+        .map_err(routed_error)
     }
 
     /// An awaitable of a routed stream: (deployment, stream).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None))]
     #[allow(clippy::too_many_arguments)]
     fn astream<'py>(
         &self,
@@ -467,6 +502,8 @@ impl NativeRouter {
         turns: usize,
         complexity_hint: Option<&Bound<'py, PyAny>>,
         tenant: Option<&Bound<'py, PyAny>>,
+        user: Option<&Bound<'py, PyAny>>,
+        output_tokens: Option<u64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = request(request_json)?;
         let info = info(
@@ -476,10 +513,11 @@ impl NativeRouter {
             complexity_hint,
             tenant,
         )?;
+        let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             inner
-                .stream(&req, info, estimated_input_tokens)
+                .stream(&req, info, estimated_input_tokens, spend)
                 .await
                 .map(|r| {
                     (
@@ -489,6 +527,24 @@ impl NativeRouter {
                 })
                 .map_err(routed_error)
         })
+    }
+}
+
+impl NativeRouter {
+    /// With budgets, what every call of the request reserves: for its tenant/user, its
+    /// input estimate plus `output_tokens` (else the budgets' output estimate).
+    fn spend(
+        &self,
+        info: &RequestInfo,
+        user: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<u64>,
+    ) -> PyResult<Option<Spend>> {
+        let user = crate::args::optional_text("user", user)?;
+        Ok(self.budgets.as_ref().map(|b| Spend {
+            budgets: b.clone(),
+            who: Who::new(info.tenant.as_deref(), user),
+            output_tokens,
+        }))
     }
 }
 

@@ -261,8 +261,8 @@ pub struct Router {
     pub(crate) router: Arc<route::Router>,
     /// Permits every request takes: `limits` for the whole model, then the deployment's own.
     pub(crate) limits: Limits,
-    /// Tenant budgets every request reserves from, if any.
-    budgets: Option<langscale_core::spend::Budgets>,
+    /// Tenant budgets every request reserves from, if any (the native loop's too).
+    pub(crate) budgets: Option<langscale_core::spend::Budgets>,
 }
 
 #[pymethods]

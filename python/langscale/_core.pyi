@@ -445,6 +445,8 @@ class NativeRouter:
         turns: int = 0,
         complexity_hint: float | None = None,
         tenant: str | None = None,
+        user: str | None = None,
+        output_tokens: int | None = None,
     ) -> tuple[int, _Response]: ...
     def achat(
         self,
@@ -454,6 +456,8 @@ class NativeRouter:
         turns: int = 0,
         complexity_hint: float | None = None,
         tenant: str | None = None,
+        user: str | None = None,
+        output_tokens: int | None = None,
     ) -> Awaitable[tuple[int, _Response]]: ...
     def stream(
         self,
@@ -463,6 +467,8 @@ class NativeRouter:
         turns: int = 0,
         complexity_hint: float | None = None,
         tenant: str | None = None,
+        user: str | None = None,
+        output_tokens: int | None = None,
     ) -> tuple[int, ChatStream]: ...
     def astream(
         self,
@@ -472,6 +478,8 @@ class NativeRouter:
         turns: int = 0,
         complexity_hint: float | None = None,
         tenant: str | None = None,
+        user: str | None = None,
+        output_tokens: int | None = None,
     ) -> Awaitable[tuple[int, ChatStream]]: ...
 
 # Simulated OpenAI-compatible providers (langscale.sim)

@@ -454,8 +454,8 @@ class ScaledChatModel(BaseChatModel):
 
     budgets: Any = None
     """A ``langscale.Budgets``: every call reserves its estimated cost for the tenant (from
-    the RunnableConfig or ``langscale.tenant(...)``) first and settles its real cost after.
-    Runs the Python driver (the native loop does not reserve yet)."""
+    the RunnableConfig or ``langscale.tenant(...)``) first and settles its real cost after,
+    on the native loop and the Python driver alike."""
 
     prices: Any = None
     """A ``langscale.Prices`` (LiteLLM's price file): prices and context windows, by model
@@ -562,7 +562,7 @@ class ScaledChatModel(BaseChatModel):
         if self.complexity is not None and not callable(self.complexity):
             msg = f"complexity must be a callable(messages) -> float, got {self.complexity!r}"
             raise _core.ConfigError(msg)
-        if self.native and self.budgets is None and all(_native_capable(d.model) for d in deps):
+        if self.native and all(_native_capable(d.model) for d in deps):
             self._native = _core.NativeRouter(self._router, [d.model._endpoint for d in deps])
         _metrics.track(self)
 
@@ -885,14 +885,26 @@ class ScaledChatModel(BaseChatModel):
         stop: list[str] | None,
         kwargs: dict[str, Any],
         run_manager: Any,
-    ) -> tuple[str, int, int, int, float | None, str | None]:
-        """The request JSON and routing info for the native loop (the tenant included, for
-        the limiters' fair queues)."""
+    ) -> tuple[str, int, int, int, float | None, str | None, str | None, int | None]:
+        """The request JSON and routing info for the native loop: as ``_start`` gives the
+        Python driver's run, the tenant and user (the limiters' fair queues, the budgets) and
+        the output tokens each call reserves (its ``max_tokens``, else the budgets' estimate)."""
         hint = self._complexity_hint(messages)
         body = request_json(messages, stop, kwargs)
         tools = len(kwargs.get("tools") or ())
-        tenant = _identity.of_run(run_manager).tenant if self._private()["_tenanted"] else None
-        return body, self._input_tokens(messages), tools, len(messages), hint, tenant
+        who = _identity.of_run(run_manager) if self._private()["_tenanted"] else _identity.NOBODY
+        # (request_json, estimated_input_tokens, tools, turns, complexity_hint, tenant, user,
+        # output_tokens)
+        return (
+            body,
+            self._input_tokens(messages),
+            tools,
+            len(messages),
+            hint,
+            who.tenant,
+            who.user,
+            _max_tokens(kwargs) if kwargs else None,
+        )
 
     def _native_generate(
         self,

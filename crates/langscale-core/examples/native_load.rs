@@ -213,7 +213,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (routed, request) = (routed.clone(), request.clone());
             async move {
                 routed
-                    .chat(&request, RequestInfo::default(), 10)
+                    .chat(&request, RequestInfo::default(), 10, None)
                     .await
                     .is_ok()
             }

@@ -1,7 +1,8 @@
 //! The native driver: for deployments that are all native endpoints, one loop on tokio does
 //! what the request's [`Run`] says — permits, calls with their timeouts, backoff sleeps,
-//! hedges — for plain and streamed answers alike, without leaving Rust between attempts.
-//! Every decision is the run's; this file is I/O.
+//! hedges, tenant budgets — for plain and streamed answers alike, without leaving Rust
+//! between attempts. Every decision (and every reservation and settlement) is the run's;
+//! this file is I/O.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -16,10 +17,12 @@ use super::error::ProviderError;
 use super::types::{ChatRequest, ChatResponse, StreamDelta};
 use crate::clock::SystemClock;
 use crate::limit::{AnyLimiter, LimitError};
+use crate::route::blocking_if;
 use crate::route::{
     Action, AttemptId, BreakerConfig, Deployment, FailReason, Limits, RequestInfo,
-    RetryBudgetConfig, RetryPolicy, Router, RouterConfig, Run,
+    RetryBudgetConfig, RetryPolicy, Router, RouterConfig, Run, Spend,
 };
+use crate::spend::Budgets;
 
 /// One deployment: its endpoint and its own limiter, if any.
 #[derive(Debug, Clone)]
@@ -150,24 +153,27 @@ impl RoutedEndpoints {
 
     /// The loop: `call` makes one attempt on a deployment within its timeout; `usage` reads
     /// the tokens off a success. Returns the winning value and its run (which
-    /// holds the permits while a stream is read).
+    /// holds the permits and budget reservation while a stream is read).
     async fn drive<'a, T, F, Fut>(
         &'a self,
         info: RequestInfo,
         tokens: u64,
+        spend: Option<Spend>,
         call: F,
         usage: fn(&T) -> crate::route::Usage,
-    ) -> Result<(Routed<T>, Run), RoutedError>
+    ) -> Result<(Routed<T>, Steps), RoutedError>
     where
         F: Fn(Arc<Endpoint>, Option<Duration>) -> Fut,
         Fut: Future<Output = Result<T, ProviderError>> + 'a,
     {
-        let mut run = Run::new(self.router.start(info), self.limits.clone(), tokens);
+        let remote = spend.as_ref().is_some_and(|s| is_remote(&s.budgets));
+        let run = Run::new(self.router.start(info), self.limits.clone(), tokens).with_spend(spend);
+        let mut run = Steps { run, remote };
         let mut running = FuturesUnordered::new();
         let mut errors = Failures::new();
         let mut results: HashMap<AttemptId, T> = HashMap::new();
         loop {
-            match run.next() {
+            match run.step(Run::next) {
                 Action::Call {
                     attempt,
                     deployment,
@@ -185,7 +191,10 @@ impl RoutedEndpoints {
                         (attempt, deployment, result)
                     });
                 }
-                Action::Acquire(request) => run.permitted(request.acquire().await),
+                Action::Acquire(request) => {
+                    let granted = request.acquire().await;
+                    run.step(|r| r.permitted(granted));
+                }
                 Action::Wait(limit) => {
                     let finished = match limit {
                         Some(d) => tokio::time::timeout(d, running.next()).await.ok().flatten(),
@@ -196,11 +205,13 @@ impl RoutedEndpoints {
                     };
                     match result {
                         Ok(value) => {
-                            run.succeeded(attempt, usage(&value));
+                            let used = usage(&value);
+                            run.step(|r| r.succeeded(attempt, used));
                             results.insert(attempt, value);
                         }
                         Err(error) => {
-                            run.failed(attempt, error.kind());
+                            let kind = error.kind();
+                            run.step(|r| r.failed(attempt, kind));
                             errors.insert(
                                 attempt,
                                 FailedAttempt {
@@ -217,7 +228,7 @@ impl RoutedEndpoints {
                     attempt,
                     deployment,
                 } => {
-                    let attempts = run.execution().attempts();
+                    let attempts = run.run.execution().attempts();
                     return match results.remove(&attempt) {
                         Some(value) => Ok((
                             Routed {
@@ -227,45 +238,64 @@ impl RoutedEndpoints {
                             },
                             run,
                         )),
-                        None => Err(failure(FailReason::Exhausted { last: None }, errors, &run)),
+                        None => Err(failure(
+                            FailReason::Exhausted { last: None },
+                            errors,
+                            &run.run,
+                        )),
                     };
                 }
-                Action::Fail(reason) => return Err(failure(reason, errors, &run)),
+                Action::Fail(reason) => return Err(failure(reason, errors, &run.run)),
             }
         }
     }
 
     /// One completion, routed: retries, fallbacks, cool-downs, breakers and hedges as the
-    /// router decides. `tokens` is the estimate the limiters are charged before the call.
+    /// router decides. `tokens` is the estimate the limiters are charged before the call;
+    /// with `spend`, every call reserves from the tenant's budgets first and the answer
+    /// settles with its real usage.
     pub async fn chat(
         &self,
         req: &ChatRequest,
         info: RequestInfo,
         tokens: u64,
+        spend: Option<Spend>,
     ) -> Result<Routed<ChatResponse>, RoutedError> {
         let call =
             |endpoint: Arc<Endpoint>, timeout| async move { endpoint.chat(req, timeout).await };
-        let (routed, _run) = self.drive(info, tokens, call, chat_usage).await?;
+        let (routed, _run) = self.drive(info, tokens, spend, call, chat_usage).await?;
         Ok(routed)
     }
 
     /// A stream, routed: fails over until the first delta arrives, then it is that
-    /// deployment's stream. Limiter permits are held until the stream is dropped.
+    /// deployment's stream. Limiter permits (and the budget reservation) are held until the
+    /// stream ends: settled with the final chunk's usage, or for a stream cut short, the
+    /// input estimate and what was received.
     pub async fn stream(
         &self,
         req: &ChatRequest,
         info: RequestInfo,
         tokens: u64,
+        spend: Option<Spend>,
     ) -> Result<Routed<RoutedStream>, RoutedError> {
         let call = |endpoint: Arc<Endpoint>, timeout| async move {
             first_delta(&endpoint, req, timeout).await
         };
         let (routed, run) = self
-            .drive(info, tokens, call, |_| crate::route::Usage::default())
+            .drive(info, tokens, spend, call, |_| {
+                crate::route::Usage::default()
+            })
             .await?;
         let (stream, first) = routed.value;
         Ok(Routed {
-            value: RoutedStream { first, stream, run },
+            value: RoutedStream {
+                first,
+                stream,
+                run: Some(run),
+                tokens,
+                received: 0,
+                usage: None,
+            },
             deployment: routed.deployment,
             attempts: routed.attempts,
         })
@@ -273,7 +303,10 @@ impl RoutedEndpoints {
 }
 
 fn chat_usage(response: &ChatResponse) -> crate::route::Usage {
-    let usage = response.usage.unwrap_or_default();
+    route_usage(response.usage.unwrap_or_default())
+}
+
+fn route_usage(usage: super::types::Usage) -> crate::route::Usage {
     crate::route::Usage {
         cache_read: usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
         ..crate::route::Usage::new(usage.prompt_tokens, usage.completion_tokens)
@@ -317,14 +350,52 @@ fn failure(reason: FailReason, errors: Failures, run: &Run) -> RoutedError {
     }
 }
 
+/// Budgets held in Redis: reserving and settling make a round trip.
+fn is_remote(budgets: &Budgets) -> bool {
+    matches!(budgets, Budgets::Shared(_))
+}
+
+/// A run driven on the runtime. Its steps may reserve, settle or release budgets; with
+/// budgets in Redis that is a blocking round trip (the store's own runtime answers it), so
+/// such a step tells the runtime first, which moves its other tasks to another worker.
+#[derive(Debug)]
+struct Steps {
+    run: Run,
+    remote: bool,
+}
+
+impl Steps {
+    fn step<R>(&mut self, f: impl FnOnce(&mut Run) -> R) -> R {
+        let run = &mut self.run;
+        blocking_if(self.remote, || f(run))
+    }
+}
+
+impl Drop for Steps {
+    /// The run ends (its answer in, failed, or the request dropped mid-way): a reservation
+    /// still held is settled or released, off the runtime's workers when that is a round trip.
+    fn drop(&mut self) {
+        let run = &mut self.run;
+        blocking_if(self.remote, || run.end());
+    }
+}
+
 /// A routed stream: the first delta (already read, to know the deployment answered), then
 /// the rest.
 #[derive(Debug)]
 pub struct RoutedStream {
     first: Option<StreamDelta>,
     stream: ChatStream,
-    /// Holds the permits while the stream is read; settled with its usage at the end.
-    run: Run,
+    /// Holds the permits and budget reservation while the stream is read; settled with
+    /// its usage at the end (then `None`).
+    run: Option<Steps>,
+    /// The input estimate the run was started with: what a stream cut short is charged
+    /// for its prompt.
+    tokens: u64,
+    /// Characters of content received so far.
+    received: usize,
+    /// The latest usage a chunk carried (OpenAI's final chunk, with `include_usage`).
+    usage: Option<crate::route::Usage>,
 }
 
 impl RoutedStream {
@@ -333,13 +404,43 @@ impl RoutedStream {
             Some(first) => Some(Ok(first)),
             None => self.stream.next().await,
         };
-        if let Some(Ok(StreamDelta {
-            usage: Some(usage), ..
-        })) = &next
-        {
-            self.run.settle(usage.total_tokens);
+        match &next {
+            Some(Ok(delta)) => {
+                self.received = self.received.saturating_add(delta.content.chars().count());
+                if let Some(usage) = delta.usage {
+                    self.usage = Some(route_usage(usage));
+                }
+            }
+            // The end (or a broken stream): charged now, not when the stream is dropped.
+            Some(Err(_)) | None => self.settle(),
         }
         next
+    }
+
+    /// Whether ending it still settles budgets held in Redis (a round trip): the caller
+    /// may want to let other threads run meanwhile.
+    pub fn settles_remotely(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.remote)
+    }
+
+    /// Settles the run once: with the final chunk's usage, else (cut short, or a provider
+    /// that sends none) the input estimate and about four characters a token for what was
+    /// received, as the Python driver charges it.
+    fn settle(&mut self) {
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        let usage = self.usage.unwrap_or_else(|| {
+            let output = u64::try_from(self.received.div_ceil(4)).unwrap_or(u64::MAX);
+            crate::route::Usage::new(self.tokens, output)
+        });
+        run.step(|r| r.settle_usage(usage));
+    }
+}
+
+impl Drop for RoutedStream {
+    fn drop(&mut self) {
+        self.settle();
     }
 }
 

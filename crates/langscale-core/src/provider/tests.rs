@@ -491,11 +491,15 @@ async fn retries_honour_retry_after_then_succeed() {
     let ep = Arc::new(endpoint(&server.url));
     let once = RoutedEndpoints::retrying(Arc::clone(&ep), 1).unwrap();
     let info = RequestInfo::default;
-    assert!(once.chat(&conversation(), info(), 0).await.is_err());
+    assert!(once.chat(&conversation(), info(), 0, None).await.is_err());
     calls.store(0, Ordering::SeqCst);
     let started = std::time::Instant::now();
     let twice = RoutedEndpoints::retrying(ep, 2).unwrap();
-    let ok = twice.chat(&conversation(), info(), 0).await.unwrap().value;
+    let ok = twice
+        .chat(&conversation(), info(), 0, None)
+        .await
+        .unwrap()
+        .value;
     assert_eq!(ok.content, "finally");
     assert!(started.elapsed() >= Duration::from_millis(100));
 }
@@ -544,7 +548,7 @@ async fn routed_fails_over_on_429_and_500_and_cools_the_limited_one_down() {
     let healthy = Server::start(|_| Reply::json(200, &completion("from the third"))).await;
     let r = routed(&[&limited.url, &broken.url, &healthy.url], fast_retries());
     let out = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap();
     assert_eq!(out.value.content, "from the third");
@@ -555,7 +559,7 @@ async fn routed_fails_over_on_429_and_500_and_cools_the_limited_one_down() {
     );
     // The limited deployment is cooling down for 30 s: the next request skips it.
     let out = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap();
     assert_eq!(out.deployment, 2);
@@ -573,7 +577,7 @@ async fn routed_gives_the_fatal_error_of_the_provider() {
     let healthy = Server::start(|_| Reply::json(200, &completion("unused"))).await;
     let r = routed(&[&auth.url, &healthy.url], fast_retries());
     let e = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap_err();
     let RoutedError::Provider {
@@ -597,7 +601,7 @@ async fn routed_failure_lists_every_attempt_of_every_deployment() {
         Server::start(|_| Reply::json(429, &json!({"error": {"message": "quota"}}))).await;
     let r = routed(&[&broken.url, &limited.url], fast_retries());
     let e = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap_err();
     let chat_attempts = match e {
@@ -625,7 +629,10 @@ async fn routed_failure_lists_every_attempt_of_every_deployment() {
     // The same for a stream that never opens.
     let broken = Server::start(|_| Reply::json(503, &json!({"error": {"message": "x"}}))).await;
     let r = routed(&[&broken.url, &broken.url], fast_retries());
-    let Err(e) = r.stream(&conversation(), RequestInfo::default(), 10).await else {
+    let Err(e) = r
+        .stream(&conversation(), RequestInfo::default(), 10, None)
+        .await
+    else {
         panic!("a stream from broken deployments opened")
     };
     let RoutedError::Provider { attempts, .. } = e else {
@@ -652,7 +659,7 @@ async fn routed_attempt_timeouts_move_on() {
     let r = routed(&[&slow.url, &fast.url], config);
     let started = std::time::Instant::now();
     let out = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap();
     assert_eq!((out.deployment, out.value.content.as_str()), (1, "fast"));
@@ -682,7 +689,7 @@ async fn routed_streams_fail_over_until_the_first_delta() {
     };
     let r = routed(&[&broken.url, &good.url], config);
     let mut out = r
-        .stream(&conversation(), RequestInfo::default(), 10)
+        .stream(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap();
     assert_eq!(out.deployment, 1);
@@ -706,7 +713,7 @@ async fn routed_hedges_a_slow_call() {
     let r = routed(&[&slow.url, &fast.url], config);
     let started = std::time::Instant::now();
     let out = r
-        .chat(&conversation(), RequestInfo::default(), 10)
+        .chat(&conversation(), RequestInfo::default(), 10, None)
         .await
         .unwrap();
     assert_eq!(out.value.content, "hedge");
@@ -830,4 +837,116 @@ mod never_panics {
             );
         }
     }
+}
+
+// --- tenant budgets on the native loop ------------------------------------------------------
+
+/// Priced routed endpoints ($10 per 1k tokens in and out) and budgets of `usd` a day for
+/// tenant "acme".
+fn priced_with_budgets(url: &str, usd: f64) -> (RoutedEndpoints, crate::spend::Budgets) {
+    use crate::spend::{BudgetCap, Budgets, LevelConfig, SpendConfig, Window};
+    let deployment = route::Deployment {
+        price_in: 10.0,
+        price_out: 10.0,
+        ..route::Deployment::new("d0")
+    };
+    let router = Arc::new(
+        route::Router::new(vec![deployment], fast_retries(), Arc::new(SystemClock)).unwrap(),
+    );
+    let native = NativeDeployment {
+        endpoint: Arc::new(endpoint(url)),
+        limiter: None,
+    };
+    let routed = RoutedEndpoints::new(router, vec![native], None).unwrap();
+    let level = LevelConfig {
+        budgets: vec![BudgetCap {
+            usd: Some(usd),
+            tokens: None,
+            window: Window::Day,
+            calendar: false,
+        }],
+        ..LevelConfig::default()
+    };
+    let config = SpendConfig {
+        tenant_default: Some(level),
+        ..SpendConfig::default()
+    };
+    (
+        routed,
+        Budgets::local(config, Arc::new(SystemClock)).unwrap(),
+    )
+}
+
+fn acme(
+    budgets: &crate::spend::Budgets,
+    output_tokens: u64,
+) -> (RequestInfo, Option<route::Spend>) {
+    let info = RequestInfo {
+        tenant: Some(Arc::from("acme")),
+        ..RequestInfo::default()
+    };
+    let spend = route::Spend {
+        budgets: budgets.clone(),
+        who: crate::spend::Who::new(Some("acme"), None),
+        output_tokens: Some(output_tokens),
+    };
+    (info, Some(spend))
+}
+
+fn acme_usd(budgets: &crate::spend::Budgets) -> f64 {
+    let report = budgets.report();
+    assert_eq!(report.in_flight, 0, "every reservation settled or released");
+    report
+        .levels
+        .iter()
+        .find(|l| l.key == "t:acme")
+        .map_or(0.0, |l| l.counters.usd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_chat_reserves_then_settles_real_usage_and_refuses_over_budget() {
+    let server = Server::start(|_| Reply::json(200, &completion("ok"))).await;
+    // Each call reserves 11 + 100 tokens ($1.11) and uses 11 + 3 ($0.14).
+    let (r, budgets) = priced_with_budgets(&server.url, 1.2);
+    let (info, spend) = acme(&budgets, 100);
+    let out = r.chat(&conversation(), info, 11, spend).await.unwrap();
+    assert_eq!(out.value.content, "ok");
+    assert!((acme_usd(&budgets) - 0.14).abs() < 1e-9);
+    // $0.14 spent + $1.11 reserved is over $1.20: refused before any call goes out.
+    let (info, spend) = acme(&budgets, 100);
+    let err = r.chat(&conversation(), info, 11, spend).await.unwrap_err();
+    let RoutedError::Limit(crate::limit::LimitError::Budget(exceeded)) = err else {
+        panic!("expected the budget's refusal, got {err:?}");
+    };
+    assert_eq!(exceeded.tenant.as_deref(), Some("acme"));
+    assert_eq!(server.requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_streams_settle_from_the_final_chunk_or_pay_what_they_got() {
+    let server = Server::start(|_| {
+        Reply::sse(
+            &[
+                chunk(&json!({"role": "assistant", "content": "abcdefgh"}), None),
+                chunk(&json!({"content": "ijkl"}), Some("stop")),
+                json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 40, "completion_tokens": 60, "total_tokens": 100}}),
+            ],
+            true,
+        )
+    })
+    .await;
+    let (r, budgets) = priced_with_budgets(&server.url, 100.0);
+    let (info, spend) = acme(&budgets, 500);
+    let mut out = r.stream(&conversation(), info, 40, spend).await.unwrap();
+    while let Some(d) = out.value.next().await {
+        d.unwrap();
+    }
+    // The final chunk's 100 tokens at $10 per 1k, not the 540 reserved.
+    assert!((acme_usd(&budgets) - 1.0).abs() < 1e-9);
+    // Cut after the first delta: the input estimate (40) plus 8 characters (2 tokens).
+    let (info, spend) = acme(&budgets, 500);
+    let mut out = r.stream(&conversation(), info, 40, spend).await.unwrap();
+    assert_eq!(out.value.next().await.unwrap().unwrap().content, "abcdefgh");
+    drop(out);
+    assert!((acme_usd(&budgets) - 1.42).abs() < 1e-9);
 }

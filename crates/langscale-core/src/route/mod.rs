@@ -47,6 +47,7 @@ pub use execution::{
     AttemptError, AttemptId, AttemptKind, ErrorKind, Execution, FailReason, Outcome, Step,
 };
 pub use router::{DeploymentSnapshot, FailureCounts, Router, RouterConfig, RouterSnapshot};
+pub(crate) use run::blocking_if;
 pub use run::{Action, Granted, Limits, PermitRequest, Run, Spend};
 pub use shared_breaker::{SharedBreakers, BREAKER_POLL};
 pub use stats::{ErrorCounts, LatencySummary};

@@ -83,8 +83,9 @@ impl BudgetAsk {
 
     async fn reserve(&self, request_left: Option<Duration>) -> Result<Reservation, LimitError> {
         let started = Instant::now();
+        let remote = matches!(self.spend.budgets, Budgets::Shared(_));
         loop {
-            match self.next_wait(started, request_left) {
+            match blocking_if(remote, || self.next_wait(started, request_left)) {
                 Ok(Ok(r)) => return Ok(r),
                 Ok(Err(nap)) => tokio::time::sleep(nap).await,
                 Err(e) => return Err(e),
@@ -130,6 +131,20 @@ impl BudgetAsk {
             }
             Err(r) => Err(r.into_error()),
         }
+    }
+}
+
+/// Runs `f`, which may block for a Redis round trip when `remote`: inside a multi-threaded
+/// tokio runtime it says so (`block_in_place`: the worker's other tasks move to another
+/// thread); elsewhere (a plain thread, a single-threaded runtime, where that would panic)
+/// it just runs.
+pub(crate) fn blocking_if<R>(remote: bool, f: impl FnOnce() -> R) -> R {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if remote && multi {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
 
@@ -647,16 +662,25 @@ impl Run {
     }
 }
 
-impl Drop for Run {
-    /// A reservation still held by an attempt that answered was used but never told how
-    /// much (no usage reported): it is charged its estimate. Others are released.
-    fn drop(&mut self) {
+impl Run {
+    /// The request is over: a reservation still held by an attempt that answered was used
+    /// but never told how much (no usage reported): it is charged its estimate. Others are
+    /// released. Dropping the run does this; a driver calls it first where that may block
+    /// (budgets in Redis).
+    pub fn end(&mut self) {
         for slot in &mut self.attempts {
-            if let (Some(reservation), true) = (slot.reservation.take(), slot.answered) {
+            let reservation = slot.reservation.take();
+            if let (Some(reservation), true) = (reservation, slot.answered) {
                 let estimate = reservation.estimate();
                 reservation.settle(estimate);
             }
         }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
