@@ -214,3 +214,26 @@ def test_http_endpoint_serves_text_and_json(objects):
         urllib.request.urlopen(url, timeout=2)
     with pytest.raises(langscale.ConfigError, match="port"):
         metrics.serve(port=-1)
+
+
+def test_an_object_collected_while_metrics_hold_their_lock_does_not_deadlock():
+    """A weakref callback runs wherever the collector runs, here inside a ``with _LOCK``
+    block of the same thread (it hung CI once, in ExactCache's constructor)."""
+    import threading
+
+    cache = langscale.ExactCache()
+    name = metrics.register(cache, name="collected-under-lock")
+    ring: list[object] = [cache]
+    ring.append(ring)  # only the cycle collector frees it
+    del cache
+
+    def collect_under_lock() -> None:
+        with metrics._LOCK:
+            gc.collect()  # the cache's callback runs here, with the lock held
+
+    worker = threading.Thread(target=collect_under_lock, daemon=True)
+    del ring
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the collector's callback waited for the lock it holds"
+    assert name not in metrics.snapshot()["caches"]

@@ -56,8 +56,21 @@ def _kind_of(obj: Any) -> str:
     raise _core.ConfigError(msg)
 
 
+# Objects collected, waiting to be forgotten. A weakref callback runs wherever the collector
+# happens to run, possibly inside a `with _LOCK` block of this very thread (an allocation there
+# starts a collection): taking the lock in it deadlocked, so it only appends here (atomic) and
+# whoever takes the lock next forgets them first, before an id can be looked up again.
+_DEAD: list[tuple[str, weakref.ref, int]] = []
+
+
 def _forget(name: str, ref: weakref.ref, oid: int) -> None:
-    with _LOCK:
+    _DEAD.append((name, ref, oid))
+
+
+def _drain() -> None:
+    """Forget the collected objects; called with ``_LOCK`` held."""
+    while _DEAD:
+        name, ref, oid = _DEAD.pop()
         if name in _LIVE and _LIVE[name][1] is ref:
             del _LIVE[name]
         if _NAMES.get(oid) == name:
@@ -74,6 +87,7 @@ def register(obj: Any, name: str | None = None) -> str:
     if name is not None and (not isinstance(name, str) or not name):
         raise _core.ConfigError(f"a metrics name must be a non-empty string, got {name!r}")
     with _LOCK:
+        _drain()
         oid = id(obj)
         old = _NAMES.get(oid)
         if old is not None:
@@ -104,6 +118,7 @@ def track(obj: Any) -> None:
 def unregister(obj: Any) -> None:
     """Stop tracking ``obj``."""
     with _LOCK:
+        _drain()
         name = _NAMES.pop(id(obj), None)
         if name is not None:
             _LIVE.pop(name, None)
@@ -111,6 +126,7 @@ def unregister(obj: Any) -> None:
 
 def _live() -> list[tuple[str, str, Any]]:
     with _LOCK:
+        _drain()
         entries = [(name, kind, ref()) for name, (kind, ref) in _LIVE.items()]
     return sorted((e for e in entries if e[2] is not None), key=lambda e: (e[1], e[0]))
 
