@@ -19,11 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from langscale._classify import facts
+from langscale._tokens import Usage
 
 T = TypeVar("T")
-# (input, output, prompt-cache read, prompt-cache write) tokens, as Run.succeeded takes them
-Usage = tuple[int, int, int, int]
-NO_USAGE: Usage = (0, 0, 0, 0)
 Attempt = tuple[T, Usage]
 Errors = dict[int, tuple[int, BaseException]]
 Fail = Callable[[str | None, int | None, Errors], BaseException]

@@ -8,15 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from langscale._tokens import usage_of
+
 OTHER = "other"
-
-
-def _usage(generations: Iterable[Any]) -> tuple[int, int]:
-    for gen in generations:
-        usage = getattr(getattr(gen, "message", None), "usage_metadata", None)
-        if usage:
-            return int(usage.get("input_tokens", 0) or 0), int(usage.get("output_tokens", 0) or 0)
-    return 0, 0
 
 
 def cache_hit(model: Any, who: Any, generations: Iterable[Any]) -> None:
@@ -25,7 +19,8 @@ def cache_hit(model: Any, who: Any, generations: Iterable[Any]) -> None:
     if model.budgets is None:
         return
     private = model.__pydantic_private__
-    private["_router"].cache_hit(who.tenant, who.user, *_usage(generations))
+    used_in, used_out, _, _ = usage_of(generations)
+    private["_router"].cache_hit(who.tenant, who.user, used_in, used_out)
 
 
 def _empty_budget_fields(row: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ LangChain messages into ``(role, content)`` text pairs; the counting is ``_core.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage
@@ -43,6 +43,33 @@ def estimate_input_tokens(messages: Sequence[BaseMessage], model_name: str | Non
     JSON arguments. Images, audio and files in content blocks are not counted.
     """
     return _core.count_tokens(model_name, [(_role(m), _text(m)) for m in messages])
+
+
+# (input, output, prompt-cache read, prompt-cache write) tokens, as _core.Run takes them.
+Usage = tuple[int, int, int, int]
+NO_USAGE: Usage = (0, 0, 0, 0)
+
+
+def tokens_of(usage: Any) -> Usage:
+    """The counts of LangChain's ``usage_metadata`` (``input_tokens`` counts the cached ones;
+    ``input_token_details`` says how many were read from or written to the provider's
+    prompt cache)."""
+    details = usage.get("input_token_details") or {}
+    return (
+        int(usage.get("input_tokens", 0) or 0),
+        int(usage.get("output_tokens", 0) or 0),
+        int(details.get("cache_read", 0) or 0),
+        int(details.get("cache_creation", 0) or 0),
+    )
+
+
+def usage_of(generations: Iterable[Any]) -> Usage:
+    """The usage an answer reports: the first generation's message that has any."""
+    for gen in generations:
+        usage = getattr(getattr(gen, "message", None), "usage_metadata", None)
+        if usage:
+            return tokens_of(usage)
+    return NO_USAGE
 
 
 def model_name_of(model: Any) -> str | None:

@@ -34,9 +34,16 @@ from langscale import _core
 from langscale import identity as _identity
 from langscale import metrics as _metrics
 from langscale import store as _store
-from langscale._drive import NO_USAGE, Usage, adrive, drive
+from langscale._drive import adrive, drive
 from langscale._tenant_metrics import cache_hit as _cache_hit
-from langscale._tokens import estimate_input_tokens, model_name_of
+from langscale._tokens import (
+    NO_USAGE,
+    Usage,
+    estimate_input_tokens,
+    model_name_of,
+    tokens_of,
+    usage_of,
+)
 from langscale.budgets import Budgets
 from langscale.endpoint import (
     ChatEndpoint,
@@ -384,27 +391,6 @@ class _Lead:
             self.flights.abandon_similar(self.ticket)
         else:
             self.flights.abandon(self.key, self.ticket)
-
-
-def _tokens(usage: Any) -> Usage:
-    """(input, output, prompt-cache read, prompt-cache write) tokens of LangChain's
-    ``usage_metadata`` (``input_tokens`` counts the cached ones; ``input_token_details``
-    says how many were read from or written to the provider's prompt cache)."""
-    details = usage.get("input_token_details") or {}
-    return (
-        int(usage.get("input_tokens", 0) or 0),
-        int(usage.get("output_tokens", 0) or 0),
-        int(details.get("cache_read", 0) or 0),
-        int(details.get("cache_creation", 0) or 0),
-    )
-
-
-def _usage(result: ChatResult) -> Usage:
-    for gen in result.generations:
-        usage = getattr(getattr(gen, "message", None), "usage_metadata", None)
-        if usage:
-            return _tokens(usage)
-    return NO_USAGE
 
 
 class ScaledChatModel(BaseChatModel):
@@ -950,7 +936,7 @@ class ScaledChatModel(BaseChatModel):
 
         def call(index: int, attempt: int) -> tuple[ChatResult, Usage]:
             result = self._call(deps[index], messages, stop, run_manager, kwargs, attempt, run)
-            return result, _usage(result)
+            return result, usage_of(result.generations)
 
         run = self._start(messages, kwargs, run_manager)
         return drive(run, call, self._failure, hedged=self.hedge_delay is not None)
@@ -971,7 +957,7 @@ class ScaledChatModel(BaseChatModel):
             result = await self._acall(
                 deps[index], messages, stop, run_manager, kwargs, attempt, run
             )
-            return result, _usage(result)
+            return result, usage_of(result.generations)
 
         run = self._start(messages, kwargs, run_manager)
         return await adrive(run, call, self._failure, hedged=self.hedge_delay is not None)
@@ -1138,7 +1124,7 @@ def _stream_usage(total: Any, input_tokens: Callable[[], int]) -> Usage:
     """The tokens a stream used: its usage metadata (the final chunk's), else (cut short, or
     a provider that sends none) the prompt's estimate and what was received."""
     usage = getattr(total, "usage_metadata", None) or {}
-    used = _tokens(usage)
+    used = tokens_of(usage)
     if used[0] or used[1]:
         return used
     text = getattr(total, "text", "") or ""
