@@ -449,6 +449,7 @@ impl Router {
         failures.set_item("abandoned", s.failures.abandoned)?;
         d.set_item("failures", failures)?;
         d.set_item("retries_denied", s.retries_denied)?;
+        d.set_item("cheaper_first", s.cheaper_first)?;
         let list = PyList::empty(py);
         for dep in &s.deployments {
             let x = PyDict::new(py);

@@ -282,3 +282,48 @@ def test_wait_on_budgets_in_redis_from_coroutines(redis_server, redis_prefix, pa
         assert [type(r).__name__ for r in results] == ["AIMessage", "AIMessage"]
         assert s.stats("p")["chat_requests"] == 2
     assert tenant_usd(budgets) == pytest.approx(2.0)
+
+
+async def _one(llm: ScaledChatModel, how: str) -> None:
+    """One request for acme, the way `how` names."""
+    if how == "invoke":
+        llm.invoke(PROMPT, max_tokens=OUT)
+    elif how == "ainvoke":
+        await llm.ainvoke(PROMPT, max_tokens=OUT)
+    elif how == "stream":
+        assert "".join(c.text for c in llm.stream(PROMPT, max_tokens=OUT))
+    else:
+        assert "".join([c.text async for c in llm.astream(PROMPT, max_tokens=OUT)])
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+@pytest.mark.parametrize("path", PATHS)
+def test_a_budget_running_low_shifts_to_the_cheaper_deployment(served, path, how):
+    # $1 a call on p (first by priority), $0.20 on cheap; $10 a day, near at 0.8: after
+    # eight calls ($8) the rest go to cheap, and the budget lasts.
+    budgets = Budgets(daily(10.0))
+    llm = model(path, budgets, deployment(served), deployment(served, "cheap", price=2.0))
+
+    async def run() -> None:
+        with langscale.tenant("acme"):
+            for _ in range(12):
+                await _one(llm, how)
+
+    asyncio.run(run())
+    by_name = {d["name"]: d["requests"] for d in llm.stats()["deployments"]}
+    assert by_name == {"p": 8, "cheap": 4}
+    assert llm.stats()["cheaper_first"] == 4
+    assert tenant_usd(budgets) == pytest.approx(8.8)
+    # Turned off, the same spend keeps the priority order (and then runs out).
+    budgets.update({**daily(10.0), "prefer_cheaper_near": False})
+    with langscale.tenant("acme"):
+        llm.invoke(PROMPT, max_tokens=OUT)
+        with pytest.raises(BudgetExceeded):
+            llm.invoke(PROMPT, max_tokens=OUT)
+    assert tenant_usd(budgets) == pytest.approx(9.8)  # the first on p, at $1
+    assert llm.stats()["cheaper_first"] == 4
+
+
+def test_prefer_cheaper_near_must_be_a_flag():
+    with pytest.raises(langscale.ConfigError, match="prefer_cheaper_near"):
+        Budgets({"prefer_cheaper_near": "yes"})

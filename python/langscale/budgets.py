@@ -49,10 +49,16 @@ class Budgets:
     ``concurrency``, ``budgets`` (``usd`` and/or ``tokens`` over ``window`` minute, hour,
     day or month, ``calendar`` true for the UTC calendar period, else rolling), ``on_over``
     (raise, wait or degrade) and ``wait_timeout``; and ``shadow``, ``near``,
-    ``output_estimate``, ``reservation_ttl``, ``degrade_tag``, ``on_redis_down``
-    (``local_share`` or ``fail_closed``), ``local_share``, ``lease`` (true, the default, or
-    false) and ``lease_share``. Unknown keys and bad values raise ``ConfigError`` naming them.
-    Thread- and asyncio-safe.
+    ``prefer_cheaper_near``, ``output_estimate``, ``reservation_ttl``, ``degrade_tag``,
+    ``on_redis_down`` (``local_share`` or ``fail_closed``), ``local_share``, ``lease`` (true,
+    the default, or false) and ``lease_share``. Unknown keys and bad values raise
+    ``ConfigError`` naming them. Thread- and asyncio-safe.
+
+    Before a budget runs out: once a USD budget of a request's tenant (any level) has used
+    its ``near`` fraction (default 0.8), the router tries the cheapest deployments for that
+    request first (``prefer_cheaper_near``, default true), so what is left lasts longer;
+    ``stats()["cheaper_first"]`` of the model counts those requests. With budgets in Redis it
+    follows what this process last heard from Redis (no extra round trip).
 
     ``store``: a ``langscale.RedisStore`` to hold the budgets in Redis, shared by every
     process using that store (and prefix); None (the default) keeps them in this process.

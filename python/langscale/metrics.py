@@ -276,6 +276,11 @@ def _models(f: _Families, models: dict[str, dict[str, Any]]) -> None:
         f("router_retries_denied_total", "counter", "Retries the retry budget refused.").add(
             s.get("retries_denied"), model=name
         )
+        f(
+            "router_cheaper_first_total",
+            "counter",
+            "Requests routed cheapest first: a USD budget of their tenant ran low.",
+        ).add(s.get("cheaper_first"), model=name)
         f("router_active", "gauge", "Requests in progress.").add(s.get("active"), model=name)
         for d in s.get("deployments") or []:
             labels = {"model": name, "deployment": d.get("name")}

@@ -271,6 +271,8 @@ pub struct Execution {
     queued: u64,
     rejected: u64,
     usage_due: Option<usize>,
+    /// A budget of the tenant runs low: the cheapest deployments go first.
+    cheaper_first: bool,
 }
 
 impl Execution {
@@ -312,6 +314,7 @@ impl Execution {
             queued: 0,
             rejected: 0,
             usage_due: None,
+            cheaper_first: false,
             router,
         }
     }
@@ -637,6 +640,18 @@ impl Execution {
         Step::Wait(left.map(Duration::from_nanos))
     }
 
+    /// Try the cheapest deployments first from now on (a budget of the tenant runs low);
+    /// counted once per request.
+    pub(crate) fn prefer_cheaper(&mut self) {
+        if !self.cheaper_first {
+            self.cheaper_first = true;
+            self.router
+                .counters
+                .cheaper_first
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Deployments this request may still call, in the strategy's order of preference, those
     /// it has not called yet first (a fresh deployment is likelier to answer than one that
     /// just failed; planned retries of the same one go through `Pending::prefer` instead).
@@ -650,6 +665,9 @@ impl Execution {
             .collect();
         self.router
             .order(&self.info, self.complexity, &mut candidates);
+        if self.cheaper_first {
+            self.router.cheapest_first(&self.info, &mut candidates);
+        }
         candidates.sort_by_key(|&d| self.tried.get(d).is_some_and(|t| t.calls > 0));
         candidates
     }

@@ -193,6 +193,7 @@ pub(crate) struct RouterCounters {
     pub(crate) deadline: AtomicU64,
     pub(crate) abandoned: AtomicU64,
     pub(crate) retries_denied: AtomicU64,
+    pub(crate) cheaper_first: AtomicU64,
 }
 
 /// One logical model over several deployments. Share it (`Arc`) between all requests and
@@ -326,6 +327,7 @@ impl Router {
                 abandoned: load(&c.abandoned),
             },
             retries_denied: load(&c.retries_denied),
+            cheaper_first: load(&c.cheaper_first),
             deployments: self
                 .deployments
                 .iter()
@@ -391,6 +393,8 @@ pub struct RouterSnapshot {
     pub failures: FailureCounts,
     /// Retries and hedges the retry budget refused.
     pub retries_denied: u64,
+    /// Requests routed cheapest first because a USD budget of their tenant ran low.
+    pub cheaper_first: u64,
     pub deployments: Vec<DeploymentSnapshot>,
 }
 

@@ -362,9 +362,18 @@ impl Run {
         }
     }
 
-    /// Reserve from tenant budgets before every call (settled with the real usage).
+    /// Reserve from tenant budgets before every call (settled with the real usage). When a
+    /// USD budget of the tenant runs low (`prefer_cheaper_near`), the cheapest deployments
+    /// are tried first.
     #[must_use]
     pub fn with_spend(mut self, spend: Option<Spend>) -> Self {
+        // No round trip: shared budgets answer from what this process last saw in Redis.
+        if spend
+            .as_ref()
+            .is_some_and(|s| s.budgets.running_low(&s.who))
+        {
+            self.exec.prefer_cheaper();
+        }
         self.spend = spend;
         self
     }
@@ -970,5 +979,109 @@ mod tests {
         r.succeeded(a, Usage::new(0, 0)); // a stream's first chunk: usage comes later
         drop(r); // ...or never: the estimate (200 tokens at $10/1k) is charged
         assert!((usd(&b) - 2.0).abs() < 1e-9);
+    }
+
+    /// Settle `n` requests for acme through `router` and say where each went.
+    fn served(router: &Arc<Router>, b: &Budgets, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                let mut r = run(router, Limits::default(), 100).with_spend(spend(b));
+                let (a, d) = call(r.next());
+                r.succeeded(a, Usage::new(100, 100));
+                assert!(matches!(r.next(), Action::Done { .. }));
+                d
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_usd_budget_running_low_routes_the_cheapest_deployment_first() {
+        let clock = Arc::new(FakeClock::new());
+        // d0 first by priority at $10 per 1k tokens, d1 at $5: a call is $2 on d0, $1 on d1.
+        let router = priced(&[&[], &[]], &clock);
+        let b = budgets(&clock, 10.0, OnOver::Raise);
+        // $8 of $10 is the default `near` (0.8): the fifth request goes to the cheaper one.
+        assert_eq!(served(&router, &b, 6), [0, 0, 0, 0, 1, 1]);
+        assert_eq!(router.snapshot().cheaper_first, 2);
+        // Another tenant's budget is its own: it still starts at d0.
+        let mut r = run(&router, Limits::default(), 100).with_spend(Some(Spend {
+            who: Who::new(Some("other"), None),
+            ..spend(&b).unwrap()
+        }));
+        assert_eq!(call(r.next()).1, 0);
+    }
+
+    #[test]
+    fn prefer_cheaper_near_off_or_a_token_budget_keeps_the_strategys_order() {
+        use crate::spend::{BudgetCap, LevelConfig, SpendConfig, Window};
+        let clock = Arc::new(FakeClock::new());
+        let router = priced(&[&[], &[]], &clock);
+        let b = budgets(&clock, 10.0, OnOver::Raise);
+        let mut config = (*b.config()).clone();
+        config.prefer_cheaper_near = false;
+        b.update(config).unwrap();
+        assert_eq!(served(&router, &b, 5), [0; 5]);
+        // Tokens cost the same anywhere: a token budget running low changes nothing.
+        let tokens = LevelConfig {
+            budgets: vec![BudgetCap {
+                usd: None,
+                tokens: Some(1000.0),
+                window: Window::Day,
+                calendar: false,
+            }],
+            ..LevelConfig::default()
+        };
+        let config = SpendConfig {
+            tenant_default: Some(tokens),
+            ..SpendConfig::default()
+        };
+        let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let b = Budgets::local(config, dyn_clock).unwrap();
+        assert_eq!(served(&router, &b, 5), [0; 5]);
+        assert_eq!(router.snapshot().cheaper_first, 0);
+    }
+
+    proptest::proptest! {
+        /// The first call goes to the cheapest deployment exactly when the tenant's USD
+        /// budget has used its `near` fraction; otherwise to the strategy's first.
+        #[test]
+        fn the_shift_happens_exactly_at_the_near_fraction(
+            prices in proptest::collection::vec(0.5f64..20.0, 2..5),
+            spent in 0.0f64..990.0,
+            near in 0.05f64..1.0,
+        ) {
+            use crate::spend::Cost;
+            let clock = Arc::new(FakeClock::new());
+            let deployments = prices
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| Deployment {
+                    price_in: p,
+                    price_out: p,
+                    ..Deployment::new(format!("d{i}"))
+                })
+                .collect();
+            let dyn_clock: Arc<dyn Clock> = clock.clone();
+            let router =
+                Arc::new(Router::new(deployments, RouterConfig::default(), dyn_clock).unwrap());
+            // Room for the call itself (at most $4) whatever was spent.
+            let b = budgets(&clock, 1000.0, OnOver::Raise);
+            let mut config = (*b.config()).clone();
+            config.near = near;
+            b.update(config).unwrap();
+            let who = Who::new(Some("acme"), None);
+            let cost = Cost { requests: 1, tokens: 0, usd: spent };
+            b.reserve(&who, cost, false).unwrap().settle(cost);
+            let mut r = run(&router, Limits::default(), 100).with_spend(spend(&b));
+            let (_, d) = call(r.next());
+            let cheapest = prices
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap();
+            let expected = if spent >= 1000.0 * near { cheapest } else { 0 };
+            proptest::prop_assert_eq!(d, expected);
+        }
     }
 }

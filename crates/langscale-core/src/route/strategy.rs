@@ -107,19 +107,7 @@ impl Router {
                     key(a).total_cmp(&key(b))
                 });
             }
-            Strategy::LowestCost => {
-                let output = info
-                    .expected_output_tokens
-                    .unwrap_or(self.config.default_output_tokens);
-                candidates.sort_by(|&a, &b| {
-                    let key = |d: usize| {
-                        self.deployments.get(d).map_or(f64::INFINITY, |dep| {
-                            dep.cost(info.estimated_input_tokens, output)
-                        })
-                    };
-                    key(a).total_cmp(&key(b))
-                });
-            }
+            Strategy::LowestCost => self.cheapest_first(info, candidates),
             Strategy::Complexity {
                 small,
                 large,
@@ -140,6 +128,20 @@ impl Router {
                 candidates.sort_by_key(|&d| rank(d));
             }
         }
+    }
+
+    /// Order `candidates` by their price for this request's estimated input and expected
+    /// output tokens, cheapest first; a stable sort (equal prices keep their order).
+    pub(crate) fn cheapest_first(&self, info: &RequestInfo, candidates: &mut [usize]) {
+        let output = info
+            .expected_output_tokens
+            .unwrap_or(self.config.default_output_tokens);
+        let key = |d: usize| {
+            self.deployments.get(d).map_or(f64::INFINITY, |dep| {
+                dep.cost(info.estimated_input_tokens, output)
+            })
+        };
+        candidates.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
     }
 
     /// One step of smooth weighted round robin over `candidates`; returns the chosen one.

@@ -97,6 +97,13 @@ pub struct SpendConfig {
     /// Seconds after which a reservation never settled stops holding budget.
     #[serde(default = "default_ttl")]
     pub reservation_ttl: f64,
+    /// Once a USD budget of a request's tenant (any level) has used its `near` fraction, the
+    /// router tries the cheapest deployments for it first, before the budget runs out.
+    #[serde(
+        default = "default_prefer_cheaper",
+        deserialize_with = "prefer_cheaper_flag"
+    )]
+    pub prefer_cheaper_near: bool,
     /// Deployments with this tag serve a degraded level.
     #[serde(default = "default_tag")]
     pub degrade_tag: String,
@@ -151,15 +158,27 @@ fn lease_share_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::
     }
 }
 
-/// `lease` is true or false; anything else is refused naming it (serde alone would not say
-/// which key).
-fn lease_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+/// A flag is true or false; anything else is refused naming the key (serde alone would
+/// not say which).
+fn flag<'de, D: serde::Deserializer<'de>>(d: D, key: &str) -> Result<bool, D::Error> {
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::Bool(b) => Ok(b),
         other => Err(serde::de::Error::custom(format!(
-            "lease must be true or false, got {other}"
+            "{key} must be true or false, got {other}"
         ))),
     }
+}
+
+fn lease_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    flag(d, "lease")
+}
+
+fn prefer_cheaper_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    flag(d, "prefer_cheaper_near")
+}
+
+fn default_prefer_cheaper() -> bool {
+    true
 }
 
 impl Default for SpendConfig {
@@ -174,6 +193,7 @@ impl Default for SpendConfig {
             near: default_near(),
             output_estimate: default_output_estimate(),
             reservation_ttl: default_ttl(),
+            prefer_cheaper_near: default_prefer_cheaper(),
             degrade_tag: default_tag(),
             on_redis_down: RedisDown::default(),
             local_share: default_share(),

@@ -132,6 +132,9 @@ struct State {
     pending: Vec<Pending>,
     /// Per meter, what Redis last said it used (every hold and booked spend).
     seen: HashMap<String, f64>,
+    /// Per meter, what Redis last said the other processes hold and everyone booked (never
+    /// drained: what `used` adds this process's calls to).
+    others: HashMap<String, f64>,
 }
 
 /// Counters of leasing.
@@ -468,6 +471,7 @@ impl Leases {
                 let granted = a.outcome == LeaseOutcome::Granted;
                 for ((name, hold), others) in sent.names.iter().zip(&a.holds).zip(&a.others) {
                     st.seen.insert(name.clone(), hold + others);
+                    st.others.insert(name.clone(), *others);
                 }
                 for (i, name) in sent.names.iter().enumerate() {
                     let Some(l) = st.leases.get_mut(name) else {
@@ -784,6 +788,19 @@ impl Leases {
             left.push(p);
         }
         self.lock().pending.splice(0..0, left);
+    }
+
+    /// What `meter` has used as far as this process knows: what Redis last said the others
+    /// hold and everyone booked, plus this process's calls in flight and spend not yet
+    /// booked. None: no lease operation has seen it.
+    pub(super) fn used(&self, meter: &str) -> Option<f64> {
+        let st = self.lock();
+        let others = *st.others.get(meter)?;
+        let mine = st
+            .leases
+            .get(meter)
+            .map_or(0.0, |l| l.reserved + l.unbooked);
+        Some(others + mine)
     }
 
     /// What lease operations saw each meter use since last asked.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::config::{LevelConfig, OnOver, SpendConfig};
 use super::window::Span;
-use super::{Cost, Exceeded, Level, Meter, Refusal, Unit, Who};
+use super::{near_limit, Cost, Exceeded, Level, Meter, Refusal, Unit, Who};
 use crate::clock::Clock;
 use crate::limit::LimitError;
 
@@ -262,6 +262,8 @@ struct Plan {
     user_default: Option<LevelPlan>,
     /// By "tenant/user".
     users: HashMap<String, LevelPlan>,
+    /// Some level has a USD budget (else nothing can run low on money).
+    has_usd: bool,
 }
 
 impl Plan {
@@ -271,14 +273,23 @@ impl Plan {
                 .map(|(k, v)| (k.clone(), LevelPlan::new(v)))
                 .collect()
         };
-        Self {
+        let mut plan = Self {
             global: config.global.as_ref().map(LevelPlan::new),
             tenant_default: config.tenant_default.as_ref().map(LevelPlan::new),
             tenants: plans(&config.tenants),
             user_default: config.user_default.as_ref().map(LevelPlan::new),
             users: plans(&config.users),
             config: Arc::new(config),
-        }
+            has_usd: false,
+        };
+        let usd = |p: &LevelPlan| p.meters.iter().any(|(m, _)| m.unit == Unit::Usd);
+        plan.has_usd = [&plan.global, &plan.tenant_default, &plan.user_default]
+            .into_iter()
+            .flatten()
+            .chain(plan.tenants.values())
+            .chain(plan.users.values())
+            .any(usd);
+        plan
     }
 
     /// How many meters a call for `who` is held on, at most.
@@ -446,6 +457,34 @@ impl Ledger {
         Ok(id)
     }
 
+    /// A USD budget of `who` (any level) has used its `near` fraction, holds included: the
+    /// router then tries the cheapest deployments first (`prefer_cheaper_near`).
+    pub fn running_low(&self, who: &Who) -> bool {
+        let plan = self.plan();
+        if !plan.config.prefer_cheaper_near || !plan.has_usd {
+            return false;
+        }
+        let now = micros(&*self.clock);
+        let mut state = self.lock();
+        let mut levels = state.levels_mut(who);
+        for (level, limits) in plan.levels(who) {
+            let Some(state_level) = levels.get(level) else {
+                continue;
+            };
+            for (m, key) in limits.map_or(&[][..], |p| &p.meters[..]) {
+                if m.unit != Unit::Usd {
+                    continue;
+                }
+                let ms = state_level.meter_mut(key);
+                let used = ms.booked(m.span, now) + ms.held;
+                if near_limit(used, m.limit, plan.config.near) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Charge `cost` for reservation `id` (its hold goes). A reservation that expired first
     /// is charged all the same: the call happened.
     pub fn settle(&self, id: u64, who: &Who, cost: Cost) {
@@ -541,7 +580,7 @@ impl Ledger {
                     used,
                     limit: m.limit,
                     remaining: (m.limit - used).max(0.0),
-                    near: m.limit <= 0.0 || used >= m.limit * plan.config.near,
+                    near: near_limit(used, m.limit, plan.config.near),
                 });
             }
             levels.push(LevelReport {

@@ -172,6 +172,11 @@ fn trim(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// A meter that has used `near` (a fraction) of `limit` is near it; a limit of 0 always is.
+pub(crate) fn near_limit(used: f64, limit: f64, near: f64) -> bool {
+    limit <= 0.0 || used >= limit * near
+}
+
 /// Budgets as the router takes them: held in this process, or in Redis and shared by every
 /// process on it (one Lua script per reserve/settle/release). Cloning shares.
 #[derive(Debug, Clone)]
@@ -302,6 +307,16 @@ impl Budgets {
         match self {
             Self::Local(l) => l.saved(who, cost),
             Self::Shared(s) => s.saved(who, cost),
+        }
+    }
+
+    /// A USD budget of `who` has used its `near` fraction (config `prefer_cheaper_near`):
+    /// route to the cheapest deployments first, to make what is left last. In Redis, as
+    /// last seen by this process (reservations, settles and leases report it).
+    pub fn running_low(&self, who: &Who) -> bool {
+        match self {
+            Self::Local(l) => l.running_low(who),
+            Self::Shared(s) => s.running_low(who),
         }
     }
 

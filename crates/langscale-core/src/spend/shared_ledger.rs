@@ -23,7 +23,7 @@ use super::config::{LevelConfig, OnOver, RedisDown, SpendConfig};
 use super::lease::{Admit, Ask, LeaseStats, Leases, Terms};
 use super::ledger::{Counters, LevelReport, MeterReport, Report};
 use super::shared::{Charge, SharedMeter, SharedRefusal, SharedSpend, Take, COUNTERS};
-use super::{Cost, Exceeded, Level, Meter, Refusal, Who};
+use super::{near_limit, Cost, Exceeded, Level, Meter, Refusal, Unit, Who};
 use crate::clock::Clock;
 use crate::limit::LimitError;
 use crate::store::{unique_id, Store};
@@ -475,6 +475,28 @@ impl SharedLedger {
         Ok(id)
     }
 
+    /// A USD budget of `who` has used its `near` fraction, as this process last saw it in
+    /// Redis (a lease's answer, else a per-call script's), its own calls in flight included.
+    /// A meter never seen is not low.
+    pub fn running_low(&self, who: &Who) -> bool {
+        let config = self.config();
+        if !config.prefer_cheaper_near {
+            return false;
+        }
+        let (planned, _) = plan(&config, who);
+        planned
+            .iter()
+            .filter(|p| p.meter.unit == Unit::Usd)
+            .any(|p| {
+                let name = &p.shared.name;
+                let used = self
+                    .leases
+                    .used(name)
+                    .or_else(|| self.lock().last_used.get(name).copied());
+                used.is_some_and(|u| near_limit(u, p.meter.limit, config.near))
+            })
+    }
+
     /// Charge `cost` for reservation `id` and drop its hold. A settlement Redis does not take
     /// now is kept and written back later; one retried after a lost reply counts once.
     pub fn settle(&self, id: u64, who: &Who, cost: Cost) {
@@ -743,7 +765,7 @@ fn meter_report(config: &SpendConfig, m: &Meter, used: f64) -> MeterReport {
         used,
         limit: m.limit,
         remaining: (m.limit - used).max(0.0),
-        near: m.limit <= 0.0 || used >= m.limit * config.near,
+        near: near_limit(used, m.limit, config.near),
     }
 }
 

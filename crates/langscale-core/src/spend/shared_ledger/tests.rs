@@ -398,3 +398,36 @@ fn four_leasing_processes_of_fifty_threads_against_room_for_ten_admit_ten() {
     assert_eq!(acme.counters.refused, 190);
     assert!((acme.meters[0].used - 1.0).abs() < 1e-9);
 }
+
+#[test]
+fn running_low_follows_what_redis_last_said_every_process_used() {
+    let Some(server) = server() else { return };
+    for lease in [true, false] {
+        let prefix = format!("low-{lease}");
+        let config = SpendConfig {
+            lease,
+            ..spend_config(10.0)
+        };
+        let (a, b) = (
+            shared(server.port, &prefix, config.clone()),
+            shared(server.port, &prefix, config),
+        );
+        let who = Who::new(Some("acme"), None);
+        b.reserve(&who, usd(0.01), false).unwrap().settle(usd(0.01));
+        assert!(!b.running_low(&who), "lease={lease}: nothing spent yet");
+        for _ in 0..17 {
+            a.reserve(&who, usd(0.5), false).unwrap().settle(usd(0.5));
+        }
+        assert!(a.running_low(&who), "lease={lease}: its own $8.5 of $10");
+        if let Budgets::Shared(l) = &a {
+            l.hand_back(); // booked in Redis: what the other process reads
+        }
+        // The other process knows once Redis has answered it again.
+        wait_until("the other process sees the spend", || {
+            b.reserve(&who, usd(0.01), false).unwrap().settle(usd(0.01));
+            b.running_low(&who)
+        });
+        // Another tenant's budget is untouched.
+        assert!(!b.running_low(&Who::new(Some("other"), None)));
+    }
+}
