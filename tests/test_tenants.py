@@ -216,6 +216,31 @@ def test_budgets_from_a_toml_file(tmp_path: Any):
         Budgets.from_file(tmp_path / "missing.toml")
 
 
+def test_budgets_from_a_yaml_file_and_requests_per_second(tmp_path: Any):
+    path = tmp_path / "budgets.yaml"
+    path.write_text(
+        "tenants:\n  acme:\n    requests_per_second: 1\n"
+        "    budgets:\n      - {usd: 5, window: month}\n"
+    )
+    budgets = Budgets.from_file(path)
+    llm = model(budgets)
+    with langscale.tenant("acme"):
+        llm.invoke([HumanMessage("hi")])
+        with pytest.raises(BudgetExceeded, match="requests per second") as info:
+            llm.invoke([HumanMessage("hi")])
+    assert info.value.resets_in is not None and 0 < info.value.resets_in <= 1.0
+    # The same settings through update_from_file, and bad files named.
+    budgets.update_from_file(path)
+    (tmp_path / "bad.yml").write_text("tenants: [unclosed")
+    with pytest.raises(ConfigError, match=r"bad\.yml"):
+        Budgets.from_file(tmp_path / "bad.yml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="dict"):
+        Budgets.from_file(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="requests_per_second"):
+        Budgets({"global": {"requests_per_second": -1}})
+
+
 def test_a_cache_never_answers_one_tenant_with_anothers_entry():
     cache = ExactCache()
     gen = [ChatGeneration(message=AIMessage(content="acme's secret"))]

@@ -45,9 +45,10 @@ class Budgets:
     """``Budgets({"tenant_default": {"budgets": [{"usd": 5, "window": "day"}]}})``.
 
     Keys: ``global``, ``tenant_default``, ``tenants`` (by name), ``user_default``, ``users``
-    (by "tenant/user"), each a level with ``requests_per_minute``, ``tokens_per_minute``,
-    ``concurrency``, ``budgets`` (``usd`` and/or ``tokens`` over ``window`` minute, hour,
-    day or month, ``calendar`` true for the UTC calendar period, else rolling), ``on_over``
+    (by "tenant/user"), each a level with ``requests_per_second``, ``requests_per_minute``,
+    ``tokens_per_minute``, ``concurrency``, ``budgets`` (``usd`` and/or ``tokens`` over
+    ``window`` second, minute, hour, day or month, ``calendar`` true for the UTC calendar
+    period, else rolling), ``on_over``
     (raise, wait or degrade) and ``wait_timeout``; and ``shadow``, ``near``,
     ``prefer_cheaper_near``, ``output_estimate``, ``reservation_ttl``, ``degrade_tag``,
     ``on_redis_down`` (``local_share`` or ``fail_closed``), ``local_share``, ``lease`` (true,
@@ -101,7 +102,8 @@ class Budgets:
     def from_file(
         cls, path: str | os.PathLike[str], *, store: _core.RedisStore | None = None
     ) -> Budgets:
-        """Budgets from a TOML (or JSON) file, keys as for the dict."""
+        """Budgets from a TOML, YAML (``.yaml``/``.yml``) or JSON (``.json``) file, keys as
+        for the dict."""
         return cls(_read(path), store=store)
 
     def update(self, config: Mapping[str, Any]) -> None:
@@ -135,7 +137,17 @@ def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as err:
         msg = f"budgets file {os.fspath(path)!r}: {err}"
         raise _core.ConfigError(msg) from None
-    if os.fspath(path).endswith(".json"):
+    name = os.fspath(path)
+    if name.endswith((".yaml", ".yml")):
+        import yaml  # PyYAML: a dependency of langchain-core
+
+        try:
+            found = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            msg = f"budgets file {name!r}: {err}"
+            raise _core.ConfigError(msg) from None
+        return {} if found is None else found
+    if name.endswith(".json"):
         try:
             return json.loads(raw)
         except ValueError as err:

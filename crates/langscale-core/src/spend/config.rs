@@ -42,6 +42,8 @@ pub enum OnOver {
 #[serde(deny_unknown_fields)]
 pub struct LevelConfig {
     #[serde(default)]
+    pub requests_per_second: Option<f64>,
+    #[serde(default)]
     pub requests_per_minute: Option<f64>,
     #[serde(default)]
     pub tokens_per_minute: Option<f64>,
@@ -219,6 +221,10 @@ fn positive(name: &str, value: Option<f64>) -> Result<(), LimitError> {
 impl LevelConfig {
     fn check(&self, name: &str) -> Result<(), LimitError> {
         positive(
+            &format!("{name}.requests_per_second"),
+            self.requests_per_second,
+        )?;
+        positive(
             &format!("{name}.requests_per_minute"),
             self.requests_per_minute,
         )?;
@@ -243,6 +249,16 @@ impl LevelConfig {
             calendar: false,
         });
         let mut out = Vec::new();
+        if let Some(l) = self.requests_per_second {
+            out.push(Meter {
+                unit: Unit::Requests,
+                span: Some(Span {
+                    window: Window::Second,
+                    calendar: false,
+                }),
+                limit: l,
+            });
+        }
         if let Some(l) = self.requests_per_minute {
             out.push(Meter {
                 unit: Unit::Requests,

@@ -1,7 +1,8 @@
 //! Time windows of a budget: which slot a moment falls in, which slots still count, and when
-//! the oldest counted spend stops counting. A rolling window is 60 slots (a minute: one
-//! second each; a month: 30 days of 12 hours), so spend leaves it at most a sixtieth of the
-//! window early. A calendar window is one slot: the current UTC minute, hour, day or month.
+//! the oldest counted spend stops counting. A rolling window is 60 slots (a second: 1/60 s
+//! each; a minute: one second each; a month: 30 days of 12 hours), so spend leaves it at most
+//! a sixtieth of the window early. A calendar window is one slot: the current UTC second,
+//! minute, hour, day or month.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Window {
+    Second,
     Minute,
     Hour,
     Day,
@@ -25,6 +27,7 @@ const MICROS_PER_SEC: u64 = 1_000_000;
 impl Window {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Second => "second",
             Self::Minute => "minute",
             Self::Hour => "hour",
             Self::Day => "day",
@@ -36,6 +39,7 @@ impl Window {
     pub fn micros(self) -> u64 {
         MICROS_PER_SEC
             * match self {
+                Self::Second => 1,
                 Self::Minute => 60,
                 Self::Hour => 3600,
                 Self::Day => 86_400,

@@ -192,6 +192,32 @@ fn wait_says_when_rolling_spend_leaves_the_window() {
 }
 
 #[test]
+fn requests_per_second_roll_over_one_second() {
+    let level = LevelConfig {
+        requests_per_second: Some(2.0),
+        on_over: OnOver::Wait,
+        ..LevelConfig::default()
+    };
+    let (ledger, clock) = ledger(tenants(level));
+    for _ in 0..2 {
+        let id = ledger.reserve(&acme(), cost(0.0), false).unwrap();
+        ledger.settle(id, &acme(), cost(0.0));
+    }
+    let Err(Refusal::Wait {
+        exceeded,
+        retry_after,
+        ..
+    }) = ledger.reserve(&acme(), cost(0.0), false)
+    else {
+        panic!("expected a wait")
+    };
+    assert_eq!(exceeded.budget, "requests per second (rolling)");
+    assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}");
+    clock.advance(retry_after);
+    assert!(ledger.reserve(&acme(), cost(0.0), false).is_ok());
+}
+
+#[test]
 fn concurrency_is_held_until_settled() {
     let level = LevelConfig {
         concurrency: Some(1),
