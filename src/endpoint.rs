@@ -390,7 +390,7 @@ impl NativeRouter {
     }
 
     /// One routed completion (blocking, GIL released): (deployment, response).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None, deadline=None))]
     #[allow(clippy::too_many_arguments)]
     fn chat(
         &self,
@@ -403,6 +403,7 @@ impl NativeRouter {
         tenant: Option<&Bound<'_, PyAny>>,
         user: Option<&Bound<'_, PyAny>>,
         output_tokens: Option<u64>,
+        deadline: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyRouted> {
         let req = request(request_json)?;
         let info = info(
@@ -411,6 +412,7 @@ impl NativeRouter {
             turns,
             complexity_hint,
             tenant,
+            deadline,
         )?;
         let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
@@ -420,7 +422,7 @@ impl NativeRouter {
     }
 
     /// An awaitable of one routed completion: (deployment, response).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None, deadline=None))]
     #[allow(clippy::too_many_arguments)]
     fn achat<'py>(
         &self,
@@ -433,6 +435,7 @@ impl NativeRouter {
         tenant: Option<&Bound<'py, PyAny>>,
         user: Option<&Bound<'py, PyAny>>,
         output_tokens: Option<u64>,
+        deadline: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = request(request_json)?;
         let info = info(
@@ -441,6 +444,7 @@ impl NativeRouter {
             turns,
             complexity_hint,
             tenant,
+            deadline,
         )?;
         let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
@@ -454,7 +458,7 @@ impl NativeRouter {
     }
 
     /// A routed stream (blocking until a deployment sent its first delta).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None, deadline=None))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
@@ -467,6 +471,7 @@ impl NativeRouter {
         tenant: Option<&Bound<'_, PyAny>>,
         user: Option<&Bound<'_, PyAny>>,
         output_tokens: Option<u64>,
+        deadline: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(usize, ChatStream)> {
         let req = request(request_json)?;
         let info = info(
@@ -475,6 +480,7 @@ impl NativeRouter {
             turns,
             complexity_hint,
             tenant,
+            deadline,
         )?;
         let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
@@ -491,7 +497,7 @@ impl NativeRouter {
     }
 
     /// An awaitable of a routed stream: (deployment, stream).
-    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None))]
+    #[pyo3(signature = (request_json, estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None, deadline=None))]
     #[allow(clippy::too_many_arguments)]
     fn astream<'py>(
         &self,
@@ -504,6 +510,7 @@ impl NativeRouter {
         tenant: Option<&Bound<'py, PyAny>>,
         user: Option<&Bound<'py, PyAny>>,
         output_tokens: Option<u64>,
+        deadline: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = request(request_json)?;
         let info = info(
@@ -512,6 +519,7 @@ impl NativeRouter {
             turns,
             complexity_hint,
             tenant,
+            deadline,
         )?;
         let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
@@ -554,6 +562,7 @@ fn info(
     turns: usize,
     hint: Option<&Bound<'_, PyAny>>,
     tenant: Option<&Bound<'_, PyAny>>,
+    deadline: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<RequestInfo> {
     Ok(RequestInfo {
         estimated_input_tokens: tokens,
@@ -561,6 +570,7 @@ fn info(
         turns,
         complexity_hint: crate::route::complexity_hint(hint)?,
         tenant: crate::args::optional_text("tenant", tenant)?.map(Arc::from),
+        deadline: crate::args::seconds("deadline", deadline)?,
         ..RequestInfo::default()
     })
 }

@@ -397,7 +397,7 @@ impl Router {
     /// Start one request; `estimated_input_tokens` is what the limiters are charged first.
     /// With budgets, every call reserves for `tenant`/`user` (its input estimate plus
     /// `output_tokens`, else the budgets' output estimate) and settles with the real usage.
-    #[pyo3(signature = (estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None))]
+    #[pyo3(signature = (estimated_input_tokens=0, tools=0, turns=0, complexity_hint=None, tenant=None, user=None, output_tokens=None, deadline=None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -408,6 +408,7 @@ impl Router {
         tenant: Option<&str>,
         user: Option<&str>,
         output_tokens: Option<u64>,
+        deadline: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Run> {
         let spend = self.budgets.as_ref().map(|b| route::Spend {
             budgets: b.clone(),
@@ -420,6 +421,7 @@ impl Router {
             turns,
             complexity_hint: self::complexity_hint(complexity_hint)?,
             tenant: tenant.map(Arc::from),
+            deadline: args::seconds("deadline", deadline)?,
             ..RequestInfo::default()
         };
         let exec = self.router.start(info);

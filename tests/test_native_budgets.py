@@ -7,6 +7,7 @@ degrade — and through budgets held in Redis."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -327,3 +328,50 @@ def test_a_budget_running_low_shifts_to_the_cheaper_deployment(served, path, how
 def test_prefer_cheaper_near_must_be_a_flag():
     with pytest.raises(langscale.ConfigError, match="prefer_cheaper_near"):
         Budgets({"prefer_cheaper_near": "yes"})
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+@pytest.mark.parametrize("path", PATHS)
+def test_a_request_takes_the_callers_deadline_else_its_tenants(path, how):
+    # Every answer takes 0.6 s to start; the model itself allows 30 s.
+    with sim.serve(provider("slow", time_to_first_token=0.6)) as s:
+        budgets = Budgets({"tenants": {"hurried": {"deadline": 0.1}}})
+        llm = ScaledChatModel(
+            [deployment(s, "slow")], budgets=budgets, native=path == "native", deadline=30.0
+        )
+        assert (llm._native is not None) == (path == "native")
+
+        async def one(tenant: str, deadline: float | None = None) -> str:
+            with langscale.tenant(tenant):
+                if deadline is None:
+                    await _one(llm, how)
+                    return "answered"
+                with langscale.deadline(deadline):
+                    await _one(llm, how)
+                    return "answered"
+
+        def outcome(tenant: str, deadline: float | None = None) -> str:
+            try:
+                return asyncio.run(one(tenant, deadline))
+            except Exception as err:  # the deadline's failure, whichever class the path raises
+                return f"failed: {err}"
+
+        assert outcome("calm") == "answered"
+        # The failure names the time budget (0.1 s), not the model's 30 s.
+        for failed in (outcome("calm", 0.1), outcome("hurried")):
+            assert re.search(r"(0\.100|0\.09\d+) s", failed), failed
+        # The caller's own time budget wins over the tenant's.
+        assert outcome("hurried", 5.0) == "answered"
+        assert llm.stats()["failures"]["deadline"] == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), 1e300, "2", True])
+def test_a_bad_deadline_is_named(bad):
+    with pytest.raises(langscale.ConfigError, match="deadline"):
+        with langscale.deadline(bad):
+            pass
+    with pytest.raises(langscale.ConfigError, match="deadline"):
+        with langscale.deadline(None):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(langscale.ConfigError, match="deadline"):
+        Budgets({"tenant_default": {"deadline": bad}})

@@ -27,7 +27,7 @@ from langscale.cache import ExactCache
 from langscale.embed_cache import CachedEmbeddings
 from langscale.embeddings import LocalEmbeddings
 from langscale.endpoint import ChatEndpoint, ProviderError
-from langscale.identity import tenant
+from langscale.identity import deadline, tenant
 from langscale.limiter import RateLimiter
 from langscale.prices import Prices
 from langscale.scaled import Deployment, ScaledChatModel, ScaledModelError
@@ -48,6 +48,7 @@ __all__ = [
     "BudgetExceeded",
     "Budgets",
     "tenant",
+    "deadline",
     "ChatEndpoint",
     "ConfigError",
     "Deployment",

@@ -318,6 +318,7 @@ class Router:
         tenant: str | None = None,
         user: str | None = None,
         output_tokens: int | None = None,
+        deadline: float | None = None,
     ) -> Run: ...
     def snapshot(self) -> dict[str, Any]: ...
     def cache_hit(
@@ -447,6 +448,7 @@ class NativeRouter:
         tenant: str | None = None,
         user: str | None = None,
         output_tokens: int | None = None,
+        deadline: float | None = None,
     ) -> tuple[int, _Response]: ...
     def achat(
         self,
@@ -458,6 +460,7 @@ class NativeRouter:
         tenant: str | None = None,
         user: str | None = None,
         output_tokens: int | None = None,
+        deadline: float | None = None,
     ) -> Awaitable[tuple[int, _Response]]: ...
     def stream(
         self,
@@ -469,6 +472,7 @@ class NativeRouter:
         tenant: str | None = None,
         user: str | None = None,
         output_tokens: int | None = None,
+        deadline: float | None = None,
     ) -> tuple[int, ChatStream]: ...
     def astream(
         self,
@@ -480,6 +484,7 @@ class NativeRouter:
         tenant: str | None = None,
         user: str | None = None,
         output_tokens: int | None = None,
+        deadline: float | None = None,
     ) -> Awaitable[tuple[int, ChatStream]]: ...
 
 # Simulated OpenAI-compatible providers (langscale.sim)

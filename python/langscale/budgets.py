@@ -49,7 +49,8 @@ class Budgets:
     ``tokens_per_minute``, ``concurrency``, ``budgets`` (``usd`` and/or ``tokens`` over
     ``window`` second, minute, hour, day or month, ``calendar`` true for the UTC calendar
     period, else rolling), ``on_over``
-    (raise, wait or degrade) and ``wait_timeout``; and ``shadow``, ``near``,
+    (raise, wait or degrade), ``wait_timeout`` and ``deadline`` (seconds: a request's time
+    budget when its caller sets none with ``langscale.deadline``); and ``shadow``, ``near``,
     ``prefer_cheaper_near``, ``output_estimate``, ``reservation_ttl``, ``degrade_tag``,
     ``on_redis_down`` (``local_share`` or ``fail_closed``), ``local_share``, ``lease`` (true,
     the default, or false) and ``lease_share``. Unknown keys and bad values raise

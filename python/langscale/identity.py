@@ -73,6 +73,36 @@ def tenant(name: str, user: str | None = None) -> Iterator[Identity]:
         _CURRENT.reset(token)
 
 
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "langscale_deadline", default=None
+)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[float]:
+    """``with langscale.deadline(2.0):`` every request a ``ScaledChatModel`` starts inside
+    (sync or async, streams included, in this context) has a time budget of ``seconds``:
+    retries, waits and fail-overs included, and cost-aware fail-over weighs price against
+    it. It wins over a tenant's ``deadline`` in the budgets and the model's own. Nested, the
+    innermost applies."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        msg = f"deadline must be a number of seconds, got {seconds!r}"
+        raise _core.ConfigError(msg)
+    if not (0 < seconds < 1e12):  # NaN fails too
+        msg = f"deadline must be above 0 seconds, got {seconds!r}"
+        raise _core.ConfigError(msg)
+    token = _DEADLINE.set(float(seconds))
+    try:
+        yield float(seconds)
+    finally:
+        _DEADLINE.reset(token)
+
+
+def current_deadline() -> float | None:
+    """The time budget ``with langscale.deadline(...)`` set for this context, if any."""
+    return _DEADLINE.get()
+
+
 def _from_mapping(found: Mapping[str, Any] | None) -> Identity:
     if not found:
         return NOBODY

@@ -687,7 +687,8 @@ class ScaledChatModel(BaseChatModel):
         private = self._private()
         who = _identity.of_run(run_manager) if private["_tenanted"] else _identity.NOBODY
         # Positional: keyword arguments cost ~0.1 us each to parse on this per-call path.
-        # (estimated_input_tokens, tools, turns, complexity_hint, tenant, user, output_tokens)
+        # (estimated_input_tokens, tools, turns, complexity_hint, tenant, user, output_tokens,
+        # deadline)
         return private["_router"].start(
             self._input_tokens(messages),
             len(kwargs.get("tools") or ()) if kwargs else 0,
@@ -696,6 +697,7 @@ class ScaledChatModel(BaseChatModel):
             who.tenant,
             who.user,
             _max_tokens(kwargs) if kwargs else None,
+            _identity.current_deadline(),
         )
 
     # LangChain passes a call's ``metadata`` to its run but not ``configurable``: a tenant
@@ -871,7 +873,7 @@ class ScaledChatModel(BaseChatModel):
         stop: list[str] | None,
         kwargs: dict[str, Any],
         run_manager: Any,
-    ) -> tuple[str, int, int, int, float | None, str | None, str | None, int | None]:
+    ) -> tuple[str, int, int, int, float | None, str | None, str | None, int | None, float | None]:
         """The request JSON and routing info for the native loop: as ``_start`` gives the
         Python driver's run, the tenant and user (the limiters' fair queues, the budgets) and
         the output tokens each call reserves (its ``max_tokens``, else the budgets' estimate)."""
@@ -880,7 +882,7 @@ class ScaledChatModel(BaseChatModel):
         tools = len(kwargs.get("tools") or ())
         who = _identity.of_run(run_manager) if self._private()["_tenanted"] else _identity.NOBODY
         # (request_json, estimated_input_tokens, tools, turns, complexity_hint, tenant, user,
-        # output_tokens)
+        # output_tokens, deadline)
         return (
             body,
             self._input_tokens(messages),
@@ -890,6 +892,7 @@ class ScaledChatModel(BaseChatModel):
             who.tenant,
             who.user,
             _max_tokens(kwargs) if kwargs else None,
+            _identity.current_deadline(),
         )
 
     def _native_generate(

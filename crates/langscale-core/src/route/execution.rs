@@ -640,6 +640,14 @@ impl Execution {
         Step::Wait(left.map(Duration::from_nanos))
     }
 
+    /// The request's time budget when its caller gave none (a tenant's default): replaces
+    /// the model's, counted from the request's start.
+    pub(crate) fn default_deadline(&mut self, limit: Duration) {
+        if self.info.deadline.is_none() {
+            self.deadline = Some((self.started.saturating_add(nanos(limit)), limit));
+        }
+    }
+
     /// Try the cheapest deployments first from now on (a budget of the tenant runs low);
     /// counted once per request.
     pub(crate) fn prefer_cheaper(&mut self) {

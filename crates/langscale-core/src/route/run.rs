@@ -364,15 +364,17 @@ impl Run {
 
     /// Reserve from tenant budgets before every call (settled with the real usage). When a
     /// USD budget of the tenant runs low (`prefer_cheaper_near`), the cheapest deployments
-    /// are tried first.
+    /// are tried first; a request whose caller set no deadline gets its level's.
     #[must_use]
     pub fn with_spend(mut self, spend: Option<Spend>) -> Self {
-        // No round trip: shared budgets answer from what this process last saw in Redis.
-        if spend
-            .as_ref()
-            .is_some_and(|s| s.budgets.running_low(&s.who))
-        {
-            self.exec.prefer_cheaper();
+        if let Some(s) = &spend {
+            if let Some(limit) = s.budgets.config().deadline_for(&s.who) {
+                self.exec.default_deadline(limit);
+            }
+            // No round trip: shared budgets answer from what this process last saw in Redis.
+            if s.budgets.running_low(&s.who) {
+                self.exec.prefer_cheaper();
+            }
         }
         self.spend = spend;
         self
@@ -1083,5 +1085,51 @@ mod tests {
             let expected = if spent >= 1000.0 * near { cheapest } else { 0 };
             proptest::prop_assert_eq!(d, expected);
         }
+    }
+
+    #[test]
+    fn a_request_takes_its_callers_deadline_else_its_levels_else_the_models() {
+        let (router, clock) = setup(
+            1,
+            RouterConfig {
+                deadline: Some(Duration::from_secs(10)),
+                ..RouterConfig::default()
+            },
+        );
+        let b = budgets(&clock, 100.0, OnOver::Raise);
+        let mut config = (*b.config()).clone();
+        if let Some(level) = config.tenant_default.as_mut() {
+            level.deadline = Some(2.0);
+        }
+        b.update(config).unwrap();
+        let wait = |info: RequestInfo, who: &str| {
+            let spend = Spend {
+                who: Who::new(Some(who), None),
+                ..spend(&b).unwrap()
+            };
+            let mut r = Run::new(router.start(info), Limits::default(), 10).with_spend(Some(spend));
+            let _ = call(r.next());
+            match r.next() {
+                Action::Wait(Some(d)) => d,
+                other => panic!("expected a bounded wait, got {other:?}"),
+            }
+        };
+        // The tenant's level (tenant_default) gives 2 s; the caller's own 5 s wins over it.
+        assert_eq!(wait(RequestInfo::default(), "acme"), Duration::from_secs(2));
+        let five = RequestInfo {
+            deadline: Some(Duration::from_secs(5)),
+            ..RequestInfo::default()
+        };
+        assert_eq!(wait(five, "acme"), Duration::from_secs(5));
+        // No level deadline: the model's 10 s.
+        let mut config = (*b.config()).clone();
+        if let Some(level) = config.tenant_default.as_mut() {
+            level.deadline = None;
+        }
+        b.update(config).unwrap();
+        assert_eq!(
+            wait(RequestInfo::default(), "acme"),
+            Duration::from_secs(10)
+        );
     }
 }

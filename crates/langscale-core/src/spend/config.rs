@@ -56,6 +56,10 @@ pub struct LevelConfig {
     /// Seconds a call waits for room under `on_over = "wait"`.
     #[serde(default)]
     pub wait_timeout: Option<f64>,
+    /// The time budget, in seconds, of a request for this level when its caller gives
+    /// none (the most specific level's wins over the model's own `deadline`).
+    #[serde(default)]
+    pub deadline: Option<f64>,
 }
 
 /// What shared budgets do while Redis is down.
@@ -230,6 +234,13 @@ impl LevelConfig {
         )?;
         positive(&format!("{name}.tokens_per_minute"), self.tokens_per_minute)?;
         positive(&format!("{name}.wait_timeout"), self.wait_timeout)?;
+        if let Some(d) = self.deadline {
+            if !(d.is_finite() && d > 0.0 && Duration::try_from_secs_f64(d).is_ok()) {
+                return Err(bad(format!(
+                    "{name}.deadline must be a number of seconds above 0, got {d}"
+                )));
+            }
+        }
         for (i, b) in self.budgets.iter().enumerate() {
             positive(&format!("{name}.budgets[{i}].usd"), b.usd)?;
             positive(&format!("{name}.budgets[{i}].tokens"), b.tokens)?;
@@ -318,7 +329,17 @@ pub struct LevelOf<'a> {
 
 impl SpendConfig {
     pub fn from_json(text: &str) -> Result<Self, LimitError> {
-        let config: Self = serde_json::from_str(text).map_err(|e| bad(format!("budgets: {e}")))?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let config: Self = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                bad(format!("budgets: {inner}"))
+            } else {
+                bad(format!("budgets: {path}: {inner}"))
+            }
+        })?;
+        de.end().map_err(|e| bad(format!("budgets: {e}")))?;
         config.check()?;
         Ok(config)
     }
@@ -367,6 +388,32 @@ impl SpendConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The time budget of a request for `who` whose caller gives none: the user level's,
+    /// else the tenant's, else the global level's `deadline` (None: the model's own).
+    pub fn deadline_for(&self, who: &Who) -> Option<Duration> {
+        let tenant = who
+            .tenant
+            .as_deref()
+            .and_then(|t| self.tenants.get(t).or(self.tenant_default.as_ref()));
+        let user = who
+            .tenant
+            .as_deref()
+            .zip(who.user.as_deref())
+            .and_then(|(t, u)| {
+                let own = if self.users.is_empty() {
+                    None
+                } else {
+                    self.users.get(&format!("{t}/{u}"))
+                };
+                own.or(self.user_default.as_ref())
+            });
+        [user, tenant, self.global.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|level| level.deadline)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
     }
 
     /// The levels a call for `who` is counted at, most general first.

@@ -277,3 +277,36 @@ fn bench_a_budget_check() {
     println!("reserve + settle: {per:?} per call (3 levels, 2 meters at tenant and user)");
     assert!(per > Duration::ZERO);
 }
+
+#[test]
+fn a_deadline_comes_from_the_most_specific_level_and_bad_ones_are_named() {
+    let secs = |s: f64| LevelConfig {
+        deadline: Some(s),
+        ..LevelConfig::default()
+    };
+    let mut config = SpendConfig {
+        global: Some(secs(30.0)),
+        tenant_default: Some(secs(10.0)),
+        user_default: Some(secs(3.0)),
+        ..SpendConfig::default()
+    };
+    config.tenants.insert("big".into(), secs(20.0));
+    config
+        .users
+        .insert("big/vip".into(), LevelConfig::default());
+    let d = |t: Option<&str>, u: Option<&str>| config.deadline_for(&Who::new(t, u));
+    assert_eq!(d(None, None), Some(Duration::from_secs(30)));
+    assert_eq!(d(Some("acme"), None), Some(Duration::from_secs(10)));
+    assert_eq!(d(Some("acme"), Some("u1")), Some(Duration::from_secs(3)));
+    assert_eq!(d(Some("big"), None), Some(Duration::from_secs(20)));
+    // A user entry without a deadline falls back to its tenant's.
+    assert_eq!(d(Some("big"), Some("vip")), Some(Duration::from_secs(20)));
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+        let config = SpendConfig {
+            tenant_default: Some(secs(bad)),
+            ..SpendConfig::default()
+        };
+        let err = Ledger::system(config).unwrap_err().to_string();
+        assert!(err.contains("tenant_default.deadline"), "{bad}: {err}");
+    }
+}
