@@ -367,3 +367,27 @@ def test_many_threads_many_tenants_every_request_counted_once():
         re.findall(rf'^langscale_tenant_\w+\{{model="{name}",tenant="([^"]*)"', text, re.M)
     )
     assert labels == set(rows)
+
+
+def test_a_budget_is_reported_near_before_it_is_hit():
+    # $10 a day, near at 0.1 ($1): the first call (COST) leaves it below, more cross it.
+    budgets = Budgets({"tenant_default": {"budgets": [{"usd": 10, "window": "day"}]}, "near": 0.1})
+    model = scaled(budgets=budgets)
+    name = metrics.register(model, name="nearly")
+    model.invoke("first", config=config("acme"))
+
+    def near() -> dict[str, bool]:
+        return metrics.snapshot()["models"][name]["tenants"]["acme"]["budget_near"]
+
+    assert near() == {"usd per day (rolling)": False}
+    while budgets.report()["levels"]["tenant:acme"]["usd"] < 1.0:
+        model.invoke("again", config=config("acme"))
+    assert near() == {"usd per day (rolling)": True}
+    assert budgets.report()["levels"]["tenant:acme"]["usd"] < 10.0, "not hit yet"
+    flag = re.search(
+        r'^langscale_tenant_budget_near\{model="nearly",tenant="acme",'
+        r'budget="usd per day \(rolling\)"\} (\S+)$',
+        metrics.prometheus(),
+        re.M,
+    )
+    assert flag is not None and flag.group(1) == "1"

@@ -24,12 +24,15 @@ def cache_hit(model: Any, who: Any, generations: Iterable[Any]) -> None:
 
 
 def _empty_budget_fields(row: dict[str, Any]) -> None:
-    row.update(cache_hits=None, saved_usd=None, saved_tokens=None, budget_remaining=None)
+    row.update(
+        cache_hits=None, saved_usd=None, saved_tokens=None, budget_remaining=None, budget_near=None
+    )
 
 
 def joined(rows: Mapping[str, dict[str, Any]], report: Mapping[str, Any] | None) -> dict:
     """The router's rows (tenant -> figures, "other" last), each with ``cache_hits``,
-    ``saved_usd``, ``saved_tokens`` and ``budget_remaining`` (budget -> what is left) from the
+    ``saved_usd``, ``saved_tokens``, ``budget_remaining`` (budget -> what is left) and
+    ``budget_near`` (budget -> whether it has used the budgets' ``near`` fraction) from the
     budgets' ``report()``, whose ``usd`` becomes the row's ``spend``. Without budgets those
     are None and ``spend`` is the router's (the deployments' prices). Tenants the budgets know
     but the rows do not (cache hits only, or outside the top N) count in "other"."""
@@ -41,8 +44,15 @@ def joined(rows: Mapping[str, dict[str, Any]], report: Mapping[str, Any] | None)
     levels = report.get("levels") or {}
     other = out.setdefault(OTHER, {})
     for row in out.values():
-        row.update(spend=0.0, cache_hits=0, saved_usd=0.0, saved_tokens=0, budget_remaining={})
-    other["budget_remaining"] = None  # many tenants' budgets: no one figure
+        row.update(
+            spend=0.0,
+            cache_hits=0,
+            saved_usd=0.0,
+            saved_tokens=0,
+            budget_remaining={},
+            budget_near={},
+        )
+    other["budget_remaining"] = other["budget_near"] = None  # many tenants': no one figure
     for key, level in levels.items():
         if not key.startswith("tenant:"):
             continue
@@ -53,7 +63,9 @@ def joined(rows: Mapping[str, dict[str, Any]], report: Mapping[str, Any] | None)
         row["saved_usd"] += level.get("saved_usd", 0.0)
         row["saved_tokens"] += level.get("saved_tokens", 0)
         if row is not other:
-            row["budget_remaining"] = {m["budget"]: m["remaining"] for m in level.get("limits", ())}
+            limits = level.get("limits", ())
+            row["budget_remaining"] = {m["budget"]: m["remaining"] for m in limits}
+            row["budget_near"] = {m["budget"]: bool(m["near"]) for m in limits}
     for row in out.values():
         successes = row.get("successes") or 0
         row["cost_per_success"] = row["spend"] / successes if successes else 0.0

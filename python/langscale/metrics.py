@@ -358,6 +358,13 @@ def _tenants(f: _Families, model: str, tenants: dict[str, dict[str, Any]]) -> No
         )
         for budget, left in (t.get("budget_remaining") or {}).items():
             remaining.add(left, **labels, budget=budget)
+        near = f(
+            "tenant_budget_near",
+            "gauge",
+            "1 once a budget or limit of the tenant has used its near fraction, else 0.",
+        )
+        for budget, flag in (t.get("budget_near") or {}).items():
+            near.add(int(flag), **labels, budget=budget)
 
 
 def prometheus(snap: dict[str, dict[str, Any]] | None = None) -> str:
