@@ -50,7 +50,10 @@ impl ExactCache {
             max_bytes: args::positive_count("max_bytes", max_bytes)?,
             ttl: args::seconds("ttl", ttl)?,
         };
-        let namespace = namespace.map(namespace::text).transpose()?.unwrap_or_default();
+        let namespace = namespace
+            .map(namespace::text)
+            .transpose()?
+            .unwrap_or_default();
         let cache = TieredCache::new(config, &namespace).map_err(CoreError::from)?;
         Ok(Self { cache })
     }
@@ -75,7 +78,9 @@ impl ExactCache {
     ) -> PyResult<Option<(Bound<'py, PyBytes>, bool)>> {
         let found = self
             .cache
-            .lookup_with(prompt.0, llm_string.0, |fetch| py.detach(|| fetch.blocking()))
+            .lookup_with(prompt.0, llm_string.0, |fetch| {
+                py.detach(|| fetch.blocking())
+            })
             .map_err(unreadable)?;
         Ok(found.map(|found| (bytes(py, &found.value), found.tier == Tier::Shared)))
     }

@@ -123,7 +123,12 @@ impl Replica {
                 let scoped = split_prompt(&entry.label.namespace, &entry.llm_string, &entry.prompt);
                 let vector = vector_for(&scoped, entry.vector);
                 cache
-                    .insert_until(&scoped, vector.as_deref(), entry.value.into(), entry.expires_ms)
+                    .insert_until(
+                        &scoped,
+                        vector.as_deref(),
+                        entry.value.into(),
+                        entry.expires_ms,
+                    )
                     .map_err(|err| err.to_string())?;
             }
         }

@@ -331,9 +331,7 @@ impl TieredCache {
     /// before the swap, blocking, so lookups never wait on Redis for it).
     pub fn set_namespace(&self, name: &str) {
         let clears = match self.inner.l2.get() {
-            Some(l2) if *self.inner.namespace.read() != name => {
-                Some(L2::watch(&l2.store, name))
-            }
+            Some(l2) if *self.inner.namespace.read() != name => Some(L2::watch(&l2.store, name)),
             _ => None,
         };
         self.inner.namespace.replace(name, || {
@@ -352,10 +350,18 @@ impl TieredCache {
 
     /// (key, value) of this prompt's entry as `insert` writes it to Redis; None when not
     /// shared.
-    pub fn l2_entry(&self, prompt: &str, llm_string: &str, value: &[u8]) -> Option<(String, Vec<u8>)> {
+    pub fn l2_entry(
+        &self,
+        prompt: &str,
+        llm_string: &str,
+        value: &[u8],
+    ) -> Option<(String, Vec<u8>)> {
         let l2 = self.inner.l2.get()?;
         let namespace = self.inner.namespace.read();
-        let key = l2.key(l2.clears().current(), cache_key(&namespace, llm_string, prompt));
+        let key = l2.key(
+            l2.clears().current(),
+            cache_key(&namespace, llm_string, prompt),
+        );
         Some((key, shared::seal(&l2.label(&namespace), value)))
     }
 
@@ -380,9 +386,7 @@ impl Fetch {
     /// Run the read from a plain thread (waits at most about the store's timeout).
     pub fn blocking(self) -> Fetched {
         let (store, key) = (self.store.clone(), self.key.clone());
-        let reply = self
-            .store
-            .block_on(async move { store.get(key).await });
+        let reply = self.store.block_on(async move { store.get(key).await });
         self.answer(reply)
     }
 

@@ -59,7 +59,10 @@ fn put(store: &Store, key: String, bytes: Vec<u8>) {
 fn an_unshared_cache_is_l1_only() {
     let cache = TieredCache::new(settings(None), "").unwrap();
     assert!(cache.update("p", LLM, Arc::from(&b"v"[..])));
-    assert_eq!(value(cache.lookup("p", LLM).unwrap()), Some((b"v".to_vec(), Tier::Local)));
+    assert_eq!(
+        value(cache.lookup("p", LLM).unwrap()),
+        Some((b"v".to_vec(), Tier::Local))
+    );
     assert!(cache.fetch("p", LLM).is_none());
     assert!(cache.l2_key("p", LLM).is_none() && cache.stats().l2.is_none());
     cache.unreadable("p", LLM, Tier::Shared);
@@ -73,14 +76,27 @@ fn a_value_stored_by_one_is_served_by_the_other_and_fills_its_l1() {
     let (one, two) = (store(server.port, None), store(server.port, None));
     let (a, b) = (shared(&one, "ns", None), shared(&two, "ns", None));
     assert!(a.update("p", LLM, Arc::from(&b"answer"[..])));
-    assert_eq!(value(b.lookup("p", LLM).unwrap()), Some((b"answer".to_vec(), Tier::Shared)));
+    assert_eq!(
+        value(b.lookup("p", LLM).unwrap()),
+        Some((b"answer".to_vec(), Tier::Shared))
+    );
     let s = b.stats();
     assert_eq!((s.l1.misses, s.l1.entries, l2(&b).hits), (1, 1, 1));
     // the second lookup is answered by b's own L1
-    assert_eq!(value(b.lookup("p", LLM).unwrap()), Some((b"answer".to_vec(), Tier::Local)));
+    assert_eq!(
+        value(b.lookup("p", LLM).unwrap()),
+        Some((b"answer".to_vec(), Tier::Local))
+    );
     assert_eq!((b.stats().l1.hits, l2(&b).hits), (1, 1));
     assert_eq!(b.lookup("other", LLM).unwrap(), None);
-    assert_eq!(l2(&b), L2Stats { hits: 1, misses: 1, errors: 0 });
+    assert_eq!(
+        l2(&b),
+        L2Stats {
+            hits: 1,
+            misses: 1,
+            errors: 0
+        }
+    );
     assert!(a.stats().l2.is_some() && a.store().is_some());
     assert!(a.share(one.clone()).is_err(), "shared once");
 }
@@ -99,7 +115,11 @@ fn the_awaited_fetch_and_write_judge_like_the_blocking_ones() {
     assert_eq!(b.lookup_local("p", LLM), None);
     let fetched = runtime.block_on(b.fetch("p", LLM).unwrap().run()).unwrap();
     assert_eq!(fetched.as_deref(), Some(&b"v"[..]));
-    assert_eq!(b.lookup_local("p", LLM).as_deref(), Some(&b"v"[..]), "filled L1");
+    assert_eq!(
+        b.lookup_local("p", LLM).as_deref(),
+        Some(&b"v"[..]),
+        "filled L1"
+    );
     let missing = runtime.block_on(b.fetch("q", LLM).unwrap().run()).unwrap();
     assert_eq!((missing, l2(&b).hits, l2(&b).misses), (None, 1, 1));
 }
@@ -117,8 +137,16 @@ fn namespaces_and_tenants_never_cross() {
     assert_eq!(other_tenant.lookup("p", LLM).unwrap(), None);
     // Values labelled for another namespace or tenant, planted under this cache's own key:
     // still never served, counted as misses (not errors), L1 left empty.
-    for label in [Label::new("y", None), Label::new("x", Some("acme")), Label::new("x", Some(""))] {
-        put(&plain, a.l2_key("q", LLM).unwrap(), shared::seal(&label, b"foreign"));
+    for label in [
+        Label::new("y", None),
+        Label::new("x", Some("acme")),
+        Label::new("x", Some("")),
+    ] {
+        put(
+            &plain,
+            a.l2_key("q", LLM).unwrap(),
+            shared::seal(&label, b"foreign"),
+        );
         let before = l2(&a).misses;
         assert_eq!(a.lookup("q", LLM).unwrap(), None, "{label:?}");
         assert_eq!(l2(&a).misses, before + 1);
@@ -142,8 +170,15 @@ fn clear_in_one_reaches_the_other() {
     eventually("b's L1 is emptied by a's clear", || {
         b.lookup_local("p", LLM).is_none()
     });
-    assert_eq!(b.lookup("p", LLM).unwrap(), None, "nor is Redis's old entry reachable");
-    assert!(kept.lookup("p", LLM).unwrap().is_some(), "another namespace keeps its entries");
+    assert_eq!(
+        b.lookup("p", LLM).unwrap(),
+        None,
+        "nor is Redis's old entry reachable"
+    );
+    assert!(
+        kept.lookup("p", LLM).unwrap().is_some(),
+        "another namespace keeps its entries"
+    );
     // a late starter starts after the clear
     assert_eq!(shared(&two, "ns", None).lookup("p", LLM).unwrap(), None);
     // entries stored after the clear are shared again
@@ -169,20 +204,43 @@ fn an_unreadable_value_in_redis_is_a_miss_counted_as_an_error() {
     let Some(server) = server() else { return };
     let one = store(server.port, None);
     let a = shared(&one, "", None);
-    let garbage: [&[u8]; 4] = [b"", b"not langscale", b"LSE1\0\0\0\x09ab", b"LSE1\0\0\0\0\x07"];
+    let garbage: [&[u8]; 4] = [
+        b"",
+        b"not langscale",
+        b"LSE1\0\0\0\x09ab",
+        b"LSE1\0\0\0\0\x07",
+    ];
     for (i, bytes) in garbage.iter().enumerate() {
         let prompt = format!("p{i}");
         put(&one, a.l2_key(&prompt, LLM).unwrap(), bytes.to_vec());
         assert!(a.lookup(&prompt, LLM).is_err(), "{bytes:?}");
     }
-    assert_eq!(l2(&a), L2Stats { hits: 0, misses: 0, errors: 4 });
+    assert_eq!(
+        l2(&a),
+        L2Stats {
+            hits: 0,
+            misses: 0,
+            errors: 4
+        }
+    );
     assert_eq!(a.stats().l1.entries, 0);
     // a value that opens but that the caller cannot read: dropped, counted as an error
-    put(&one, a.l2_key("bad", LLM).unwrap(), a.l2_entry("bad", LLM, b"{").unwrap().1);
+    put(
+        &one,
+        a.l2_key("bad", LLM).unwrap(),
+        a.l2_entry("bad", LLM, b"{").unwrap().1,
+    );
     let found = a.lookup("bad", LLM).unwrap().unwrap();
     assert_eq!((found.tier, l2(&a).hits), (Tier::Shared, 1));
     a.unreadable("bad", LLM, Tier::Shared);
-    assert_eq!(l2(&a), L2Stats { hits: 0, misses: 0, errors: 5 });
+    assert_eq!(
+        l2(&a),
+        L2Stats {
+            hits: 0,
+            misses: 0,
+            errors: 5
+        }
+    );
     assert_eq!(a.lookup_local("bad", LLM), None, "gone from L1");
 }
 
@@ -194,9 +252,18 @@ fn with_redis_down_l1_keeps_working_and_errors_are_counted() {
     assert!(a.update("p", LLM, Arc::from(&b"v"[..])));
     drop(server);
     let b = a.clone();
-    assert!(!b.update("q", LLM, Arc::from(&b"w"[..])), "Redis could not take it");
-    assert_eq!(value(a.lookup("q", LLM).unwrap()), Some((b"w".to_vec(), Tier::Local)));
-    assert_eq!(value(a.lookup("p", LLM).unwrap()), Some((b"v".to_vec(), Tier::Local)));
+    assert!(
+        !b.update("q", LLM, Arc::from(&b"w"[..])),
+        "Redis could not take it"
+    );
+    assert_eq!(
+        value(a.lookup("q", LLM).unwrap()),
+        Some((b"w".to_vec(), Tier::Local))
+    );
+    assert_eq!(
+        value(a.lookup("p", LLM).unwrap()),
+        Some((b"v".to_vec(), Tier::Local))
+    );
     assert_eq!(a.lookup("r", LLM).unwrap(), None);
     a.clear();
     assert_eq!(a.lookup("p", LLM).unwrap(), None, "clear still empties L1");
@@ -223,11 +290,17 @@ fn a_renamed_cache_reads_the_new_namespace_only() {
     assert!(a.update("p", LLM, Arc::from(&b"old"[..])));
     a.set_namespace("new");
     assert_eq!(a.namespace(), "new");
-    assert_eq!(value(a.lookup("p", LLM).unwrap()), Some((b"new".to_vec(), Tier::Shared)));
+    assert_eq!(
+        value(a.lookup("p", LLM).unwrap()),
+        Some((b"new".to_vec(), Tier::Shared))
+    );
     // a clear under the new name reaches b, and the old name is untouched
     a.clear();
     eventually("b cleared", || b.lookup_local("p", LLM).is_none());
-    assert!(shared(&one, "old", None).lookup("p", LLM).unwrap().is_some());
+    assert!(shared(&one, "old", None)
+        .lookup("p", LLM)
+        .unwrap()
+        .is_some());
 }
 
 proptest! {
@@ -336,7 +409,10 @@ fn a_late_starter_gets_earlier_entries_and_answers_similar_questions() {
     let scoped = split_prompt("ns", LLM, "what is the capital of country 2?");
     let vector = late.cache.embed_builtin(&scoped.text).ok();
     assert!(
-        matches!(late.cache.lookup(&scoped, vector.as_deref()), crate::cache::Outcome::Semantic { .. } | crate::cache::Outcome::Exact(_)),
+        matches!(
+            late.cache.lookup(&scoped, vector.as_deref()),
+            crate::cache::Outcome::Semantic { .. } | crate::cache::Outcome::Exact(_)
+        ),
         "indexed for similar questions too"
     );
     assert_eq!(late.cache.stats().l2_errors, 0);
@@ -405,7 +481,10 @@ fn shared_entries_keep_their_ttl_and_garbage_is_counted() {
     a.store("p", b"v");
     b.until("a's entry", |s| s.has("p"));
     std::thread::sleep(Duration::from_millis(600));
-    assert!(!b.has("p"), "expired with the sender's TTL though b has none");
+    assert!(
+        !b.has("p"),
+        "expired with the sender's TTL though b has none"
+    );
     // an entry already expired when it arrives is not applied
     a.replica.stream().publish(
         SharedEvent::Entry(SharedEntry {
