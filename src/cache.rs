@@ -1,93 +1,37 @@
-//! Python face of the core exact cache. Values are opaque bytes here; the Python layer
-//! encodes LangChain generations into them (data only, never pickle).
+//! Python face of the core tiered exact cache (L1 in process, L2 in Redis once shared).
+//! Values are opaque bytes here; the Python layer encodes LangChain generations into them
+//! (data only, never pickle) and reports back the ones it cannot read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-
-use langscale_core::cache::{self, shared, ExactCacheConfig, Label};
-use langscale_core::store::{Epoch, Store};
+use langscale_core::cache::{self, ExactCacheConfig, Tier, TieredCache};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::args::{self, LlmString, Prompt};
 use crate::errors::{config_error, CoreError};
-use crate::namespace::Namespace;
+use crate::namespace;
 use crate::store::RedisStore;
 
-/// Bounded (TinyLFU) exact cache with TTL, keyed by a normalised prompt.
+/// Bounded (TinyLFU) exact cache with TTL, keyed by a normalised prompt; shared through
+/// Redis once given a store.
 #[pyclass(frozen, module = "langscale._core")]
 pub struct ExactCache {
-    cache: cache::ExactCache,
-    namespace: Namespace,
-    l2: OnceLock<L2>,
+    cache: TieredCache,
 }
 
-/// The Redis layer: values sealed with their label (namespace, tenant) under keys that carry
-/// the namespace's clear counter, so a `clear()` anywhere makes older entries unreachable.
-struct L2 {
-    store: Store,
-    /// The clear counter of the current namespace, watched in Redis.
-    clears: Mutex<Arc<Epoch>>,
-    /// The counter's value L1 holds entries for: when the watched value moves on (another
-    /// process cleared this namespace), L1 is emptied too.
-    seen: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    errors: AtomicU64,
+fn bytes<'py>(py: Python<'py>, value: &[u8]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, value)
 }
 
-impl L2 {
-    fn clears(&self) -> Arc<Epoch> {
-        Arc::clone(&self.clears.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// Start watching the clear counter of `namespace` (waits for its first read).
-    fn watch(store: &Store, namespace: &str) -> Arc<Epoch> {
-        let key = format!(
-            "exact-clears:{:032x}",
-            cache::cache_key(namespace, "\u{0}langscale:clears", "")
-        );
-        Arc::new(Epoch::start(store.clone(), store.key(&key, "")))
-    }
-
-    /// Key entries by `clears` from now on (L1 holds none of them yet).
-    fn install(&self, clears: Arc<Epoch>) {
-        self.seen.store(clears.current(), Ordering::SeqCst);
-        *self.clears.lock().unwrap_or_else(PoisonError::into_inner) = clears;
-    }
-
-    fn label(&self, namespace: &str) -> Label {
-        Label::new(namespace, self.store.config().tenant.as_deref())
-    }
+/// Bytes in Redis that are not a langscale entry: ValueError, as the codec raises for a value
+/// it cannot read (the core counted it already).
+fn unreadable(err: cache::Unreadable) -> PyErr {
+    PyValueError::new_err(err.0)
 }
 
 impl ExactCache {
-    fn key(&self, prompt: &str, llm_string: &str) -> cache::CacheKey {
-        let namespace = self.namespace.read();
-        cache::cache_key(&namespace, llm_string, prompt)
-    }
-
-    /// Empty L1 when another process cleared this namespace since L1 was filled.
-    fn sync(&self) {
-        if let Some(l2) = self.l2.get() {
-            let now = l2.clears().current();
-            if l2.seen.swap(now, Ordering::SeqCst) != now {
-                self.cache.clear();
-            }
-        }
-    }
-
-    fn l2(&self) -> PyResult<&L2> {
-        self.l2
-            .get()
-            .ok_or_else(|| config_error("this cache has no store (give store= or redis_url=)"))
-    }
-
-    fn l2_key_under(l2: &L2, namespace: &str, prompt: &str, llm_string: &str) -> String {
-        let key = cache::cache_key(namespace, llm_string, prompt);
-        l2.store
-            .key(&format!("exact:{}:{key:032x}", l2.clears().current()), "")
+    fn not_shared() -> PyErr {
+        config_error("this cache has no store (give store= or redis_url=)")
     }
 }
 
@@ -106,70 +50,134 @@ impl ExactCache {
             max_bytes: args::positive_count("max_bytes", max_bytes)?,
             ttl: args::seconds("ttl", ttl)?,
         };
-        let cache = cache::ExactCache::new(config).map_err(CoreError::from)?;
-        Ok(Self {
-            cache,
-            namespace: match namespace {
-                Some(value) => Namespace::from_py(value)?,
-                None => Namespace::default(),
-            },
-            l2: OnceLock::new(),
-        })
+        let namespace = namespace
+            .map(namespace::text)
+            .transpose()?
+            .unwrap_or_default();
+        let cache = TieredCache::new(config, &namespace).map_err(CoreError::from)?;
+        Ok(Self { cache })
     }
 
-    /// Share entries through `store` (once per cache): the Python layer reads and writes
-    /// them with `l2_key`, `l2_entry`, `l2_open` and `l2_fill`; `clear()` reaches every
-    /// process.
+    /// Share entries through `store` (once per cache): lookups that miss L1 read Redis,
+    /// updates write there, `clear()` reaches every process.
     fn share(&self, py: Python<'_>, store: &RedisStore) -> PyResult<()> {
-        // No lock is held while the GIL is released (a thread holding the GIL may be waiting
-        // for one), so the namespace is read first.
-        let namespace = self.namespace.read().clone();
-        let clears = py.detach(|| L2::watch(&store.store, &namespace));
-        let l2 = L2 {
-            store: store.store.clone(),
-            seen: AtomicU64::new(clears.current()),
-            clears: Mutex::new(clears),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-        };
-        self.l2
-            .set(l2)
-            .map_err(|_| config_error("this cache already has a store"))
+        let store = store.store.clone();
+        py.detach(|| self.cache.share(store))
+            .map_err(|err| config_error(err.to_string()))
     }
 
-    /// The stored bytes for this prompt, or None.
+    /// (bytes, found in Redis) for this prompt: L1, then Redis when shared (the GIL released
+    /// around the round trip; a value found there fills L1); None when neither has it.
+    /// Raises ValueError for bytes in Redis that are not a langscale entry (already counted
+    /// in `l2_errors`: the caller only logs it).
     fn lookup<'py>(
         &self,
         py: Python<'py>,
         prompt: Prompt<'_>,
         llm_string: LlmString<'_>,
+    ) -> PyResult<Option<(Bound<'py, PyBytes>, bool)>> {
+        let found = self
+            .cache
+            .lookup_with(prompt.0, llm_string.0, |fetch| {
+                py.detach(|| fetch.blocking())
+            })
+            .map_err(unreadable)?;
+        Ok(found.map(|found| (bytes(py, &found.value), found.tier == Tier::Shared)))
+    }
+
+    /// L1 only: the stored bytes, or None (then `fetch` / `fetch_async` asks Redis).
+    fn lookup_local<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: Prompt<'_>,
+        llm_string: LlmString<'_>,
     ) -> Option<Bound<'py, PyBytes>> {
-        self.sync();
-        let key = self.key(prompt.0, llm_string.0);
-        self.cache.get(key).map(|value| PyBytes::new(py, &value))
+        self.cache
+            .lookup_local(prompt.0, llm_string.0)
+            .map(|value| bytes(py, &value))
     }
 
-    /// Store bytes for this prompt, replacing what was there.
-    fn update(&self, prompt: Prompt<'_>, llm_string: LlmString<'_>, value: &[u8]) {
-        self.sync();
-        let key = self.key(prompt.0, llm_string.0);
-        self.cache.insert(key, value.into());
+    /// After an L1 miss: the bytes Redis holds for this prompt under this cache's label
+    /// (filling L1), or None; None at once when not shared. Raises ValueError as `lookup`.
+    fn fetch<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: Prompt<'_>,
+        llm_string: LlmString<'_>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let Some(fetch) = self.cache.fetch(prompt.0, llm_string.0) else {
+            return Ok(None);
+        };
+        let value = py.detach(|| fetch.blocking()).map_err(unreadable)?;
+        Ok(value.map(|value| bytes(py, &value)))
     }
 
-    /// A hit from `lookup` whose bytes the caller could not read: dropped, counted a miss.
-    fn unreadable(&self, prompt: &str, llm_string: &str) {
-        self.cache.unreadable(self.key(prompt, llm_string));
+    /// `fetch` as an awaitable.
+    fn fetch_async<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: Prompt<'_>,
+        llm_string: LlmString<'_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let fetch = self.cache.fetch(prompt.0, llm_string.0);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let value = match fetch {
+                Some(fetch) => fetch.run().await.map_err(unreadable)?,
+                None => None,
+            };
+            Python::attach(|py| Ok(value.map(|v| bytes(py, &v).unbind())))
+        })
+    }
+
+    /// Store bytes for this prompt, replacing what was there; when shared also in Redis
+    /// (the GIL released around the write). False when Redis could not take it.
+    fn update(
+        &self,
+        py: Python<'_>,
+        prompt: Prompt<'_>,
+        llm_string: LlmString<'_>,
+        value: &[u8],
+    ) -> bool {
+        match self.cache.insert(prompt.0, llm_string.0, value.into()) {
+            Some(write) => py.detach(|| write.blocking()),
+            None => true,
+        }
+    }
+
+    /// `update` with the Redis write as an awaitable (L1 holds the value at once).
+    fn update_async<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: Prompt<'_>,
+        llm_string: LlmString<'_>,
+        value: &[u8],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let write = self.cache.insert(prompt.0, llm_string.0, value.into());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            Ok(match write {
+                Some(write) => write.run().await,
+                None => true,
+            })
+        })
+    }
+
+    /// A value from `lookup`/`fetch` whose bytes the caller could not read: dropped from L1,
+    /// counted a miss (from L1) or an `l2_errors` (`shared`: found in Redis).
+    #[pyo3(signature = (prompt, llm_string, shared=false))]
+    fn unreadable(&self, prompt: &str, llm_string: &str, shared: bool) {
+        let tier = if shared { Tier::Shared } else { Tier::Local };
+        self.cache.unreadable(prompt, llm_string, tier);
     }
 
     /// The Redis key of this prompt's entry (under the namespace and its clear counter).
     fn l2_key(&self, prompt: &str, llm_string: &str) -> PyResult<String> {
-        let l2 = self.l2()?;
-        let namespace = self.namespace.read();
-        Ok(Self::l2_key_under(l2, &namespace, prompt, llm_string))
+        self.cache
+            .l2_key(prompt, llm_string)
+            .ok_or_else(Self::not_shared)
     }
 
-    /// (key, value) to store in Redis for this prompt: the value sealed with its label.
+    /// (key, value) this cache stores in Redis for this prompt: the value sealed with its
+    /// label.
     fn l2_entry<'py>(
         &self,
         py: Python<'py>,
@@ -177,103 +185,40 @@ impl ExactCache {
         llm_string: &str,
         value: &[u8],
     ) -> PyResult<(String, Bound<'py, PyBytes>)> {
-        let l2 = self.l2()?;
-        let namespace = self.namespace.read();
-        let key = Self::l2_key_under(l2, &namespace, prompt, llm_string);
-        let sealed = shared::seal(&l2.label(&namespace), value);
-        Ok((key, PyBytes::new(py, &sealed)))
+        let (key, sealed) = self
+            .cache
+            .l2_entry(prompt, llm_string, value)
+            .ok_or_else(Self::not_shared)?;
+        Ok((key, bytes(py, &sealed)))
     }
 
-    /// The codec bytes of a value read from Redis when it is labelled with this cache's
-    /// namespace and tenant; None (counted as an L2 miss) when nothing was there or it is
-    /// labelled otherwise. Raises ValueError for a value that is not a langscale entry (the
-    /// caller counts it with `l2_unreadable`).
-    fn l2_open<'py>(
-        &self,
-        py: Python<'py>,
-        value: Option<&[u8]>,
-    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let l2 = self.l2()?;
-        let Some(value) = value else {
-            l2.misses.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        };
-        let (label, payload) = shared::open(value).map_err(|e| PyValueError::new_err(e.0))?;
-        if !label.is_for(&l2.label(&self.namespace.read())) {
-            l2.misses.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-        Ok(Some(PyBytes::new(py, payload)))
-    }
-
-    /// Put a value read from Redis (and readable) into L1, under its own label: only while
-    /// that label is still this cache's (a namespace change meanwhile makes it a miss).
-    /// Counts the L2 hit or miss; True when filled.
-    fn l2_fill(&self, prompt: &str, llm_string: &str, value: &[u8]) -> PyResult<bool> {
-        let l2 = self.l2()?;
-        let (label, payload) = shared::open(value).map_err(|e| PyValueError::new_err(e.0))?;
-        let namespace = self.namespace.read();
-        if !label.is_for(&l2.label(&namespace)) {
-            l2.misses.fetch_add(1, Ordering::Relaxed);
-            return Ok(false);
-        }
-        let key = cache::cache_key(&label.namespace, llm_string, prompt);
-        self.cache.insert(key, payload.into());
-        l2.hits.fetch_add(1, Ordering::Relaxed);
-        Ok(true)
-    }
-
-    /// Count an entry read from Redis that could not be read (`l2_errors`).
-    fn l2_unreadable(&self) -> PyResult<()> {
-        self.l2()?.errors.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Forget the entry for this prompt, if any.
+    /// Forget the entry for this prompt, if any (L1).
     fn remove(&self, prompt: Prompt<'_>, llm_string: LlmString<'_>) {
-        self.cache.remove(self.key(prompt.0, llm_string.0));
+        self.cache.remove(prompt.0, llm_string.0);
     }
 
     /// Empty the cache; with a store, every process's entries under this namespace go too
     /// (the namespace's clear counter moves on; others see it within a poll).
     fn clear(&self, py: Python<'_>) {
-        self.cache.clear();
-        if let Some(l2) = self.l2.get() {
-            let clears = l2.clears();
-            if let Ok(now) = py.detach(|| clears.bump()) {
-                l2.seen.store(now, Ordering::SeqCst);
-            }
-        }
+        py.detach(|| self.cache.clear());
     }
 
     /// The normalised key of a prompt, as an int (for debugging and tests).
     fn key_of(&self, prompt: Prompt<'_>, llm_string: LlmString<'_>) -> u128 {
-        self.key(prompt.0, llm_string.0)
+        self.cache.key_of(prompt.0, llm_string.0)
     }
 
     /// Entries are keyed under the namespace; setting a new one drops everything under the old.
     #[getter]
     fn namespace(&self) -> String {
-        self.namespace.read().clone()
+        self.cache.namespace()
     }
 
     #[setter]
     fn set_namespace(&self, py: Python<'_>, namespace: &Bound<'_, PyAny>) -> PyResult<()> {
-        // The new name's clear counter is read before taking the lock (never held while the
-        // GIL is released): a rename then swaps it in with the name, atomically for lookups.
-        let name = Namespace::text(namespace)?;
-        let clears = match self.l2.get() {
-            Some(l2) if *self.namespace.read() != name => {
-                Some(py.detach(|| L2::watch(&l2.store, &name)))
-            }
-            _ => None,
-        };
-        self.namespace.replace(namespace, || {
-            self.cache.clear();
-            if let (Some(l2), Some(clears)) = (self.l2.get(), clears) {
-                l2.install(clears);
-            }
-        })
+        let name = crate::namespace::text(namespace)?;
+        py.detach(|| self.cache.set_namespace(&name));
+        Ok(())
     }
 
     /// Counters: hits, misses, evictions, entries, bytes (L1); with a store also l2_hits,
@@ -282,15 +227,15 @@ impl ExactCache {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.cache.stats();
         let d = PyDict::new(py);
-        d.set_item("hits", s.hits)?;
-        d.set_item("misses", s.misses)?;
-        d.set_item("evictions", s.evictions)?;
-        d.set_item("entries", s.entries)?;
-        d.set_item("bytes", s.bytes)?;
-        if let Some(l2) = self.l2.get() {
-            d.set_item("l2_hits", l2.hits.load(Ordering::Relaxed))?;
-            d.set_item("l2_misses", l2.misses.load(Ordering::Relaxed))?;
-            d.set_item("l2_errors", l2.errors.load(Ordering::Relaxed))?;
+        d.set_item("hits", s.l1.hits)?;
+        d.set_item("misses", s.l1.misses)?;
+        d.set_item("evictions", s.l1.evictions)?;
+        d.set_item("entries", s.l1.entries)?;
+        d.set_item("bytes", s.l1.bytes)?;
+        if let Some(l2) = s.l2 {
+            d.set_item("l2_hits", l2.hits)?;
+            d.set_item("l2_misses", l2.misses)?;
+            d.set_item("l2_errors", l2.errors)?;
         }
         Ok(d)
     }

@@ -4,17 +4,14 @@
 
 use std::sync::{Arc, OnceLock};
 
-use langscale_core::cache::{
-    self, shared, Label, Outcome, SemanticConfig, SharedEntry, SharedEvent,
-};
+use langscale_core::cache::{self, Namespace, Outcome, Replica, SemanticConfig};
 use langscale_core::embed as cache_embed;
-use langscale_core::store::IndexStream as CoreStream;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::args::{self, LlmString, Prompt, Text};
 use crate::errors::{config_error, CoreError, LangscaleError};
-use crate::namespace::Namespace;
+use crate::namespace;
 
 /// What a lookup found: (kind, value, similarity, matched text, guard reason, entry key).
 /// kind is "exact", "semantic" or "miss"; the key (of the entry that answered) is what
@@ -27,16 +24,6 @@ type Found<'py> = (
     Option<&'static str>,
     Option<u128>,
 );
-
-/// Events from other processes applied per `apply_shared` call, at most: a late starter
-/// catches up over many lookups, so no one lookup pays for indexing a long stream.
-const APPLY_BATCH: usize = 512;
-
-/// The stream a shared cache publishes to and tails, and the tenant of its store.
-struct Shared {
-    stream: Arc<CoreStream>,
-    tenant: Option<String>,
-}
 
 /// A prompt split once (exact key, scope key, the text compared by similarity), for a lookup
 /// that goes through several calls (exact layer, then an embedding in Python, then the index).
@@ -60,7 +47,7 @@ pub struct SemanticCache {
     cache: cache::SemanticCache,
     namespace: Namespace,
     builtin: bool,
-    shared: OnceLock<Shared>,
+    shared: OnceLock<Replica>,
 }
 
 fn found<'py>(py: Python<'py>, scoped: &cache::Scoped, outcome: Outcome) -> Found<'py> {
@@ -132,37 +119,6 @@ impl SemanticCache {
         let namespace = self.namespace.read();
         cache::split_prompt(&namespace, llm_string, prompt)
     }
-
-    /// Apply one event from another process, if it is labelled with this cache's namespace
-    /// and tenant (under the namespace lock, so a rename cannot come between the check and
-    /// the insert). Entries are stored under their own label, never this cache's.
-    fn apply(&self, shared: &Shared, event: SharedEvent) -> Result<(), String> {
-        let namespace = self.namespace.read();
-        let receiver = Label::new(&namespace, shared.tenant.as_deref());
-        if !event.label().is_for(&receiver) {
-            return Ok(());
-        }
-        match event {
-            SharedEvent::Clear(_) => self.cache.clear(),
-            SharedEvent::Entry(entry) => {
-                if shared::expired(entry.expires_ms, shared::now_ms()) {
-                    return Ok(());
-                }
-                let scoped =
-                    cache::split_prompt(&entry.label.namespace, &entry.llm_string, &entry.prompt);
-                let vector = self.vector_for(&scoped, entry.vector);
-                self.cache
-                    .insert_until(
-                        &scoped,
-                        vector.as_deref(),
-                        entry.value.into(),
-                        entry.expires_ms,
-                    )
-                    .map_err(|err| err.to_string())?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[pymethods]
@@ -214,10 +170,7 @@ impl SemanticCache {
         .map_err(CoreError::from)?;
         Ok(Self {
             cache,
-            namespace: match namespace {
-                Some(value) => Namespace::from_py(value)?,
-                None => Namespace::default(),
-            },
+            namespace: namespace::from_py(namespace)?,
             builtin: builtin || has_embedder,
             shared: OnceLock::new(),
         })
@@ -227,12 +180,8 @@ impl SemanticCache {
     /// with this cache's namespace and the store's tenant, and `apply_shared` takes in what
     /// other processes published under the same label. Once per cache.
     fn share(&self, stream: &crate::store::IndexStream) -> PyResult<()> {
-        let shared = Shared {
-            tenant: stream.stream.tenant().map(str::to_owned),
-            stream: Arc::clone(&stream.stream),
-        };
         self.shared
-            .set(shared)
+            .set(Replica::new(Arc::clone(&stream.stream)))
             .map_err(|_| config_error("this cache already shares through a stream"))
     }
 
@@ -244,17 +193,9 @@ impl SemanticCache {
             return Vec::new();
         };
         py.detach(|| {
-            let mut errors = Vec::new();
-            for fields in shared.stream.drain(APPLY_BATCH) {
-                let applied = SharedEvent::from_fields(&fields)
-                    .map_err(|err| err.to_string())
-                    .and_then(|event| self.apply(shared, event));
-                if let Err(err) = applied {
-                    self.cache.note_unreadable();
-                    errors.push(err);
-                }
-            }
-            errors
+            shared.apply_pending(&self.cache, &self.namespace, |scoped, vector| {
+                self.vector_for(scoped, vector)
+            })
         })
     }
 
@@ -373,16 +314,8 @@ impl SemanticCache {
         });
         stored.map_err(CoreError::from)?;
         if let Some(shared) = self.shared.get() {
-            let event = SharedEvent::Entry(SharedEntry {
-                label: Label::new(&namespace, shared.tenant.as_deref()),
-                prompt: prompt.0.to_owned(),
-                llm_string: llm_string.0.to_owned(),
-                value: value.to_vec(),
-                expires_ms: shared::expiry_after(self.cache.config().ttl),
-                // Only a caller's vector travels: a receiver embeds with its own built-in.
-                vector,
-            });
-            shared.stream.publish(event.to_fields());
+            let ttl = self.cache.config().ttl;
+            shared.publish_entry(&namespace, prompt.0, llm_string.0, value, vector, ttl);
         }
         Ok(())
     }
@@ -414,8 +347,7 @@ impl SemanticCache {
         let namespace = self.namespace.read();
         self.cache.clear();
         if let Some(shared) = self.shared.get() {
-            let label = Label::new(&namespace, shared.tenant.as_deref());
-            shared.stream.publish(SharedEvent::Clear(label).to_fields());
+            shared.publish_clear(&namespace);
         }
     }
 
@@ -426,13 +358,15 @@ impl SemanticCache {
 
     #[setter]
     fn set_namespace(&self, namespace: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.namespace.replace(namespace, || {
+        let name = crate::namespace::text(namespace)?;
+        self.namespace.replace(&name, || {
             self.cache.clear();
             // What others stored under the new name was skipped so far: read it again.
             if let Some(shared) = self.shared.get() {
-                shared.stream.rewind();
+                shared.rewind();
             }
-        })
+        });
+        Ok(())
     }
 
     /// Counters: exact_hits, semantic_hits, guard_rejections, misses, l2_errors, entries,

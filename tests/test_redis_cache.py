@@ -92,6 +92,20 @@ async def test_exact_l2_async(redis_server, redis_prefix):
     await a.aupdate(prompt("async"), LLM, answer("yes"))
     found = await b.alookup(prompt("async"), LLM)
     assert found is not None and found[0].message.content == "yes"
+    # the same judgement as the sync path: L1 filled, counted, a second lookup from L1
+    assert (b.stats()["l2_hits"], b.stats()["entries"]) == (1, 1)
+    again = await b.alookup(prompt("async"), LLM)
+    assert again is not None and b.stats()["hits"] == 1 and b.stats()["l2_hits"] == 1
+    assert await b.alookup(prompt("none"), LLM) is None and b.stats()["l2_misses"] == 1
+    # an entry that opens but does not decode: a miss, an l2_errors, gone from L1
+    key, sealed = b._core.l2_entry(prompt("bad"), LLM, b'{"v":1,"g":[{"k":"nope"}]}')
+    assert store.set(key, sealed, None)
+    assert await b.alookup(prompt("bad"), LLM) is None
+    s = b.stats()
+    assert (s["l2_hits"], s["l2_errors"], s["entries"]) == (1, 1, 1)
+    assert s["l2_hits"] + s["l2_misses"] + s["l2_errors"] == s["misses"]
+    # and the sync lookup of the same entry reads Redis again (not L1), counted alike
+    assert b.lookup(prompt("bad"), LLM) is None and b.stats()["l2_errors"] == 2
 
 
 def test_exact_with_redis_down_is_l1_only(killable_redis, redis_prefix):

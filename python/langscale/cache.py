@@ -46,11 +46,11 @@ class ExactCache(BaseCache):
         # Each tenant (langscale.tenant / RunnableConfig) has its own entries unless shared.
         self._scope = _tenant.scope_for(share_tenants)
         _metrics.track(self)
-        # L2: entries shared through Redis (same JSON data, same TTL); an L2 hit fills L1.
+        # L2: entries shared through Redis (same JSON data, same TTL); the core reads Redis
+        # on an L1 miss and fills L1 from it.
         self._store = _store.resolve(store, redis_url)
         if self._store is not None:
             self._core.share(self._store)
-        self._ttl = ttl
         self._unreadable = _codec.UnreadableLog(logger)
         # Hits on recent entries are answered with copies of their decoded templates.
         self._decoder = _codec.Decoder()
@@ -58,39 +58,26 @@ class ExactCache(BaseCache):
     def _l2_key(self, prompt: str, llm_string: str) -> str:
         return self._core.l2_key(prompt, llm_string)
 
-    def _decode(self, prompt: str, llm_string: str, raw: bytes) -> list[Generation] | None:
-        try:
-            return self._decoder.decode(raw)
-        except (ValueError, KeyError, TypeError) as err:
-            self._unreadable.note(err)
-            self._core.unreadable(prompt, llm_string)
-            return None
-
-    def _from_l2(
-        self, prompt: str, llm_string: str, sealed: bytes | None
-    ) -> list[Generation] | None:
-        try:
-            raw = self._core.l2_open(sealed)
-            if raw is None:
-                return None
-            found = self._decoder.decode(raw)
-        except (ValueError, KeyError, TypeError) as err:
-            self._unreadable.note(err)
-            self._core.l2_unreadable()
-            return None
-        assert sealed is not None
-        return found if self._core.l2_fill(prompt, llm_string, sealed) else None
+    def _unreadable_value(self, prompt: str, llm_string: str, shared: bool, err: Exception) -> None:
+        self._unreadable.note(err)
+        self._core.unreadable(prompt, llm_string, shared)
 
     def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
         llm_string = self._scope(llm_string)
-        raw = self._core.lookup(prompt, llm_string)
-        if raw is None:
-            if self._store is None:
-                return None
-            return self._from_l2(
-                prompt, llm_string, self._store.get(self._l2_key(prompt, llm_string))
-            )
-        return self._decode(prompt, llm_string, raw)
+        try:
+            # One call: L1, then Redis when shared (an entry found there fills L1).
+            found = self._core.lookup(prompt, llm_string)
+        except ValueError as err:  # not a langscale entry in Redis (counted by the core)
+            self._unreadable.note(err)
+            return None
+        if found is None:
+            return None
+        raw, shared = found
+        try:
+            return self._decoder.decode(raw)
+        except (ValueError, KeyError, TypeError) as err:
+            self._unreadable_value(prompt, llm_string, shared, err)
+            return None
 
     def _encode(self, return_val: Sequence[Generation]) -> bytes | None:
         try:
@@ -102,12 +89,9 @@ class ExactCache(BaseCache):
     def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         llm_string = self._scope(llm_string)
         raw = self._encode(return_val)
-        if raw is None:
-            return
-        self._core.update(prompt, llm_string, raw)
-        if self._store is not None:
-            key, sealed = self._core.l2_entry(prompt, llm_string, raw)
-            self._store.set(key, sealed, self._ttl)
+        if raw is not None:
+            # L1, and Redis when shared (the value sealed with namespace and tenant).
+            self._core.update(prompt, llm_string, raw)
 
     def clear(self, **kwargs: Any) -> None:
         """Drop every entry of this namespace: here, in Redis and (within a poll, about
@@ -115,30 +99,39 @@ class ExactCache(BaseCache):
         self._core.clear()
         self._decoder.forget()
 
-    # The work is microseconds and never blocks, so the async trio runs inline rather than
-    # in an executor thread as BaseCache's defaults do.
+    # L1 answers inline (microseconds, never blocks) rather than in an executor thread as
+    # BaseCache's defaults do; only the Redis round trip is awaited.
     async def alookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
         llm_string = self._scope(llm_string)
-        if self._store is None:
-            return self.lookup(prompt, llm_string)
-        raw = self._core.lookup(prompt, llm_string)
-        if raw is not None:
-            return self._decode(prompt, llm_string, raw)
-        sealed = await self._store.get_async(self._l2_key(prompt, llm_string))
-        self._store.flush_events()  # log a health change seen meanwhile, here
-        return self._from_l2(prompt, llm_string, sealed)
+        raw = self._core.lookup_local(prompt, llm_string)
+        shared = raw is None
+        if shared:
+            if self._store is None:
+                return None
+            try:
+                raw = await self._core.fetch_async(prompt, llm_string)
+            except ValueError as err:  # not a langscale entry in Redis (counted by the core)
+                self._unreadable.note(err)
+                return None
+            finally:
+                self._store.flush_events()  # log a health change seen meanwhile, here
+            if raw is None:
+                return None
+        try:
+            return self._decoder.decode(raw)
+        except (ValueError, KeyError, TypeError) as err:
+            self._unreadable_value(prompt, llm_string, shared, err)
+            return None
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
         llm_string = self._scope(llm_string)
-        if self._store is None:
-            self.update(prompt, llm_string, return_val)
-            return
         raw = self._encode(return_val)
         if raw is None:
             return
-        self._core.update(prompt, llm_string, raw)
-        key, sealed = self._core.l2_entry(prompt, llm_string, raw)
-        await self._store.set_async(key, sealed, self._ttl)
+        if self._store is None:
+            self._core.update(prompt, llm_string, raw)
+        else:
+            await self._core.update_async(prompt, llm_string, raw)
 
     async def aclear(self, **kwargs: Any) -> None:
         self.clear()

@@ -138,7 +138,7 @@ class CachedEmbeddings(Embeddings):
     # -- lookups --------------------------------------------------------------------------
 
     def _l1(self, key: str) -> list[float] | None:
-        raw = self._core.lookup(key, self._model)
+        raw = self._core.lookup_local(key, self._model)
         if raw is None:
             return None
         try:
@@ -147,18 +147,28 @@ class CachedEmbeddings(Embeddings):
             self._core.unreadable(key, self._model)
             return None
 
-    def _from_l2(self, key: str, sealed: bytes | None) -> list[float] | None:
+    def _from_l2(self, key: str, raw: bytes | BaseException | None) -> list[float] | None:
+        """A vector the core fetched from Redis (and put in L1), if readable."""
+        if raw is None:
+            return None
+        if isinstance(raw, BaseException):
+            if not isinstance(raw, ValueError):
+                raise raw
+            # not a langscale entry (counted by the core)
+            logger.warning("langscale: unreadable embedding in Redis: %s", raw)
+            return None
         try:
-            raw = self._core.l2_open(sealed)
-            if raw is None:
-                return None
-            vector = _decode(raw)
+            return _decode(raw)
         except ValueError as err:
             logger.warning("langscale: unreadable embedding in Redis: %s", err)
-            self._core.l2_unreadable()
+            self._core.unreadable(key, self._model, True)
             return None
-        assert sealed is not None
-        return vector if self._core.l2_fill(key, self._model, sealed) else None
+
+    def _fetch(self, key: str) -> bytes | ValueError | None:
+        try:
+            return self._core.fetch(key, self._model)
+        except ValueError as err:
+            return err
 
     def _keep(self, key: str, raw: bytes) -> None:
         self._core.update(key, self._model, raw)
@@ -259,7 +269,7 @@ class CachedEmbeddings(Embeddings):
     def _fill_from_l2(self, missing: list[str], found: dict[str, list[float]]) -> None:
         assert self._store is not None
         for key in missing:
-            vector = self._from_l2(key, self._store.get(self._core.l2_key(key, self._model)))
+            vector = self._from_l2(key, self._fetch(key))
             if vector is not None:
                 found[key] = vector
 
@@ -298,11 +308,12 @@ class CachedEmbeddings(Embeddings):
         keys, found, settled = self._plan(texts, prefix)
         missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing and self._store is not None:
-            store = self._store
-            sealed = await asyncio.gather(
-                *(store.get_async(self._core.l2_key(key, self._model)) for key in missing)
+            fetched = await asyncio.gather(
+                *(self._core.fetch_async(key, self._model) for key in missing),
+                return_exceptions=True,
             )
-            for key, value in zip(missing, sealed, strict=True):
+            self._store.flush_events()
+            for key, value in zip(missing, fetched, strict=True):
                 vector = self._from_l2(key, value)
                 if vector is not None:
                     found[key] = vector

@@ -179,7 +179,7 @@ class ToolCallMiddleware(AgentMiddleware):
     def _cached(self, request: ToolCallRequest, key: tuple[str, str] | None) -> ToolMessage | None:
         if key is None or self._cache is None:
             return None
-        raw = self._cache.lookup(*key)
+        raw = self._cache.lookup_local(*key)
         if raw is None:
             return None
         call = request.tool_call

@@ -182,7 +182,7 @@ fn shared_limiter_holds_a_rate_across_two_instances_and_falls_back() {
     assert_eq!(store.stats().degraded, 1);
 }
 
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {
         assert!(Instant::now() < deadline, "{what} not reached");
