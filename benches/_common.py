@@ -3,6 +3,9 @@
 Timings use ``time.perf_counter_ns``. ``compare`` takes one sample of each side in turn,
 round after round, after a discarded warm-up round, and keeps each side's median: a burst of
 load elsewhere on a small machine then hits both sides alike instead of one.
+
+The tests' throwaway redis-server (``tests/redis_server.py``) and their workers in several
+processes (``tests/multiprocess.py``: ``run_together``) serve the benches too.
 """
 
 from __future__ import annotations
@@ -12,11 +15,21 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import redis_server  # noqa: E402
+
+# re-exported for the benches
+from tests.multiprocess import Start as Start  # noqa: E402
+from tests.multiprocess import run_together as run_together  # noqa: E402
 
 Sampler = Callable[[], float]
 
@@ -115,20 +128,11 @@ def with_redis_server(
 ) -> list[Row]:
     """``run(url, settings)`` against a fresh redis-server on loopback (the same servers as
     the tests' fixtures, tests/redis_server.py); one "skipped" row of ``group`` without one."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests import redis_server
-
     try:
         with redis_server.running() as server:
             return run(server.url, settings)
     except RuntimeError as err:
         return [Row(group, f"skipped: {err}", "ns/call", 0.0, None)]
-
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def rust_example(

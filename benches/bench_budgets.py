@@ -11,13 +11,22 @@ needs ``redis`` (the ``bench`` extra).
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 import uuid
 from typing import Any
 
-from _common import Case, Row, Settings, compare, rust_example, time_calls, with_redis_server
+from _common import (
+    Case,
+    Row,
+    Settings,
+    Start,
+    compare,
+    run_together,
+    rust_example,
+    time_calls,
+    with_redis_server,
+)
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -93,7 +102,7 @@ def _model(budgets: Budgets | None, delay: float = 0.0) -> ScaledChatModel:
 # --- overshoot -------------------------------------------------------------------------
 
 
-def _ours_worker(url: str, prefix: str, go: Any, out: Any, lease: bool = True) -> None:
+def _ours_worker(start: Start, url: str, prefix: str, lease: bool) -> tuple[int, int, int]:
     store = langscale.RedisStore(url, prefix=prefix, timeout=1.0)
     budgets = Budgets(_config(LIMIT, lease), store=store)
     llm = _model(budgets, delay=0.02)
@@ -109,22 +118,13 @@ def _ours_worker(url: str, prefix: str, go: Any, out: Any, lease: bool = True) -
                     return
                 admitted[i] += 1
 
-    out.put("ready")
-    go.wait(120)
+    start.wait()
     _threads(run)
     budgets.flush()
-    out.put((sum(admitted), store.stats()["calls"], budgets.stats()["leased"]))
+    return sum(admitted), store.stats()["calls"], budgets.stats()["leased"]
 
 
-def _leased_worker(url: str, prefix: str, go: Any, out: Any) -> None:
-    _ours_worker(url, prefix, go, out, lease=True)
-
-
-def _per_call_worker(url: str, prefix: str, go: Any, out: Any) -> None:
-    _ours_worker(url, prefix, go, out, lease=False)
-
-
-def _theirs_worker(url: str, prefix: str, go: Any, out: Any) -> None:
+def _theirs_worker(start: Start, url: str, prefix: str) -> int:
     import redis
 
     client = redis.Redis.from_url(url)
@@ -140,10 +140,9 @@ def _theirs_worker(url: str, prefix: str, go: Any, out: Any) -> None:
             client.incrbyfloat(key, 1.0)
             admitted[i] += 1
 
-    out.put("ready")
-    go.wait(120)
+    start.wait()
     _threads(run)
-    out.put(sum(admitted))
+    return sum(admitted)
 
 
 def _threads(run: Any) -> None:
@@ -154,25 +153,13 @@ def _threads(run: Any) -> None:
         t.join()
 
 
-def _in_processes(worker: Any, url: str, prefix: str) -> int:
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    go = ctx.Event()
-    procs = [ctx.Process(target=worker, args=(url, prefix, go, out)) for _ in range(PROCESSES)]
-    for p in procs:
-        p.start()
-    ready = [out.get(timeout=120) for _ in procs]
-    assert ready == ["ready"] * PROCESSES, ready
-    go.set()
-    results = [out.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-    return results
+def _in_processes(worker: Any, *args: Any) -> list[Any]:
+    return run_together(worker, [args] * PROCESSES)
 
 
-def _ours(worker: Any, url: str) -> tuple[float, dict[str, Any]]:
+def _ours(url: str, lease: bool) -> tuple[float, dict[str, Any]]:
     prefix = f"b{uuid.uuid4().hex[:8]}"
-    results = _in_processes(worker, url, prefix)
+    results = _in_processes(_ours_worker, url, prefix, lease)
     admitted = sum(r[0] for r in results)
     report = Budgets(_config(LIMIT), store=langscale.RedisStore(url, prefix=prefix)).report()
     level = report["levels"]["tenant:acme"]
@@ -190,8 +177,8 @@ def _ours(worker: Any, url: str) -> tuple[float, dict[str, Any]]:
 
 def _overshoot(url: str, settings: Settings) -> list[Row]:
     prefix = f"b{uuid.uuid4().hex[:8]}"
-    ours, leased = _ours(_leased_worker, url)
-    per_call_over, per_call = _ours(_per_call_worker, url)
+    ours, leased = _ours(url, lease=True)
+    per_call_over, per_call = _ours(url, lease=False)
     extra: dict[str, Any] = {f"langscale_leased_{k}": v for k, v in leased.items()} | {
         f"langscale_per_call_{k}": v for k, v in per_call.items()
     }

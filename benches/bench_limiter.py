@@ -15,14 +15,22 @@ tenant in three other processes, all under one cap of 4 slots.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from _common import Case, Row, Settings, compare, time_calls, with_redis_server
+from _common import (
+    Case,
+    Row,
+    Settings,
+    Start,
+    compare,
+    run_together,
+    time_calls,
+    with_redis_server,
+)
 from langchain_core.rate_limiters import BaseRateLimiter, InMemoryRateLimiter
 
 import langscale
@@ -397,8 +405,8 @@ SHARED_GROUP = (
 )
 
 
-def _shared_tenant_worker(url, prefix, go, start_at, seconds, tenant, named, rate, threads, out):
-    """Open-loop arrivals of one tenant at `rate`/s over `threads` senders (a spawned process):
+def _shared_tenant_worker(start: Start, url, prefix, seconds, tenant, named, rate, threads):
+    """Open-loop arrivals of one tenant at `rate`/s over `threads` senders (one process):
     the admissions made before the end, and the latencies (wait + call, in ms) of the calls
     done by then."""
     store = langscale.RedisStore(url, prefix=prefix)
@@ -408,9 +416,7 @@ def _shared_tenant_worker(url, prefix, go, start_at, seconds, tenant, named, rat
     latencies: list[float] = []
     admitted = [0]
     lock = threading.Lock()
-    out.put("ready")
-    go.wait(120)
-    begin = start_at.value
+    begin = start.wait()
     end = begin + seconds
 
     def run(offset: float) -> None:
@@ -437,7 +443,7 @@ def _shared_tenant_worker(url, prefix, go, start_at, seconds, tenant, named, rat
         t.start()
     for t in pool:
         t.join()
-    out.put((tenant, admitted[0], latencies, limiter.stats()["local"]))
+    return tenant, admitted[0], latencies, limiter.stats()["local"]
 
 
 def _shared_run(url: str, seconds: float, named: bool, heavy: bool) -> dict[str, float]:
@@ -447,26 +453,10 @@ def _shared_run(url: str, seconds: float, named: bool, heavy: bool) -> dict[str,
             SHARED_HEAVY_PROCESSES
         )
     prefix = f"f{uuid.uuid4().hex[:8]}"
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    go = ctx.Event()
-    start_at = ctx.Value("d", 0.0)
-    procs = [
-        ctx.Process(
-            target=_shared_tenant_worker,
-            args=(url, prefix, go, start_at, seconds, tenant, named, rate, threads, out),
-        )
-        for tenant, rate, threads in plan
-    ]
-    for p in procs:
-        p.start()
-    ready = [out.get(timeout=120) for _ in procs]
-    assert ready == ["ready"] * len(procs), ready
-    start_at.value = time.time() + 0.5
-    go.set()
-    results = [out.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    results = run_together(
+        _shared_tenant_worker,
+        [(url, prefix, seconds, tenant, named, rate, threads) for tenant, rate, threads in plan],
+    )
     light, light_ms = next((n, lat) for tenant, n, lat, _ in results if tenant == "light")
     heavy = sum(n for tenant, n, _, _ in results if tenant == "heavy")
     return {
@@ -531,8 +521,8 @@ SLOTS_GROUP = (
 )
 
 
-def _slot_worker(url, prefix, go, start_at, seconds, tenant, named, threads, think, out):
-    """Closed-loop callers of one tenant (a spawned process): each pauses `think` s, waits for
+def _slot_worker(start: Start, url, prefix, seconds, tenant, named, threads, think):
+    """Closed-loop callers of one tenant (one process): each pauses `think` s, waits for
     a slot and holds it for one call; the latencies (wait + call, ms) and waits (ms) of the
     calls admitted before the end."""
     store = langscale.RedisStore(url, prefix=prefix)
@@ -540,9 +530,7 @@ def _slot_worker(url, prefix, go, start_at, seconds, tenant, named, threads, thi
     latencies: list[float] = []
     waits: list[float] = []
     lock = threading.Lock()
-    out.put("ready")
-    go.wait(120)
-    begin = start_at.value
+    begin = start.wait()
     end = begin + seconds
 
     def run() -> None:
@@ -571,7 +559,7 @@ def _slot_worker(url, prefix, go, start_at, seconds, tenant, named, threads, thi
         t.start()
     for t in pool:
         t.join()
-    out.put((tenant, latencies, waits, limiter.stats()["local"]))
+    return tenant, latencies, waits, limiter.stats()["local"]
 
 
 def _slot_run(url: str, seconds: float, named: bool, heavy: bool) -> dict[str, float]:
@@ -579,26 +567,9 @@ def _slot_run(url: str, seconds: float, named: bool, heavy: bool) -> dict[str, f
     if heavy:
         plan += [("heavy", n, 0.0) for n in SLOTS_HEAVY]
     prefix = f"s{uuid.uuid4().hex[:8]}"
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    go = ctx.Event()
-    start_at = ctx.Value("d", 0.0)
-    procs = [
-        ctx.Process(
-            target=_slot_worker,
-            args=(url, prefix, go, start_at, seconds, tenant, named, n, think, out),
-        )
-        for tenant, n, think in plan
-    ]
-    for p in procs:
-        p.start()
-    ready = [out.get(timeout=120) for _ in procs]
-    assert ready == ["ready"] * len(procs), ready
-    start_at.value = time.time() + 0.5
-    go.set()
-    results = [out.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    results = run_together(
+        _slot_worker, [(url, prefix, seconds, tenant, named, n, think) for tenant, n, think in plan]
+    )
     light_ms, light_waits = next((lat, w) for t, lat, w, _ in results if t == "light")
     heavy = sum(len(lat) for t, lat, _, _ in results if t == "heavy")
     return {

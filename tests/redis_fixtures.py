@@ -1,7 +1,7 @@
 """Redis servers for the tests: a single server, a 3-node cluster, and a server a test can kill
 and restart, each on free loopback ports, started from the Debian ``redis-server`` through
 ``tests/redis_server.py`` (which the benches use too). Tests that use one are marked
-``redis`` (``conftest.py``).
+``redis`` (``conftest.py``). Their worker processes start through ``tests/multiprocess.py``.
 
 Without ``redis-server`` the tests that need one are skipped locally; in CI (``CI=true``) they
 fail instead, so a missing package can never pass for green.
@@ -9,7 +9,6 @@ fail instead, so a missing package can never pass for green.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import subprocess
 import tempfile
@@ -20,20 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_server import REDIS_CLI, REDIS_SERVER, Cluster, Server, cluster_port, free_port
+from tests.redis_server import (
+    REDIS_CLI,
+    REDIS_SERVER,
+    Cluster,
+    Server,
+    cluster_port,
+    free_port,
+    running,
+)
 
-__all__ = ["Cluster", "Server", "cluster_port", "free_port", "processes", "require_redis"]
-
-
-def processes() -> multiprocessing.context.BaseContext:
-    """How the multi-process tests start their workers: from a fork server that imported
-    langscale (and LangChain) once for the whole session, so a worker starts in milliseconds
-    instead of importing everything again as ``spawn`` does (seconds each on two cores). The
-    server forks before any test made a runtime thread, so no worker inherits a lock held by
-    one, as a plain ``fork`` of the test process could."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["langscale"])
-    return ctx
+__all__ = ["Cluster", "Server", "cluster_port", "free_port", "require_redis"]
 
 
 def require_redis() -> None:
@@ -48,11 +44,8 @@ def require_redis() -> None:
 def redis_server() -> Iterator[Server]:
     """One server for the session; tests keep apart through a unique prefix (``redis_prefix``)."""
     require_redis()
-    with tempfile.TemporaryDirectory() as d:
-        server = Server(Path(d))
-        server.start()
+    with running() as server:
         yield server
-        server.kill()
 
 
 @pytest.fixture
@@ -64,11 +57,8 @@ def redis_prefix() -> str:
 def killable_redis() -> Iterator[Server]:
     """A server of the test's own, to kill and restart on the same port."""
     require_redis()
-    with tempfile.TemporaryDirectory() as d:
-        server = Server(Path(d))
-        server.start()
+    with running() as server:
         yield server
-        server.kill()
 
 
 @pytest.fixture(scope="session")

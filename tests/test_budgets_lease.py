@@ -7,7 +7,6 @@ leasing on too.)"""
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from langchain_core.messages import HumanMessage
 
 import langscale
 from langscale import BudgetExceeded, Budgets, ConfigError
+from tests.multiprocess import Start, run_together, started
 from tests.test_budgets_redis import Priced, call, daily, model, store, tenant, used
 
 
@@ -54,7 +54,7 @@ def test_round_trips_per_call_and_every_cent_booked(redis_server, redis_prefix, 
     assert other.report()["in_flight"] == 0
 
 
-def _drain_worker(url: str, prefix: str, go: Any, out: Any) -> None:
+def _drain_worker(start: Start, url: str, prefix: str) -> tuple[int, int]:
     budgets = Budgets(daily(100.0), store=store(url, prefix, timeout=1.0))
     llm = model(budgets)
     admitted = [0] * 50
@@ -63,31 +63,17 @@ def _drain_worker(url: str, prefix: str, go: Any, out: Any) -> None:
         while _invoke(llm) == "ok":
             admitted[i] += 1
 
-    out.put("ready")
-    go.wait(120)
+    start.wait()
     with ThreadPoolExecutor(50) as pool:
         list(pool.map(run, range(50)))
     budgets.flush()  # multiprocessing workers skip atexit
-    out.put((sum(admitted), budgets.stats()["leased"]))
+    return sum(admitted), budgets.stats()["leased"]
 
 
 def test_four_processes_of_fifty_threads_drain_a_leased_budget_without_overshoot(
     redis_server, redis_prefix
 ):
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    go = ctx.Event()
-    procs = [
-        ctx.Process(target=_drain_worker, args=(redis_server.url, redis_prefix, go, out))
-        for _ in range(4)
-    ]
-    for p in procs:
-        p.start()
-    assert [out.get(timeout=120) for _ in procs] == ["ready"] * 4
-    go.set()
-    results = [out.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    results = run_together(_drain_worker, [(redis_server.url, redis_prefix)] * 4, timeout=300)
     admitted = sum(n for n, _ in results)
     assert sum(leased for _, leased in results) > 0, results  # leases were used
     here = Budgets(daily(100.0), store=store(redis_server.url, redis_prefix))
@@ -98,7 +84,7 @@ def test_four_processes_of_fifty_threads_drain_a_leased_budget_without_overshoot
     assert tenant(here)["usd"] == pytest.approx(100.0)
 
 
-def _lease_then_hang(url: str, prefix: str, entered: Any) -> None:
+def _lease_then_hang(entered: Any, url: str, prefix: str) -> None:
     budgets = Budgets(daily(100.0, reservation_ttl=2.0), store=store(url, prefix))
     gate = threading.Event()
     llm = model(budgets, Priced(gate=gate, entered=entered))
@@ -109,20 +95,18 @@ def _lease_then_hang(url: str, prefix: str, entered: Any) -> None:
 
 
 def test_a_crashed_process_lease_expires_and_its_budget_comes_back(redis_server, redis_prefix):
-    ctx = multiprocessing.get_context("spawn")
-    entered = ctx.Event()
-    proc = ctx.Process(target=_lease_then_hang, args=(redis_server.url, redis_prefix, entered))
-    proc.start()
-    assert entered.wait(60)
-    here = Budgets(daily(100.0, reservation_ttl=2.0), store=store(redis_server.url, redis_prefix))
-    # The tick books the two settled calls; the lease holds at least the call in flight.
-    deadline = time.monotonic() + 10
-    while tenant(here)["requests"] < 2:
-        assert time.monotonic() < deadline, "the worker's spend was never booked"
-        time.sleep(0.1)
-    assert used(here) >= 3.0
-    proc.kill()
-    proc.join()
+    with started(_lease_then_hang, (redis_server.url, redis_prefix)) as proc:
+        here = Budgets(
+            daily(100.0, reservation_ttl=2.0), store=store(redis_server.url, redis_prefix)
+        )
+        # The tick books the two settled calls; the lease holds at least the call in flight.
+        deadline = time.monotonic() + 10
+        while tenant(here)["requests"] < 2:
+            assert time.monotonic() < deadline, "the worker's spend was never booked"
+            time.sleep(0.1)
+        assert used(here) >= 3.0
+        proc.kill()
+        proc.join()
     deadline = time.monotonic() + 10
     while used(here) > 2.0 + 1e-9:
         assert time.monotonic() < deadline, "the crashed worker's lease never expired"

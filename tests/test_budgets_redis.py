@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,48 +18,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import HumanMessage
 
 import langscale
 from langscale import BudgetExceeded, Budgets, ConfigError, Deployment, ScaledChatModel
-from tests.redis_fixtures import Server, processes, require_redis
-from tests.test_tenants import _JUNK
-
-
-class Priced(BaseChatModel):
-    """100 tokens in, 100 out (a call costs $1 at $5/1k); streams five chunks, usage last.
-    ``gate``: wait for it inside the call; ``entered``: set on entering; ``on_call``: run."""
-
-    calls: int = 0
-    gate: Any = None
-    entered: Any = None
-    on_call: Any = None
-
-    @property
-    def _llm_type(self) -> str:
-        return "priced"
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, **kw: Any) -> ChatResult:
-        self.calls += 1
-        if self.entered is not None:
-            self.entered.set()
-        if self.on_call is not None:
-            self.on_call()
-        if self.gate is not None:
-            self.gate.wait(120)
-        usage = {"input_tokens": 100, "output_tokens": 100, "total_tokens": 200}
-        msg = AIMessage(content=f"answer {self.calls}", usage_metadata=usage)
-        return ChatResult(generations=[ChatGeneration(message=msg)])
-
-    def _stream(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> Iterator[ChatGenerationChunk]:
-        for _ in range(5):
-            yield ChatGenerationChunk(message=AIMessageChunk(content="abcd"))
-        usage = {"input_tokens": 100, "output_tokens": 50, "total_tokens": 150}
-        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))
+from tests.multiprocess import Start, run_together, started
+from tests.redis_fixtures import Server, require_redis
+from tests.test_tenants import _JUNK, Priced
 
 
 def daily(usd: float, **extra: Any) -> dict[str, Any]:
@@ -147,35 +111,21 @@ def test_two_hundred_threads_against_room_for_ten_admit_ten(redis_server, redis_
     assert tenant(budgets)["refused"] == 190
 
 
-def _process_worker(url: str, prefix: str, threads: int, go: Any, out: Any) -> None:
+def _process_worker(start: Start, url: str, prefix: str, threads: int) -> tuple[int, int]:
     budgets = Budgets(daily(10.0), store=store(url, prefix, timeout=1.0))
     gate = threading.Event()
     llm = model(budgets, Priced(gate=gate))
-    out.put("ready")
-    go.wait(120)
+    start.wait()
     with ThreadPoolExecutor(threads) as pool:
         futures = [pool.submit(call, llm) for _ in range(threads)]
         time.sleep(1.0)  # every call has reserved or been refused
         gate.set()
         results = [f.result() for f in futures]
-    out.put((results.count("ok"), budgets.stats()["local_admitted"]))
+    return results.count("ok"), budgets.stats()["local_admitted"]
 
 
 def test_four_processes_share_one_budget(redis_server, redis_prefix):
-    ctx = processes()
-    out = ctx.Queue()
-    go = ctx.Event()
-    procs = [
-        ctx.Process(target=_process_worker, args=(redis_server.url, redis_prefix, 50, go, out))
-        for _ in range(4)
-    ]
-    for p in procs:
-        p.start()
-    assert [out.get(timeout=120) for _ in procs] == ["ready"] * 4
-    go.set()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    results = run_together(_process_worker, [(redis_server.url, redis_prefix, 50)] * 4, timeout=120)
     assert all(local == 0 for _, local in results), results
     assert sum(ok for ok, _ in results) == 10, results
     here = Budgets(daily(10.0), store=store(redis_server.url, redis_prefix))
@@ -183,7 +133,7 @@ def test_four_processes_share_one_budget(redis_server, redis_prefix):
     assert tenant(here)["requests"] == 10
 
 
-def _hold_forever(url: str, prefix: str, entered: Any) -> None:
+def _hold_forever(entered: Any, url: str, prefix: str) -> None:
     budgets = Budgets(daily(1.0, reservation_ttl=2.0), store=store(url, prefix))
     model(budgets, Priced(gate=threading.Event(), entered=entered)).invoke(
         [HumanMessage("hi")], max_tokens=196, config={"configurable": {"tenant": "acme"}}
@@ -191,13 +141,9 @@ def _hold_forever(url: str, prefix: str, entered: Any) -> None:
 
 
 def test_an_unsettled_reservation_of_a_crashed_worker_expires(redis_server, redis_prefix):
-    ctx = processes()
-    entered = ctx.Event()
-    proc = ctx.Process(target=_hold_forever, args=(redis_server.url, redis_prefix, entered))
-    proc.start()
-    assert entered.wait(60)
-    proc.kill()
-    proc.join()
+    with started(_hold_forever, (redis_server.url, redis_prefix)) as proc:
+        proc.kill()
+        proc.join()
     budgets = Budgets(daily(1.0, reservation_ttl=2.0), store=store(redis_server.url, redis_prefix))
     llm = model(budgets)
     assert call(llm) == "refused"  # the crashed worker's reservation still holds the budget

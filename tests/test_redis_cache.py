@@ -11,7 +11,7 @@ from langchain_core.outputs import ChatGeneration
 
 import langscale
 from langscale import ExactCache, SemanticCache
-from tests.redis_fixtures import processes
+from tests.multiprocess import Start, run_together
 
 LLM = "fake-model{temperature:0}"
 
@@ -173,26 +173,20 @@ def test_semantic_with_redis_down_stays_local(killable_redis, redis_prefix):
 # -- several OS processes -----------------------------------------------------------------------
 
 
-def _producer(url, prefix, done):
+def _producer(_start: Start, url, prefix):
     store = langscale.RedisStore(url, prefix=prefix)
     exact = ExactCache(store=store)
     semantic = SemanticCache(store=store, shared_name="mp")
     exact.update(prompt("exact question"), LLM, answer("exact answer"))
     semantic.update(prompt("How many moons does Mars have?"), LLM, answer("two"))
     time.sleep(0.3)  # let the stream append go out
-    done.set()
 
 
 def test_answers_cached_in_one_process_hit_in_another(redis_server, redis_prefix):
-    ctx = processes()
-    done = ctx.Event()
-    proc = ctx.Process(target=_producer, args=(redis_server.url, redis_prefix, done))
     store = langscale.RedisStore(redis_server.url, prefix=redis_prefix)
     exact = ExactCache(store=store)
     semantic = SemanticCache(store=store, shared_name="mp")
-    proc.start()
-    assert done.wait(60)
-    proc.join(timeout=10)
+    run_together(_producer, [(redis_server.url, redis_prefix)], timeout=60)
     found = exact.lookup(prompt("exact question"), LLM)
     assert found is not None and found[0].message.content == "exact answer"
     hit = wait_for(lambda: semantic.lookup(prompt("how many moons does mars have"), LLM))

@@ -12,7 +12,7 @@ import pytest
 
 import langscale
 from langscale import ConfigError, RateLimiter, RateLimitTimeout
-from tests.redis_fixtures import processes
+from tests.multiprocess import Start, run_together, started
 
 
 def shared(server, prefix, **kw) -> RateLimiter:
@@ -190,16 +190,14 @@ def test_unreachable_at_start_is_local_not_an_error(redis_prefix):
 # -- several OS processes -----------------------------------------------------------------------
 
 
-def _admit_worker(url, prefix, go, start_at, seconds, threads, out):
+def _admit_worker(start: Start, url, prefix, seconds, threads):
     store = langscale.RedisStore(url, prefix=prefix)
     # burst 10: 100 ms of slack, so a worker the OS schedules late (the test machine may be
     # loaded) does not lose the slot it was due
     limiter = RateLimiter(requests_per_second=100, burst=10, store=store, name="mp")
     stamps: list[float] = []
     lock = threading.Lock()
-    out.put("ready")
-    go.wait(120)
-    begin = start_at.value
+    begin = start.wait()
     end = begin + seconds
 
     def run() -> None:
@@ -218,30 +216,14 @@ def _admit_worker(url, prefix, go, start_at, seconds, threads, out):
         t.start()
     for t in pool:
         t.join()
-    out.put((len(stamps), limiter.stats()["local"]))
+    return len(stamps), limiter.stats()["local"]
 
 
 def test_four_processes_stay_within_two_percent_of_the_shared_limit(redis_server, redis_prefix):
-    ctx = processes()
-    out = ctx.Queue()
-    go = ctx.Event()
-    start_at = ctx.Value("d", 0.0)
     seconds = 8.0
-    procs = [
-        ctx.Process(
-            target=_admit_worker,
-            args=(redis_server.url, redis_prefix, go, start_at, seconds, 4, out),
-        )
-        for _ in range(4)
-    ]
-    for p in procs:
-        p.start()
-    assert [out.get(timeout=120) for _ in procs] == ["ready"] * 4
-    start_at.value = time.time() + 0.5
-    go.set()
-    results = [out.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=10)
+    results = run_together(
+        _admit_worker, [(redis_server.url, redis_prefix, seconds, 4)] * 4, timeout=60
+    )
     total = sum(n for n, _ in results)
     assert all(local == 0 for _, local in results)
     assert all(n > 0 for n, _ in results), results  # every process got a share
@@ -251,7 +233,7 @@ def test_four_processes_stay_within_two_percent_of_the_shared_limit(redis_server
     assert abs(total - expected) <= 0.02 * expected, (total, results)
 
 
-def _slot_holder(url, prefix, ready, tenant=None):
+def _slot_holder(ready, url, prefix, tenant=None):
     store = langscale.RedisStore(url, prefix=prefix)
     limiter = RateLimiter(max_concurrency=1, store=store, name="crash", slot_ttl=1.0)
     permit = limiter.acquire(tenant=tenant)
@@ -262,20 +244,16 @@ def _slot_holder(url, prefix, ready, tenant=None):
 
 @pytest.mark.parametrize("tenant", [None, "acme"])
 def test_a_crashed_workers_slot_expires(redis_server, redis_prefix, tenant):
-    ctx = processes()
-    ready = ctx.Event()
-    proc = ctx.Process(target=_slot_holder, args=(redis_server.url, redis_prefix, ready, tenant))
-    proc.start()
-    assert ready.wait(60)
-    limiter = shared(redis_server, redis_prefix, max_concurrency=1, name="crash", slot_ttl=1.0)
-    # Alive, its heartbeat keeps the slot: nobody else gets in.
-    time.sleep(1.5)
-    assert limiter.acquire(blocking=False, tenant=tenant) is False
-    proc.kill()
-    proc.join()
-    started = time.monotonic()
+    with started(_slot_holder, (redis_server.url, redis_prefix, tenant)) as proc:
+        limiter = shared(redis_server, redis_prefix, max_concurrency=1, name="crash", slot_ttl=1.0)
+        # Alive, its heartbeat keeps the slot: nobody else gets in.
+        time.sleep(1.5)
+        assert limiter.acquire(blocking=False, tenant=tenant) is False
+        proc.kill()
+        proc.join()
+    begun = time.monotonic()
     assert limiter.acquire(timeout=5, tenant=tenant)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - begun < 3
 
 
 def test_extreme_rates_never_panic(redis_server, redis_prefix):
@@ -296,16 +274,14 @@ def test_extreme_rates_never_panic(redis_server, redis_prefix):
 # -- fair shares between tenants across processes --------------------------------------------
 
 
-def _tenant_worker(url, prefix, go, start_at, seconds, tenant, rate, threads, out):
+def _tenant_worker(start: Start, url, prefix, seconds, tenant, rate, threads):
     """Open-loop arrivals of one tenant at `rate`/s over `threads` senders; reports the
     admissions made before the end and their waits (s)."""
     store = langscale.RedisStore(url, prefix=prefix)
     limiter = RateLimiter(requests_per_second=40, burst=2, store=store, name="fair")
     waits: list[float] = []
     lock = threading.Lock()
-    out.put("ready")
-    go.wait(120)
-    begin = start_at.value
+    begin = start.wait()
     end = begin + seconds
 
     def run(offset: float) -> None:
@@ -332,7 +308,7 @@ def _tenant_worker(url, prefix, go, start_at, seconds, tenant, rate, threads, ou
         t.start()
     for t in pool:
         t.join()
-    out.put((tenant, len(waits), sorted(waits), limiter.stats()["local"]))
+    return tenant, len(waits), sorted(waits), limiter.stats()["local"]
 
 
 def test_a_light_tenant_keeps_its_rate_beside_a_heavy_one_in_other_processes(
@@ -343,27 +319,13 @@ def test_a_light_tenant_keeps_its_rate_beside_a_heavy_one_in_other_processes(
     # the light tenant would get about a quarter of the slots (one asker in each of four
     # processes) and fall behind by seconds; held to its share while the light one is
     # starved, the heavy tenant leaves it what it asks for.
-    ctx = processes()
-    out = ctx.Queue()
-    go = ctx.Event()
-    start_at = ctx.Value("d", 0.0)
     seconds = 6.0
     plan = [("light", 15.0, 4)] + [("heavy", 100.0, 8)] * 3
-    procs = [
-        ctx.Process(
-            target=_tenant_worker,
-            args=(redis_server.url, redis_prefix, go, start_at, seconds, t, r, n, out),
-        )
-        for t, r, n in plan
-    ]
-    for p in procs:
-        p.start()
-    assert [out.get(timeout=120) for _ in procs] == ["ready"] * len(procs)
-    start_at.value = time.time() + 0.5
-    go.set()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=10)
+    results = run_together(
+        _tenant_worker,
+        [(redis_server.url, redis_prefix, seconds, t, r, n) for t, r, n in plan],
+        timeout=120,
+    )
     assert all(local == 0 for *_, local in results)
     light = next(r for r in results if r[0] == "light")
     heavy = sum(n for t, n, _, _ in results if t == "heavy")
@@ -404,16 +366,14 @@ def test_tenant_weights_of_a_shared_limiter(redis_server, redis_prefix):
 SLOT_CALL = 0.05  # how long each admitted call holds its slot
 
 
-def _slot_worker(url, prefix, go, start_at, seconds, tenant, named, threads, think, out):
+def _slot_worker(start: Start, url, prefix, seconds, tenant, named, threads, think):
     """Closed-loop callers of one tenant: each thinks `think` s, waits for a slot of a cap of
     4 and holds it SLOT_CALL s; reports the waits (s) of the admissions made before the end."""
     store = langscale.RedisStore(url, prefix=prefix)
     limiter = RateLimiter(max_concurrency=4, store=store, name="slots")
     waits: list[float] = []
     lock = threading.Lock()
-    out.put("ready")
-    go.wait(120)
-    begin = start_at.value
+    begin = start.wait()
     end = begin + seconds
 
     def run() -> None:
@@ -441,34 +401,20 @@ def _slot_worker(url, prefix, go, start_at, seconds, tenant, named, threads, thi
         t.start()
     for t in pool:
         t.join()
-    out.put((tenant, sorted(waits), limiter.stats()["local"]))
+    return tenant, sorted(waits), limiter.stats()["local"]
 
 
 def _slot_run(url: str, prefix: str, seconds: float, named: bool, heavy: bool) -> list[float]:
     """The light tenant's sorted waits: one caller, alone or beside 20 heavy callers in 3
     other processes."""
-    ctx = processes()
-    out = ctx.Queue()
-    go = ctx.Event()
-    start_at = ctx.Value("d", 0.0)
     plan = [("light", 1, 0.02)]
     if heavy:
         plan += [("heavy", 7, 0.0), ("heavy", 7, 0.0), ("heavy", 6, 0.0)]
-    procs = [
-        ctx.Process(
-            target=_slot_worker,
-            args=(url, prefix, go, start_at, seconds, tenant, named, n, think, out),
-        )
-        for tenant, n, think in plan
-    ]
-    for p in procs:
-        p.start()
-    assert [out.get(timeout=120) for _ in procs] == ["ready"] * len(procs)
-    start_at.value = time.time() + 0.5
-    go.set()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=10)
+    results = run_together(
+        _slot_worker,
+        [(url, prefix, seconds, tenant, named, n, think) for tenant, n, think in plan],
+        timeout=120,
+    )
     assert all(local == 0 for *_, local in results)
     return next(w for t, w, _ in results if t == "light")
 

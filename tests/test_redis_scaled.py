@@ -14,7 +14,7 @@ from pydantic import PrivateAttr
 
 import langscale
 from langscale import Deployment, ScaledChatModel
-from tests.redis_fixtures import processes
+from tests.multiprocess import Start, run_together
 
 
 class Model(BaseChatModel):
@@ -83,25 +83,19 @@ def test_redis_down_keeps_breakers_local(killable_redis, redis_prefix):
     assert model.stats()["deployments"][0]["breaker"] == "open"
 
 
-def _open_breaker(url, prefix, done):
+def _open_breaker(_start: Start, url, prefix):
     store = langscale.RedisStore(url, prefix=prefix)
     model = scaled(store, Model(label="primary", fail=True), Model(label="fallback"))
     for _ in range(5):
         model.invoke("hi")
     time.sleep(0.6)  # at least two exchange rounds, so the opening is published
-    done.set()
 
 
 def test_breaker_opened_in_one_process_is_seen_in_another(redis_server, redis_prefix):
     store = langscale.RedisStore(redis_server.url, prefix=redis_prefix)
     primary, fallback = Model(label="primary"), Model(label="fallback")
     model = scaled(store, primary, fallback)
-    ctx = processes()
-    done = ctx.Event()
-    proc = ctx.Process(target=_open_breaker, args=(redis_server.url, redis_prefix, done))
-    proc.start()
-    assert done.wait(60)
-    proc.join(timeout=10)
+    run_together(_open_breaker, [(redis_server.url, redis_prefix)], timeout=60)
     time.sleep(0.5)
     assert model.invoke("hi").content == "fallback"
     assert primary.calls == 0

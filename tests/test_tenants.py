@@ -31,10 +31,13 @@ from langscale import (
 
 
 class Priced(BaseChatModel):
-    """Answers with fixed usage: 100 tokens in, 100 out; streams five chunks, usage last."""
+    """100 tokens in, 100 out (a call costs $1 at $5/1k); streams five chunks, usage last.
+    ``gate``: wait for it inside the call; ``entered``: set on entering; ``on_call``: run."""
 
     calls: int = 0
     gate: Any = None
+    entered: Any = None
+    on_call: Any = None
 
     @property
     def _llm_type(self) -> str:
@@ -42,8 +45,12 @@ class Priced(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, **kw: Any) -> ChatResult:
         self.calls += 1
+        if self.entered is not None:
+            self.entered.set()
+        if self.on_call is not None:
+            self.on_call()
         if self.gate is not None:
-            self.gate.wait(5)
+            self.gate.wait(120)
         usage = {"input_tokens": 100, "output_tokens": 100, "total_tokens": 200}
         msg = AIMessage(content=f"answer {self.calls}", usage_metadata=usage)
         return ChatResult(generations=[ChatGeneration(message=msg)])
@@ -51,11 +58,10 @@ class Priced(BaseChatModel):
     def _stream(
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
     ) -> Iterator[ChatGenerationChunk]:
-        for i in range(5):
+        for _ in range(5):
             yield ChatGenerationChunk(message=AIMessageChunk(content="abcd"))
-            if i == 4:
-                usage = {"input_tokens": 100, "output_tokens": 50, "total_tokens": 150}
-                yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))
+        usage = {"input_tokens": 100, "output_tokens": 50, "total_tokens": 150}
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))
 
 
 def daily(usd: float, on_over: str = "raise") -> dict[str, Any]:
