@@ -21,45 +21,49 @@
 
 use super::window::{Span, Window, SLOTS};
 use crate::store::{Lua, Store, StoreError};
-use std::sync::OnceLock;
+use std::sync::LazyLock;
 
-const UNHOLD: &str = r"
+/// The Lua functions the budget scripts share, written once: `concat!(prelude!(), body)`
+/// puts them before a script's body at compile time.
+macro_rules! prelude {
+    () => {
+        r"
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function add_held(key, d)
+  local h = tonumber(redis.call('HGET', key, 'held') or '0') + d
+  if h < 1e-12 then h = 0 end
+  redis.call('HSET', key, 'held', string.format('%.17g', h))
+end
+
 local function unhold(holds, expiry, id)
   local v = redis.call('HGET', holds, id)
   if v then
-    for key, amt in string.gmatch(v, '([^;]+)|([^;]+);') do
-      local h = tonumber(redis.call('HGET', key, 'held') or '0') - tonumber(amt)
-      if h < 1e-12 then h = 0 end
-      redis.call('HSET', key, 'held', string.format('%.17g', h))
-    end
+    for key, amt in string.gmatch(v, '([^;]+)|([^;]+);') do add_held(key, -tonumber(amt)) end
     redis.call('HDEL', holds, id)
   end
   redis.call('ZREM', expiry, id)
 end
-";
 
-const RESERVE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local holds, expiry, levels = KEYS[1], KEYS[2], KEYS[3]
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
-  unhold(holds, expiry, old)
+-- drops the holds of `expiry` past their deadline
+local function expire(holds, expiry, now)
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
+    unhold(holds, expiry, old)
+  end
 end
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[#KEYS], '-inf', now)) do
-  unhold(holds, KEYS[#KEYS], old)
+
+local function slot_of(now, slot_us, fixed)
+  if fixed > 0 then return fixed end
+  return math.floor(now / slot_us)
 end
-local id, ttl = ARGV[1], tonumber(ARGV[2])
-local n, m, force = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-local fails, useds = {}, {}
-for i = 1, n do
-  local key, b = KEYS[3 + i], 6 + 7 * (i - 1)
-  local slot_us, slots = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
-  local limit, amount = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local check, fixed, fixed_end = ARGV[b + 4] == '1', tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
-  local current = math.floor(now / slot_us)
-  if fixed > 0 then current = fixed end
+
+-- `used` plus what a meter booked in the `slots` slots up to `current`, and those slots as
+-- {slot, amount}; older slots are deleted on the way
+local function window(key, current, slots, used)
   local first = current - slots + 1
-  local used = tonumber(redis.call('HGET', key, 'held') or '0')
   local booked = {}
   local all = redis.call('HGETALL', key)
   for j = 1, #all, 2 do
@@ -73,23 +77,54 @@ for i = 1, n do
       end
     end
   end
-  useds[i] = string.format('%.17g', used)
-  if check and used + amount > limit + 1e-9 then
-    local resets = -1
-    if amount <= limit and slots > 0 then
-      table.sort(booked, function(x, y) return x[1] < y[1] end)
-      local u = used
-      for _, e in ipairs(booked) do
-        u = u - e[2]
-        if u + amount <= limit + 1e-9 then
-          if fixed > 0 then resets = fixed_end - now else resets = (e[1] + slots) * slot_us - now end
-          break
-        end
+  return used, booked
+end
+
+-- a refusal of meter `i`: what it used and in how many us enough of `booked` leaves the
+-- window for `amount` to fit under `limit` (-1: never)
+local function refuse(fails, i, used, amount, limit, booked, slots, slot_us, fixed, fixed_end, now)
+  local resets = -1
+  if amount <= limit and slots > 0 then
+    table.sort(booked, function(x, y) return x[1] < y[1] end)
+    local u = used
+    for _, e in ipairs(booked) do
+      u = u - e[2]
+      if u + amount <= limit + 1e-9 then
+        if fixed > 0 then resets = fixed_end - now else resets = (e[1] + slots) * slot_us - now end
+        break
       end
     end
-    fails[#fails + 1] = tostring(i)
-    fails[#fails + 1] = useds[i]
-    fails[#fails + 1] = string.format('%.0f', resets)
+  end
+  fails[#fails + 1] = tostring(i)
+  fails[#fails + 1] = string.format('%.17g', used)
+  fails[#fails + 1] = string.format('%.0f', resets)
+end
+"
+    };
+}
+
+/// Reserve: every meter is checked and held at once, or none is.
+static RESERVE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(
+        prelude!(),
+        r"
+local now = server_now()
+local holds, expiry, levels = KEYS[1], KEYS[2], KEYS[3]
+expire(holds, expiry, now)
+expire(holds, KEYS[#KEYS], now)
+local id, ttl = ARGV[1], tonumber(ARGV[2])
+local n, m, force = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local fails, useds = {}, {}
+for i = 1, n do
+  local key, b = KEYS[3 + i], 6 + 7 * (i - 1)
+  local slot_us, slots = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+  local limit, amount = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local check, fixed, fixed_end = ARGV[b + 4] == '1', tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+  local held = tonumber(redis.call('HGET', key, 'held') or '0')
+  local used, booked = window(key, slot_of(now, slot_us, fixed), slots, held)
+  useds[i] = string.format('%.17g', used)
+  if check and used + amount > limit + 1e-9 then
+    refuse(fails, i, used, amount, limit, booked, slots, slot_us, fixed, fixed_end, now)
   end
 end
 local lb = 6 + 7 * n
@@ -112,11 +147,16 @@ end
 redis.call('HSET', holds, id, v)
 redis.call('ZADD', expiry, now + ttl, id)
 return {1, fails, useds}
-";
+",
+    ))
+});
 
-const SETTLE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+/// Settle (or release: a settle of nothing), once per id.
+static SETTLE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(
+        prelude!(),
+        r"
+local now = server_now()
 local holds, expiry, done, levels = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id = ARGV[1]
 if redis.call('SET', done, '1', 'NX', 'PX', 86400000) == false then return 0 end
@@ -126,8 +166,7 @@ for i = 1, n do
   local b = 8 + 3 * (i - 1)
   local slot_us, amount, fixed = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   if amount > 0 then
-    local slot = math.floor(now / slot_us)
-    if fixed > 0 then slot = fixed end
+    local slot = slot_of(now, slot_us, fixed)
     redis.call('HINCRBYFLOAT', KEYS[4 + i], string.format('%.0f', slot), string.format('%.17g', amount))
   end
 end
@@ -142,18 +181,19 @@ if count then
   end
 end
 return 1
-";
+",
+    ))
+});
 
-const LEASE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+/// A lease's tick: books what it settled and resizes its hold, per meter.
+static LEASE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(
+        prelude!(),
+        r"
+local now = server_now()
 local holds, lexpiry, done, levels, expiry = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
-  unhold(holds, expiry, old)
-end
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', lexpiry, '-inf', now)) do
-  unhold(holds, lexpiry, old)
-end
+expire(holds, expiry, now)
+expire(holds, lexpiry, now)
 local ttl, n, m, share = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 -- Only an operation that books needs to be recognised when retried.
 local dup = false
@@ -167,8 +207,7 @@ for i = 1, n do
   local book, cover, want = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
   local unit, shrink = tonumber(ARGV[b + 7]), ARGV[b + 8] == '1'
   local fixed, fixed_end = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
-  local current = math.floor(now / slot_us)
-  if fixed > 0 then current = fixed end
+  local current = slot_of(now, slot_us, fixed)
   local hold0 = 0
   local v = redis.call('HGET', holds, lid)
   if v then hold0 = tonumber(string.match(v, '|([^;|]+);$')) or 0 end
@@ -178,41 +217,14 @@ for i = 1, n do
   if book > 0 then
     redis.call('HINCRBYFLOAT', key, string.format('%.0f', current), string.format('%.17g', book))
   end
-  local first = current - slots + 1
   local held = tonumber(redis.call('HGET', key, 'held') or '0')
-  local booked, list = 0, {}
-  local all = redis.call('HGETALL', key)
-  for j = 1, #all, 2 do
-    if all[j] ~= 'held' then
-      local s = tonumber(all[j])
-      if s < first then
-        redis.call('HDEL', key, all[j])
-      else
-        booked = booked + tonumber(all[j + 1])
-        list[#list + 1] = {s, tonumber(all[j + 1])}
-      end
-    end
-  end
+  local booked, list = window(key, current, slots, 0)
   local others = booked + held - hold0
   if others < 0 then others = 0 end
   rows[i] = {key = key, lid = lid, hold0 = hold0, hold1 = hold1, others = others, limit = limit,
     cover = cover, want = want, unit = unit, shrink = shrink}
   if not dup and not shrink and cover > hold1 + 1e-12 and others + cover > limit + 1e-9 then
-    local resets = -1
-    if cover <= limit and slots > 0 then
-      table.sort(list, function(x, y) return x[1] < y[1] end)
-      local u = others
-      for _, e in ipairs(list) do
-        u = u - e[2]
-        if u + cover <= limit + 1e-9 then
-          if fixed > 0 then resets = fixed_end - now else resets = (e[1] + slots) * slot_us - now end
-          break
-        end
-      end
-    end
-    fails[#fails + 1] = tostring(i)
-    fails[#fails + 1] = string.format('%.17g', others)
-    fails[#fails + 1] = string.format('%.0f', resets)
+    refuse(fails, i, others, cover, limit, list, slots, slot_us, fixed, fixed_end, now)
   end
 end
 local refused = #fails > 0
@@ -238,11 +250,7 @@ for i = 1, n do
     end
     if new < 1e-12 then new = 0 end
     local d = new - r.hold0
-    if d ~= 0 then
-      local h = tonumber(redis.call('HGET', r.key, 'held') or '0') + d
-      if h < 1e-12 then h = 0 end
-      redis.call('HSET', r.key, 'held', string.format('%.17g', h))
-    end
+    if d ~= 0 then add_held(r.key, d) end
     if new > 0 then
       redis.call('HSET', holds, r.lid, r.key .. '|' .. string.format('%.17g', new) .. ';')
       redis.call('ZADD', lexpiry, now + ttl, r.lid)
@@ -269,9 +277,14 @@ local flag = 1
 if refused then flag = 0 end
 if dup then flag = 2 end
 return {flag, fails, out}
-";
+",
+    ))
+});
 
-const SAVED: &str = r"
+/// A cache hit's savings, counted per level.
+static SAVED: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r"
 local m = tonumber(ARGV[1])
 for j = 1, m do
   local c = KEYS[1 + j]
@@ -281,26 +294,25 @@ for j = 1, m do
   redis.call('SADD', KEYS[1], ARGV[3 + j])
 end
 return 1
-";
+",
+    )
+});
 
-const READ: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+/// What each meter used (held included) and each level's counters.
+static READ: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(
+        prelude!(),
+        r"
+local now = server_now()
 local holds, expiry = KEYS[1], KEYS[2]
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
-  unhold(holds, expiry, old)
-end
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[#KEYS], '-inf', now)) do
-  unhold(holds, KEYS[#KEYS], old)
-end
+expire(holds, expiry, now)
+expire(holds, KEYS[#KEYS], now)
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local useds, counters = {}, {}
 for i = 1, n do
   local key, b = KEYS[2 + i], 3 + 3 * (i - 1)
   local slot_us, slots, fixed = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
-  local current = math.floor(now / slot_us)
-  if fixed > 0 then current = fixed end
-  local first = current - slots + 1
+  local first = slot_of(now, slot_us, fixed) - slots + 1
   local used = 0
   local all = redis.call('HGETALL', key)
   for j = 1, #all, 2 do
@@ -316,7 +328,9 @@ for j = 1, m do
 end
 local in_flight = redis.call('ZCARD', expiry)
 return {tostring(in_flight), useds, counters}
-";
+",
+    ))
+});
 
 /// The counters a level keeps in Redis, in the order [`SharedSpend::read`] returns them.
 pub const COUNTERS: [&str; 8] = [
@@ -329,36 +343,6 @@ pub const COUNTERS: [&str; 8] = [
     "saved_usd",
     "saved_tokens",
 ];
-
-fn with_unhold(source: &'static str) -> &'static str {
-    // Scripts are built once per process; leaking the joined text keeps `Lua` 'static.
-    Box::leak(format!("{UNHOLD}{source}").into_boxed_str())
-}
-
-fn reserve_script() -> &'static Lua {
-    static CELL: OnceLock<Lua> = OnceLock::new();
-    CELL.get_or_init(|| Lua::new(with_unhold(RESERVE)))
-}
-
-fn settle_script() -> &'static Lua {
-    static CELL: OnceLock<Lua> = OnceLock::new();
-    CELL.get_or_init(|| Lua::new(with_unhold(SETTLE)))
-}
-
-fn lease_script() -> &'static Lua {
-    static CELL: OnceLock<Lua> = OnceLock::new();
-    CELL.get_or_init(|| Lua::new(with_unhold(LEASE)))
-}
-
-fn saved_script() -> &'static Lua {
-    static CELL: OnceLock<Lua> = OnceLock::new();
-    CELL.get_or_init(|| Lua::new(SAVED))
-}
-
-fn read_script() -> &'static Lua {
-    static CELL: OnceLock<Lua> = OnceLock::new();
-    CELL.get_or_init(|| Lua::new(with_unhold(READ)))
-}
 
 /// One meter of one level as Redis holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -586,7 +570,7 @@ impl SharedSpend {
         args.extend(levels.iter().cloned());
         keys.push(self.key("lexpiry"));
         let (ok, fails, used): (i64, Vec<String>, Vec<String>) =
-            self.store.eval(reserve_script(), keys, args).await?;
+            self.store.eval(&RESERVE, keys, args).await?;
         Ok(Reserved {
             held: ok == 1,
             over: refusals(&fails),
@@ -632,7 +616,7 @@ impl SharedSpend {
             keys.push(self.counter_key(l));
         }
         args.extend(levels.iter().cloned());
-        let n: i64 = self.store.eval(settle_script(), keys, args).await?;
+        let n: i64 = self.store.eval(&SETTLE, keys, args).await?;
         Ok(n == 1)
     }
 
@@ -690,7 +674,7 @@ impl SharedSpend {
             ]);
         }
         let (flag, fails, out): (i64, Vec<String>, Vec<String>) =
-            self.store.eval(lease_script(), keys, args).await?;
+            self.store.eval(&LEASE, keys, args).await?;
         let mut holds = Vec::with_capacity(takes.len());
         let mut others = Vec::with_capacity(takes.len());
         for pair in out.chunks(2) {
@@ -722,7 +706,7 @@ impl SharedSpend {
         keys.extend(levels.iter().map(|l| self.counter_key(l)));
         let mut args = vec![levels.len().to_string(), float(usd), tokens.to_string()];
         args.extend(levels.iter().cloned());
-        let _: i64 = self.store.eval(saved_script(), keys, args).await?;
+        let _: i64 = self.store.eval(&SAVED, keys, args).await?;
         Ok(())
     }
 
@@ -744,7 +728,7 @@ impl SharedSpend {
         keys.extend(levels.iter().map(|l| self.counter_key(l)));
         keys.push(self.key("lexpiry"));
         let (in_flight, used, counters): (String, Vec<String>, Vec<String>) =
-            self.store.eval(read_script(), keys, args).await?;
+            self.store.eval(&READ, keys, args).await?;
         Ok(Read {
             in_flight: in_flight.parse().unwrap_or(0),
             used: used.iter().map(|u| num(u)).collect(),
