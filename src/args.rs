@@ -76,6 +76,31 @@ text_arg! {
     SharedName = "shared_name";
 }
 
+/// A non-negative int argument named `$name`, checked by `required_count` as PyO3 extracts
+/// it (a negative, huge or non-int value is a `ConfigError` naming it, not an OverflowError):
+/// declare it once, use the type in every signature taking it.
+macro_rules! count_arg {
+    ($($(#[$doc:meta])* $ty:ident = $name:literal;)+) => {$(
+        $(#[$doc])*
+        pub struct $ty(pub u64);
+
+        impl<'a, 'py> pyo3::FromPyObject<'a, 'py> for $ty {
+            type Error = pyo3::PyErr;
+
+            fn extract(obj: pyo3::Borrowed<'a, 'py, pyo3::PyAny>) -> pyo3::PyResult<Self> {
+                $crate::args::required_count($name, &obj).map(Self)
+            }
+        }
+    )+};
+}
+
+count_arg! {
+    /// The tokens a limiter is asked for (None is refused, not read as 0).
+    Tokens = "tokens";
+    /// The output tokens a request's budget reservation holds (its `max_tokens`).
+    OutputTokens = "output_tokens";
+}
+
 /// A mapping of tenant name to a positive weight (`{"acme": 2, "free": 0.5}`).
 pub fn tenant_weights(
     name: &str,

@@ -1,28 +1,22 @@
-//! Python face of the core limiter: `_core.RateLimiter` and the `Permit` it hands out.
+//! Python face of the core limiter: `_core.RateLimiter`, one class for a limit held in this
+//! process or shared through Redis (the core's `AnyLimiter`), and the `Permit` or
+//! `SharedPermit` it hands out.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use langscale_core::limit::{
-    AnyLimiter, Ask, Limiter, LimiterConfig, Permit as CorePermit, Priority,
+    AnyLimiter, AnyPermit, Ask, Limiter, LimiterConfig, LimiterStats, Permit as CorePermit,
+    Priority, SharedLimiter, SharedLimiterConfig, SharedPermit as CoreSharedPermit,
 };
+use langscale_core::store::Store;
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::args;
+use crate::args::{self, Tokens};
 use crate::errors::{config_error, CoreError};
-
-/// `tokens=`: a non-negative int. None is refused, not read as 0.
-pub(crate) struct Tokens(pub u64);
-
-impl<'a, 'py> FromPyObject<'a, 'py> for Tokens {
-    type Error = PyErr;
-
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        args::required_count("tokens", &obj).map(Self)
-    }
-}
+use crate::store::RedisStore;
 
 /// `priority=`: "high", "standard" or "batch".
 pub(crate) struct PriorityArg(pub Priority);
@@ -38,16 +32,20 @@ impl<'a, 'py> FromPyObject<'a, 'py> for PriorityArg {
     }
 }
 
-/// GCRA rate limiter over requests, tokens and concurrency, with priority-ordered waiting.
+/// GCRA rate limiter over requests, tokens and concurrency, with priority-ordered waiting:
+/// held in this process, or, made with a `store`, in Redis for every process naming `name`
+/// (`lease`, `local_share` and `slot_ttl` are the shared limit's settings).
 #[pyclass(frozen, module = "langscale._core")]
 pub struct RateLimiter {
-    pub(crate) limiter: Limiter,
+    pub(crate) limiter: AnyLimiter,
+    /// A shared limit's store: health changes it saw are logged after each wait.
+    store: Option<Store>,
 }
 
 #[pymethods]
 impl RateLimiter {
     #[new]
-    #[pyo3(signature = (requests_per_second=None, requests_per_minute=None, tokens_per_minute=None, max_concurrency=None, burst=None, token_burst=None, priority_aging=None, tenant_weights=None))]
+    #[pyo3(signature = (requests_per_second=None, requests_per_minute=None, tokens_per_minute=None, max_concurrency=None, burst=None, token_burst=None, priority_aging=None, tenant_weights=None, *, store=None, name=None, lease=None, local_share=None, slot_ttl=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         requests_per_second: Option<&Bound<'_, PyAny>>,
@@ -58,6 +56,11 @@ impl RateLimiter {
         token_burst: Option<&Bound<'_, PyAny>>,
         priority_aging: Option<&Bound<'_, PyAny>>,
         tenant_weights: Option<&Bound<'_, PyAny>>,
+        store: Option<&Bound<'_, RedisStore>>,
+        name: Option<args::Name<'_>>,
+        lease: Option<&Bound<'_, PyAny>>,
+        local_share: Option<&Bound<'_, PyAny>>,
+        slot_ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let max_concurrency = args::positive_count("max_concurrency", max_concurrency)?
             .map(|n| {
@@ -65,7 +68,7 @@ impl RateLimiter {
                     .map_err(|_| config_error(format!("max_concurrency is too large: {n}")))
             })
             .transpose()?;
-        let config = LimiterConfig {
+        let limits = LimiterConfig {
             requests_per_second: args::positive_number("requests_per_second", requests_per_second)?,
             requests_per_minute: args::positive_number("requests_per_minute", requests_per_minute)?,
             tokens_per_minute: args::positive_number("tokens_per_minute", tokens_per_minute)?,
@@ -76,22 +79,60 @@ impl RateLimiter {
                 .unwrap_or(Duration::from_secs(5)),
             tenant_weights: args::tenant_weights("tenant_weights", tenant_weights)?,
         };
-        let limiter = Limiter::new(&config).map_err(CoreError::from)?;
-        Ok(Self { limiter })
+        let Some(store) = store else {
+            let limiter = Limiter::new(&limits).map_err(CoreError::from)?;
+            return Ok(Self {
+                limiter: AnyLimiter::Local(limiter),
+                store: None,
+            });
+        };
+        let name = name.map_or("default", |n| n.0);
+        if name.is_empty() || name.contains(['{', '}']) {
+            return Err(config_error(format!(
+                "name must be a non-empty string without braces, got {name:?}"
+            )));
+        }
+        let defaults = SharedLimiterConfig::default();
+        let config = SharedLimiterConfig {
+            name: name.to_owned(),
+            limits,
+            lease: args::positive_count("lease", lease)?.unwrap_or(1),
+            local_share: args::positive_number("local_share", local_share)?,
+            slot_ttl: args::seconds("slot_ttl", slot_ttl)?.unwrap_or(defaults.slot_ttl),
+        };
+        let store = store.get().store.clone();
+        let limiter = SharedLimiter::new(store.clone(), config).map_err(CoreError::from)?;
+        Ok(Self {
+            limiter: AnyLimiter::Shared(limiter),
+            store: Some(store),
+        })
     }
 
-    /// Admit now if possible, else return None; never waits.
+    /// Admit now if possible, else return None; never waits (a shared limit makes one round
+    /// trip at most, without the GIL, and holds a `tenant` to its share while another
+    /// tenant is starved, in every process).
     #[pyo3(
-        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard)),
-        text_signature = "($self, tokens=0, priority='standard')"
+        signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), tenant=None),
+        text_signature = "($self, tokens=0, priority='standard', tenant=None)"
     )]
-    fn try_acquire(&self, tokens: Tokens, priority: PriorityArg) -> PyResult<Option<Permit>> {
+    fn try_acquire(
+        &self,
+        py: Python<'_>,
+        tokens: Tokens,
+        priority: PriorityArg,
+        tenant: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
         let (tokens, priority) = (tokens.0, priority.0);
-        let permit = self
-            .limiter
-            .try_acquire(tokens, priority)
-            .map_err(CoreError::from)?;
-        Ok(permit.map(Permit::new))
+        let ask = Ask::new(priority, args::optional_text("tenant", tenant)?);
+        let permit = match &self.limiter {
+            // a few atomics: not worth giving the GIL up for
+            AnyLimiter::Local(_) => self.limiter.try_acquire(tokens, ask),
+            AnyLimiter::Shared(_) => py.detach(|| self.limiter.try_acquire(tokens, ask)),
+        };
+        permit
+            .map_err(CoreError::from)?
+            .map(|p| permit_object(py, p))
+            .transpose()
     }
 
     /// Wait (releasing the GIL) until admitted; raises RateLimitTimeout after `timeout` seconds.
@@ -107,23 +148,30 @@ impl RateLimiter {
         priority: PriorityArg,
         timeout: Option<&Bound<'_, PyAny>>,
         tenant: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Permit> {
+    ) -> PyResult<Py<PyAny>> {
         let (tokens, priority) = (tokens.0, priority.0);
         let timeout = args::seconds("timeout", timeout)?;
         let ask = Ask::new(priority, args::optional_text("tenant", tenant)?);
-        if let Some(permit) = self
-            .limiter
-            .try_acquire(tokens, priority)
-            .map_err(CoreError::from)?
-        {
-            return Ok(Permit::new(permit));
+        if let AnyLimiter::Local(local) = &self.limiter {
+            // admitted at once, the usual case, without giving the GIL up
+            if let Some(permit) = local
+                .try_acquire(tokens, priority)
+                .map_err(CoreError::from)?
+            {
+                return permit_object(py, AnyPermit::Local(permit));
+            }
         }
-        let limiter = self.limiter.clone();
-        let permit = py.detach(move || limiter.acquire_blocking(tokens, ask, timeout));
-        Ok(Permit::new(permit.map_err(CoreError::from)?))
+        let permit = py.detach(|| {
+            let permit = self.limiter.acquire_blocking(tokens, ask, timeout);
+            if let Some(store) = &self.store {
+                store.flush_events();
+            }
+            permit
+        });
+        permit_object(py, permit.map_err(CoreError::from)?)
     }
 
-    /// An awaitable of a Permit; cancelling it gives the place in the queue back.
+    /// An awaitable of a permit; cancelling it gives the place in the queue back.
     #[pyo3(
         signature = (tokens=Tokens(0), priority=PriorityArg(Priority::Standard), timeout=None, tenant=None),
         text_signature = "($self, tokens=0, priority='standard', timeout=None, tenant=None)"
@@ -145,11 +193,12 @@ impl RateLimiter {
                 .acquire(tokens, ask, timeout)
                 .await
                 .map_err(CoreError::from)?;
-            Ok(Permit::new(permit))
+            Python::attach(|py| permit_object(py, permit))
         })
     }
 
-    /// Change a tenant's share of this limit while tenants wait (default weight 1).
+    /// Change a tenant's share of this limit while tenants wait (default weight 1); a shared
+    /// limit's in this process only (set it alike in every process sharing it).
     fn set_tenant_weight(
         &self,
         tenant: &Bound<'_, PyAny>,
@@ -168,9 +217,27 @@ impl RateLimiter {
         self.limiter.max_tokens()
     }
 
-    /// Counters: acquired, waited, wait_seconds, timeouts, waiting, in_flight.
+    /// Counters: acquired, waited, wait_seconds, timeouts, waiting, in_flight; a shared limit
+    /// adds round_trips, leased, local, workers, local_share.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.limiter.stats();
+        let (s, shared) = match &self.limiter {
+            AnyLimiter::Local(l) => (l.stats(), None),
+            AnyLimiter::Shared(l) => {
+                if let Some(store) = &self.store {
+                    store.flush_events();
+                }
+                let s = l.stats();
+                let counts = LimiterStats {
+                    acquired: s.acquired,
+                    waited: s.waited,
+                    wait_nanos: s.wait_nanos,
+                    timeouts: s.timeouts,
+                    waiting: s.waiting,
+                    in_flight: s.in_flight,
+                };
+                (counts, Some(s))
+            }
+        };
         let d = PyDict::new(py);
         d.set_item("acquired", s.acquired)?;
         d.set_item("waited", s.waited)?;
@@ -178,8 +245,23 @@ impl RateLimiter {
         d.set_item("timeouts", s.timeouts)?;
         d.set_item("waiting", s.waiting)?;
         d.set_item("in_flight", s.in_flight)?;
+        if let Some(s) = shared {
+            d.set_item("round_trips", s.round_trips)?;
+            d.set_item("leased", s.leased)?;
+            d.set_item("local", s.local)?;
+            d.set_item("workers", s.workers)?;
+            d.set_item("local_share", s.local_share)?;
+        }
         Ok(d)
     }
+}
+
+/// The Python object of a permit: a `Permit`, or a `SharedPermit` from a shared limit.
+fn permit_object(py: Python<'_>, permit: AnyPermit) -> PyResult<Py<PyAny>> {
+    Ok(match permit {
+        AnyPermit::Local(p) => Py::new(py, Permit::new(p))?.into_any(),
+        AnyPermit::Shared(p) => Py::new(py, SharedPermit::new(p))?.into_any(),
+    })
 }
 
 /// Admission to make one call. Use as a (sync or async) context manager to release the
@@ -214,26 +296,22 @@ impl Permit {
     }
 }
 
-/// `True` or `False`, as Python writes them.
-/// A limiter of either kind (`_core.RateLimiter` or `_core.SharedRateLimiter`, or a
-/// `langscale.RateLimiter` wrapping one): every path accepts both.
+/// A limiter of either kind (`_core.RateLimiter`, or a `langscale.RateLimiter` wrapping one).
 pub(crate) fn any_limiter(name: &str, value: &Bound<'_, PyAny>) -> PyResult<AnyLimiter> {
     let inner = match value.getattr("_core") {
         Ok(core) => core,
         Err(_) => value.clone(),
     };
-    if let Ok(local) = inner.cast::<RateLimiter>() {
-        return Ok(AnyLimiter::Local(local.get().limiter.clone()));
+    match inner.cast::<RateLimiter>() {
+        Ok(limiter) => Ok(limiter.get().limiter.clone()),
+        Err(_) => Err(config_error(format!(
+            "{name} must be a langscale.RateLimiter, got {}",
+            args::describe(value)
+        ))),
     }
-    if let Ok(shared) = inner.cast::<crate::store::SharedRateLimiter>() {
-        return Ok(AnyLimiter::Shared(shared.get().limiter.clone()));
-    }
-    Err(config_error(format!(
-        "{name} must be a langscale.RateLimiter, got {}",
-        args::describe(value)
-    )))
 }
 
+/// `True` or `False`, as Python writes them.
 pub(crate) fn py_bool(value: bool) -> &'static str {
     if value {
         "True"
@@ -330,9 +408,48 @@ macro_rules! permit_methods {
         }
     };
 }
-pub(crate) use permit_methods;
 
 permit_methods!(Permit {});
+
+/// Admission from a shared limit; same use as `Permit`.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct SharedPermit {
+    permit: Mutex<CoreSharedPermit>,
+    released: std::sync::atomic::AtomicBool,
+    tokens: std::sync::atomic::AtomicU64,
+    priority: Priority,
+    local: bool,
+}
+
+impl SharedPermit {
+    fn new(permit: CoreSharedPermit) -> Self {
+        Self {
+            tokens: std::sync::atomic::AtomicU64::new(permit.tokens()),
+            priority: permit.priority(),
+            local: permit.is_local(),
+            permit: Mutex::new(permit),
+            released: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "SharedPermit(tokens={}, priority='{}', released={}, local={})",
+            self.tokens.load(std::sync::atomic::Ordering::Relaxed),
+            self.priority.as_str(),
+            py_bool(self.released.load(std::sync::atomic::Ordering::Relaxed)),
+            py_bool(self.local)
+        )
+    }
+}
+
+permit_methods!(SharedPermit {
+    /// True when admitted by this process's local share because Redis was down.
+    #[getter]
+    fn local(&self) -> bool {
+        self.local
+    }
+});
 
 /// An awaitable that is already done: what `async with permit` awaits.
 #[pyclass(frozen, module = "langscale._core")]
@@ -365,6 +482,7 @@ impl Ready {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RateLimiter>()?;
     m.add_class::<Permit>()?;
+    m.add_class::<SharedPermit>()?;
     m.add_class::<Ready>()?;
     Ok(())
 }

@@ -58,25 +58,7 @@ class RateLimiter(BaseRateLimiter):
         shared = _store.resolve(store, redis_url)
         self._shared = shared is not None
         self._store = shared
-        self._core: _core.RateLimiter | _core.SharedRateLimiter
-        if shared is not None:
-            # One limit for every process naming it: see langscale.store and the README.
-            self._core = _core.SharedRateLimiter(
-                shared,
-                name,
-                requests_per_second,
-                requests_per_minute,
-                tokens_per_minute,
-                max_concurrency,
-                burst,
-                token_burst,
-                priority_aging,
-                lease,
-                local_share,
-                slot_ttl,
-                tenant_weights,
-            )
-            return
+        # With a store: one limit for every process naming it (langscale.store, the README).
         self._core = _core.RateLimiter(
             requests_per_second,
             requests_per_minute,
@@ -86,8 +68,14 @@ class RateLimiter(BaseRateLimiter):
             token_burst,
             priority_aging,
             tenant_weights,
+            store=shared,
+            name=name,
+            lease=lease,
+            local_share=local_share,
+            slot_ttl=slot_ttl,
         )
-        _metrics.track(self)
+        if shared is None:
+            _metrics.track(self)
 
     def acquire(
         self,
@@ -105,11 +93,7 @@ class RateLimiter(BaseRateLimiter):
         this is (default: the current tenant).
         """
         if not blocking:
-            if self._shared:
-                return self._core.try_acquire(tokens, priority, self._tenant(tenant)) or False
-            return self._core.try_acquire(tokens, priority) or False
-        if self._shared:
-            return self._core.acquire(tokens, priority, timeout, self._tenant(tenant))
+            return self._core.try_acquire(tokens, priority, self._tenant(tenant)) or False
         return self._core.acquire(tokens, priority, timeout, self._tenant(tenant))
 
     async def aacquire(
@@ -127,10 +111,7 @@ class RateLimiter(BaseRateLimiter):
             permit = await self._core.acquire_async(tokens, priority, timeout, self._tenant(tenant))
             self._store.flush_events()  # log a health change seen meanwhile, here
             return permit
-        if self._shared:
-            permit = self._core.try_acquire(tokens, priority, self._tenant(tenant))
-        else:
-            permit = self._core.try_acquire(tokens, priority)
+        permit = self._core.try_acquire(tokens, priority, self._tenant(tenant))
         if permit is not None:
             return permit
         if not blocking:

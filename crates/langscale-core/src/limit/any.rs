@@ -78,6 +78,14 @@ impl AnyLimiter {
             Self::Shared(l) => l.max_tokens(),
         }
     }
+
+    /// Change a tenant's share (default weight 1); a shared limit's in this process only.
+    pub fn set_tenant_weight(&self, tenant: &str, weight: f64) -> Result<(), LimitError> {
+        match self {
+            Self::Local(l) => l.set_tenant_weight(tenant, weight),
+            Self::Shared(l) => l.set_tenant_weight(tenant, weight),
+        }
+    }
 }
 
 impl AnyPermit {

@@ -183,7 +183,8 @@ pub struct Permit {
     holds_slot: bool,
 }
 
-fn check_weight(tenant: &str, weight: f64) -> Result<f64, LimitError> {
+/// A tenant weight is a positive finite number (local and shared limiters alike).
+pub(super) fn check_weight(tenant: &str, weight: f64) -> Result<f64, LimitError> {
     if weight.is_finite() && weight > 0.0 {
         Ok(weight)
     } else {

@@ -556,11 +556,7 @@ impl SharedLimiter {
     /// Change a tenant's weight (its share against the other active tenants; default 1).
     /// Each process sends its own weight with its requests, so set it in every process.
     pub fn set_tenant_weight(&self, tenant: &str, weight: f64) -> Result<(), LimitError> {
-        if !(weight.is_finite() && weight > 0.0) {
-            return Err(LimitError::Config(format!(
-                "the weight of tenant {tenant:?} must be a positive number, got {weight}"
-            )));
-        }
+        let weight = super::limiter::check_weight(tenant, weight)?;
         self.inner
             .weights
             .write()
