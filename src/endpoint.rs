@@ -15,7 +15,7 @@ use langscale_core::spend::{Budgets, Who};
 use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration};
 use pyo3::prelude::*;
 
-use crate::args;
+use crate::args::{self, OutputTokens};
 use crate::errors::{config_error, provider_error, routed_error};
 use crate::route::Router;
 
@@ -402,23 +402,26 @@ impl NativeRouter {
         complexity_hint: Option<&Bound<'_, PyAny>>,
         tenant: Option<&Bound<'_, PyAny>>,
         user: Option<&Bound<'_, PyAny>>,
-        output_tokens: Option<u64>,
+        output_tokens: Option<OutputTokens>,
         deadline: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyRouted> {
-        let req = request(request_json)?;
-        let info = info(
+        let call = self.routed_call(
+            request_json,
             estimated_input_tokens,
             tools,
             turns,
             complexity_hint,
             tenant,
+            user,
+            output_tokens,
             deadline,
         )?;
-        let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
-        py.detach(move || runtime().block_on(inner.chat(&req, info, estimated_input_tokens, spend)))
-            .map(|r| (r.deployment, response(r.value)))
-            .map_err(routed_error)
+        py.detach(move || {
+            runtime().block_on(inner.chat(&call.req, call.info, call.tokens, call.spend))
+        })
+        .map(|r| (r.deployment, response(r.value)))
+        .map_err(routed_error)
     }
 
     /// An awaitable of one routed completion: (deployment, response).
@@ -434,23 +437,24 @@ impl NativeRouter {
         complexity_hint: Option<&Bound<'py, PyAny>>,
         tenant: Option<&Bound<'py, PyAny>>,
         user: Option<&Bound<'py, PyAny>>,
-        output_tokens: Option<u64>,
+        output_tokens: Option<OutputTokens>,
         deadline: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let req = request(request_json)?;
-        let info = info(
+        let call = self.routed_call(
+            request_json,
             estimated_input_tokens,
             tools,
             turns,
             complexity_hint,
             tenant,
+            user,
+            output_tokens,
             deadline,
         )?;
-        let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             inner
-                .chat(&req, info, estimated_input_tokens, spend)
+                .chat(&call.req, call.info, call.tokens, call.spend)
                 .await
                 .map(|r| (r.deployment, response(r.value)))
                 .map_err(routed_error)
@@ -470,22 +474,23 @@ impl NativeRouter {
         complexity_hint: Option<&Bound<'_, PyAny>>,
         tenant: Option<&Bound<'_, PyAny>>,
         user: Option<&Bound<'_, PyAny>>,
-        output_tokens: Option<u64>,
+        output_tokens: Option<OutputTokens>,
         deadline: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(usize, ChatStream)> {
-        let req = request(request_json)?;
-        let info = info(
+        let call = self.routed_call(
+            request_json,
             estimated_input_tokens,
             tools,
             turns,
             complexity_hint,
             tenant,
+            user,
+            output_tokens,
             deadline,
         )?;
-        let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
         py.detach(move || {
-            runtime().block_on(inner.stream(&req, info, estimated_input_tokens, spend))
+            runtime().block_on(inner.stream(&call.req, call.info, call.tokens, call.spend))
         })
         .map(|r| {
             (
@@ -509,23 +514,24 @@ impl NativeRouter {
         complexity_hint: Option<&Bound<'py, PyAny>>,
         tenant: Option<&Bound<'py, PyAny>>,
         user: Option<&Bound<'py, PyAny>>,
-        output_tokens: Option<u64>,
+        output_tokens: Option<OutputTokens>,
         deadline: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let req = request(request_json)?;
-        let info = info(
+        let call = self.routed_call(
+            request_json,
             estimated_input_tokens,
             tools,
             turns,
             complexity_hint,
             tenant,
+            user,
+            output_tokens,
             deadline,
         )?;
-        let spend = self.spend(&info, user, output_tokens)?;
         let inner = Arc::clone(&self.inner);
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             inner
-                .stream(&req, info, estimated_input_tokens, spend)
+                .stream(&call.req, call.info, call.tokens, call.spend)
                 .await
                 .map(|r| {
                     (
@@ -538,41 +544,55 @@ impl NativeRouter {
     }
 }
 
-impl NativeRouter {
-    /// With budgets, what every call of the request reserves: for its tenant/user, its
-    /// input estimate plus `output_tokens` (else the budgets' output estimate).
-    fn spend(
-        &self,
-        info: &RequestInfo,
-        user: Option<&Bound<'_, PyAny>>,
-        output_tokens: Option<u64>,
-    ) -> PyResult<Option<Spend>> {
-        let user = crate::args::optional_text("user", user)?;
-        Ok(self.budgets.as_ref().map(|b| Spend {
-            budgets: b.clone(),
-            who: Who::new(info.tenant.as_deref(), user),
-            output_tokens,
-        }))
-    }
+/// One request's arguments to the native loop, checked once for every path.
+struct RoutedCall {
+    req: Arc<ChatRequest>,
+    info: RequestInfo,
+    /// What the limiters are charged first.
+    tokens: u64,
+    /// With budgets, what every call of the request reserves.
+    spend: Option<Spend>,
 }
 
-fn info(
-    tokens: u64,
-    tools: usize,
-    turns: usize,
-    hint: Option<&Bound<'_, PyAny>>,
-    tenant: Option<&Bound<'_, PyAny>>,
-    deadline: Option<&Bound<'_, PyAny>>,
-) -> PyResult<RequestInfo> {
-    Ok(RequestInfo {
-        estimated_input_tokens: tokens,
-        tools,
-        turns,
-        complexity_hint: crate::route::complexity_hint(hint)?,
-        tenant: crate::args::optional_text("tenant", tenant)?.map(Arc::from),
-        deadline: crate::args::seconds("deadline", deadline)?,
-        ..RequestInfo::default()
-    })
+impl NativeRouter {
+    /// The request and its routing info; with budgets, every call reserves for its
+    /// tenant/user its input estimate plus `output_tokens` (else the budgets' estimate).
+    #[allow(clippy::too_many_arguments)]
+    fn routed_call(
+        &self,
+        request_json: RequestJson<'_>,
+        tokens: u64,
+        tools: usize,
+        turns: usize,
+        hint: Option<&Bound<'_, PyAny>>,
+        tenant: Option<&Bound<'_, PyAny>>,
+        user: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<OutputTokens>,
+        deadline: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<RoutedCall> {
+        let req = request(request_json)?;
+        let info = RequestInfo {
+            estimated_input_tokens: tokens,
+            tools,
+            turns,
+            complexity_hint: crate::route::complexity_hint(hint)?,
+            tenant: args::optional_text("tenant", tenant)?.map(Arc::from),
+            deadline: args::seconds("deadline", deadline)?,
+            ..RequestInfo::default()
+        };
+        let user = args::optional_text("user", user)?;
+        let spend = self.budgets.as_ref().map(|b| Spend {
+            budgets: b.clone(),
+            who: Who::new(info.tenant.as_deref(), user),
+            output_tokens: output_tokens.map(|t| t.0),
+        });
+        Ok(RoutedCall {
+            req,
+            info,
+            tokens,
+            spend,
+        })
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -16,7 +16,7 @@ use langscale_core::route::{
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::args;
+use crate::args::{self, OutputTokens};
 use crate::errors::{config_error, CoreError};
 use crate::limit::any_limiter;
 
@@ -407,13 +407,13 @@ impl Router {
         complexity_hint: Option<&Bound<'_, PyAny>>,
         tenant: Option<&str>,
         user: Option<&str>,
-        output_tokens: Option<u64>,
+        output_tokens: Option<OutputTokens>,
         deadline: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Run> {
         let spend = self.budgets.as_ref().map(|b| route::Spend {
             budgets: b.clone(),
             who: langscale_core::spend::Who::new(tenant, user),
-            output_tokens,
+            output_tokens: output_tokens.map(|t| t.0),
         });
         let info = RequestInfo {
             estimated_input_tokens,

@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
 import langscale
@@ -236,8 +238,75 @@ def test_bad_user_or_output_tokens_for_the_native_router_are_refused(served):
     request = '{"messages": [{"role": "user", "content": "hi"}]}'
     with pytest.raises(langscale.ConfigError, match="user"):
         llm._native.chat(request, 0, 0, 1, None, "acme", 42, None)
-    with pytest.raises(OverflowError):
+    with pytest.raises(langscale.ConfigError, match=r"output_tokens must be .* got -1"):
         llm._native.chat(request, 0, 0, 1, None, "acme", None, -1)
+    assert served.stats("p")["chat_requests"] == 0
+
+
+#: What `output_tokens` may be handed: ints from huge negative to huge, and what is no int.
+OUTPUT_TOKENS = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([-1, 0, 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1]),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+)
+
+
+def _a_count(value: Any) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(value=OUTPUT_TOKENS)
+def test_output_tokens_on_every_path_is_a_count_or_a_config_error_naming_it(served, value):
+    """The Python driver's ``Router.start`` and the native loop's chat, achat, stream and
+    astream take ``output_tokens`` through one check: a count works (the budget then admits
+    or refuses the call), anything else is a ConfigError naming the argument and the value,
+    never an OverflowError or a TypeError."""
+    budgets = Budgets(daily(1.0))
+    native = model("native", budgets, deployment(served))
+    router = model("python", budgets, deployment(served))._private()["_router"]
+    request = '{"messages": [{"role": "user", "content": "hi"}]}'
+    head = (request, 0, 0, 1, None, "acme", None)
+
+    async def awaited(method: str) -> Any:
+        return await getattr(native._native, method)(*head, value)
+
+    paths = {
+        "start": lambda: router.start(0, 0, 1, None, "acme", None, value),
+        "chat": lambda: native._native.chat(*head, value),
+        "achat": lambda: asyncio.run(awaited("achat")),
+        "stream": lambda: native._native.stream(*head, value),
+        "astream": lambda: asyncio.run(awaited("astream")),
+    }
+    for path, call in paths.items():
+        if _a_count(value):
+            try:
+                assert call() is not None, path
+            except BudgetExceeded:
+                pass  # a reservation of that many tokens: refused, as it should be
+        else:
+            with pytest.raises(langscale.ConfigError, match="output_tokens") as info:
+                call()
+            assert repr(value)[:60] in str(info.value), (path, str(info.value))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_max_tokens_past_any_count_is_a_config_error(served, path):
+    """``max_tokens`` is what a budget reserves for output: past any count it is a
+    ConfigError on both paths (the Python driver's router names ``output_tokens``, the
+    native loop's request cannot be sent as JSON), never an OverflowError."""
+    llm = model(path, Budgets(daily(1.0)), deployment(served))
+    with pytest.raises(langscale.ConfigError, match=r"output_tokens|64-bit"):
+        llm.invoke(PROMPT, max_tokens=2**64)
     assert served.stats("p")["chat_requests"] == 0
 
 
