@@ -14,59 +14,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.caches import InMemoryCache
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 
 import langscale
+from tests.counting import CountingModel
 
 N = 100
 
 
-class Slow(BaseChatModel):
-    """Counts its calls; each waits until released (or a moment), so callers overlap."""
-
-    calls: int = 0
-    fail: bool = False
-    delay: float = 0.2
-    lock: Any = None
-
-    def model_post_init(self, _: Any) -> None:
-        self.lock = threading.Lock()
-
-    @property
-    def _llm_type(self) -> str:
-        return "slow"
-
-    def _answer(self, messages: list[BaseMessage]) -> ChatResult:
-        with self.lock:
-            self.calls += 1
-            n = self.calls
-        if self.fail:
-            msg = f"provider failed (call {n})"
-            raise RuntimeError(msg)
-        text = f"answer {n} to {messages[-1].content}"
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
-
-    def _generate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> ChatResult:
-        threading.Event().wait(self.delay)
-        return self._answer(messages)
-
-    async def _agenerate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> ChatResult:
-        await asyncio.sleep(self.delay)
-        return self._answer(messages)
+def slow(delay: float = 0.2, **kw: Any) -> CountingModel:
+    """A provider whose calls take `delay` s each and answer with the call's number."""
+    return CountingModel(delay=delay, numbered=True, **kw)
 
 
-def scaled(inner: Slow, **kw: Any) -> langscale.ScaledChatModel:
+def scaled(inner: CountingModel, **kw: Any) -> langscale.ScaledChatModel:
     return langscale.ScaledChatModel([inner], cache=InMemoryCache(), **kw)
 
 
 def test_100_threads_asking_the_same_make_one_call() -> None:
-    inner = Slow()
+    inner = slow()
     model = scaled(inner)
     with ThreadPoolExecutor(N) as pool:
         replies = list(pool.map(lambda _: model.invoke("What is the capital of France?"), range(N)))
@@ -77,7 +42,7 @@ def test_100_threads_asking_the_same_make_one_call() -> None:
 
 
 def test_100_coroutines_asking_the_same_make_one_call() -> None:
-    inner = Slow()
+    inner = slow()
     model = scaled(inner)
 
     async def main() -> list[Any]:
@@ -91,7 +56,7 @@ def test_100_coroutines_asking_the_same_make_one_call() -> None:
 
 def test_without_coalescing_every_caller_calls() -> None:
     """The baseline the test above beats: LangChain's cache alone lets all of them miss."""
-    inner = Slow()
+    inner = slow()
     model = scaled(inner, coalesce=False)
     with ThreadPoolExecutor(20) as pool:
         list(pool.map(lambda _: model.invoke("same question"), range(20)))
@@ -99,7 +64,7 @@ def test_without_coalescing_every_caller_calls() -> None:
 
 
 def test_a_failing_leader_fails_every_follower_and_nothing_is_cached() -> None:
-    inner = Slow(fail=True)
+    inner = slow(fail=True)
     model = scaled(inner, max_attempts=1)
     errors: list[BaseException] = []
 
@@ -120,7 +85,7 @@ def test_a_failing_leader_fails_every_follower_and_nothing_is_cached() -> None:
 
 
 def test_a_failing_leader_fails_every_waiting_coroutine() -> None:
-    inner = Slow(fail=True)
+    inner = slow(fail=True)
     model = scaled(inner, max_attempts=1)
 
     async def main() -> list[Any]:
@@ -134,7 +99,7 @@ def test_a_failing_leader_fails_every_waiting_coroutine() -> None:
 
 
 def test_different_tenants_never_share_a_call() -> None:
-    inner = Slow()
+    inner = slow()
     model = scaled(inner)
 
     def ask(tenant: str) -> str:
@@ -148,7 +113,7 @@ def test_different_tenants_never_share_a_call() -> None:
 
 
 def test_a_follower_that_waits_too_long_makes_its_own_call() -> None:
-    inner = Slow(delay=0.5)
+    inner = slow(delay=0.5)
     model = scaled(inner, coalesce_wait=0.05)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(model.invoke, "slow one")
@@ -160,14 +125,14 @@ def test_a_follower_that_waits_too_long_makes_its_own_call() -> None:
 
 def test_a_bad_wait_is_a_config_error() -> None:
     with pytest.raises(langscale.ConfigError, match="bound"):
-        scaled(Slow(), coalesce_wait=-1)
+        scaled(slow(), coalesce_wait=-1)
 
 
 @settings(max_examples=10, deadline=None)
 @given(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=24))
 def test_calls_equal_distinct_prompts(prompts: list[str]) -> None:
     """Whatever the mix, one call per distinct prompt, and each caller its own prompt's answer."""
-    inner = Slow(delay=0.05)
+    inner = slow(delay=0.05)
     model = scaled(inner)
     with ThreadPoolExecutor(len(prompts)) as pool:
         replies = list(pool.map(model.invoke, prompts))

@@ -18,12 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.embeddings import Embeddings
-from langchain_core.language_models import BaseChatModel
 from langchain_core.load import dumps
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import HumanMessage
 
 import langscale
+from tests.counting import CountingModel
 
 N = 50
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "pairs-generated.jsonl"
@@ -46,48 +45,9 @@ def labelled() -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-class Gated(BaseChatModel):
-    """Counts its calls; each waits until the gate opens, so every caller is in flight at
-    once. Answers name the question; ``fail`` raises instead."""
-
-    calls: int = 0
-    fail: bool = False
-    lock: Any = None
-    gate: Any = None
-
-    def model_post_init(self, _: Any) -> None:
-        self.lock = threading.Lock()
-        self.gate = threading.Event()
-
-    @property
-    def _llm_type(self) -> str:
-        return "gated"
-
-    def _answer(self, messages: list[BaseMessage]) -> ChatResult:
-        with self.lock:
-            self.calls += 1
-            n = self.calls
-        if self.fail:
-            msg = f"provider failed (call {n})"
-            raise RuntimeError(msg)
-        text = f"answer to {messages[-1].content}"
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
-
-    def _generate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> ChatResult:
-        assert self.gate.wait(30), "the gate never opened"
-        return self._answer(messages)
-
-    async def _agenerate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> ChatResult:
-        while not self.gate.is_set():
-            await asyncio.sleep(0.002)
-        return self._answer(messages)
-
-
-def scaled(inner: Gated, embeddings: str | None = None, **kw: Any) -> langscale.ScaledChatModel:
+def scaled(
+    inner: CountingModel, embeddings: str | None = None, **kw: Any
+) -> langscale.ScaledChatModel:
     cache = langscale.SemanticCache(embeddings)
     return langscale.ScaledChatModel([inner], cache=cache, **kw)
 
@@ -113,7 +73,7 @@ async def await_until(cond: Any) -> None:
 
 def hits(stored: str, asked: str, embeddings: str | None) -> bool:
     """Whether the cache itself answers ``asked`` with an entry stored for ``stored``."""
-    inner = Gated()
+    inner = CountingModel()
     inner.gate.set()
     model = scaled(inner, embeddings)
     model.invoke(stored)
@@ -139,7 +99,7 @@ def retypes(embeddings: str | None = None) -> tuple[str, list[str]]:
 
 def test_50_threads_asking_retypes_of_one_question_make_one_call() -> None:
     leader, near = retypes()
-    inner = Gated()
+    inner = CountingModel()
     model = scaled(inner)
     with ThreadPoolExecutor(N) as pool:
         first = pool.submit(model.invoke, leader)
@@ -164,7 +124,7 @@ def test_50_coroutines_asking_retypes_of_one_question_make_one_call(
     if embeddings == "minilm":
         # The sentence model answers rewordings, not only retypes.
         assert "Which city is the capital of France?" in near
-    inner = Gated()
+    inner = CountingModel()
     model = scaled(inner, embeddings)
 
     async def main() -> list[Any]:
@@ -186,7 +146,7 @@ def test_probes_the_guard_refuses_make_their_own_calls(
     embeddings: str | None, first: str, second: str
 ) -> None:
     cache = langscale.SemanticCache(embeddings)
-    inner = Gated()
+    inner = CountingModel()
     inner.gate.set()
     langscale.ScaledChatModel([inner], cache=cache).invoke(first)
     # The pair is a near miss: similar enough, refused by the guard (not merely unrelated).
@@ -194,7 +154,7 @@ def test_probes_the_guard_refuses_make_their_own_calls(
     _, info = cache.lookup_with_info(dumps([HumanMessage(second)]), llm_string)
     assert info["kind"] == "miss" and info["rejected_by"] is not None, info
 
-    inner = Gated()
+    inner = CountingModel()
     model = scaled(inner, embeddings)
     with ThreadPoolExecutor(20) as pool:
         futures = [pool.submit(model.invoke, (first, second)[i % 2]) for i in range(20)]
@@ -208,7 +168,7 @@ def test_probes_the_guard_refuses_make_their_own_calls(
 
 def test_a_failing_leader_fails_its_near_duplicates_and_nothing_is_cached() -> None:
     leader, near = retypes()
-    inner = Gated(fail=True)
+    inner = CountingModel(fail=True)
     model = scaled(inner, max_attempts=1)
 
     async def main() -> list[Any]:
@@ -231,7 +191,7 @@ def test_a_failing_leader_fails_its_near_duplicates_and_nothing_is_cached() -> N
 
 def test_a_landed_leader_leaves_later_near_duplicates_to_the_cache() -> None:
     leader, near = retypes()
-    inner = Gated()
+    inner = CountingModel()
     inner.gate.set()
     model = scaled(inner)
     model.invoke(leader)
@@ -243,7 +203,7 @@ def test_a_landed_leader_leaves_later_near_duplicates_to_the_cache() -> None:
 
 def test_different_tenants_never_share_a_call() -> None:
     leader, near = retypes()
-    inner = Gated()
+    inner = CountingModel()
     model = scaled(inner)
 
     def ask(i: int) -> str:
@@ -260,7 +220,7 @@ def test_different_tenants_never_share_a_call() -> None:
 
 
 def test_a_cache_shared_by_tenants_still_coalesces_within_one() -> None:
-    inner = Gated()
+    inner = CountingModel()
     model = langscale.ScaledChatModel([inner], cache=langscale.SemanticCache(share_tenants=True))
     leader, near = retypes()
 
@@ -300,12 +260,12 @@ def test_calls_equal_the_misses_the_cache_itself_would_have(data: st.DataObject)
     another through the cache (each miss a call, each hit none), and each caller the answer
     the cache would have given it."""
     questions = data.draw(st.lists(st.sampled_from(pool_of_questions()), min_size=1, max_size=16))
-    sequential = Gated()
+    sequential = CountingModel()
     sequential.gate.set()
     seq_model = scaled(sequential)
     expected = [seq_model.invoke(q).content for q in questions]
 
-    inner = Gated()
+    inner = CountingModel()
     model = scaled(inner)
 
     async def main() -> list[Any]:
@@ -347,7 +307,7 @@ def test_a_langchain_embeddings_cache_coalesces_retypes(use_async: bool) -> None
         "WHAT IS THE CAPITAL OF FRANCE?",
     ]
     embeddings = LetterCounts()
-    inner = Gated()
+    inner = CountingModel()
     cache = langscale.SemanticCache(embeddings, threshold=0.99)
     model = langscale.ScaledChatModel([inner], cache=cache)
     leader = "What is the capital of France?"
@@ -380,7 +340,7 @@ def test_a_langchain_embeddings_cache_coalesces_retypes(use_async: bool) -> None
 
 def test_a_cancelled_leader_lets_its_near_duplicates_call() -> None:
     leader, near = retypes()
-    inner = Gated()
+    inner = CountingModel()
     model = scaled(inner)
 
     async def main() -> Any:
@@ -424,7 +384,7 @@ def test_near_duplicates_of_a_leader_the_cache_answered_look_it_up_themselves() 
     answers it, not what it answered a similar question."""
     leader, near = retypes()
     cache = SlowLookup(near[0])
-    inner = Gated()
+    inner = CountingModel()
     inner.gate.set()
     model = langscale.ScaledChatModel([inner], cache=cache)
     model.invoke(leader)  # stored
