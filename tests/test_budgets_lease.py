@@ -18,18 +18,10 @@ from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
 import langscale
-from langscale import BudgetExceeded, Budgets, ConfigError
+from langscale import Budgets, ConfigError
 from tests.multiprocess import Start, run_together, started
-from tests.test_budgets_redis import Priced, call, daily, model, store, tenant, used
-
-
-def _invoke(llm: Any, max_tokens: int = 196) -> str:
-    with langscale.tenant("acme"):
-        try:
-            llm.invoke([HumanMessage("hi")], max_tokens=max_tokens)
-            return "ok"
-        except BudgetExceeded:
-            return "refused"
+from tests.test_budgets_redis import daily, model, store, tenant, used
+from tests.test_tenants import Priced, call
 
 
 @pytest.mark.parametrize(("lease", "most"), [(True, 0.5), (False, 2.0)])
@@ -38,7 +30,7 @@ def test_round_trips_per_call_and_every_cent_booked(redis_server, redis_prefix, 
     budgets = Budgets(daily(1e6, lease=lease), store=s)
     llm = model(budgets)
     before = s.stats()["calls"]
-    assert [_invoke(llm) for _ in range(200)] == ["ok"] * 200
+    assert [call(llm) for _ in range(200)] == ["ok"] * 200
     trips = (s.stats()["calls"] - before) / 200
     assert trips <= most
     if lease:
@@ -60,7 +52,7 @@ def _drain_worker(start: Start, url: str, prefix: str) -> tuple[int, int]:
     admitted = [0] * 50
 
     def run(i: int) -> None:
-        while _invoke(llm) == "ok":
+        while call(llm) == "ok":
             admitted[i] += 1
 
     start.wait()
@@ -89,7 +81,7 @@ def _lease_then_hang(entered: Any, url: str, prefix: str) -> None:
     gate = threading.Event()
     llm = model(budgets, Priced(gate=gate, entered=entered))
     fast = model(budgets)
-    assert _invoke(fast) == "ok" and _invoke(fast) == "ok"
+    assert call(fast) == "ok" and call(fast) == "ok"
     with langscale.tenant("acme"):
         llm.invoke([HumanMessage("hi")], max_tokens=196)  # held at the gate until killed
 
@@ -119,12 +111,12 @@ def test_usage_above_the_reservation_is_charged(redis_server, redis_prefix):
     budgets = Budgets(daily(30.0), store=store(redis_server.url, redis_prefix))
     llm = model(budgets)
     # Reserves the prompt's estimate plus 1 output token; each call really uses $1.
-    assert [_invoke(llm, max_tokens=1) for _ in range(20)] == ["ok"] * 20
+    assert [call(llm, max_tokens=1) for _ in range(20)] == ["ok"] * 20
     budgets.flush()
     assert used(budgets) == pytest.approx(20.0)
     assert tenant(budgets)["usd"] == pytest.approx(20.0)
     # What was used counts against what is left: 10 more at most.
-    results = [_invoke(llm) for _ in range(15)]
+    results = [call(llm) for _ in range(15)]
     assert results.count("ok") == 10
     budgets.flush()
     assert used(budgets) == pytest.approx(30.0)
@@ -184,7 +176,7 @@ def test_a_lease_booking_retried_after_a_lost_reply_counts_once(killable_redis, 
     s = store(killable_redis.url, redis_prefix, timeout=0.1)
     budgets = Budgets(daily(1e6), store=s)
     llm = model(budgets)
-    assert [_invoke(llm) for _ in range(10)] == ["ok"] * 10
+    assert [call(llm) for _ in range(10)] == ["ok"] * 10
     assert budgets.stats()["leased"] >= 5  # spend settled here, not yet booked
     assert killable_redis.process is not None
 

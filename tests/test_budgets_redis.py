@@ -24,7 +24,7 @@ import langscale
 from langscale import BudgetExceeded, Budgets, ConfigError, Deployment, ScaledChatModel
 from tests.multiprocess import Start, run_together, started
 from tests.redis_fixtures import Server, require_redis
-from tests.test_tenants import _JUNK, Priced
+from tests.test_tenants import _JUNK, Priced, call
 
 
 def daily(usd: float, **extra: Any) -> dict[str, Any]:
@@ -47,15 +47,6 @@ def tenant(budgets: Budgets, name: str = "acme") -> dict[str, Any]:
 
 def used(budgets: Budgets, name: str = "acme") -> float:
     return tenant(budgets, name)["limits"][0]["used"]
-
-
-def call(llm: ScaledChatModel) -> str:
-    with langscale.tenant("acme"):
-        try:
-            llm.invoke([HumanMessage("hi")], max_tokens=196)
-            return "ok"
-        except BudgetExceeded:
-            return "refused"
 
 
 def test_bad_input_is_a_config_error_naming_it(redis_server, redis_prefix):

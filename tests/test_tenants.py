@@ -64,6 +64,17 @@ class Priced(BaseChatModel):
         yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))
 
 
+def call(llm: Any, max_tokens: int = 196) -> str:
+    """One call of tenant acme: "ok", or "refused" by a budget. It reserves the prompt's
+    estimate (4 tokens) + ``max_tokens`` out: at 196, $1 at $5/1k, what ``Priced`` uses."""
+    with langscale.tenant("acme"):
+        try:
+            llm.invoke([HumanMessage("hi")], max_tokens=max_tokens)
+            return "ok"
+        except BudgetExceeded:
+            return "refused"
+
+
 def daily(usd: float, on_over: str = "raise") -> dict[str, Any]:
     return {"budgets": [{"usd": usd, "window": "day", "calendar": True}], "on_over": on_over}
 
@@ -135,17 +146,8 @@ def test_two_hundred_threads_against_room_for_ten_admit_ten():
     priced = Priced(gate=gate)
     llm = model(budgets, Deployment(priced, price_in=5.0, price_out=5.0))
 
-    def one(_: int) -> str:
-        with langscale.tenant("acme"):
-            try:
-                # Reserves the prompt's estimate (4 tokens) + 196 out: $1, what it then uses.
-                llm.invoke([HumanMessage("hi")], max_tokens=196)
-                return "ok"
-            except BudgetExceeded:
-                return "refused"
-
     with ThreadPoolExecutor(200) as pool:
-        futures = [pool.submit(one, i) for i in range(200)]
+        futures = [pool.submit(call, llm) for _ in range(200)]
         # Refusals come at once; the admitted calls hold their reservations at the gate.
         while sum(f.done() for f in futures) < 190:
             threading.Event().wait(0.01)
