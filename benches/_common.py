@@ -4,8 +4,8 @@ Timings use ``time.perf_counter_ns``. ``compare`` takes one sample of each side 
 round after round, after a discarded warm-up round, and keeps each side's median: a burst of
 load elsewhere on a small machine then hits both sides alike instead of one.
 
-The tests' throwaway redis-server (``tests/redis_server.py``) and their workers in several
-processes (``tests/multiprocess.py``: ``run_together``) serve the benches too.
+The tests' throwaway redis-server (``tests/redis_server.py``), their worker processes
+(``tests/multiprocess.py``) and limiter loads (``tests/limiter_load.py``) serve the benches too.
 """
 
 from __future__ import annotations
@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The benches import from tests/ too, after this module (`_common` sorts first).
 sys.path.insert(0, str(ROOT))
 
 from tests import redis_server  # noqa: E402
-
-# re-exported for the benches
-from tests.multiprocess import Start as Start  # noqa: E402
-from tests.multiprocess import run_together as run_together  # noqa: E402
 
 Sampler = Callable[[], float]
 

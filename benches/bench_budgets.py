@@ -16,23 +16,14 @@ import time
 import uuid
 from typing import Any
 
-from _common import (
-    Case,
-    Row,
-    Settings,
-    Start,
-    compare,
-    run_together,
-    rust_example,
-    time_calls,
-    with_redis_server,
-)
+from _common import Case, Row, Settings, compare, rust_example, time_calls, with_redis_server
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 import langscale
 from langscale import BudgetExceeded, Budgets, Deployment, ScaledChatModel
+from tests.multiprocess import Start, run_together
 
 GROUP_OVERSHOOT = "budgets: one shared $50 budget, 4 processes x 50 threads, $1 calls of 20 ms"
 GROUP_COST = "budgets: cost of a budget check, ScaledChatModel.invoke on a fake model"

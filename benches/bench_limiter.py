@@ -21,19 +21,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from _common import (
-    Case,
-    Row,
-    Settings,
-    Start,
-    compare,
-    run_together,
-    time_calls,
-    with_redis_server,
-)
+from _common import Case, Row, Settings, compare, time_calls, with_redis_server
 from langchain_core.rate_limiters import BaseRateLimiter, InMemoryRateLimiter
 
 import langscale
+from tests.limiter_load import SHARED_RATE, SHARED_SLOTS, closed_loop, open_loop
+from tests.multiprocess import run_together
 
 UNLIMITED = 1e9
 RATES = (200.0, 2_000.0)
@@ -395,7 +388,6 @@ def _fairness(settings: Settings) -> list[Row]:
 
 # --- fair shares across processes through Redis ------------------------------------------
 
-SHARED_RATE = 40.0  # one limit held in Redis for every process
 SHARED_LIGHT = 15.0  # within the light tenant's half share (20/s)
 SHARED_HEAVY_PROCESSES = 3  # each with one asking waiter, as the light process has
 SHARED_GROUP = (
@@ -403,47 +395,6 @@ SHARED_GROUP = (
     f"beside a tenant sending {HEAVY_FACTOR}x that from {SHARED_HEAVY_PROCESSES} others into "
     f"one {SHARED_RATE:g}/s limit, calls {CALL_SECONDS * 1e3:g} ms"
 )
-
-
-def _shared_tenant_worker(start: Start, url, prefix, seconds, tenant, named, rate, threads):
-    """Open-loop arrivals of one tenant at `rate`/s over `threads` senders (one process):
-    the admissions made before the end, and the latencies (wait + call, in ms) of the calls
-    done by then."""
-    store = langscale.RedisStore(url, prefix=prefix)
-    limiter = langscale.RateLimiter(
-        requests_per_second=SHARED_RATE, burst=2, store=store, name="fair"
-    )
-    latencies: list[float] = []
-    admitted = [0]
-    lock = threading.Lock()
-    begin = start.wait()
-    end = begin + seconds
-
-    def run(offset: float) -> None:
-        sent = 0
-        while True:
-            due = begin + offset + sent * threads / rate
-            if due >= end:
-                return
-            time.sleep(max(0.0, due - time.time()))
-            sent += 1
-            asked = time.time()
-            limiter.acquire(timeout=60, tenant=tenant if named else None)
-            if time.time() < end:
-                with lock:
-                    admitted[0] += 1
-            time.sleep(CALL_SECONDS)
-            done = time.time()
-            if done < end:
-                with lock:
-                    latencies.append((done - asked) * 1e3)
-
-    pool = [threading.Thread(target=run, args=(i / rate,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return tenant, admitted[0], latencies, limiter.stats()["local"]
 
 
 def _shared_run(url: str, seconds: float, named: bool, heavy: bool) -> dict[str, float]:
@@ -454,17 +405,22 @@ def _shared_run(url: str, seconds: float, named: bool, heavy: bool) -> dict[str,
         )
     prefix = f"f{uuid.uuid4().hex[:8]}"
     results = run_together(
-        _shared_tenant_worker,
-        [(url, prefix, seconds, tenant, named, rate, threads) for tenant, rate, threads in plan],
+        open_loop,
+        [
+            (url, prefix, seconds, tenant, named, rate, threads, CALL_SECONDS)
+            for tenant, rate, threads in plan
+        ],
     )
-    light, light_ms = next((n, lat) for tenant, n, lat, _ in results if tenant == "light")
-    heavy = sum(n for tenant, n, _, _ in results if tenant == "heavy")
+    light = next(r for r in results if r.tenant == "light")
+    # latency: wait + call, of the calls done before the end
+    light_ms = [(done - asked) * 1e3 for asked, _, done in light.records if done < light.end]
+    heavy = sum(len(r.records) for r in results if r.tenant == "heavy")
     return {
         "light_p95_ms": _quantile_ms(light_ms, 0.95),
-        "light_share_of_offered": light / (SHARED_LIGHT * seconds),
-        "light_per_s": light / seconds,
+        "light_share_of_offered": len(light.records) / (SHARED_LIGHT * seconds),
+        "light_per_s": len(light.records) / seconds,
         "heavy_per_s": heavy / seconds,
-        "local_admissions": sum(local for *_, local in results),
+        "local_admissions": sum(r.local for r in results),
     }
 
 
@@ -511,7 +467,7 @@ def _shared_fairness(url: str, settings: Settings) -> list[Row]:
 
 # --- fair concurrency slots across processes through Redis ---------------------------------
 
-SLOTS_CAP = 4  # one concurrency cap held in Redis for every process
+SLOTS_CAP = SHARED_SLOTS  # one concurrency cap held in Redis for every process
 SLOTS_HEAVY = (7, 7, 6)  # the heavy tenant's closed-loop callers in each of its processes
 SLOTS_THINK = 0.02  # the light caller's pause between calls
 SLOTS_GROUP = (
@@ -521,63 +477,27 @@ SLOTS_GROUP = (
 )
 
 
-def _slot_worker(start: Start, url, prefix, seconds, tenant, named, threads, think):
-    """Closed-loop callers of one tenant (one process): each pauses `think` s, waits for
-    a slot and holds it for one call; the latencies (wait + call, ms) and waits (ms) of the
-    calls admitted before the end."""
-    store = langscale.RedisStore(url, prefix=prefix)
-    limiter = langscale.RateLimiter(max_concurrency=SLOTS_CAP, store=store, name="slots")
-    latencies: list[float] = []
-    waits: list[float] = []
-    lock = threading.Lock()
-    begin = start.wait()
-    end = begin + seconds
-
-    def run() -> None:
-        time.sleep(max(0.0, begin - time.time()))
-        while True:
-            time.sleep(think)
-            asked = time.time()
-            if asked >= end:
-                return
-            try:
-                permit = limiter.acquire(
-                    timeout=max(0.001, end - asked), tenant=tenant if named else None
-                )
-            except langscale.RateLimitTimeout:
-                return
-            admitted = time.time()
-            time.sleep(CALL_SECONDS)
-            permit.release()
-            if admitted < end:
-                with lock:
-                    waits.append((admitted - asked) * 1e3)
-                    latencies.append((time.time() - asked) * 1e3)
-
-    pool = [threading.Thread(target=run) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return tenant, latencies, waits, limiter.stats()["local"]
-
-
 def _slot_run(url: str, seconds: float, named: bool, heavy: bool) -> dict[str, float]:
     plan = [("light", 1, SLOTS_THINK)]
     if heavy:
         plan += [("heavy", n, 0.0) for n in SLOTS_HEAVY]
     prefix = f"s{uuid.uuid4().hex[:8]}"
     results = run_together(
-        _slot_worker, [(url, prefix, seconds, tenant, named, n, think) for tenant, n, think in plan]
+        closed_loop,
+        [
+            (url, prefix, seconds, tenant, named, n, think, CALL_SECONDS)
+            for tenant, n, think in plan
+        ],
     )
-    light_ms, light_waits = next((lat, w) for t, lat, w, _ in results if t == "light")
-    heavy = sum(len(lat) for t, lat, _, _ in results if t == "heavy")
+    light = next(r.records for r in results if r.tenant == "light")
+    heavy = sum(len(r.records) for r in results if r.tenant == "heavy")
     return {
-        "light_p95_ms": _quantile_ms(light_ms, 0.95),
-        "light_p95_wait_ms": _quantile_ms(light_waits, 0.95),
-        "light_calls_per_s": len(light_ms) / seconds,
+        # latency: wait + call; wait: for a slot
+        "light_p95_ms": _quantile_ms([(done - asked) * 1e3 for asked, _, done in light], 0.95),
+        "light_p95_wait_ms": _quantile_ms([(a - asked) * 1e3 for asked, a, _ in light], 0.95),
+        "light_calls_per_s": len(light) / seconds,
         "heavy_calls_per_s": heavy / seconds,
-        "local_admissions": sum(local for *_, local in results),
+        "local_admissions": sum(r.local for r in results),
     }
 
 

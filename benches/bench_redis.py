@@ -9,7 +9,6 @@ without ``langchain-redis`` (the ``bench`` extra), the rows that need them say s
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -18,6 +17,7 @@ from bench_cache import answer, llm_string, prompt_template, prompts
 
 import langscale
 from langscale import ExactCache, RateLimiter
+from tests.limiter_load import admissions
 
 GROUP_CACHE = "redis: cache L2 hit, ~2 KB tool-calling prompt, local redis-server"
 GROUP_LIMIT = "redis: shared limiter, rate never binds"
@@ -138,27 +138,8 @@ def _acquire_cost(url: str, settings: Settings) -> list[Row]:
 
 
 def _rate(limiter: RateLimiter, seconds: float, threads: int = 8) -> float:
-    stamps: list[float] = []
-    lock = threading.Lock()
-    start = time.monotonic() + 0.2
-    stop = start + seconds
-
-    def run() -> None:
-        while time.monotonic() < start:
-            time.sleep(0.001)
-        while True:
-            limiter.acquire(timeout=5)
-            now = time.monotonic()
-            if now >= stop:
-                return
-            with lock:
-                stamps.append(now)
-
-    pool = [threading.Thread(target=run) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    begin = time.monotonic() + 0.2
+    stamps = admissions(limiter, begin, begin + seconds, threads, clock=time.monotonic)
     return len(stamps) / seconds
 
 

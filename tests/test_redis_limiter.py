@@ -12,6 +12,7 @@ import pytest
 
 import langscale
 from langscale import ConfigError, RateLimiter, RateLimitTimeout
+from tests.limiter_load import admissions, closed_loop, open_loop
 from tests.multiprocess import Start, run_together, started
 
 
@@ -195,27 +196,8 @@ def _admit_worker(start: Start, url, prefix, seconds, threads):
     # burst 10: 100 ms of slack, so a worker the OS schedules late (the test machine may be
     # loaded) does not lose the slot it was due
     limiter = RateLimiter(requests_per_second=100, burst=10, store=store, name="mp")
-    stamps: list[float] = []
-    lock = threading.Lock()
     begin = start.wait()
-    end = begin + seconds
-
-    def run() -> None:
-        while time.time() < begin:
-            time.sleep(0.001)
-        while True:
-            limiter.acquire(timeout=5)
-            now = time.time()
-            if now >= end:
-                return
-            with lock:
-                stamps.append(now)
-
-    pool = [threading.Thread(target=run) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    stamps = admissions(limiter, begin, begin + seconds, threads)
     return len(stamps), limiter.stats()["local"]
 
 
@@ -274,43 +256,6 @@ def test_extreme_rates_never_panic(redis_server, redis_prefix):
 # -- fair shares between tenants across processes --------------------------------------------
 
 
-def _tenant_worker(start: Start, url, prefix, seconds, tenant, rate, threads):
-    """Open-loop arrivals of one tenant at `rate`/s over `threads` senders; reports the
-    admissions made before the end and their waits (s)."""
-    store = langscale.RedisStore(url, prefix=prefix)
-    limiter = RateLimiter(requests_per_second=40, burst=2, store=store, name="fair")
-    waits: list[float] = []
-    lock = threading.Lock()
-    begin = start.wait()
-    end = begin + seconds
-
-    def run(offset: float) -> None:
-        sent = 0
-        while True:
-            due = begin + offset + sent * threads / rate
-            if due >= end:
-                return
-            time.sleep(max(0.0, due - time.time()))
-            sent += 1
-            asked = time.time()
-            # wait no later than the end: a backlog left behind is not measured, only drained
-            try:
-                limiter.acquire(timeout=max(0.001, end - asked), tenant=tenant)
-            except RateLimitTimeout:
-                continue
-            done = time.time()
-            if done < end:
-                with lock:
-                    waits.append(done - asked)
-
-    pool = [threading.Thread(target=run, args=(i / rate,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return tenant, len(waits), sorted(waits), limiter.stats()["local"]
-
-
 def test_a_light_tenant_keeps_its_rate_beside_a_heavy_one_in_other_processes(
     redis_server, redis_prefix
 ):
@@ -322,20 +267,19 @@ def test_a_light_tenant_keeps_its_rate_beside_a_heavy_one_in_other_processes(
     seconds = 6.0
     plan = [("light", 15.0, 4)] + [("heavy", 100.0, 8)] * 3
     results = run_together(
-        _tenant_worker,
-        [(redis_server.url, redis_prefix, seconds, t, r, n) for t, r, n in plan],
+        open_loop,
+        [(redis_server.url, redis_prefix, seconds, t, True, r, n) for t, r, n in plan],
         timeout=120,
     )
-    assert all(local == 0 for *_, local in results)
-    light = next(r for r in results if r[0] == "light")
-    heavy = sum(n for t, n, _, _ in results if t == "heavy")
-    waits = light[2]
-    p95 = waits[min(len(waits) - 1, int(0.95 * len(waits)))]
-    print(f"light admitted {light[1]} of {15 * seconds:.0f}, p95 wait {p95:.3f} s; heavy {heavy}")
+    assert all(r.local == 0 for r in results)
+    light = next(r.records for r in results if r.tenant == "light")
+    heavy = sum(len(r.records) for r in results if r.tenant == "heavy")
+    p95 = _p95(sorted(admitted - asked for asked, admitted, _ in light))
+    print(f"light admitted {len(light)} of {15 * seconds:.0f}, p95 wait {p95:.3f} s; heavy {heavy}")
     # the light tenant gets what it asks for (admitted before the end, generous margin)
-    assert light[1] >= 0.85 * 15 * seconds
+    assert len(light) >= 0.85 * 15 * seconds
     # the heavy one takes the rest, and the two together no more than the limit
-    assert heavy + light[1] <= 40 * seconds + 10
+    assert heavy + len(light) <= 40 * seconds + 10
     assert heavy >= 0.5 * 25 * seconds
     # no backlog builds up behind the heavy tenant's requests (seconds of it first come,
     # first served)
@@ -366,44 +310,6 @@ def test_tenant_weights_of_a_shared_limiter(redis_server, redis_prefix):
 SLOT_CALL = 0.05  # how long each admitted call holds its slot
 
 
-def _slot_worker(start: Start, url, prefix, seconds, tenant, named, threads, think):
-    """Closed-loop callers of one tenant: each thinks `think` s, waits for a slot of a cap of
-    4 and holds it SLOT_CALL s; reports the waits (s) of the admissions made before the end."""
-    store = langscale.RedisStore(url, prefix=prefix)
-    limiter = RateLimiter(max_concurrency=4, store=store, name="slots")
-    waits: list[float] = []
-    lock = threading.Lock()
-    begin = start.wait()
-    end = begin + seconds
-
-    def run() -> None:
-        time.sleep(max(0.0, begin - time.time()))
-        while True:
-            time.sleep(think)
-            asked = time.time()
-            if asked >= end:
-                return
-            try:
-                permit = limiter.acquire(
-                    timeout=max(0.001, end - asked), tenant=tenant if named else None
-                )
-            except RateLimitTimeout:
-                return
-            done = time.time()
-            if done < end:
-                with lock:
-                    waits.append(done - asked)
-            time.sleep(SLOT_CALL)
-            permit.release()
-
-    pool = [threading.Thread(target=run) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return tenant, sorted(waits), limiter.stats()["local"]
-
-
 def _slot_run(url: str, prefix: str, seconds: float, named: bool, heavy: bool) -> list[float]:
     """The light tenant's sorted waits: one caller, alone or beside 20 heavy callers in 3
     other processes."""
@@ -411,12 +317,13 @@ def _slot_run(url: str, prefix: str, seconds: float, named: bool, heavy: bool) -
     if heavy:
         plan += [("heavy", 7, 0.0), ("heavy", 7, 0.0), ("heavy", 6, 0.0)]
     results = run_together(
-        _slot_worker,
-        [(url, prefix, seconds, tenant, named, n, think) for tenant, n, think in plan],
+        closed_loop,
+        [(url, prefix, seconds, tenant, named, n, think, SLOT_CALL) for tenant, n, think in plan],
         timeout=120,
     )
-    assert all(local == 0 for *_, local in results)
-    return next(w for t, w, _ in results if t == "light")
+    assert all(r.local == 0 for r in results)
+    light = next(r.records for r in results if r.tenant == "light")
+    return sorted(admitted - asked for asked, admitted, _ in light)
 
 
 def _p95(values: list[float]) -> float:
