@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use langscale_core::limit::{
-    AnyLimiter, AnyPermit, Ask, Limiter, LimiterConfig, LimiterStats, Permit as CorePermit,
-    Priority, SharedLimiter, SharedLimiterConfig, SharedPermit as CoreSharedPermit,
+    AnyLimiter, AnyPermit, Ask, Limiter, LimiterConfig, Permit as CorePermit, Priority,
+    SharedLimiter, SharedLimiterConfig, SharedPermit as CoreSharedPermit,
 };
 use langscale_core::store::Store;
 use pyo3::exceptions::PyStopIteration;
@@ -227,15 +227,7 @@ impl RateLimiter {
                     store.flush_events();
                 }
                 let s = l.stats();
-                let counts = LimiterStats {
-                    acquired: s.acquired,
-                    waited: s.waited,
-                    wait_nanos: s.wait_nanos,
-                    timeouts: s.timeouts,
-                    waiting: s.waiting,
-                    in_flight: s.in_flight,
-                };
-                (counts, Some(s))
+                (s.counts, Some(s))
             }
         };
         let d = PyDict::new(py);

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::fair::Flow;
-use super::{Ask, LimitError, Limiter, LimiterConfig, Permit, Priority};
+use super::{Ask, LimitError, Limiter, LimiterConfig, LimiterStats, Permit, Priority};
 use crate::store::{unique_id, Lua, Store, StoreError};
 
 const TAKE: &str = r"
@@ -306,15 +306,11 @@ impl Default for SharedLimiterConfig {
     }
 }
 
-/// Counters of a shared limiter.
+/// Counters of a shared limiter: those every limiter keeps, and its own.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SharedStats {
-    pub acquired: u64,
-    pub waited: u64,
-    pub wait_nanos: u64,
-    pub timeouts: u64,
-    pub waiting: u64,
-    pub in_flight: u64,
+    /// As a local limiter counts them; waits include its local share's (Redis down).
+    pub counts: LimiterStats,
     /// Script calls made to Redis for admissions.
     pub round_trips: u64,
     /// Admissions served from a lease, without a round trip.
@@ -579,12 +575,14 @@ impl SharedLimiter {
         let local = self.inner.local_limiter();
         let ls = local.stats();
         SharedStats {
-            acquired: c.acquired.load(Ordering::Relaxed),
-            waited: c.waited.load(Ordering::Relaxed) + ls.waited,
-            wait_nanos: c.wait_nanos.load(Ordering::Relaxed) + ls.wait_nanos,
-            timeouts: c.timeouts.load(Ordering::Relaxed) + ls.timeouts,
-            waiting: c.waiting.load(Ordering::Relaxed) + ls.waiting,
-            in_flight: c.in_flight.load(Ordering::Relaxed),
+            counts: LimiterStats {
+                acquired: c.acquired.load(Ordering::Relaxed),
+                waited: c.waited.load(Ordering::Relaxed) + ls.waited,
+                wait_nanos: c.wait_nanos.load(Ordering::Relaxed) + ls.wait_nanos,
+                timeouts: c.timeouts.load(Ordering::Relaxed) + ls.timeouts,
+                waiting: c.waiting.load(Ordering::Relaxed) + ls.waiting,
+                in_flight: c.in_flight.load(Ordering::Relaxed),
+            },
             round_trips: c.round_trips.load(Ordering::Relaxed),
             leased: c.leased.load(Ordering::Relaxed),
             local: c.local.load(Ordering::Relaxed),
