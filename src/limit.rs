@@ -256,38 +256,6 @@ fn permit_object(py: Python<'_>, permit: AnyPermit) -> PyResult<Py<PyAny>> {
     })
 }
 
-/// Admission to make one call. Use as a (sync or async) context manager to release the
-/// concurrency slot on exit; `settle(actual_tokens)` reconciles the token estimate.
-#[pyclass(frozen, module = "langscale._core")]
-pub struct Permit {
-    /// Kept after release: the slot goes back at once, the token record stays so usage
-    /// that arrives after the call can still be settled.
-    permit: Mutex<CorePermit>,
-    released: std::sync::atomic::AtomicBool,
-    tokens: std::sync::atomic::AtomicU64,
-    priority: Priority,
-}
-
-impl Permit {
-    fn new(permit: CorePermit) -> Self {
-        Self {
-            tokens: std::sync::atomic::AtomicU64::new(permit.tokens()),
-            priority: permit.priority(),
-            permit: Mutex::new(permit),
-            released: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "Permit(tokens={}, priority='{}', released={})",
-            self.tokens.load(std::sync::atomic::Ordering::Relaxed),
-            self.priority.as_str(),
-            py_bool(self.released.load(std::sync::atomic::Ordering::Relaxed))
-        )
-    }
-}
-
 /// A limiter of either kind (`_core.RateLimiter`, or a `langscale.RateLimiter` wrapping one).
 pub(crate) fn any_limiter(name: &str, value: &Bound<'_, PyAny>) -> PyResult<AnyLimiter> {
     let inner = match value.getattr("_core") {
@@ -312,13 +280,50 @@ pub(crate) fn py_bool(value: bool) -> &'static str {
     }
 }
 
-/// The Python side of a permit, the same for the local and the shared limiter's: `settle`,
-/// `release`, `tokens`/`priority`/`released`, sync and async context management. The class
-/// has fields `permit: Mutex<P>` (P with `settle(u64)` and `release()`), `released`,
-/// `tokens`, `priority`, and a `describe()` for its repr; `$extra` adds its own methods.
-macro_rules! permit_methods {
-    ($class:ident { $($extra:tt)* }) => {
+/// A permit class, the same for the local and the shared limiter's: it holds the core
+/// permit `$core` (with `tokens()`, `priority()`, `settle(u64)` and `release()`) and offers
+/// `settle`, `release`, `tokens`/`priority`/`released`, sync and async context management.
+/// `$local` reads from the core permit whether its repr shows `local=` (Some: a shared
+/// limit's); `$extra` adds the class's own methods.
+macro_rules! permit_class {
+    ($(#[$doc:meta])* $class:ident($core:ty, local = $local:expr) { $($extra:tt)* }) => {
+        $(#[$doc])*
+        #[pyclass(frozen, module = "langscale._core")]
+        pub struct $class {
+            /// Kept after release: the slot goes back at once, the token record stays so
+            /// usage that arrives after the call can still be settled.
+            permit: Mutex<$core>,
+            released: std::sync::atomic::AtomicBool,
+            tokens: std::sync::atomic::AtomicU64,
+            priority: Priority,
+            local: Option<bool>,
+        }
+
         impl $class {
+            fn new(permit: $core) -> Self {
+                let local: fn(&$core) -> Option<bool> = $local;
+                Self {
+                    tokens: std::sync::atomic::AtomicU64::new(permit.tokens()),
+                    priority: permit.priority(),
+                    local: local(&permit),
+                    permit: Mutex::new(permit),
+                    released: std::sync::atomic::AtomicBool::new(false),
+                }
+            }
+
+            fn describe(&self) -> String {
+                let local = self
+                    .local
+                    .map_or_else(String::new, |l| format!(", local={}", py_bool(l)));
+                format!(
+                    "{}(tokens={}, priority='{}', released={}{local})",
+                    stringify!($class),
+                    self.tokens.load(std::sync::atomic::Ordering::Relaxed),
+                    self.priority.as_str(),
+                    py_bool(self.released.load(std::sync::atomic::Ordering::Relaxed)),
+                )
+            }
+
             fn release_now(&self) {
                 self.permit
                     .lock()
@@ -401,47 +406,22 @@ macro_rules! permit_methods {
     };
 }
 
-permit_methods!(Permit {});
+permit_class!(
+    /// Admission to make one call. Use as a (sync or async) context manager to release the
+    /// concurrency slot on exit; `settle(actual_tokens)` reconciles the token estimate.
+    Permit(CorePermit, local = |_| None) {}
+);
 
-/// Admission from a shared limit; same use as `Permit`.
-#[pyclass(frozen, module = "langscale._core")]
-pub struct SharedPermit {
-    permit: Mutex<CoreSharedPermit>,
-    released: std::sync::atomic::AtomicBool,
-    tokens: std::sync::atomic::AtomicU64,
-    priority: Priority,
-    local: bool,
-}
-
-impl SharedPermit {
-    fn new(permit: CoreSharedPermit) -> Self {
-        Self {
-            tokens: std::sync::atomic::AtomicU64::new(permit.tokens()),
-            priority: permit.priority(),
-            local: permit.is_local(),
-            permit: Mutex::new(permit),
-            released: std::sync::atomic::AtomicBool::new(false),
+permit_class!(
+    /// Admission from a shared limit; same use as `Permit`.
+    SharedPermit(CoreSharedPermit, local = |p| Some(p.is_local())) {
+        /// True when admitted by this process's local share because Redis was down.
+        #[getter]
+        fn local(&self) -> bool {
+            self.local.unwrap_or(false)
         }
     }
-
-    fn describe(&self) -> String {
-        format!(
-            "SharedPermit(tokens={}, priority='{}', released={}, local={})",
-            self.tokens.load(std::sync::atomic::Ordering::Relaxed),
-            self.priority.as_str(),
-            py_bool(self.released.load(std::sync::atomic::Ordering::Relaxed)),
-            py_bool(self.local)
-        )
-    }
-}
-
-permit_methods!(SharedPermit {
-    /// True when admitted by this process's local share because Redis was down.
-    #[getter]
-    fn local(&self) -> bool {
-        self.local
-    }
-});
+);
 
 /// An awaitable that is already done: what `async with permit` awaits.
 #[pyclass(frozen, module = "langscale._core")]
