@@ -306,7 +306,7 @@ class LocalEmbeddings:
     def embed_documents(self, texts: list[str] | tuple[str, ...]) -> list[list[float]]: ...
 
 # (name, weight, priority, price_in, price_out, context_window, tags), as checked
-# RateLimiter, SharedRateLimiter, or a langscale.RateLimiter wrapping either
+# a RateLimiter (local or shared), or a langscale.RateLimiter wrapping one
 _AnyLimiter = Any
 # (name, weight, priority, price_in, price_out, context_window, tags, price_cache_read,
 #  price_cache_write)
