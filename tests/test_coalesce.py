@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,11 +32,21 @@ def scaled(inner: CountingModel, **kw: Any) -> langscale.ScaledChatModel:
 
 
 def test_100_threads_asking_the_same_make_one_call() -> None:
-    inner = slow()
+    # The call is held until every other caller waits for it: a thread arriving after the
+    # answer would be served by LangChain's InMemoryCache (one shared object), not coalesced.
+    inner = CountingModel(numbered=True)
     model = scaled(inner)
+    flights = model._flights
     with ThreadPoolExecutor(N) as pool:
-        replies = list(pool.map(lambda _: model.invoke("What is the capital of France?"), range(N)))
+        asked = [pool.submit(model.invoke, "What is the capital of France?") for _ in range(N)]
+        deadline = time.monotonic() + 60
+        while flights.stats()["followed"] < N - 1:
+            assert time.monotonic() < deadline, flights.stats()
+            time.sleep(0.01)
+        inner.gate.set()
+        replies = [f.result(timeout=60) for f in asked]
     assert inner.calls == 1
+    assert flights.stats()["led"] == 1
     assert {r.content for r in replies} == {"answer 1 to What is the capital of France?"}
     # Each caller gets its own message object, not one shared mutable reply.
     assert len({id(r) for r in replies}) == N
