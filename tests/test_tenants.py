@@ -326,3 +326,85 @@ def test_budgets_config_junk_is_a_config_error_or_works(config: Any):
             budgets.update(config)
         return
     budgets.update(config)  # accepted once: accepted again
+
+
+class OddUsage(BaseChatModel):
+    """Reports usage no provider should: ``usage`` as given (negative, absurd), or none."""
+
+    usage: dict[str, Any] | None
+
+    @property
+    def _llm_type(self) -> str:
+        return "odd-usage"
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        msg = AIMessage(content="fine", usage_metadata=self.usage)
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    def _stream(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        yield ChatGenerationChunk(message=AIMessageChunk(content="fine"))
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=self.usage))
+
+
+ODD_USAGE = [
+    {"input_tokens": -5, "output_tokens": -1, "total_tokens": -6},
+    {"input_tokens": 10**30, "output_tokens": 2**63, "total_tokens": 10**30},
+    {
+        "input_tokens": 3,
+        "output_tokens": 4,
+        "total_tokens": 7,
+        "input_token_details": {"cache_read": -2, "cache_creation": 2**64},
+    },
+]
+
+
+@pytest.mark.parametrize("usage", ODD_USAGE)
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream"])
+def test_odd_usage_from_a_provider_neither_fails_the_call_nor_credits_a_budget(usage, mode):
+    """An unreadable count reads as 0: the call succeeds and is charged as one that reported
+    nothing (what the budgets know of it), never a negative or absurd amount."""
+
+    def spend(usage: dict[str, Any] | None) -> float:
+        budgets = Budgets({"tenant_default": daily(100.0)})
+        llm = model(budgets, Deployment(OddUsage(usage=usage), price_in=5.0, price_out=5.0))
+        messages = [HumanMessage("hi")]
+
+        async def collect() -> str:
+            if mode == "ainvoke":
+                return (await llm.ainvoke(messages)).text
+            return "".join([c.text async for c in llm.astream(messages)])
+
+        with langscale.tenant("acme"):
+            if mode == "invoke":
+                text = llm.invoke(messages).text
+            elif mode == "stream":
+                text = "".join(c.text for c in llm.stream(messages))
+            else:
+                text = asyncio.run(collect())
+        assert text == "fine"
+        return tenant_usd(budgets, "acme")
+
+    spent, silent = spend(usage), spend(None)
+    assert 0.0 <= spent <= max(silent, 7 * 5 / 1000), (spent, silent)
+
+
+@given(
+    st.one_of(
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=5),
+        st.booleans(),
+        st.none(),
+    )
+)
+def test_any_reported_count_reads_as_a_count(value):
+    from langscale._tokens import tokens_of
+
+    got = tokens_of({"input_tokens": value, "input_token_details": {"cache_read": value}})
+    assert all(isinstance(n, int) and 0 <= n < 2**63 for n in got)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        assert got[0] == value == got[2]

@@ -55,12 +55,27 @@ def tokens_of(usage: Any) -> Usage:
     ``input_token_details`` says how many were read from or written to the provider's
     prompt cache)."""
     details = usage.get("input_token_details") or {}
+    if not isinstance(details, dict):
+        details = {}
     return (
-        int(usage.get("input_tokens", 0) or 0),
-        int(usage.get("output_tokens", 0) or 0),
-        int(details.get("cache_read", 0) or 0),
-        int(details.get("cache_creation", 0) or 0),
+        _count(usage.get("input_tokens")),
+        _count(usage.get("output_tokens")),
+        _count(details.get("cache_read")),
+        _count(details.get("cache_creation")),
     )
+
+
+def _count(value: Any) -> int:
+    """A reported token count: a whole number from 0 below 2**63, else 0. A provider's odd
+    usage (negative, absurd, not a number) must not fail a call that succeeded, nor credit a
+    budget with negative spend."""
+    if isinstance(value, bool):
+        return 0
+    try:
+        n = int(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return n if 0 <= n < 2**63 else 0
 
 
 def usage_of(generations: Iterable[Any]) -> Usage:
