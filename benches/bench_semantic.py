@@ -277,6 +277,20 @@ def _insert_rows(r: dict[str, Any], label: str = "") -> list[Row]:
             ),
             Row(
                 "semantic speed",
+                f"insert p99 while turning over, {n:,} entries{label}",
+                "us",
+                r["churn_insert_p99_us"],
+                None,
+            ),
+            Row(
+                "semantic speed",
+                f"stranded nodes linked back by sweeps, {n:,}{label}",
+                "",
+                r["reconnected"],
+                None,
+            ),
+            Row(
+                "semantic speed",
                 f"index recall@1 within 0.9 after turnovers, {n:,}{label}",
                 "",
                 r["recall_at_1_within_threshold_after_churn"],

@@ -5,7 +5,9 @@
 //! them). `LS_PARAMS=current,previous` runs the shipped graph settings and the ones before
 //! issue 17 (`GraphParams::previous`) side by side; `LS_CHURN=k` then also turns the index
 //! over k times (each insert evicts the oldest entry) and reports the cost of each removal
-//! and the recall after it.
+//! and the recall after it. `LS_SIDE_BY_SIDE=1` instead builds one cache of each settings
+//! per size and times their lookups interleaved, query by query, so that a busy machine
+//! slows both alike (one JSON object per size with both p50s and their ratio).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,11 +71,75 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let side_by_side = std::env::var("LS_SIDE_BY_SIDE").is_ok_and(|v| v == "1");
     for &n in sizes.iter().filter(|&&n| only.is_none_or(|o| o == n)) {
+        if side_by_side {
+            lookups_side_by_side(n);
+            continue;
+        }
         for set in sets.split(',') {
             run(n, set.trim(), churn);
         }
     }
+}
+
+/// A cache of `n` entries built with the given settings.
+fn filled(data: &[Vec<f32>], previous: bool) -> SemanticCache {
+    let cache = SemanticCache::new(SemanticConfig {
+        maxsize: data.len() as u64 * 2,
+        threshold: 0.9,
+        guard: false,
+        graph: params(previous),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    for (i, v) in data.iter().enumerate() {
+        let scoped = split_prompt("", "bench", &format!("stored question {i}"));
+        let _ = cache.insert(&scoped, Some(v), Arc::from(&b"value"[..]));
+    }
+    cache
+}
+
+/// Lookup p50 of the current and the previous settings on the same entries and queries,
+/// timed alternately (which goes first alternates too).
+fn lookups_side_by_side(n: usize) {
+    let mut rng = Rng(n as u64);
+    let data = dataset(n, &mut rng);
+    let current = filled(&data, false);
+    let previous = filled(&data, true);
+    let fresh = dataset(n, &mut Rng(n as u64 + 1));
+    let scoped = split_prompt("", "bench", "a question not stored");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..5 {
+        for i in 0..2000 {
+            let q = if i % 2 == 0 {
+                let base = &data[(i * 7919 + round) % n];
+                normalised(base.iter().map(|x| x + 0.02 * rng.next()).collect())
+            } else {
+                fresh[(i * 104_729 + round) % n].clone()
+            };
+            let order: [(&SemanticCache, &mut Vec<f64>); 2] = if i % 2 == 0 {
+                [(&current, &mut a), (&previous, &mut b)]
+            } else {
+                [(&previous, &mut b), (&current, &mut a)]
+            };
+            for (cache, times) in order {
+                let t = Instant::now();
+                let _ = cache.lookup(&scoped, Some(&q));
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (pa, pb) = (percentile(&a, 0.5), percentile(&b, 0.5));
+    println!(
+        "{{\"entries\": {n}, \"side_by_side\": true, \"lookups\": {}, \"lookup_p50_us_current\": {pa:.2}, \"lookup_p50_us_previous\": {pb:.2}, \"lookup_p99_us_current\": {:.2}, \"lookup_p99_us_previous\": {:.2}, \"p50_ratio_current_over_previous\": {:.3}}}",
+        a.len(),
+        percentile(&a, 0.99),
+        percentile(&b, 0.99),
+        pa / pb,
+    );
 }
 
 fn run(n: usize, set: &str, churn: usize) {
@@ -188,7 +254,9 @@ fn run(n: usize, set: &str, churn: usize) {
 
 /// `turns` full turnovers of an index of `n` entries (keys 0..n): each insert of a new
 /// vector evicts the oldest entry. Returns the JSON fields: removal p50/p99/max, insert p50
-/// while churning, and recall@1 within 0.9 afterwards on near-duplicates of the last entries.
+/// while churning and its p99 (the reachability sweeps land on inserts and removals), the
+/// stranded nodes those sweeps linked back, and recall@1 within 0.9 afterwards on
+/// near-duplicates of the last entries.
 fn turnover(index: &mut ScopeIndex, n: usize, turns: usize, queries: &[Vec<f32>]) -> String {
     let mut removes = Vec::with_capacity(n * turns);
     let mut inserts = Vec::with_capacity(n * turns);
@@ -226,11 +294,13 @@ fn turnover(index: &mut ScopeIndex, n: usize, turns: usize, queries: &[Vec<f32>]
         }
     }
     format!(
-        ", \"turnovers\": {turns}, \"remove_p50_us\": {:.2}, \"remove_p99_us\": {:.2}, \"remove_max_us\": {:.0}, \"churn_insert_p50_us\": {:.2}, \"recall_at_1_within_threshold_after_churn\": {:.4}, \"queries_within_threshold_after_churn\": {within}",
+        ", \"turnovers\": {turns}, \"remove_p50_us\": {:.2}, \"remove_p99_us\": {:.2}, \"remove_max_us\": {:.0}, \"churn_insert_p50_us\": {:.2}, \"churn_insert_p99_us\": {:.2}, \"reconnected\": {}, \"recall_at_1_within_threshold_after_churn\": {:.4}, \"queries_within_threshold_after_churn\": {within}",
         percentile(&removes, 0.5),
         percentile(&removes, 0.99),
         removes.last().copied().unwrap_or(0.0),
         percentile(&inserts, 0.5),
+        percentile(&inserts, 0.99),
+        index.reconnected(),
         agree as f64 / within.max(1) as f64,
     )
 }

@@ -145,7 +145,21 @@ pub struct Hnsw {
     entry: Option<u32>,
     top_layer: usize,
     rng: u64,
+    /// Changes since the last reachability sweep, in quarters: a removal counts 4, a trim
+    /// 1 (an insert trims about four lists). See `keep_reachable`.
+    unswept: usize,
+    /// Live nodes that sweeps found stranded and linked back, in all (for benches and tests:
+    /// how often the local repairs fall short).
+    reconnected: u64,
 }
+
+/// Up to this many live nodes, the graph checks after every change that all of them can be
+/// reached (a walk of at most 256 nodes' links); above it, once the removals since the last
+/// check reach an eighth of the live nodes (or the trims half of them, see `unswept`).
+const SWEEP_SMALL: usize = 256;
+/// What a removal and a trim add to `unswept`.
+const REMOVAL: usize = 4;
+const TRIM: usize = 1;
 
 /// How many links a trim drops beyond the one that overflowed: trimming a full list (49
 /// similarities, a few coverage tests) then happens once per `slack` new links instead of
@@ -177,6 +191,8 @@ impl Hnsw {
             entry: None,
             top_layer: 0,
             rng: 0x9E37_79B9_7F4A_7C15,
+            unswept: 0,
+            reconnected: 0,
         }
     }
 
@@ -439,6 +455,7 @@ impl Hnsw {
             self.top_layer = level;
             self.entry = Some(id);
         }
+        self.keep_reachable::<AVX2>();
         id
     }
 
@@ -533,6 +550,7 @@ impl Hnsw {
                 .collect();
             scored.sort_by(|a, b| b.cmp(a));
             list = self.select::<AVX2>(&scored, max_links);
+            self.unswept += TRIM;
         }
         self.set_links(from, layer, &list);
     }
@@ -577,6 +595,7 @@ impl Hnsw {
             max_links.saturating_sub(slack(max_links)),
         );
         self.set_links(from, layer, &kept);
+        self.unswept += TRIM;
     }
 
     /// Shrink `owner`'s candidate links at `layer` to `target` (or at least to the row's
@@ -760,6 +779,110 @@ impl Hnsw {
                 .max_by_key(|&n| (self.level_of(n), std::cmp::Reverse(n)));
             self.entry = next;
             self.top_layer = next.map_or(0, |n| self.level_of(n));
+        }
+        self.unswept += REMOVAL;
+        self.keep_reachable::<AVX2>();
+    }
+
+    /// How many live nodes reachability sweeps have linked back so far.
+    pub fn reconnected(&self) -> u64 {
+        self.reconnected
+    }
+
+    /// The local repairs (a removed node's in-neighbours take its place, a trim keeps a
+    /// node's last in-link) make stranded nodes rare, not impossible: a removal can take the
+    /// only path into a small cluster whose nodes link only each other (its in-neighbours
+    /// each take one replacement link, which may lead elsewhere), and a trim can drop the
+    /// only link into such a cluster. So the graph checks itself and links back what it
+    /// finds stranded: after every change while it is small, else once the removals since
+    /// the last check reach an eighth of its live nodes (a trim counts a quarter of a
+    /// removal), so a check (a walk of every link: ~36 ms at 100k nodes of 48 links) costs
+    /// each removal the links of 8 nodes, amortised.
+    fn keep_reachable<const AVX2: bool>(&mut self) {
+        let live = self.len().saturating_sub(self.free.len());
+        if self.unswept == 0 || (live > SWEEP_SMALL && self.unswept * 8 < live * REMOVAL) {
+            return;
+        }
+        self.unswept = 0;
+        self.reconnected += self.reconnect::<AVX2>() as u64;
+    }
+
+    /// Link every live node that the entry cannot reach on layer 0 from the most similar
+    /// node it can reach; returns how many there were. The walk from the entry records the
+    /// link that first reached each node (a tree of links); a new link never displaces a
+    /// tree link, so what was reached stays reached, and each stranded node linked back
+    /// brings whatever it reaches with it.
+    fn reconnect<const AVX2: bool>(&mut self) -> usize {
+        const NONE: u32 = u32::MAX;
+        let Some(entry) = self.entry else {
+            return 0;
+        };
+        let n = self.len();
+        let mut parent = vec![NONE; n];
+        let mut stack = vec![entry];
+        if let Some(p) = parent.get_mut(entry as usize) {
+            *p = entry;
+        }
+        self.spread(&mut parent, &mut stack);
+        let mut stranded = 0;
+        let mut visited = Visited::new(n);
+        let max_links = self.max_links(0);
+        let ef = self.params.ef_construction.clamp(8, 64);
+        for u in 0..n as u32 {
+            if parent.get(u as usize) != Some(&NONE) || !self.is_live(u) {
+                continue;
+            }
+            stranded += 1;
+            let query = Query::new(self.vector(u), &self.rotation);
+            // A walk from the entry follows links only: everything it finds is reached.
+            let found = self.search_layer::<AVX2>(&query, &[entry], ef, 0, &mut visited);
+            for p in found.iter().map(|s| s.id) {
+                if p == u || !self.is_live(p) {
+                    continue;
+                }
+                let mut list = self.neighbours(p, 0).to_vec();
+                if list.len() < max_links {
+                    list.push(u);
+                } else {
+                    // In place of `p`'s least similar link that is not a tree link.
+                    let spare = list
+                        .iter()
+                        .enumerate()
+                        .filter(|&(_, &t)| parent.get(t as usize) != Some(&p))
+                        .min_by(|a, b| {
+                            self.sim_pair::<AVX2>(p, *a.1)
+                                .total_cmp(&self.sim_pair::<AVX2>(p, *b.1))
+                        })
+                        .map(|(at, _)| at);
+                    let Some(at) = spare else {
+                        continue;
+                    };
+                    list[at] = u;
+                }
+                self.set_links(p, 0, &list);
+                if let Some(slot) = parent.get_mut(u as usize) {
+                    *slot = p;
+                }
+                stack.push(u);
+                self.spread(&mut parent, &mut stack);
+                break;
+            }
+        }
+        stranded
+    }
+
+    /// Walk layer 0 from the nodes on `stack`, recording for each newly reached node the node
+    /// it was reached from.
+    fn spread(&self, parent: &mut [u32], stack: &mut Vec<u32>) {
+        while let Some(node) = stack.pop() {
+            for &next in self.neighbours(node, 0) {
+                if let Some(slot) = parent.get_mut(next as usize) {
+                    if *slot == u32::MAX {
+                        *slot = node;
+                        stack.push(next);
+                    }
+                }
+            }
         }
     }
 
@@ -1522,6 +1645,7 @@ impl Visited {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     #[test]
     fn hamming_bound_grows_as_the_similarity_bound_falls() {
@@ -1556,5 +1680,112 @@ mod tests {
                 "len {len}"
             );
         }
+    }
+
+    fn params(m: usize) -> super::HnswParams {
+        super::HnswParams {
+            m,
+            ef_construction: 32,
+            ef_search: 32,
+            binary_walk: true,
+            ef_floor: 8,
+            fast_construction: true,
+        }
+    }
+
+    /// `n` unit vectors of dimension 16 from a fixed xorshift.
+    fn unit_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                let v: Vec<f32> = (0..16)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x % 2001) as f32 / 1000.0 - 1.0
+                    })
+                    .collect();
+                let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-6);
+                v.into_iter().map(|a| a / norm).collect()
+            })
+            .collect()
+    }
+
+    /// Cut every layer-0 link into `cut` from outside it (a cluster only reachable through
+    /// links the repairs lost), as `check` then reports.
+    fn strand(graph: &mut super::Hnsw, cut: &[u32]) {
+        for node in 0..graph.len() as u32 {
+            if cut.contains(&node) {
+                continue;
+            }
+            let kept: Vec<u32> = graph
+                .neighbours(node, 0)
+                .iter()
+                .copied()
+                .filter(|t| !cut.contains(t))
+                .collect();
+            graph.set_links(node, 0, &kept);
+        }
+    }
+
+    #[test]
+    fn a_sweep_links_a_stranded_cluster_back_and_keeps_what_was_reached() {
+        let mut graph = super::Hnsw::new(16, params(3));
+        for v in unit_vectors(120, 7) {
+            graph.insert(&v);
+        }
+        graph.check().unwrap();
+        let entry = graph.entry.unwrap();
+        let cut: Vec<u32> = (0..120u32).filter(|&n| n != entry).take(5).collect();
+        strand(&mut graph, &cut);
+        let err = graph.check().unwrap_err();
+        assert!(err.contains("live nodes reachable"), "{err}");
+        let before = graph.reconnected();
+        let linked = graph.reconnect::<false>();
+        assert!((1..=5).contains(&linked), "{linked}");
+        assert_eq!(
+            graph.reconnected(),
+            before,
+            "reconnect alone does not count"
+        );
+        graph.check().unwrap();
+        // Nothing is left to link back.
+        assert_eq!(graph.reconnect::<false>(), 0);
+    }
+
+    #[test]
+    fn a_large_graph_sweeps_once_its_removals_reach_an_eighth() {
+        let n = super::SWEEP_SMALL * 2;
+        let vectors = unit_vectors(n, 11);
+        let mut graph = super::Hnsw::new(16, params(4));
+        let ids: Vec<u32> = vectors.iter().map(|v| graph.insert(v)).collect();
+        graph.check().unwrap();
+        let entry = graph.entry.unwrap();
+        let cut: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&i| i != entry)
+            .take(3)
+            .collect();
+        strand(&mut graph, &cut);
+        graph.unswept = 0;
+        assert!(graph.check().is_err());
+        let before = graph.reconnected();
+        // Removals of nodes outside the cut: the sweep comes within n/8 of them.
+        let mut removed = 0;
+        for &id in ids.iter().rev() {
+            if graph.check().is_ok() {
+                break;
+            }
+            if cut.contains(&id) || Some(id) == graph.entry {
+                continue;
+            }
+            graph.remove(id);
+            removed += 1;
+        }
+        graph.check().unwrap();
+        assert!(removed <= n / 8 + 1, "{removed} removals before a sweep");
+        assert!(graph.reconnected() > before);
     }
 }
