@@ -13,7 +13,9 @@ memory per entry. Embedding time and the whole Python ``lookup`` are timed here.
 settings before issue 17 (8-bit construction walk 400 wide, tombstones and full rebuilds) run
 beside the current ones in the same run ("previous settings" rows), and two full turnovers of
 each index (every entry evicted as a new one comes in; the old rebuild starts once tombstones
-outnumber live entries, so in the second) time each removal.
+outnumber live entries, so in the second) time each removal. A last run builds one index of
+each settings at 100k and times their lookups interleaved, query by query, so that a busy
+machine slows both alike: the fair "lookup p50 no worse" comparison.
 
 Run alone for the full threshold sweep: ``python benches/bench_semantic.py``.
 """
@@ -176,6 +178,26 @@ def _speed_rows(settings: Settings) -> list[Row]:
     results = rust_example(
         "semantic_speed", settings, {"LS_PARAMS": "current,previous", "LS_CHURN": "2"}
     )
+    # Lookups of both settings interleaved query by query: the fair "no worse" comparison
+    # (the rows above time each settings in its own stretch of a shared machine).
+    for r in rust_example(
+        "semantic_speed",
+        settings,
+        {"LS_SIDE_BY_SIDE": "1", "LS_ONLY": str(settings.pick(100_000, 10_000))},
+    ):
+        n = r["entries"]
+        rows.append(
+            Row(
+                "semantic speed",
+                f"lookup p50, {n:,} entries, current vs previous settings interleaved",
+                "us",
+                r["lookup_p50_us_current"],
+                None,
+                "<= previous",
+                r["lookup_p50_us_current"] <= r["lookup_p50_us_previous"],
+                extra=r,
+            )
+        )
     for r in results:
         if r.get("params") == "previous":
             rows += _previous_rows(r)

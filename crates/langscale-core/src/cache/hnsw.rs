@@ -798,6 +798,7 @@ impl Hnsw {
     /// the last check reach an eighth of its live nodes (a trim counts a quarter of a
     /// removal), so a check (a walk of every link: ~36 ms at 100k nodes of 48 links) costs
     /// each removal the links of 8 nodes, amortised.
+    #[inline(always)]
     fn keep_reachable<const AVX2: bool>(&mut self) {
         let live = self.len().saturating_sub(self.free.len());
         if self.unswept == 0 || (live > SWEEP_SMALL && self.unswept * 8 < live * REMOVAL) {
@@ -812,6 +813,8 @@ impl Hnsw {
     /// link that first reached each node (a tree of links); a new link never displaces a
     /// tree link, so what was reached stays reached, and each stranded node linked back
     /// brings whatever it reaches with it.
+    #[cold]
+    #[inline(never)]
     fn reconnect<const AVX2: bool>(&mut self) -> usize {
         const NONE: u32 = u32::MAX;
         let Some(entry) = self.entry else {
