@@ -36,7 +36,12 @@ def test_limiter_keys_share_a_slot_and_limit_holds(redis_cluster):
     while time.monotonic() - started < 1.0:
         with b.acquire(timeout=2):
             admitted += 1
-    assert 40 <= admitted <= 60, admitted
+    elapsed = time.monotonic() - started
+    # The limit holds whatever the machine's load: never more than 50/s (+ the burst of 1).
+    # Fewer only on a loaded machine (37 in 1 s seen on a loaded CI run), so the lower bound
+    # is generous: a limiter admitting a fifth of its rate through a cluster is broken.
+    assert admitted <= 50 * elapsed + 2, (admitted, elapsed)
+    assert admitted >= 10, admitted
     assert store.stats()["errors"] == 0
 
 

@@ -221,9 +221,18 @@ async def test_when_every_deployment_fails_the_error_names_every_attempt(path):
         # The deciding attempt's own exception: LangChain code catches it by its type.
         assert isinstance(err, ModelAuthenticationError)
         notes = attempt_notes(err)
-        assert len(notes) == 3, notes  # a twice (retried), then b once (auth: fatal)
-        assert all("deployment 0 (alpha): ModelAPIError: a is down" in n for n in notes[:2])
-        assert "deployment 1 (bee): ModelAuthenticationError: b has no key" in notes[2]
+        alpha = "deployment 0 (alpha): ModelAPIError: a is down"
+        bee = "deployment 1 (bee): ModelAuthenticationError: b has no key"
+        if path == "hedged":
+            # A 1 ms hedge starts b whenever an attempt of a takes longer (a loaded machine):
+            # b's fatal answer may then come before a's retry, or before a's first answer.
+            assert 1 <= len(notes) <= 3, notes
+            assert sum(bee in n for n in notes) == 1, notes
+            assert all(alpha in n for n in notes if bee not in n), notes
+        else:
+            assert len(notes) == 3, notes  # a twice (retried), then b once (auth: fatal)
+            assert all(alpha in n for n in notes[:2])
+            assert bee in notes[2]
         assert f"{len(notes)} failed attempt(s)" in "\n".join(err.__notes__)
 
 
