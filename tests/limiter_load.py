@@ -53,6 +53,12 @@ def admissions(
     return stamps
 
 
+def _store(url: str, prefix: str) -> langscale.RedisStore:
+    """A store that waits up to 5 s for Redis, not the 100 ms default: on a loaded machine a
+    slow answer fell back to local state and failed a run that measures the shared one."""
+    return langscale.RedisStore(url, prefix=prefix, timeout=5.0)
+
+
 def open_loop(
     start: Start,
     url: str,
@@ -67,7 +73,7 @@ def open_loop(
     """One tenant's requests at ``rate``/s over ``threads`` senders, whether admitted or not,
     into one ``SHARED_RATE``/s limit; each admitted call then takes ``call`` s. ``named``:
     the tenant is named to the limiter (else first come, first served)."""
-    store = langscale.RedisStore(url, prefix=prefix)
+    store = _store(url, prefix)
     limiter = langscale.RateLimiter(
         requests_per_second=SHARED_RATE, burst=2, store=store, name="fair"
     )
@@ -113,7 +119,7 @@ def closed_loop(
 ) -> Load:
     """One tenant's ``threads`` callers: each pauses ``think`` s, waits for one of ``SHARED_SLOTS``
     shared slots and holds it ``call`` s. ``named`` as for ``open_loop``."""
-    store = langscale.RedisStore(url, prefix=prefix)
+    store = _store(url, prefix)
     limiter = langscale.RateLimiter(max_concurrency=SHARED_SLOTS, store=store, name="slots")
     records: list[tuple[float, float, float]] = []
     lock = threading.Lock()
