@@ -796,7 +796,8 @@ impl Hnsw {
     /// only link into such a cluster. So the graph checks itself and links back what it
     /// finds stranded: after every change while it is small, else once the removals since
     /// the last check reach an eighth of its live nodes (a trim counts a quarter of a
-    /// removal), so a check (a walk of every link: ~36 ms at 100k nodes of 48 links) costs
+    /// removal), so a check (a walk of every link: 36-180 ms at 100k nodes of 48 links,
+    /// by the machine's load) costs
     /// each removal the links of 8 nodes, amortised.
     #[inline(always)]
     fn keep_reachable<const AVX2: bool>(&mut self) {
