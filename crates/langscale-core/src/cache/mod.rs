@@ -29,4 +29,6 @@ pub use replica::Replica;
 pub use scope::{split_prompt, Scoped};
 pub use semantic::{Outcome, Probe, SemanticCache, SemanticConfig, SemanticStats};
 pub use shared::{Label, SharedEntry, SharedEvent, Unreadable};
-pub use tiered::{Fetch, Fetched, Found, L2Stats, Tier, TieredCache, TieredStats, Write};
+pub use tiered::{
+    Fetch, FetchMany, Fetched, Found, L2Stats, Tier, TieredCache, TieredStats, Write,
+};
