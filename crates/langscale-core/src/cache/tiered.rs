@@ -543,7 +543,10 @@ impl Write {
         match <[_; 1]>::try_from(entries) {
             Ok([(key, sealed)]) => store.set(key, sealed, ttl).await,
             Err(entries) if entries.is_empty() => Ok(()),
-            Err(entries) => store.set_many(entries, ttl).await,
+            Err(entries) => {
+                let entries = entries.into_iter().map(|(k, v)| (k, v, ttl)).collect();
+                store.set_many(entries).await
+            }
         }
     }
 }

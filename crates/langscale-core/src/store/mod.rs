@@ -546,21 +546,20 @@ impl Store {
         }
     }
 
-    /// Store each (key, bytes), expiring after `ttl` when given, in one round trip (as
-    /// `get_many`); Err when any write failed.
+    /// Store each (key, bytes, ttl), expiring after its ttl when given, in one round trip
+    /// (as `get_many`); Err when any write failed.
     pub async fn set_many(
         &self,
-        entries: Vec<(String, Vec<u8>)>,
-        ttl: Option<Duration>,
+        entries: Vec<(String, Vec<u8>, Option<Duration>)>,
     ) -> Result<(), StoreError> {
         if self.inner.config.cluster {
             let writes = entries
                 .into_iter()
-                .map(|(key, value)| self.set(key, value, ttl));
+                .map(|(key, value, ttl)| self.set(key, value, ttl));
             return join_all(writes).await.into_iter().collect();
         }
         let mut pipe = redis::pipe();
-        for (key, value) in entries {
+        for (key, value, ttl) in entries {
             pipe.add_command(set_command(key, value, ttl)).ignore();
         }
         self.pipeline::<()>(pipe).await
