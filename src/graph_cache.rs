@@ -22,6 +22,13 @@ pub struct NodeCache {
 
 type Found = Option<(String, Py<PyBytes>)>;
 
+fn node_key(namespace: &Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> PyResult<NodeKey> {
+    Ok(NodeKey {
+        namespace: args::texts("namespace", namespace)?,
+        key: args::text("key", key)?.to_owned(),
+    })
+}
+
 fn key_of(value: &Bound<'_, PyAny>) -> PyResult<NodeKey> {
     let bad = || {
         config_error(format!(
@@ -33,10 +40,7 @@ fn key_of(value: &Bound<'_, PyAny>) -> PyResult<NodeKey> {
     let [namespace, key] = parts.as_slice() else {
         return Err(bad());
     };
-    Ok(NodeKey {
-        namespace: args::texts("namespace", namespace)?,
-        key: args::text("key", key)?.to_owned(),
-    })
+    node_key(namespace, key)
 }
 
 fn keys_of(value: &Bound<'_, PyAny>) -> PyResult<Vec<NodeKey>> {
@@ -60,10 +64,7 @@ fn entries_of(value: &Bound<'_, PyAny>) -> PyResult<Vec<(NodeKey, NodeValue, Opt
             };
             let data = args::optional_bytes("data", Some(data))?.ok_or_else(bad)?;
             Ok((
-                NodeKey {
-                    namespace: args::texts("namespace", namespace)?,
-                    key: args::text("key", key)?.to_owned(),
-                },
+                node_key(namespace, key)?,
                 NodeValue {
                     kind: args::text("kind", kind)?.to_owned(),
                     data: data.into(),

@@ -479,16 +479,26 @@ impl NodeCache {
             .and_then(|place| place.redis)
     }
 
-    /// Run one of this cache's operations from a plain thread: on the store's runtime when
-    /// shared (waiting at most about three store timeouts: None past that), at once when not
-    /// (nothing then waits).
+    /// Run one of this cache's operations from a plain thread. It is polled here first (with
+    /// the store's runtime entered): one answered from L1 with fresh generations is done then,
+    /// with no hand-off to another thread; one that waits on Redis goes on on the store's
+    /// runtime (at most about three store timeouts: None past that). Not shared, it never
+    /// waits.
     pub fn blocking<T: Send + 'static>(
         &self,
         operation: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Option<T> {
-        match self.inner.store.get() {
-            Some(store) => store.block_on(async move { Ok(operation.await) }).ok(),
-            None => operation.now_or_never(),
+        let mut operation = Box::pin(operation);
+        let Some(store) = self.inner.store.get() else {
+            return operation.now_or_never();
+        };
+        let first = {
+            let _runtime = crate::store::runtime().enter();
+            (&mut operation).now_or_never()
+        };
+        match first {
+            Some(value) => Some(value),
+            None => store.block_on(async move { Ok(operation.await) }).ok(),
         }
     }
 

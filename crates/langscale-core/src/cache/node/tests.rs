@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::store::tests::{config, eventually, server};
+use crate::store::tests::{config, eventually, put, server};
 use crate::store::StoreConfig;
 
 fn key(namespace: &[&str], key: &str) -> NodeKey {
@@ -63,13 +63,6 @@ fn l2_key(cache: &NodeCache, k: &NodeKey) -> String {
         .blocking(async move { c.l2_key(&k).await })
         .unwrap()
         .unwrap()
-}
-
-fn put(store: &Store, key: String, bytes: Vec<u8>) {
-    let s = store.clone();
-    store
-        .block_on(async move { s.set(key, bytes, None).await })
-        .unwrap();
 }
 
 #[test]

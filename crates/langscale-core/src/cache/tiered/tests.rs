@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::cache::shared::{Label, SharedEntry, SharedEvent};
 use crate::cache::{split_prompt, Namespace, Replica, SemanticCache, SemanticConfig};
-use crate::store::tests::{config, eventually, server};
+use crate::store::tests::{config, eventually, put, server};
 use crate::store::{IndexStream, StoreConfig};
 
 const LLM: &str = "model=m";
@@ -45,14 +45,6 @@ fn value(found: Option<Found>) -> Option<(Vec<u8>, Tier)> {
 
 fn l2(cache: &TieredCache) -> L2Stats {
     cache.stats().l2.unwrap()
-}
-
-/// Put raw bytes under a Redis key, as another (maybe broken) writer would.
-fn put(store: &Store, key: String, bytes: Vec<u8>) {
-    let s = store.clone();
-    store
-        .block_on(async move { s.set(key, bytes, None).await })
-        .unwrap();
 }
 
 #[test]
