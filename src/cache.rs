@@ -2,7 +2,9 @@
 //! Values are opaque bytes here; the Python layer encodes LangChain generations into them
 //! (data only, never pickle) and reports back the ones it cannot read.
 
-use langscale_core::cache::{self, ExactCacheConfig, Tier, TieredCache};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use langscale_core::cache::{self, ExactCacheConfig, Fetched, Tier, TieredCache, Write};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -27,6 +29,66 @@ fn bytes<'py>(py: Python<'py>, value: &[u8]) -> Bound<'py, PyBytes> {
 /// it cannot read (the core counted it already).
 fn unreadable(err: cache::Unreadable) -> PyErr {
     PyValueError::new_err(err.0)
+}
+
+/// The Redis write of a batch `ExactCache.insert_many` stored in L1: sent once, blocking
+/// (`send`, the GIL released) or awaited (`send_async`), so the caller can hold its own lock
+/// around the L1 fill and not around the round trip.
+#[pyclass(frozen, module = "langscale._core")]
+pub struct PendingWrite {
+    write: Mutex<Option<Write>>,
+}
+
+impl PendingWrite {
+    fn take(&self) -> PyResult<Write> {
+        self.write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| config_error("this write was sent already"))
+    }
+}
+
+#[pymethods]
+impl PendingWrite {
+    /// Send it (GIL released); False when Redis could not take it.
+    fn send(&self, py: Python<'_>) -> PyResult<bool> {
+        let write = self.take()?;
+        Ok(py.detach(|| write.blocking()))
+    }
+
+    /// `send` as an awaitable.
+    fn send_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let write = self.take()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(write.run().await) })
+    }
+}
+
+/// The bytes each fetch found, None for a miss or an unreadable entry (the core counted it in
+/// `l2_errors`).
+fn found_bytes(py: Python<'_>, fetched: Vec<Fetched>) -> Vec<Option<Bound<'_, PyBytes>>> {
+    fetched
+        .into_iter()
+        .map(|value| value.ok().flatten().map(|v| bytes(py, &v)))
+        .collect()
+}
+
+/// A list of bytes, each named by its index in errors.
+fn values(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Vec<Arc<[u8]>>> {
+    args::items(name, value)?
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.cast::<PyBytes>()
+                .map(|b| Arc::from(b.as_bytes()))
+                .map_err(|_| {
+                    config_error(format!(
+                        "{name}[{i}] must be bytes, got {}",
+                        args::describe(item)
+                    ))
+                })
+        })
+        .collect()
 }
 
 impl ExactCache {
@@ -127,6 +189,78 @@ impl ExactCache {
             };
             Python::attach(|py| Ok(value.map(|v| bytes(py, &v).unbind())))
         })
+    }
+
+    /// After L1 misses: what Redis holds for each prompt under this cache's label (filling
+    /// L1), in order, read in one round trip with the GIL released; all None at once when
+    /// not shared. A miss and an unreadable entry (counted in `l2_errors`) are None.
+    fn fetch_many<'py>(
+        &self,
+        py: Python<'py>,
+        prompts: &Bound<'py, PyAny>,
+        llm_string: LlmString<'_>,
+    ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        let prompts = args::texts("prompts", prompts)?;
+        let Some(fetch) = self
+            .cache
+            .fetch_many(prompts.iter().map(String::as_str), llm_string.0)
+        else {
+            return Ok(vec![None; prompts.len()]);
+        };
+        let fetched = py.detach(|| fetch.blocking());
+        Ok(found_bytes(py, fetched))
+    }
+
+    /// `fetch_many` as an awaitable.
+    fn fetch_many_async<'py>(
+        &self,
+        py: Python<'py>,
+        prompts: &Bound<'py, PyAny>,
+        llm_string: LlmString<'_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let prompts = args::texts("prompts", prompts)?;
+        let count = prompts.len();
+        let fetch = self
+            .cache
+            .fetch_many(prompts.iter().map(String::as_str), llm_string.0);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let fetched = match fetch {
+                Some(fetch) => fetch.run().await,
+                None => vec![Ok(None); count],
+            };
+            Python::attach(|py| {
+                Ok(found_bytes(py, fetched)
+                    .into_iter()
+                    .map(|v| v.map(Bound::unbind))
+                    .collect::<Vec<_>>())
+            })
+        })
+    }
+
+    /// Store bytes for each prompt in L1 at once; when shared, the one Redis write of them
+    /// all to send (`PendingWrite`), else None.
+    fn insert_many(
+        &self,
+        prompts: &Bound<'_, PyAny>,
+        llm_string: LlmString<'_>,
+        values: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<PendingWrite>> {
+        let prompts = args::texts("prompts", prompts)?;
+        let values = self::values("values", values)?;
+        if prompts.len() != values.len() {
+            return Err(config_error(format!(
+                "{} prompts but {} values",
+                prompts.len(),
+                values.len()
+            )));
+        }
+        let entries = prompts.iter().map(String::as_str).zip(values);
+        Ok(self
+            .cache
+            .insert_many(entries, llm_string.0)
+            .map(|write| PendingWrite {
+                write: Mutex::new(Some(write)),
+            }))
     }
 
     /// Store bytes for this prompt, replacing what was there; when shared also in Redis
@@ -260,6 +394,7 @@ fn canonical_prompt(prompt: Prompt<'_>) -> String {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ExactCache>()?;
+    m.add_class::<PendingWrite>()?;
     m.add_function(wrap_pyfunction!(cache_key, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_prompt, m)?)?;
     Ok(())

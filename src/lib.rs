@@ -8,6 +8,7 @@ mod coalesce;
 mod embeddings;
 mod endpoint;
 mod errors;
+mod graph_cache;
 mod limit;
 mod namespace;
 mod route;
@@ -25,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     limit::register(m)?;
     cache::register(m)?;
+    graph_cache::register(m)?;
     coalesce::register(m)?;
     semantic::register(m)?;
     route::register(m)?;

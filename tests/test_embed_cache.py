@@ -17,7 +17,7 @@ from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 import langscale
-from langscale import CachedEmbeddings
+from langscale import CachedEmbeddings, _core
 from tests.test_bad_input import JUNK, SETTINGS, TEXT, clean
 
 DIM = 8
@@ -449,3 +449,69 @@ def test_junk_is_a_langscale_error_or_works(
     got = clean(cached.embed_query, query)
     if got is not None:
         assert got == vector(query, "q")
+
+
+# -- the core's batch calls under CachedEmbeddings ------------------------------------------
+
+
+async def awaited(start):
+    """Await what ``start`` returns (the core's awaitables need a running loop)."""
+    return await start()
+
+
+def test_core_batch_calls_name_bad_input():
+    core = _core.ExactCache()
+    with pytest.raises(_core.ConfigError, match="prompts must be a list of str, got 'abc'"):
+        core.fetch_many("abc", "m")
+    with pytest.raises(_core.ConfigError, match=r"prompts\[1\] must be a str, got int 3"):
+        core.fetch_many(["a", 3], "m")
+    with pytest.raises(_core.ConfigError, match=r"values\[0\] must be bytes, got 'x'"):
+        core.insert_many(["a"], "m", ["x"])
+    with pytest.raises(_core.ConfigError, match="2 prompts but 1 values"):
+        core.insert_many(["a", "b"], "m", [b"x"])
+    # unshared: L1 only, nothing to send, nothing to fetch
+    assert core.insert_many(["a"], "m", [b"x"]) is None
+    assert core.lookup_local("a", "m") == b"x"
+    assert core.fetch_many(["a", "b"], "m") == [None, None]
+    assert asyncio.run(awaited(lambda: core.fetch_many_async(["a"], "m"))) == [None]
+
+
+def test_core_batches_blocking_and_awaited_agree(redis_server, redis_prefix):
+    store = langscale.RedisStore(redis_server.url, prefix=redis_prefix)
+    writer = _core.ExactCache()
+    writer.share(store)
+    write = writer.insert_many(["a", "b"], "m", [b"1", b"2"])
+    assert write is not None and write.send() is True
+    with pytest.raises(_core.ConfigError, match="sent already"):
+        write.send()
+    key = writer.l2_key("bad", "m")
+    store.set(key, b"not a langscale entry")
+    readers = [_core.ExactCache(), _core.ExactCache()]
+    for reader in readers:
+        reader.share(store)
+    prompts = ["b", "bad", "none", "a"]
+    blocking = readers[0].fetch_many(prompts, "m")
+    fetched = asyncio.run(awaited(lambda: readers[1].fetch_many_async(prompts, "m")))
+    assert blocking == fetched == [b"2", None, None, b"1"]
+    assert readers[0].stats() == readers[1].stats()
+    stats = readers[0].stats()
+    assert (stats["l2_hits"], stats["l2_misses"], stats["l2_errors"]) == (2, 1, 1)
+    # the awaited write lands like the blocking one
+    pending = readers[1].insert_many(["c"], "m", [b"3"])
+    assert pending is not None
+    assert asyncio.run(awaited(pending.send_async)) is True
+    assert readers[0].fetch_many(["c"], "m") == [b"3"]
+
+
+def test_redis_batch_written_once_per_text(redis_server, redis_prefix):
+    """Each new text reaches Redis once, in the batch's one write (no per-text SET)."""
+    store = langscale.RedisStore(redis_server.url, prefix=redis_prefix)
+    inner = FakeEmbedder()
+    first = CachedEmbeddings(inner, store=store)
+    texts = [f"t{i}" for i in range(50)]
+    assert first.embed_documents(texts) == [vector(t) for t in texts]
+    second_inner = FakeEmbedder()
+    second = CachedEmbeddings(second_inner, store=store)
+    assert asyncio.run(second.aembed_documents(texts[::-1])) == [vector(t) for t in texts[::-1]]
+    assert second_inner.calls == []
+    assert second.stats()["l2_hits"] == 50

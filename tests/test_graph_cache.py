@@ -223,13 +223,15 @@ def test_pickled_payload_in_redis_is_refused_not_executed(redis_server, redis_pr
     key = (("g",), "k")
     writer.set({key: ("honest", None)})
     # Overwrite the Redis entry with a pickle whose loading would run code.
-    local = writer._local_key(("g",), "k", writer._generations({("g",)})[("g",)])
+    redis_key = writer._core.l2_key(key)
     payload = pickle.dumps(_Boom())
-    store.set(writer._redis_key(local), b"lsg1\n" + b'{"t":"pickle","e":null}\n' + payload)
+    # the core's wire format: magic, expiry (0: never), the framed type, the bytes
+    framed = b"LSG2" + bytes(8) + len(b"pickle").to_bytes(4, "big") + b"pickle" + payload
+    store.set(redis_key, framed)
     assert reader.get([key]) == {}
     assert reader.stats()["refused"] == 1
     assert not _Boom.ran
-    store.set(writer._redis_key(local), payload)  # not even our framing
+    store.set(redis_key, payload)  # not even our framing
     assert GraphCache(store=store).get([key]) == {}
 
 
@@ -284,3 +286,45 @@ def test_junk_is_a_langscale_error_or_works(max_entries, redis_url, ns, key, ttl
         assert got in ({}, {(ns, key): value}) or value != value  # NaN never equals itself
     clean(cache.clear, [ns])
     assert clean(cache.get, [(ns, key)]) in (None, {})
+
+
+def test_core_node_cache_names_bad_input():
+    from langscale import _core
+
+    core = _core.NodeCache(4)
+    with pytest.raises(langscale.ConfigError, match="max_entries must be a positive integer"):
+        _core.NodeCache(0)
+    with pytest.raises(langscale.ConfigError, match="got 'nope'"):
+        core.get(["nope"])
+    with pytest.raises(langscale.ConfigError, match=r"namespace\[0\] must be a str, got int 1"):
+        core.get([((1,), "k")])
+    with pytest.raises(langscale.ConfigError, match="ttl must be a positive number, got 'x'"):
+        core.set([(("g",), "k", "json", b"1", "x")])
+    with pytest.raises(langscale.ConfigError, match='produced "pickle"'):
+        core.set([(("g",), "k", "json", b"1", None), (("g",), "j", "pickle", b"\x80", None)])
+    assert core.get([(("g",), "k")]) == [None], "nothing of a refused batch is stored"
+    with pytest.raises(langscale.ConfigError, match="no store"):
+        core.l2_key((("g",), "k"))
+    assert core.set([(("g",), "k", "json", b"1", None)]) is True
+    assert core.get([(("g",), "k")]) == [("json", b"1")]
+    core.refuse((("g",), "k"))
+    stats = core.stats()
+    assert (stats["hits"], stats["refused"], stats["entries"]) == (0, 1, 0)
+
+
+def test_async_clear_reaches_another_instance(redis_server, redis_prefix):
+    store = langscale.RedisStore(redis_server.url, prefix=redis_prefix)
+    first, second = GraphCache(store=store), GraphCache(store=store)
+    key = (("g",), "k")
+
+    async def main():
+        await first.aset({key: ("v", None)})
+        assert await second.aget([key]) == {key: "v"}
+        await first.aclear([("g",)])
+        assert await first.aget([key]) == {}
+        deadline = time.monotonic() + 2
+        while await second.aget([key]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert await second.aget([key]) == {}
+
+    asyncio.run(main())

@@ -109,7 +109,6 @@ class CachedEmbeddings(Embeddings):
         self._inner = embeddings
         self._core = _core.ExactCache(max_entries, max_bytes, ttl, namespace)
         self._model = model_id if model_id is not None else _identity(embeddings)
-        self._ttl = ttl
         self._store = _store.resolve(store, redis_url)
         if self._store is not None:
             self._core.share(self._store)
@@ -147,34 +146,22 @@ class CachedEmbeddings(Embeddings):
             self._core.unreadable(key, self._model)
             return None
 
-    def _from_l2(self, key: str, raw: bytes | BaseException | None) -> list[float] | None:
-        """A vector the core fetched from Redis (and put in L1), if readable."""
-        if raw is None:
-            return None
-        if isinstance(raw, BaseException):
-            if not isinstance(raw, ValueError):
-                raise raw
-            # not a langscale entry (counted by the core)
-            logger.warning("langscale: unreadable embedding in Redis: %s", raw)
-            return None
-        try:
-            return _decode(raw)
-        except ValueError as err:
-            logger.warning("langscale: unreadable embedding in Redis: %s", err)
-            self._core.unreadable(key, self._model, True)
-            return None
-
-    def _fetch(self, key: str) -> bytes | ValueError | None:
-        try:
-            return self._core.fetch(key, self._model)
-        except ValueError as err:
-            return err
-
-    def _keep(self, key: str, raw: bytes) -> None:
-        self._core.update(key, self._model, raw)
-
-    def _l2_entry(self, key: str, raw: bytes) -> tuple[str, bytes]:
-        return self._core.l2_entry(key, self._model, raw)
+    def _from_l2(
+        self, keys: list[str], raws: list[bytes | None], found: dict[str, list[float]]
+    ) -> list[str]:
+        """Put the readable vectors the core fetched from Redis (and put in L1) into
+        ``found``; returns the keys still missing."""
+        missing = []
+        for key, raw in zip(keys, raws, strict=True):
+            try:
+                if raw is not None:
+                    found[key] = _decode(raw)
+                    continue
+            except ValueError as err:
+                logger.warning("langscale: unreadable embedding in Redis: %s", err)
+                self._core.unreadable(key, self._model, True)
+            missing.append(key)
+        return missing
 
     # -- single flight --------------------------------------------------------------------
 
@@ -204,23 +191,22 @@ class CachedEmbeddings(Embeddings):
                 lead.append(key)
         return lead, wait
 
-    def _settle(self, keys: list[str], vectors: list[list[float]]) -> list[tuple[str, bytes]]:
-        """Store the fetched vectors (L1) and hand them to every waiter; returns the Redis
-        entries still to write."""
-        entries = []
+    def _settle(
+        self, keys: list[str], vectors: list[list[float]]
+    ) -> tuple[list[list[float]], _core.PendingWrite | None]:
+        """Store the fetched vectors (L1) and hand them to every waiter; returns the vectors
+        as stored and the Redis write still to send (None when not shared)."""
+        raws = [_encode(vector) for vector in vectors]
+        stored = [_decode(raw) for raw in raws]
         with self._lock:
             self._calls += 1
             self._texts += len(keys)
-            for key, vector in zip(keys, vectors, strict=True):
-                raw = _encode(vector)
-                self._keep(key, raw)
-                if self._store is not None:
-                    entries.append(self._l2_entry(key, raw))
-                future = self._inflight.pop(key)
-                future.set_result(_decode(raw))
+            write = self._core.insert_many(keys, self._model, raws)
+            for key, vector in zip(keys, stored, strict=True):
+                self._inflight.pop(key).set_result(vector)
             # Last: a caller that reads the new count finds every vector above in L1.
             self._settled += 1
-        return entries
+        return stored, write
 
     def _fail(self, keys: list[str], error: BaseException) -> None:
         """The leader's call failed: every waiter gets the error, nothing is stored."""
@@ -266,19 +252,11 @@ class CachedEmbeddings(Embeddings):
                 found[key] = vector
         return keys, found, settled
 
-    def _fill_from_l2(self, missing: list[str], found: dict[str, list[float]]) -> None:
-        assert self._store is not None
-        for key in missing:
-            vector = self._from_l2(key, self._fetch(key))
-            if vector is not None:
-                found[key] = vector
-
     def _embed(self, texts: list[str], prefix: str, single: bool) -> list[list[float]]:
         keys, found, settled = self._plan(texts, prefix)
         missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing and self._store is not None:
-            self._fill_from_l2(missing, found)
-            missing = [key for key in missing if key not in found]
+            missing = self._from_l2(missing, self._core.fetch_many(missing, self._model), found)
         if missing:
             lead, wait = self._claim(missing, found, settled)
             if lead:
@@ -288,14 +266,13 @@ class CachedEmbeddings(Embeddings):
                         vectors = self._checked([self._inner.embed_query(batch[0])], 1)
                     else:
                         vectors = self._checked(self._inner.embed_documents(batch), len(batch))
-                    entries = self._settle(lead, vectors)
+                    stored, write = self._settle(lead, vectors)
                 except BaseException as err:
                     self._fail(lead, err)
                     raise
-                for entry_key, sealed in entries:
-                    self._store.set(entry_key, sealed, self._ttl)  # type: ignore[union-attr]
-                for key, vector in zip(lead, vectors, strict=True):
-                    found[key] = _decode(_encode(vector))
+                if write is not None:
+                    write.send()
+                found.update(zip(lead, stored, strict=True))
             try:
                 for key, future in wait.items():
                     found[key] = future.result()
@@ -308,16 +285,9 @@ class CachedEmbeddings(Embeddings):
         keys, found, settled = self._plan(texts, prefix)
         missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing and self._store is not None:
-            fetched = await asyncio.gather(
-                *(self._core.fetch_async(key, self._model) for key in missing),
-                return_exceptions=True,
-            )
+            raws = await self._core.fetch_many_async(missing, self._model)
             self._store.flush_events()
-            for key, value in zip(missing, fetched, strict=True):
-                vector = self._from_l2(key, value)
-                if vector is not None:
-                    found[key] = vector
-            missing = [key for key in missing if key not in found]
+            missing = self._from_l2(missing, raws, found)
         if missing:
             lead, wait = self._claim(missing, found, settled)
             if lead:
@@ -329,16 +299,14 @@ class CachedEmbeddings(Embeddings):
                         vectors = self._checked(
                             await self._inner.aembed_documents(batch), len(batch)
                         )
-                    entries = self._settle(lead, vectors)
+                    stored, write = self._settle(lead, vectors)
                 except BaseException as err:
                     self._fail(lead, err)
                     raise
-                if entries:
-                    await asyncio.gather(
-                        *(self._store.set_async(k, v, self._ttl) for k, v in entries)  # type: ignore[union-attr]
-                    )
-                for key, vector in zip(lead, vectors, strict=True):
-                    found[key] = _decode(_encode(vector))
+                if write is not None:
+                    await write.send_async()
+                    self._store.flush_events()  # type: ignore[union-attr]
+                found.update(zip(lead, stored, strict=True))
             try:
                 for key, future in wait.items():
                     found[key] = await asyncio.wrap_future(future)

@@ -4,7 +4,8 @@
 //! metadata normalised away; `exact` stores serialized results under those keys; `shared`
 //! is what travels between processes (labelled with namespace and tenant); `tiered` is the
 //! exact cache with its Redis tier (L1 fill, labels, clears reaching every process) and
-//! `replica` the semantic cache's stream replication.
+//! `replica` the semantic cache's stream replication; `node` is LangGraph's node cache (L1 and
+//! Redis, generations for clears, data only).
 
 pub mod coalesce;
 pub mod embed;
@@ -15,6 +16,7 @@ pub mod index;
 pub mod key;
 pub mod namespace;
 pub mod near_flights;
+pub mod node;
 pub mod replica;
 pub mod scope;
 pub mod semantic;
@@ -25,8 +27,11 @@ pub mod tiered;
 pub use exact::{CacheError, CacheStats, ExactCache, ExactCacheConfig};
 pub use key::{cache_key, canonical_prompt, CacheKey};
 pub use namespace::Namespace;
+pub use node::{NodeCache, NodeKey, NodeStats, NodeValue, NotData};
 pub use replica::Replica;
 pub use scope::{split_prompt, Scoped};
 pub use semantic::{Outcome, Probe, SemanticCache, SemanticConfig, SemanticStats};
 pub use shared::{Label, SharedEntry, SharedEvent, Unreadable};
-pub use tiered::{Fetch, Fetched, Found, L2Stats, Tier, TieredCache, TieredStats, Write};
+pub use tiered::{
+    Fetch, FetchMany, Fetched, Found, L2Stats, Tier, TieredCache, TieredStats, Write,
+};

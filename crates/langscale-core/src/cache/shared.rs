@@ -67,13 +67,13 @@ pub fn expired(expires_ms: u64, now: u64) -> bool {
 
 const SEALED: &[u8; 4] = b"LSE1";
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&s.as_bytes()[..len as usize]);
 }
 
-fn take_str<'a>(bytes: &mut &'a [u8], what: &str) -> Result<&'a str, Unreadable> {
+pub(crate) fn take_str<'a>(bytes: &mut &'a [u8], what: &str) -> Result<&'a str, Unreadable> {
     let (len, rest) = bytes
         .split_first_chunk::<4>()
         .ok_or_else(|| unreadable(format!("{what}: truncated")))?;

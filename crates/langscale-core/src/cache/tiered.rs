@@ -150,12 +150,25 @@ pub struct Fetch {
     epoch: u64,
 }
 
-/// The write to Redis an update makes (L1 is filled already).
+/// The Redis reads of several prompts that missed L1, sent in one round trip: run it with
+/// [`FetchMany::blocking`] or await [`FetchMany::run`]; each answer is judged as a [`Fetch`]'s.
+#[derive(Debug)]
+pub struct FetchMany {
+    inner: Arc<Inner>,
+    store: Store,
+    /// (Redis key, L1 key) of each prompt, in the caller's order.
+    keys: Vec<(String, CacheKey)>,
+    label: Label,
+    epoch: u64,
+}
+
+/// The write to Redis an update (or a batch of them) makes, in one round trip (L1 is filled
+/// already).
 #[derive(Debug)]
 pub struct Write {
     store: Store,
-    key: String,
-    sealed: Vec<u8>,
+    /// (Redis key, sealed value) of each entry.
+    entries: Vec<(String, Vec<u8>)>,
     ttl: Option<Duration>,
 }
 
@@ -259,6 +272,32 @@ impl TieredCache {
         self.fetch_under(&namespace, key)
     }
 
+    /// The Redis reads for prompts that missed L1 (`lookup_local`), in one round trip; None
+    /// when not shared.
+    pub fn fetch_many<'a>(
+        &self,
+        prompts: impl IntoIterator<Item = &'a str>,
+        llm_string: &str,
+    ) -> Option<FetchMany> {
+        let l2 = self.inner.l2.get()?;
+        let namespace = self.inner.namespace.read();
+        let epoch = l2.clears().current();
+        let keys = prompts
+            .into_iter()
+            .map(|prompt| {
+                let l1_key = cache_key(&namespace, llm_string, prompt);
+                (l2.key(epoch, l1_key), l1_key)
+            })
+            .collect();
+        Some(FetchMany {
+            inner: Arc::clone(&self.inner),
+            store: l2.store.clone(),
+            keys,
+            label: l2.label(&namespace),
+            epoch,
+        })
+    }
+
     fn fetch_under(&self, namespace: &str, l1_key: CacheKey) -> Option<Fetch> {
         let l2 = self.inner.l2.get()?;
         let epoch = l2.clears().current();
@@ -275,17 +314,32 @@ impl TieredCache {
     /// Store `value` in L1; the Redis write to make when shared (sealed with this cache's
     /// label, expiring with the cache's TTL).
     pub fn insert(&self, prompt: &str, llm_string: &str, value: Arc<[u8]>) -> Option<Write> {
+        self.insert_many([(prompt, value)], llm_string)
+    }
+
+    /// `insert` of each (prompt, value); the one Redis write that stores them all when shared.
+    pub fn insert_many<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a str, Arc<[u8]>)>,
+        llm_string: &str,
+    ) -> Option<Write> {
         self.sync();
         let namespace = self.inner.namespace.read();
-        let key = cache_key(&namespace, llm_string, prompt);
-        let write = self.inner.l2.get().map(|l2| Write {
+        let l2 = self.inner.l2.get();
+        let sealing = l2.map(|l2| (l2, l2.clears().current(), l2.label(&namespace)));
+        let mut sealed = Vec::new();
+        for (prompt, value) in entries {
+            let key = cache_key(&namespace, llm_string, prompt);
+            if let Some((l2, epoch, label)) = &sealing {
+                sealed.push((l2.key(*epoch, key), shared::seal(label, &value)));
+            }
+            self.inner.l1.insert(key, value);
+        }
+        sealing.map(|(l2, _, _)| Write {
             store: l2.store.clone(),
-            key: l2.key(l2.clears().current(), key),
-            sealed: shared::seal(&l2.label(&namespace), &value),
+            entries: sealed,
             ttl: self.config().ttl,
-        });
-        self.inner.l1.insert(key, value);
-        write
+        })
     }
 
     /// `insert`, then the Redis write (blocking); false when Redis could not take it.
@@ -396,30 +450,76 @@ impl Fetch {
         self.answer(reply)
     }
 
-    /// The one judgement of what Redis sent: a value sealed with this lookup's label, read in
-    /// the same clear period and namespace, answers and fills L1; nothing, another label or
-    /// an unreachable Redis is a miss; bytes that are not a sealed entry are an error.
     fn answer(self, reply: Result<Option<Vec<u8>>, StoreError>) -> Fetched {
-        let Some(l2) = self.inner.l2.get() else {
-            return Ok(None);
-        };
-        let Ok(Some(sealed)) = reply else {
-            L2::count(&l2.misses);
-            return Ok(None);
-        };
-        let (label, payload) = shared::open(&sealed).inspect_err(|_| L2::count(&l2.errors))?;
-        // Under the namespace lock: a rename cannot come between this check and the fill.
-        let namespace = self.inner.namespace.read();
-        let current = *namespace == self.label.namespace && l2.clears().current() == self.epoch;
-        if !current || !label.is_for(&self.label) {
-            L2::count(&l2.misses);
-            return Ok(None);
-        }
-        let value: Arc<[u8]> = payload.into();
-        self.inner.l1.insert(self.l1_key, Arc::clone(&value));
-        L2::count(&l2.hits);
-        Ok(Some(value))
+        judge(&self.inner, &self.label, self.epoch, self.l1_key, reply)
     }
+}
+
+impl FetchMany {
+    /// Run the reads from a plain thread (waits at most about the store's timeout).
+    pub fn blocking(self) -> Vec<Fetched> {
+        let (store, keys) = (self.store.clone(), self.redis_keys());
+        let count = keys.len();
+        let replies = self
+            .store
+            .block_on(async move { Ok(store.get_many(keys).await) })
+            .unwrap_or_else(|err| vec![Err(err); count]);
+        self.answer(replies)
+    }
+
+    /// Run the reads on the caller's runtime (`Send + 'static`: hand it to any executor).
+    pub async fn run(self) -> Vec<Fetched> {
+        let replies = self.store.get_many(self.redis_keys()).await;
+        self.answer(replies)
+    }
+
+    fn redis_keys(&self) -> Vec<String> {
+        self.keys.iter().map(|(key, _)| key.clone()).collect()
+    }
+
+    /// One answer per prompt, in order (a reply missing from Redis's answer is a miss).
+    fn answer(self, replies: Vec<Result<Option<Vec<u8>>, StoreError>>) -> Vec<Fetched> {
+        let mut replies = replies.into_iter();
+        self.keys
+            .iter()
+            .map(|&(_, l1_key)| {
+                let reply = replies.next().unwrap_or(Err(StoreError::Down));
+                judge(&self.inner, &self.label, self.epoch, l1_key, reply)
+            })
+            .collect()
+    }
+}
+
+/// The one judgement of what Redis sent for a lookup labelled `wanted` in clear period
+/// `epoch`: a value sealed with that label, read in the same clear period and namespace,
+/// answers and fills L1; nothing, another label or an unreachable Redis is a miss; bytes that
+/// are not a sealed entry are an error.
+fn judge(
+    inner: &Inner,
+    wanted: &Label,
+    epoch: u64,
+    l1_key: CacheKey,
+    reply: Result<Option<Vec<u8>>, StoreError>,
+) -> Fetched {
+    let Some(l2) = inner.l2.get() else {
+        return Ok(None);
+    };
+    let Ok(Some(sealed)) = reply else {
+        L2::count(&l2.misses);
+        return Ok(None);
+    };
+    let (label, payload) = shared::open(&sealed).inspect_err(|_| L2::count(&l2.errors))?;
+    // Under the namespace lock: a rename cannot come between this check and the fill.
+    let namespace = inner.namespace.read();
+    let current = *namespace == wanted.namespace && l2.clears().current() == epoch;
+    if !current || !label.is_for(wanted) {
+        L2::count(&l2.misses);
+        return Ok(None);
+    }
+    let value: Arc<[u8]> = payload.into();
+    inner.l1.insert(l1_key, Arc::clone(&value));
+    L2::count(&l2.hits);
+    Ok(Some(value))
 }
 
 impl Write {
@@ -437,11 +537,17 @@ impl Write {
     async fn send(self) -> Result<(), StoreError> {
         let Self {
             store,
-            key,
-            sealed,
+            entries,
             ttl,
         } = self;
-        store.set(key, sealed, ttl).await
+        match <[_; 1]>::try_from(entries) {
+            Ok([(key, sealed)]) => store.set(key, sealed, ttl).await,
+            Err(entries) if entries.is_empty() => Ok(()),
+            Err(entries) => {
+                let entries = entries.into_iter().map(|(k, v)| (k, v, ttl)).collect();
+                store.set_many(entries).await
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub use epoch::Epoch;
 pub use stream::{IndexEvent, IndexStream};
 
 use conn::Conn;
+use futures_util::future::join_all;
 use redis::{Cmd, FromRedisValue};
 
 /// A Lua script and its SHA1, for EVALSHA with an EVAL fallback.
@@ -521,13 +522,47 @@ impl Store {
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
-        if let Some(ttl) = ttl {
-            cmd.arg("PX")
-                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.query(set_command(key, value, ttl)).await
+    }
+
+    /// The bytes under each of `keys`, in order, in one round trip: one pipeline, or on a
+    /// cluster (where keys live in different slots) every GET at once on the connection.
+    pub async fn get_many(&self, keys: Vec<String>) -> Vec<Result<Option<Vec<u8>>, StoreError>> {
+        if self.inner.config.cluster {
+            return join_all(keys.into_iter().map(|key| self.get(key))).await;
         }
-        self.query(cmd).await
+        let count = keys.len();
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("GET").arg(key);
+        }
+        match self.pipeline::<Vec<Option<Vec<u8>>>>(pipe).await {
+            Ok(values) if values.len() == count => values.into_iter().map(Ok).collect(),
+            Ok(values) => {
+                let err = StoreError::Reply(format!("{} replies to {count} reads", values.len()));
+                vec![Err(err); count]
+            }
+            Err(err) => vec![Err(err); count],
+        }
+    }
+
+    /// Store each (key, bytes, ttl), expiring after its ttl when given, in one round trip
+    /// (as `get_many`); Err when any write failed.
+    pub async fn set_many(
+        &self,
+        entries: Vec<(String, Vec<u8>, Option<Duration>)>,
+    ) -> Result<(), StoreError> {
+        if self.inner.config.cluster {
+            let writes = entries
+                .into_iter()
+                .map(|(key, value, ttl)| self.set(key, value, ttl));
+            return join_all(writes).await.into_iter().collect();
+        }
+        let mut pipe = redis::pipe();
+        for (key, value, ttl) in entries {
+            pipe.add_command(set_command(key, value, ttl)).ignore();
+        }
+        self.pipeline::<()>(pipe).await
     }
 
     pub async fn delete(&self, key: String) -> Result<(), StoreError> {
@@ -535,6 +570,17 @@ impl Store {
         cmd.arg(key);
         self.query::<i64>(cmd).await.map(|_| ())
     }
+}
+
+/// SET of bytes under `key`, expiring after `ttl` (at least a millisecond) when given.
+fn set_command(key: String, value: Vec<u8>, ttl: Option<Duration>) -> Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    if let Some(ttl) = ttl {
+        cmd.arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+    }
+    cmd
 }
 
 /// Connect if there is no connection yet, then PING.

@@ -182,6 +182,14 @@ fn shared_limiter_holds_a_rate_across_two_instances_and_falls_back() {
     assert_eq!(store.stats().degraded, 1);
 }
 
+/// Put raw bytes under a Redis key, as another (maybe broken) writer would.
+pub(crate) fn put(store: &Store, key: String, bytes: Vec<u8>) {
+    let s = store.clone();
+    store
+        .block_on(async move { s.set(key, bytes, None).await })
+        .unwrap();
+}
+
 pub(crate) fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {

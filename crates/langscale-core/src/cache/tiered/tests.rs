@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::cache::shared::{Label, SharedEntry, SharedEvent};
 use crate::cache::{split_prompt, Namespace, Replica, SemanticCache, SemanticConfig};
-use crate::store::tests::{config, eventually, server};
+use crate::store::tests::{config, eventually, put, server};
 use crate::store::{IndexStream, StoreConfig};
 
 const LLM: &str = "model=m";
@@ -45,14 +45,6 @@ fn value(found: Option<Found>) -> Option<(Vec<u8>, Tier)> {
 
 fn l2(cache: &TieredCache) -> L2Stats {
     cache.stats().l2.unwrap()
-}
-
-/// Put raw bytes under a Redis key, as another (maybe broken) writer would.
-fn put(store: &Store, key: String, bytes: Vec<u8>) {
-    let s = store.clone();
-    store
-        .block_on(async move { s.set(key, bytes, None).await })
-        .unwrap();
 }
 
 #[test]
@@ -279,6 +271,240 @@ fn with_redis_down_l1_keeps_working_and_errors_are_counted() {
     let c = shared(&nowhere, "", None);
     assert!(!c.update("p", LLM, Arc::from(&b"v"[..])));
     assert!(c.lookup("p", LLM).unwrap().is_some() && c.lookup("q", LLM).unwrap().is_none());
+}
+
+// -- batches (fetch_many / insert_many) -------------------------------------------------------
+
+fn entries<'a>(prompts: &[&'a str], tag: &str) -> Vec<(&'a str, Arc<[u8]>)> {
+    prompts
+        .iter()
+        .map(|p| (*p, Arc::from(format!("{tag}:{p}").into_bytes())))
+        .collect()
+}
+
+/// What a batch fetch found, as plain bytes (an unreadable entry as `Err`).
+fn found(fetched: Vec<Fetched>) -> Vec<Result<Option<Vec<u8>>, ()>> {
+    fetched
+        .into_iter()
+        .map(|f| f.map(|v| v.map(|v| v.to_vec())).map_err(|_| ()))
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_batch_stored_by_one_is_served_by_the_other_in_order_and_fills_its_l1() {
+    let Some(server) = server() else { return };
+    let (one, two) = (store(server.port, None), store(server.port, None));
+    let (a, b) = (shared(&one, "ns", None), shared(&two, "ns", None));
+    let write = a.insert_many(entries(&["p", "q", "r"], "v"), LLM).unwrap();
+    assert_eq!(
+        a.stats().l1.entries,
+        3,
+        "L1 filled before the write is sent"
+    );
+    assert!(write.blocking());
+    let got = found(b.fetch_many(["r", "missing", "p"], LLM).unwrap().blocking());
+    assert_eq!(
+        got,
+        vec![
+            Ok(Some(b"v:r".to_vec())),
+            Ok(None),
+            Ok(Some(b"v:p".to_vec()))
+        ]
+    );
+    assert_eq!(
+        l2(&b),
+        L2Stats {
+            hits: 2,
+            misses: 1,
+            errors: 0
+        }
+    );
+    assert_eq!(b.lookup_local("r", LLM).as_deref(), Some(&b"v:r"[..]));
+    assert_eq!(
+        b.lookup_local("q", LLM),
+        None,
+        "only what was asked for fills L1"
+    );
+    // a batch and a single lookup read the same entries
+    assert_eq!(
+        value(b.lookup("q", LLM).unwrap()),
+        Some((b"v:q".to_vec(), Tier::Shared))
+    );
+    let empty = b.fetch_many([], LLM).unwrap().blocking();
+    assert!(empty.is_empty());
+    assert!(
+        a.insert_many([], LLM).unwrap().blocking(),
+        "nothing to send"
+    );
+    // unshared: L1 only, no Redis work to do
+    let alone = TieredCache::new(settings(None), "ns").unwrap();
+    assert!(alone.fetch_many(["p"], LLM).is_none());
+    assert!(alone.insert_many(entries(&["p"], "v"), LLM).is_none());
+    assert!(alone.lookup_local("p", LLM).is_some());
+}
+
+#[test]
+fn an_awaited_batch_judges_like_the_blocking_one() {
+    let Some(server) = server() else { return };
+    let (one, two) = (store(server.port, None), store(server.port, None));
+    let (a, b, c) = (
+        shared(&one, "ns", None),
+        shared(&two, "ns", None),
+        shared(&two, "ns", None),
+    );
+    let runtime = runtime();
+    let write = a.insert_many(entries(&["p", "q"], "v"), LLM).unwrap();
+    assert!(runtime.block_on(write.run()));
+    put(&one, a.l2_key("bad", LLM).unwrap(), b"garbage".to_vec());
+    let prompts = ["q", "bad", "none", "p"];
+    let awaited = found(runtime.block_on(b.fetch_many(prompts, LLM).unwrap().run()));
+    let blocking = found(c.fetch_many(prompts, LLM).unwrap().blocking());
+    assert_eq!(awaited, blocking);
+    assert_eq!(
+        awaited,
+        vec![
+            Ok(Some(b"v:q".to_vec())),
+            Err(()),
+            Ok(None),
+            Ok(Some(b"v:p".to_vec()))
+        ]
+    );
+    assert_eq!(l2(&b), l2(&c));
+    assert_eq!(
+        l2(&b),
+        L2Stats {
+            hits: 2,
+            misses: 1,
+            errors: 1
+        }
+    );
+    assert_eq!(b.stats().l1, c.stats().l1);
+}
+
+#[test]
+fn a_batch_never_crosses_namespaces_or_tenants() {
+    let Some(server) = server() else { return };
+    let plain = store(server.port, None);
+    let acme = store(server.port, Some("acme"));
+    let a = shared(&plain, "x", None);
+    assert!(a
+        .insert_many(entries(&["p", "q"], "v"), LLM)
+        .unwrap()
+        .blocking());
+    for other in [shared(&plain, "y", None), shared(&acme, "x", None)] {
+        let got = found(other.fetch_many(["p", "q"], LLM).unwrap().blocking());
+        assert_eq!(got, vec![Ok(None), Ok(None)]);
+        assert_eq!(other.stats().l1.entries, 0);
+    }
+    // foreign labels planted under this cache's own keys: misses, never served
+    let b = shared(&plain, "x", None);
+    let labels = [Label::new("y", None), Label::new("x", Some("acme"))];
+    for (prompt, label) in ["p", "q"].into_iter().zip(&labels) {
+        put(
+            &plain,
+            b.l2_key(prompt, LLM).unwrap(),
+            shared::seal(label, b"foreign"),
+        );
+    }
+    let got = found(b.fetch_many(["p", "q"], LLM).unwrap().blocking());
+    assert_eq!(got, vec![Ok(None), Ok(None)]);
+    assert_eq!(
+        (l2(&b).misses, l2(&b).errors, b.stats().l1.entries),
+        (2, 0, 0)
+    );
+}
+
+#[test]
+fn a_clear_in_one_reaches_the_others_batches() {
+    let Some(server) = server() else { return };
+    let (one, two) = (store(server.port, None), store(server.port, None));
+    let (a, b) = (shared(&one, "ns", None), shared(&two, "ns", None));
+    assert!(a
+        .insert_many(entries(&["p", "q"], "v"), LLM)
+        .unwrap()
+        .blocking());
+    let got = found(b.fetch_many(["p", "q"], LLM).unwrap().blocking());
+    assert!(got.iter().all(|f| matches!(f, Ok(Some(_)))));
+    // a fetch begun before the clear lands after it: a miss, L1 left empty; a write
+    // prepared before it is keyed by the old period: sent after it, never served
+    let stale = b.fetch_many(["p"], LLM).unwrap();
+    let late = b.insert_many(entries(&["r"], "old"), LLM).unwrap();
+    a.clear();
+    eventually("b sees a's clear", || b.lookup_local("p", LLM).is_none());
+    assert_eq!(found(stale.blocking()), vec![Ok(None)]);
+    assert_eq!(b.lookup_local("p", LLM), None);
+    let got = found(b.fetch_many(["p", "q"], LLM).unwrap().blocking());
+    assert_eq!(got, vec![Ok(None), Ok(None)], "old entries unreachable");
+    assert!(late.blocking());
+    let fresh = shared(&two, "ns", None);
+    assert_eq!(
+        found(fresh.fetch_many(["r"], LLM).unwrap().blocking()),
+        vec![Ok(None)]
+    );
+    // entries written after the clear are shared again
+    assert!(a
+        .insert_many(entries(&["r"], "new"), LLM)
+        .unwrap()
+        .blocking());
+    let got = found(fresh.fetch_many(["r"], LLM).unwrap().blocking());
+    assert_eq!(got, vec![Ok(Some(b"new:r".to_vec()))]);
+}
+
+#[test]
+fn a_batch_expires_in_redis_with_the_ttl() {
+    let Some(server) = server() else { return };
+    let one = store(server.port, None);
+    let ttl = Some(Duration::from_millis(300));
+    let a = shared(&one, "", ttl);
+    assert!(a
+        .insert_many(entries(&["p", "q"], "v"), LLM)
+        .unwrap()
+        .blocking());
+    let got = found(
+        shared(&one, "", ttl)
+            .fetch_many(["p", "q"], LLM)
+            .unwrap()
+            .blocking(),
+    );
+    assert!(got.iter().all(|f| matches!(f, Ok(Some(_)))));
+    std::thread::sleep(Duration::from_millis(600));
+    let got = found(
+        shared(&one, "", ttl)
+            .fetch_many(["p", "q"], LLM)
+            .unwrap()
+            .blocking(),
+    );
+    assert_eq!(got, vec![Ok(None), Ok(None)]);
+}
+
+#[test]
+fn with_redis_down_a_batch_is_counted_misses_and_l1_keeps_working() {
+    let Some(server) = server() else { return };
+    let one = store(server.port, None);
+    let a = shared(&one, "", None);
+    drop(server);
+    let write = a.insert_many(entries(&["p", "q"], "v"), LLM).unwrap();
+    assert!(!write.blocking(), "Redis could not take it");
+    assert!(a.lookup_local("q", LLM).is_some(), "L1 has it");
+    let got = found(a.fetch_many(["r", "s"], LLM).unwrap().blocking());
+    assert_eq!(got, vec![Ok(None), Ok(None)]);
+    let got = found(runtime().block_on(a.fetch_many(["t"], LLM).unwrap().run()));
+    assert_eq!(got, vec![Ok(None)]);
+    assert_eq!(
+        l2(&a),
+        L2Stats {
+            hits: 0,
+            misses: 3,
+            errors: 0
+        }
+    );
 }
 
 #[test]
