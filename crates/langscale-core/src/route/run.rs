@@ -1054,15 +1054,7 @@ mod tests {
         ) {
             use crate::spend::Cost;
             let clock = Arc::new(FakeClock::new());
-            let deployments = prices
-                .iter()
-                .enumerate()
-                .map(|(i, &p)| Deployment {
-                    price_in: p,
-                    price_out: p,
-                    ..Deployment::new(format!("d{i}"))
-                })
-                .collect();
+            let deployments = crate::route::tests::priced(&prices);
             let dyn_clock: Arc<dyn Clock> = clock.clone();
             let router =
                 Arc::new(Router::new(deployments, RouterConfig::default(), dyn_clock).unwrap());

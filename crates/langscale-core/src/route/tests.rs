@@ -1213,7 +1213,9 @@ fn many_threads_share_one_router_and_in_flight_returns_to_zero() {
 
 // --- cost-aware fail-over --------------------------------------------------------------------
 
-fn priced(prices: &[f64]) -> Vec<Deployment> {
+/// Deployments `d0`, `d1`, ... costing `prices[i]` per 1k tokens in and out (shared with
+/// the run's own tests).
+pub(super) fn priced(prices: &[f64]) -> Vec<Deployment> {
     prices
         .iter()
         .enumerate()
