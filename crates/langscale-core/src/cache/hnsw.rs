@@ -157,6 +157,8 @@ pub struct Hnsw {
 /// reached (a walk of at most 256 nodes' links); above it, once the removals since the last
 /// check reach an eighth of the live nodes (or the trims half of them, see `unswept`).
 const SWEEP_SMALL: usize = 256;
+/// A node no walk from the entry reached (see `Hnsw::tree`).
+const UNREACHED: u32 = u32::MAX;
 /// What a removal and a trim add to `unswept`.
 const REMOVAL: usize = 4;
 const TRIM: usize = 1;
@@ -817,23 +819,18 @@ impl Hnsw {
     #[cold]
     #[inline(never)]
     fn reconnect<const AVX2: bool>(&mut self) -> usize {
-        const NONE: u32 = u32::MAX;
         let Some(entry) = self.entry else {
             return 0;
         };
         let n = self.len();
-        let mut parent = vec![NONE; n];
-        let mut stack = vec![entry];
-        if let Some(p) = parent.get_mut(entry as usize) {
-            *p = entry;
-        }
-        self.spread(&mut parent, &mut stack);
+        let mut parent = self.tree(entry);
+        let mut stack = Vec::new();
         let mut stranded = 0;
         let mut visited = Visited::new(n);
         let max_links = self.max_links(0);
         let ef = self.params.ef_construction.clamp(8, 64);
         for u in 0..n as u32 {
-            if parent.get(u as usize) != Some(&NONE) || !self.is_live(u) {
+            if parent.get(u as usize) != Some(&UNREACHED) || !self.is_live(u) {
                 continue;
             }
             stranded += 1;
@@ -875,13 +872,24 @@ impl Hnsw {
         stranded
     }
 
+    /// The walk of layer 0 from `entry`: for each node the node it was first reached from
+    /// (`entry` for itself), or `UNREACHED`.
+    fn tree(&self, entry: u32) -> Vec<u32> {
+        let mut parent = vec![UNREACHED; self.len()];
+        if let Some(p) = parent.get_mut(entry as usize) {
+            *p = entry;
+        }
+        self.spread(&mut parent, &mut vec![entry]);
+        parent
+    }
+
     /// Walk layer 0 from the nodes on `stack`, recording for each newly reached node the node
     /// it was reached from.
     fn spread(&self, parent: &mut [u32], stack: &mut Vec<u32>) {
         while let Some(node) = stack.pop() {
             for &next in self.neighbours(node, 0) {
                 if let Some(slot) = parent.get_mut(next as usize) {
-                    if *slot == u32::MAX {
+                    if *slot == UNREACHED {
                         *slot = node;
                         stack.push(next);
                     }
@@ -937,16 +945,7 @@ impl Hnsw {
         if (0..n).any(|id| self.is_live(id) && self.level_of(id) > self.top_layer) {
             return Err("a node above the top layer".into());
         }
-        let mut seen = vec![false; n as usize];
-        let mut stack = vec![entry];
-        let mut reached = 0;
-        while let Some(node) = stack.pop() {
-            if std::mem::replace(&mut seen[node as usize], true) {
-                continue;
-            }
-            reached += 1;
-            stack.extend(self.neighbours(node, 0).iter().copied());
-        }
+        let reached = self.tree(entry).iter().filter(|&&p| p != UNREACHED).count();
         if reached != live {
             return Err(format!("{reached} of {live} live nodes reachable"));
         }
