@@ -237,17 +237,18 @@ impl Leases {
         self.lock().holds.len()
     }
 
-    /// Per meter, what this process's lease holds beyond its calls in flight and unbooked
-    /// spend: budget nobody spent yet.
-    pub(super) fn idle(&self) -> HashMap<String, f64> {
+    /// Per meter, what this process's calls take of its lease: calls in flight and spend
+    /// settled, not yet booked (the rest of what the lease holds nobody spent yet).
+    pub(super) fn in_use(&self) -> HashMap<String, f64> {
         self.lock()
             .leases
             .iter()
-            .map(|(k, l)| (k.clone(), (l.held - l.reserved - l.unbooked).max(0.0)))
+            .map(|(k, l)| (k.clone(), l.reserved + l.unbooked))
             .collect()
     }
 
-    fn lease_id(&self, meter: &str) -> String {
+    /// The id in Redis of this process's lease on `meter` (whether it holds one or not).
+    pub(super) fn lease_id(&self, meter: &str) -> String {
         format!("L:{}:{meter}", self.origin)
     }
 
@@ -662,17 +663,20 @@ impl Leases {
 
     /// One operation over leases (`only` these, or all): book what they settled, keep them
     /// alive, top up those running low, return idle ones (all of them with `exit`).
-    /// `wait`: for operations in flight on `only` to end first (so what was settled before
-    /// is written when this returns).
+    /// `wait`: for operations in flight on those leases to end first (so what was settled
+    /// before is written when this returns).
     pub(super) fn run_tick(&self, only: Option<&[String]>, exit: bool, tick: bool, wait: bool) {
         let terms = self.terms();
         let mut st = self.lock();
-        if let (true, Some(names)) = (wait, only) {
+        if wait {
             let give_up = Instant::now() + self.store().timeout() * 4 + Duration::from_millis(250);
-            while names
-                .iter()
-                .any(|n| st.leases.get(n).is_some_and(|l| l.busy))
-            {
+            let busy = |st: &State| match only {
+                Some(names) => names
+                    .iter()
+                    .any(|n| st.leases.get(n).is_some_and(|l| l.busy)),
+                None => st.leases.values().any(|l| l.busy),
+            };
+            while busy(&st) {
                 let left = give_up.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;

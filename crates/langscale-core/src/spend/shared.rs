@@ -310,7 +310,7 @@ expire(holds, KEYS[#KEYS], now)
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local useds, counters = {}, {}
 for i = 1, n do
-  local key, b = KEYS[2 + i], 3 + 3 * (i - 1)
+  local key, b = KEYS[2 + i], 3 + 4 * (i - 1)
   local slot_us, slots, fixed = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   local first = slot_of(now, slot_us, fixed) - slots + 1
   local used = 0
@@ -318,7 +318,14 @@ for i = 1, n do
   for j = 1, #all, 2 do
     if all[j] == 'held' or tonumber(all[j]) >= first then used = used + tonumber(all[j + 1]) end
   end
-  useds[i] = string.format('%.17g', used)
+  -- the asking process's lease on this meter: what it holds now, read with the total
+  local lease = 0
+  if ARGV[b + 3] ~= '' then
+    local v = redis.call('HGET', holds, ARGV[b + 3])
+    if v then lease = tonumber(string.match(v, '|([^;|]+);$')) or 0 end
+  end
+  useds[#useds + 1] = string.format('%.17g', used)
+  useds[#useds + 1] = string.format('%.17g', lease)
 end
 local fields = {'requests', 'refused', 'would_refuse', 'usd', 'tokens', 'cache_hits',
   'saved_usd', 'saved_tokens'}
@@ -412,7 +419,11 @@ pub struct Charge {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Read {
     pub in_flight: usize,
+    /// Per meter asked, what it used: every hold (leases included) and the window's spend.
     pub used: Vec<f64>,
+    /// Per meter asked, what the lease named for it holds (0 without one), read in the same
+    /// script as `used`.
+    pub leased: Vec<f64>,
     /// Per level asked, the [`COUNTERS`] in order.
     pub counters: Vec<[f64; 8]>,
 }
@@ -711,19 +722,25 @@ impl SharedSpend {
     }
 
     /// What each meter counts now (booked in its window plus held, reservations past their
-    /// deadline dropped first), the counters of each level, and the reservations in flight.
+    /// deadline dropped first) and what the lease named with it holds, the counters of each
+    /// level, and the reservations in flight.
     pub async fn read(
         &self,
-        meters: &[SharedMeter],
+        meters: &[(SharedMeter, Option<String>)],
         levels: &[String],
         now_us: u64,
     ) -> Result<Read, StoreError> {
         let mut keys = vec![self.key("holds"), self.key("expiry")];
         let mut args = vec![meters.len().to_string(), levels.len().to_string()];
-        for m in meters {
+        for (m, lease) in meters {
             let (slot_us, slots, fixed, _) = m.slots(now_us);
             keys.push(self.meter_key(m));
-            args.extend([slot_us.to_string(), slots.to_string(), fixed.to_string()]);
+            args.extend([
+                slot_us.to_string(),
+                slots.to_string(),
+                fixed.to_string(),
+                lease.clone().unwrap_or_default(),
+            ]);
         }
         keys.extend(levels.iter().map(|l| self.counter_key(l)));
         keys.push(self.key("lexpiry"));
@@ -731,7 +748,8 @@ impl SharedSpend {
             self.store.eval(&READ, keys, args).await?;
         Ok(Read {
             in_flight: in_flight.parse().unwrap_or(0),
-            used: used.iter().map(|u| num(u)).collect(),
+            used: used.iter().step_by(2).map(|u| num(u)).collect(),
+            leased: used.iter().skip(1).step_by(2).map(|u| num(u)).collect(),
             counters: counters
                 .chunks(COUNTERS.len())
                 .map(|c| {

@@ -663,13 +663,14 @@ impl SharedLedger {
     /// Spend, limits and what is left per level, as Redis holds them (two round trips, and
     /// one to book what leases settled); while Redis is down, what this process last saw plus
     /// what it took since. A limit's use counts every process's leases, less what this
-    /// process's leases hold unused.
+    /// process's leases hold unused: Redis says what this process's lease holds in the read
+    /// that sums the meter (a lease renewed in the background meanwhile is not counted twice).
     pub fn report(&self) -> Report {
         self.flush();
         if self.store().is_up() {
-            self.leases.run_tick(None, false, false, false);
+            // Waits for lease operations in flight: what they book is then in Redis.
+            self.leases.run_tick(None, false, false, true);
         }
-        let idle = self.leases.idle();
         let config = self.config();
         let spend = self.spend.clone();
         let levels = self.store().block_on(async move { spend.levels().await });
@@ -688,7 +689,10 @@ impl SharedLedger {
             }
         }
         let spend = self.spend.clone();
-        let shared: Vec<SharedMeter> = meters.iter().map(|(_, _, s)| s.clone()).collect();
+        let shared: Vec<(SharedMeter, Option<String>)> = meters
+            .iter()
+            .map(|(_, _, s)| (s.clone(), Some(self.leases.lease_id(&s.name))))
+            .collect();
         let (asked, now) = (levels.clone(), self.now_us());
         let Ok(read) = self
             .store()
@@ -702,15 +706,18 @@ impl SharedLedger {
                 d.last_used.insert(s.name.clone(), *used);
             }
         }
+        // This process's share of its leases: what its calls took (read after Redis answered:
+        // a call settled meanwhile is here, not yet booked there).
+        let in_use = self.leases.in_use();
         let mut out = Vec::with_capacity(levels.len());
-        let mut used = read.used.iter();
+        let mut used = read.used.iter().zip(&read.leased);
         let mut m = meters.iter().peekable();
         for (key, counters) in levels.iter().zip(&read.counters) {
             let mut reports = Vec::new();
-            while let Some((_, meter, _)) = m.next_if(|(k, _, _)| k == key) {
-                let u = used.next().copied().unwrap_or(0.0);
-                let mine = idle.get(&shared_meter(key, meter).name).copied();
-                reports.push(meter_report(&config, meter, u - mine.unwrap_or(0.0)));
+            while let Some((_, meter, shared)) = m.next_if(|(k, _, _)| k == key) {
+                let (u, leased) = used.next().map_or((0.0, 0.0), |(u, l)| (*u, *l));
+                let mine = in_use.get(&shared.name).copied().unwrap_or(0.0);
+                reports.push(meter_report(&config, meter, (u - leased).max(0.0) + mine));
             }
             out.push(LevelReport {
                 key: key.clone(),

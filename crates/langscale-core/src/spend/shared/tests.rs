@@ -66,7 +66,7 @@ impl SharedSpend {
     }
 
     async fn used(&self, meter: &SharedMeter) -> Result<f64, StoreError> {
-        Ok(self.read(std::slice::from_ref(meter), &[], 0).await?.used[0])
+        Ok(self.read(&[(meter.clone(), None)], &[], 0).await?.used[0])
     }
 }
 
@@ -146,7 +146,7 @@ fn an_unsettled_reservation_expires_on_the_server_clock() {
             let full = s.hold("x", &m, &[1.0], 200_000).await?;
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             // A read drops it too (a report never shows an expired hold).
-            let expired = s.read(&m, &[], 0).await?;
+            let expired = s.read(&[(m[0].clone(), None)], &[], 0).await?;
             let after = s.hold("y", &m, &[100.0], 60_000_000).await?;
             let used = s.used(&m[0]).await?;
             Ok((full, expired, after, used))
@@ -211,12 +211,12 @@ fn a_calendar_month_counts_from_its_first_and_says_when_it_ends() {
                 .await?;
             s.settle("old", std::slice::from_ref(&m), &[0.9], &[], None, before)
                 .await?;
-            let last_month = s.read(std::slice::from_ref(&m), &[], now).await?.used[0];
+            let last_month = s.read(&[(m.clone(), None)], &[], now).await?.used[0];
             s.reserve("new", &t(0.6), &[], false, 60_000_000, now)
                 .await?;
             s.settle("new", std::slice::from_ref(&m), &[0.6], &[], None, now)
                 .await?;
-            let this_month = s.read(std::slice::from_ref(&m), &[], now).await?.used[0];
+            let this_month = s.read(&[(m.clone(), None)], &[], now).await?.used[0];
             let refused = s
                 .reserve("over", &t(0.5), &[], false, 60_000_000, now)
                 .await?;
@@ -255,7 +255,7 @@ fn a_lease_grows_by_whole_calls_within_its_share_and_not_at_all_near_the_limit()
     let spend = Arc::new(spend(server.port, "lease-size"));
     let m = meter("t:acme/usd", 100.0);
     let s = Arc::clone(&spend);
-    let (out, used) = spend
+    let (out, used, read) = spend
         .store
         .block_on(async move {
             let ttl = 60_000_000;
@@ -271,14 +271,23 @@ fn a_lease_grows_by_whole_calls_within_its_share_and_not_at_all_near_the_limit()
             let c = [take(&m, "A", 10.0, 75.0, 80.0)];
             out.push(s.lease("op3", &c, &[], 0.1, ttl, 0).await?);
             let used = s.used(&m).await?;
+            // A report's read: the meter's total and, in the same script, what the asking
+            // process's lease holds of it (A, B, and a lease that holds nothing).
+            let asked: Vec<_> = ["A", "B", "Z"]
+                .iter()
+                .map(|l| (m.clone(), Some((*l).to_owned())))
+                .collect();
+            let read = s.read(&asked, &[], 0).await?;
             // Near the limit: one call each, nothing beyond.
             let d = [take(&m, "C", 0.0, 1.0, 40.0)];
             out.push(s.lease("op4", &d, &[], 0.1, ttl, 0).await?);
             let e = [take(&m, "D", 0.0, 1.0, 40.0)];
             out.push(s.lease("op5", &e, &[], 0.1, ttl, 0).await?);
-            Ok((out, used))
+            Ok((out, used, read))
         })
         .unwrap();
+    assert_eq!(read.used, [94.0; 3]);
+    assert_eq!(read.leased, [75.0, 9.0, 0.0]);
     assert_eq!(out[0].outcome, LeaseOutcome::Granted);
     assert!((out[0].holds[0] - 10.0).abs() < 1e-9, "{:?}", out[0]);
     assert!((out[1].holds[0] - 9.0).abs() < 1e-9, "{:?}", out[1]);
@@ -383,9 +392,7 @@ fn a_retried_lease_operation_books_once_and_an_unrenewed_lease_expires() {
             let again = s.lease("op1", &op, &levels, 0.1, 200_000, 0).await?;
             let held = s.used(&m).await?;
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            let after = s
-                .read(std::slice::from_ref(&m), &["t:acme".into()], 0)
-                .await?;
+            let after = s.read(&[(m.clone(), None)], &["t:acme".into()], 0).await?;
             Ok((first, again, held, after))
         })
         .unwrap();

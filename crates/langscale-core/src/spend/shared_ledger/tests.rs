@@ -380,6 +380,72 @@ fn leased_calls_skip_the_round_trip_and_every_cent_is_booked() {
 }
 
 #[test]
+fn a_report_takes_what_its_lease_holds_from_the_read_that_sums_the_meter() {
+    // A renewal of this process's lease lands whenever Redis answers it (in the background):
+    // what the lease holds comes from the read that sums the meter, not from what this
+    // process last heard. (Taken from the last answer, a report once showed $21 of $20 spent:
+    // a renewal landed between that answer and the read.)
+    let Some(server) = server() else { return };
+    let b = shared(server.port, "lease-report", spend_config(1e6));
+    let Budgets::Shared(ledger) = &b else {
+        unreachable!()
+    };
+    let who = Who::new(Some("acme"), None);
+    for _ in 0..20 {
+        b.reserve(&who, usd(0.01), false).unwrap().settle(usd(1.0));
+    }
+    let meter = plan(&ledger.config(), &who)
+        .0
+        .into_iter()
+        .map(|p| p.shared)
+        .find(|m| m.name.starts_with("t:acme/usd"))
+        .unwrap();
+    let used = |b: &Budgets| {
+        let report = b.report();
+        let acme = report.levels.iter().find(|l| l.key == "t:acme").unwrap();
+        acme.meters[0].used
+    };
+    assert!((used(&b) - 20.0).abs() < 1e-9, "{}", used(&b));
+    // The lease's hold in Redis moves under the reports, as renewals would move it.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mover = {
+        let (spend, lease, stop) = (
+            ledger.spend.clone(),
+            ledger.leases.lease_id(&meter.name),
+            Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            let mut moves = 0_u32;
+            while !stop.load(Ordering::Relaxed) {
+                moves += 1;
+                let hold = f64::from(moves % 4);
+                let take = crate::spend::shared::LeaseTake {
+                    meter: meter.clone(),
+                    lease: lease.clone(),
+                    book: 0.0,
+                    cover: hold,
+                    want: hold,
+                    unit: 1.0,
+                    shrink: true,
+                };
+                let s = spend.clone();
+                let _ = spend
+                    .store()
+                    .block_on(async move { s.lease("", &[take], &[], 0.5, 60_000_000, 0).await });
+            }
+            moves
+        })
+    };
+    let seen: Vec<f64> = (0..40).map(|_| used(&b)).collect();
+    stop.store(true, Ordering::Relaxed);
+    assert!(mover.join().unwrap() > 10, "the hold hardly moved");
+    assert!(
+        seen.iter().all(|u| (u - 20.0).abs() < 1e-9),
+        "reports while the lease's hold moved: {seen:?}"
+    );
+}
+
+#[test]
 fn four_leasing_processes_of_fifty_threads_against_room_for_ten_admit_ten() {
     let Some(server) = server() else { return };
     let ledgers: Vec<Budgets> = (0..4)
