@@ -41,14 +41,14 @@ format:
 CLIPPY := RUSTC_WORKSPACE_WRAPPER="$(CURDIR)/.ci/clippy-driver"
 lint: install
 	cargo fmt --all -- --check
-	$(CLIPPY) cargo build -p langscale-core --all-targets
+	$(CLIPPY) cargo build -p langscale-core -p langscale-index --all-targets
 	$(CLIPPY) $(VENV)/bin/maturin build -q --out $(VENV)/lint
 	$(VENV)/bin/ruff check $(PY_DIRS)
 	$(VENV)/bin/ruff format --check $(PY_DIRS)
 
 # --lib --tests: not the examples (clippy --all-targets already checks that they compile)
 test-rust:
-	cargo test -p langscale-core --lib --tests
+	cargo test -p langscale-core -p langscale-index --lib --tests
 
 # -n auto: one worker per core (xdist); many tests wait on servers, sleeps and other
 # processes, so two workers on two cores halve the wall time.

@@ -38,8 +38,8 @@ use std::collections::HashMap;
 
 use xxhash_rust::xxh3::xxh3_128;
 
-/// A 128-bit cache key.
-pub type CacheKey = u128;
+/// A 128-bit cache key (the vector index's key type too).
+pub use langscale_index::CacheKey;
 
 /// The deepest container nesting that is canonicalised; deeper prompts are hashed raw.
 /// Matches `serde_json`'s default recursion limit.

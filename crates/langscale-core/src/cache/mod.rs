@@ -5,14 +5,15 @@
 //! is what travels between processes (labelled with namespace and tenant); `tiered` is the
 //! exact cache with its Redis tier (L1 fill, labels, clears reaching every process) and
 //! `replica` the semantic cache's stream replication; `node` is LangGraph's node cache (L1 and
-//! Redis, generations for clears, data only).
+//! Redis, generations for clears, data only). The vector index (`index`, `hnsw`) is the
+//! `langscale-index` crate, re-exported here.
 
 pub mod coalesce;
 pub mod embed;
 pub mod exact;
 pub mod guard;
-pub mod hnsw;
-pub mod index;
+pub use langscale_index as index;
+pub use langscale_index::hnsw;
 pub mod key;
 pub mod namespace;
 pub mod near_flights;

@@ -46,7 +46,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::index::dot;
+use crate::dot;
 
 /// How many standard errors past the bound a node's Hamming distance may lie and still
 /// count as possibly within it. A distance over `b` bits is Binomial(b, θ/π) for two

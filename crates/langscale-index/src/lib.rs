@@ -1,11 +1,20 @@
 //! The vector index of one semantic-cache scope: an exact scan over a flat array while the
 //! scope is small, an HNSW graph once it grows past `flat_max` entries. Vectors are
 //! L2-normalised, so similarity is the dot product.
+//!
+//! A crate of its own (re-exported as `langscale_core::cache::index` and `::hnsw`) so that
+//! debug and test builds can compile it optimised: its recall tests build graphs of tens of
+//! thousands of nodes, which unoptimised took a minute of every `cargo test`; the rest of
+//! the core stays quick to compile.
 
 use std::collections::HashMap;
 
-use super::hnsw::{Hnsw, HnswParams};
-use super::key::CacheKey;
+pub mod hnsw;
+
+use hnsw::{Hnsw, HnswParams};
+
+/// A 128-bit cache key: what an entry is indexed under.
+pub type CacheKey = u128;
 
 /// Dot product. Uses AVX2 when the CPU has it (checked once, cached by std), else the
 /// portable loop; both are the same code, the first compiled for 256-bit vectors.
