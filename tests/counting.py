@@ -14,11 +14,12 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 
 class CountingModel(BaseChatModel):
-    """Counts its calls; each waits ``delay`` seconds, or without one until ``gate`` opens,
-    then answers with the question (``numbered``: and the call's number), or raises with
-    ``fail``."""
+    """Counts its calls; each waits ``delay`` seconds, or without one until ``gate`` opens
+    (``waiting``: how many calls wait for it), then answers with the question (``numbered``:
+    and the call's number), or raises with ``fail``."""
 
     calls: int = 0
+    waiting: int = 0
     fail: bool = False
     delay: float | None = None
     numbered: bool = False
@@ -50,6 +51,8 @@ class CountingModel(BaseChatModel):
         if self.delay is not None:
             time.sleep(self.delay)
         else:
+            with self.lock:
+                self.waiting += 1
             assert self.gate.wait(30), "the gate never opened"
         return self._answer(messages)
 

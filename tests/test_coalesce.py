@@ -67,10 +67,19 @@ def test_100_coroutines_asking_the_same_make_one_call() -> None:
 
 def test_without_coalescing_every_caller_calls() -> None:
     """The baseline the test above beats: LangChain's cache alone lets all of them miss."""
-    inner = slow()
+    # Every call is held until all 20 are inside the provider (a caller arriving after the
+    # first answer would be a cache hit, which this test is not about).
+    inner = CountingModel(numbered=True)
     model = scaled(inner, coalesce=False)
     with ThreadPoolExecutor(20) as pool:
-        list(pool.map(lambda _: model.invoke("same question"), range(20)))
+        asked = [pool.submit(model.invoke, "same question") for _ in range(20)]
+        deadline = time.monotonic() + 60
+        while inner.waiting < 20:
+            assert time.monotonic() < deadline, f"{inner.waiting} of 20 callers reached it"
+            time.sleep(0.01)
+        inner.gate.set()
+        for f in asked:
+            f.result(timeout=60)
     assert inner.calls == 20
 
 
