@@ -17,7 +17,9 @@ from tests.multiprocess import Start, run_together, started
 
 
 def shared(server, prefix, **kw) -> RateLimiter:
-    store = langscale.RedisStore(server.url, prefix=prefix)
+    # A store that waits up to 5 s: on a loaded machine an answer can take longer than the
+    # 100 ms default, which these tests (not about Redis being slow) would see as Redis down.
+    store = langscale.RedisStore(server.url, prefix=prefix, timeout=5.0)
     return RateLimiter(store=store, **kw)
 
 

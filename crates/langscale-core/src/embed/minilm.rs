@@ -6,9 +6,9 @@
 use std::cmp::Reverse;
 use std::path::{Path, PathBuf};
 
+use super::bert::{BertModel, Config as BertConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use super::{EmbedError, Embedder};
@@ -181,13 +181,13 @@ impl MiniLm {
             ids[start..start + n].copy_from_slice(&encoding.get_ids()[..n]);
             mask[start..start + n].copy_from_slice(&encoding.get_attention_mask()[..n]);
         }
-        let device = &self.model.device;
+        let device = &Device::Cpu;
         let ids = Tensor::from_vec(ids, (rows, width), device).map_err(compute)?;
         let mask = Tensor::from_vec(mask, (rows, width), device).map_err(compute)?;
         let type_ids = ids.zeros_like().map_err(compute)?;
         let hidden = self
             .model
-            .forward(&ids, &type_ids, Some(&mask))
+            .forward(&ids, &type_ids, &mask)
             .map_err(compute)?;
         let weights = mask
             .to_dtype(DType::F32)

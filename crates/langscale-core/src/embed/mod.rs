@@ -3,6 +3,8 @@
 //! `minilm` (cargo feature `minilm`) runs all-MiniLM-L6-v2 on candle from local files.
 
 #[cfg(feature = "minilm")]
+mod bert;
+#[cfg(feature = "minilm")]
 pub mod minilm;
 
 use std::fmt::Debug;
