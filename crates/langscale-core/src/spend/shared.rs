@@ -39,6 +39,13 @@ local function add_held(key, d)
   redis.call('HSET', key, 'held', string.format('%.17g', h))
 end
 
+-- what lease `lid` holds (its single `key|amount;` entry), 0 without one
+local function lease_hold(holds, lid)
+  local v = redis.call('HGET', holds, lid)
+  if v then return tonumber(string.match(v, '|([^;|]+);$')) or 0 end
+  return 0
+end
+
 local function unhold(holds, expiry, id)
   local v = redis.call('HGET', holds, id)
   if v then
@@ -208,9 +215,7 @@ for i = 1, n do
   local unit, shrink = tonumber(ARGV[b + 7]), ARGV[b + 8] == '1'
   local fixed, fixed_end = tonumber(ARGV[b + 9]), tonumber(ARGV[b + 10])
   local current = slot_of(now, slot_us, fixed)
-  local hold0 = 0
-  local v = redis.call('HGET', holds, lid)
-  if v then hold0 = tonumber(string.match(v, '|([^;|]+);$')) or 0 end
+  local hold0 = lease_hold(holds, lid)
   if dup then book = 0 end
   local hold1 = hold0 - book
   if hold1 < 0 then hold1 = 0 end
@@ -320,10 +325,7 @@ for i = 1, n do
   end
   -- the asking process's lease on this meter: what it holds now, read with the total
   local lease = 0
-  if ARGV[b + 3] ~= '' then
-    local v = redis.call('HGET', holds, ARGV[b + 3])
-    if v then lease = tonumber(string.match(v, '|([^;|]+);$')) or 0 end
-  end
+  if ARGV[b + 3] ~= '' then lease = lease_hold(holds, ARGV[b + 3]) end
   useds[#useds + 1] = string.format('%.17g', used)
   useds[#useds + 1] = string.format('%.17g', lease)
 end
