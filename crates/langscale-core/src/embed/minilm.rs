@@ -475,6 +475,34 @@ mod tests {
     }
 
     #[test]
+    fn an_encoder_saved_under_a_bert_prefix_loads_the_same_and_bad_shapes_are_named() {
+        // Checkpoints of models with heads name the encoder's tensors `bert.…`.
+        let dir = tiny_model("prefix");
+        let plain = MiniLm::load(&dir, MiniLmConfig::default()).unwrap();
+        let before = plain.embed("the cat sat on the mat").unwrap();
+        let weights = dir.join("model.safetensors");
+        let tensors: HashMap<String, Tensor> =
+            candle_core::safetensors::load(&weights, &Device::Cpu)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (format!("bert.{k}"), v))
+                .collect();
+        candle_core::safetensors::save(&tensors, &weights).unwrap();
+        let prefixed = MiniLm::load(&dir, MiniLmConfig::default()).unwrap();
+        let after = prefixed.embed("the cat sat on the mat").unwrap();
+        assert!(cosine(&before, &after) > 0.99999);
+        // 16 wide cannot split into 3 heads: named, not a panic.
+        let config = dir.join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        c["num_attention_heads"] = 3.into();
+        std::fs::write(&config, c.to_string()).unwrap();
+        let err = MiniLm::load(&dir, MiniLmConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("num_attention_heads 3"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn long_texts_are_truncated_to_max_seq_length() {
         let dir = tiny_model("trunc");
         let m = MiniLm::load(&dir, MiniLmConfig::default()).unwrap();
